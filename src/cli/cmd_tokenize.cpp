@@ -7,7 +7,7 @@
 //                                                 stdout: one JSON id array per line
 //   pdsd tokenize --tokenizer DIR --jsonl --decode   id arrays -> JSON strings
 //   pdsd tokenize --tokenizer DIR --bench FILE [--threads N]
-//        encodes every line of FILE, prints MB/s to stderr and the token count to stdout.
+//        encodes every line of FILE, prints MB/s to stderr and "<token count> <FNV-1a of ids>" to stdout.
 #include "commands.h"
 
 #include "pdsd/core/error.h"
@@ -81,16 +81,25 @@ void run_bench(const tokenizer::Tokenizer& tok, const TokenizeOptions& o) {
     size_t bytes = 0;
     for (const auto& l : lines) bytes += l.size();
     auto t0 = std::chrono::steady_clock::now();
+    // Token count and an FNV-1a checksum of all ids, so a peer run can be checked equal.
     size_t count = 0;
+    uint64_t checksum = 0xCBF29CE484222325ULL;
+    auto add = [&](const std::vector<tokenizer::TokenId>& ids) {
+        count += ids.size();
+        for (auto id : ids) checksum = (checksum ^ uint64_t(uint32_t(id))) * 0x100000001B3ULL;
+    };
+    double s;
     if (o.threads == 1) {
-        for (const auto& l : lines) count += tok.encode(l).size();
+        for (const auto& l : lines) add(tok.encode(l));
+        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     } else {
-        for (const auto& ids : tok.encode_batch(lines, o.threads)) count += ids.size();
+        auto all = tok.encode_batch(lines, o.threads);
+        s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        for (const auto& ids : all) add(ids);
     }
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::fprintf(stderr, "pdsd tokenize bench: %zu lines, %.2f MB in %.3f s = %.2f MB/s (%d threads)\n", lines.size(),
                  double(bytes) / 1e6, s, double(bytes) / 1e6 / s, o.threads);
-    std::printf("%zu\n", count);
+    std::printf("%zu %016llx\n", count, static_cast<unsigned long long>(checksum));
 }
 
 void run_tokenize(const TokenizeOptions& o) {
