@@ -188,8 +188,50 @@ def main():
                 if dbad <= a.show:
                     print(f"DECODE MISMATCH skip={skip} {ids}\n  hf   {h!r}\n  pdsd {p!r}")
     print(f"decode: {2 * len(id_lists)} id lists, {dbad} mismatches")
-    print(f"mismatches: {bad + dbad}")
-    return 1 if bad + dbad else 0
+    fbad = flags_phase(a, rng)
+    print(f"mismatches: {bad + dbad + fbad}")
+    return 1 if bad + dbad + fbad else 0
+
+
+def flags_phase(a, rng):
+    """Added-token flags that Qwen's file leaves false: a copy of tokenizer.json where
+    <think> has lstrip+rstrip, </think> single_word, <tool_call> normalized, plus new
+    tokens "caf\u00e9" (normalized: matches decomposed input after NFC) and a decomposed
+    "re\u0301sume\u0301" (not normalized: matches only the raw decomposed form)."""
+    with open(os.path.join(a.tokenizer, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    for t in tj["added_tokens"]:
+        if t["content"] == "<think>":
+            t["lstrip"] = t["rstrip"] = True
+        elif t["content"] == "</think>":
+            t["single_word"] = True
+        elif t["content"] == "<tool_call>":
+            t["normalized"] = True
+    top = max(t["id"] for t in tj["added_tokens"])
+    tj["added_tokens"].append({"id": top + 1, "content": "caf\u00e9", "single_word": False, "lstrip": False,
+                               "rstrip": False, "normalized": True, "special": False})
+    tj["added_tokens"].append({"id": top + 2, "content": "re\u0301sume\u0301", "single_word": False,
+                               "lstrip": False, "rstrip": False, "normalized": False, "special": True})
+    pieces = ["<think>", "</think>", "<tool_call>", "caf\u00e9", "cafe\u0301", "re\u0301sume\u0301", "r\u00e9sum\u00e9",
+              " ", "  ", "\n", "\t", " \n ", "x", "word", "中文", "1", "!", "<|im_end|>", "\u00a0", "é"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 10))) for _ in range(max(1000, a.n // 5))]
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+        hf = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+        pd = run_pdsd(a.pdsd, d, texts, [])
+        bad = 0
+        for t, h, p in zip(texts, hf, pd):
+            if h != p:
+                bad += 1
+                if bad <= a.show:
+                    print(f"FLAGS MISMATCH {t!r}\n  hf   {h}\n  pdsd {p}")
+        hd = tok.decode_batch(hf, skip_special_tokens=True)
+        pdd = run_pdsd(a.pdsd, d, hf, ["--decode", "--skip-special-tokens"])
+        dbad = sum(1 for x, y in zip(hd, pdd) if x != y)
+    print(f"added-token flags: {len(texts)} strings, {bad} encode + {dbad} decode mismatches")
+    return bad + dbad
 
 
 if __name__ == "__main__":

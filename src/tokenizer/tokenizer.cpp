@@ -17,6 +17,8 @@
 #include "pdsd/core/log.h"
 #include "pdsd/tokenizer/unicode.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -178,8 +180,22 @@ struct AddedToken {
 
 // Rust char::is_whitespace (Unicode White_Space).
 bool ws_cp(char32_t cp) { return (detail::cp_class(cp) & detail::kWS) != 0; }
-// Approximation of Rust char::is_alphanumeric (Alphabetic || Numeric) for single_word.
-bool alnum_cp(char32_t cp) { return (detail::cp_class(cp) & (detail::kL | detail::kN)) != 0; }
+// A "word" character for single_word: Rust regex's Unicode \w, which tokenizers uses
+// (Alphabetic, marks, decimal digits, connector punctuation, ZWNJ/ZWJ). Alphabetic is
+// taken as letters + Nl + the enclosed letters that Other_Alphabetic adds.
+bool word_cp(char32_t cp) {
+    switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
+        case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+        case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_NL:
+        case UTF8PROC_CATEGORY_MN: case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME:
+        case UTF8PROC_CATEGORY_ND: case UTF8PROC_CATEGORY_PC:
+            return true;
+        default:
+            return cp == 0x200C || cp == 0x200D || (cp >= 0x24B6 && cp <= 0x24E9) ||
+                   (cp >= 0x1F130 && cp <= 0x1F149) || (cp >= 0x1F150 && cp <= 0x1F169) ||
+                   (cp >= 0x1F170 && cp <= 0x1F189);
+    }
+}
 
 // Last code point of valid UTF-8 `s` (non-empty).
 char32_t last_cp(std::string_view s) {
@@ -199,19 +215,23 @@ public:
         size_t begin, end;  // bytes
         int token;          // index into tokens, or -1 for plain text
     };
-    void build(const std::vector<AddedToken>* tokens, bool normalized) {
+    // normalized=false tokens match their content in the raw text; normalized=true ones
+    // match the NFC of their content in normalised text (tokenizers normalises the
+    // patterns with the tokenizer's normalizer).
+    void build(const std::vector<AddedToken>* tokens, bool normalized, bool nfc_patterns) {
         tokens_ = tokens;
+        patterns_.assign(tokens->size(), std::string());
         for (auto& v : by_first_) v.clear();
         for (size_t k = 0; k < tokens->size(); ++k) {
             const auto& t = (*tokens)[k];
             if (t.normalized != normalized || t.content.empty()) continue;
-            by_first_[static_cast<unsigned char>(t.content[0])].push_back(static_cast<int>(k));
+            patterns_[k] = normalized && nfc_patterns ? nfc(t.content) : t.content;
+            if (patterns_[k].empty()) continue;
+            by_first_[static_cast<unsigned char>(patterns_[k][0])].push_back(static_cast<int>(k));
             any_ = true;
         }
         for (auto& v : by_first_) {
-            std::stable_sort(v.begin(), v.end(), [&](int a, int b) {
-                return (*tokens)[a].content.size() > (*tokens)[b].content.size();
-            });
+            std::stable_sort(v.begin(), v.end(), [&](int a, int b) { return patterns_[a].size() > patterns_[b].size(); });
         }
     }
     bool empty() const { return !any_; }
@@ -223,7 +243,7 @@ public:
             const auto& cands = by_first_[static_cast<unsigned char>(text[i])];
             int hit = -1;
             for (int k : cands) {
-                const auto& c = (*tokens_)[k].content;
+                const auto& c = patterns_[size_t(k)];
                 if (c.size() <= n - i && std::memcmp(text.data() + i, c.data(), c.size()) == 0) {
                     hit = k;
                     break;
@@ -234,15 +254,15 @@ public:
                 continue;
             }
             const AddedToken& t = (*tokens_)[hit];
-            size_t start = i, stop = i + t.content.size();
+            size_t start = i, stop = i + patterns_[size_t(hit)].size();
             i = stop;  // the automaton resumes after the raw match
             if (t.single_word) {
-                bool start_space = start == 0 || !alnum_cp(last_cp(text.substr(0, start)));
+                bool start_space = start == 0 || !word_cp(last_cp(text.substr(0, start)));
                 bool stop_space = true;
                 if (stop < n) {
                     char32_t cp;
                     detail::decode_cp(reinterpret_cast<const unsigned char*>(text.data()) + stop, cp);
-                    stop_space = !alnum_cp(cp);
+                    stop_space = !word_cp(cp);
                 }
                 if (!start_space || !stop_space) continue;
             }
@@ -276,6 +296,7 @@ public:
 
 private:
     const std::vector<AddedToken>* tokens_ = nullptr;
+    std::vector<std::string> patterns_;  // per token index; "" when not in this matcher
     std::vector<int> by_first_[256];
     bool any_ = false;
 };
@@ -408,8 +429,8 @@ struct Tokenizer::Impl {
                 if (!tokens[id].empty()) bytes_to_id.emplace(token_bytes[id], TokenId(id));
             }
         }
-        raw_matcher.build(&added, false);
-        normalized_matcher.build(&added, true);
+        raw_matcher.build(&added, false, nfc);
+        normalized_matcher.build(&added, true, nfc);
     }
 
     void add_merge(const std::string& a, const std::string& b, uint32_t rank, const std::string& where) {
