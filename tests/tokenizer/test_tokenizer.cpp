@@ -235,6 +235,44 @@ TEST(Tokenizer, LongWordsUseTheSameMerges) {
     EXPECT_EQ(qwen().encode(text), expected);
 }
 
+TEST(Tokenizer, AddedTokenFlagsFollowTokenizers) {
+    // Expected ids from HF tokenizers 0.23 with the same edits to tokenizer.json.
+    test::TempDir dir;
+    nlohmann::json tj = read_json_file(qwen_dir() + "/tokenizer.json");
+    for (auto& t : tj["added_tokens"]) {
+        if (t["content"] == "<think>") t["lstrip"] = t["rstrip"] = true;
+        if (t["content"] == "</think>") t["single_word"] = true;
+    }
+    tj["added_tokens"].push_back({{"id", 151669}, {"content", "caf\u00e9"}, {"single_word", false}, {"lstrip", false},
+                                  {"rstrip", false}, {"normalized", true}, {"special", false}});
+    write_file_atomic(dir.file("tokenizer.json"), tj.dump());
+    Tokenizer tok = Tokenizer::load(dir.file("tokenizer.json"));
+    EXPECT_EQ(tok.encode("a  <think>  b"), (std::vector<TokenId>{64, 151667, 65}));
+    EXPECT_EQ(tok.encode("x</think> y </think>"), (std::vector<TokenId>{87, 522, 26865, 29, 379, 220, 151668}));
+    EXPECT_EQ(tok.encode("cafe\u0301 ok"), (std::vector<TokenId>{151669, 5394}));  // matched after NFC
+    EXPECT_EQ(tok.vocab_size(), 151670);
+}
+
+TEST(Tokenizer, RandomBytesNeverCrashAndEqualTheirRepair) {
+    uint64_t state = 12345;
+    auto next = [&] {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        return static_cast<uint32_t>(state >> 33);
+    };
+    const std::string alphabet[] = {"a", " ", "\n", "'", "s", "1", "\xE4", "\xBD", "\xA0", "\xF0", "\x9F", "\x98",
+                                    "\x80", "\xFF", "\xC3", "\xA9", "\xCC", "\x81", "<|im_end|>", "\xED", "\xA0"};
+    for (int k = 0; k < 3000; ++k) {
+        std::string s;
+        size_t len = next() % 24;
+        for (size_t i = 0; i < len; ++i) s += alphabet[next() % (sizeof(alphabet) / sizeof(alphabet[0]))];
+        std::vector<TokenId> ids;
+        ASSERT_NO_THROW(ids = qwen().encode(s));
+        EXPECT_EQ(ids, qwen().encode(utf8_replace_invalid(s)));
+        // Round trip up to NFC ('<' and '>' around the added token compose with nothing).
+        EXPECT_EQ(qwen().decode(ids), nfc(utf8_replace_invalid(s)));
+    }
+}
+
 TEST(Tokenizer, MissingOrUnsupportedFilesThrow) {
     test::TempDir dir;
     EXPECT_THROW(Tokenizer::load(dir.str()), IoError);
