@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
     cli::register_env(app, registry);
     cli::register_tokenize(app, registry);
 
+    cli::register_data(app, registry);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
