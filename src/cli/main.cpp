@@ -31,6 +31,8 @@ int main(int argc, char** argv) {
 
     cli::register_data(app, registry);
 
+    cli::register_model(app, registry);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
