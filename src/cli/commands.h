@@ -26,4 +26,6 @@ void register_data(CLI::App& app, Registry& registry);
 
 void register_model(CLI::App& app, Registry& registry);
 
+void register_export(CLI::App& app, Registry& registry);
+
 }  // namespace pdsd::cli

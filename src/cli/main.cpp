@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
 
     cli::register_model(app, registry);
 
+    cli::register_export(app, registry);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
