@@ -20,5 +20,7 @@ struct Registry {
 };
 
 void register_env(CLI::App& app, Registry& registry);
+void register_init(CLI::App& app, Registry& registry);
+void register_kb(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

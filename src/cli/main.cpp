@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
 
     cli::Registry registry;
     cli::register_env(app, registry);
+    cli::register_init(app, registry);
+    cli::register_kb(app, registry);
 
     try {
         app.parse(argc, argv);
