@@ -199,14 +199,31 @@ void register_kb(CLI::App& app, Registry& registry) {
         }
     });
 
-    struct SplitOpts { std::string file; int64_t size = 750, overlap = 150; bool json = false; };
+    struct SplitOpts { std::string file, batch; int64_t size = 750, overlap = 150; bool json = false; };
     auto sp = std::make_shared<SplitOpts>();
     auto* split = kbc->add_subcommand("split", "debug: load FILE and print its chunks (ChineseRecursiveTextSplitter)");
-    split->add_option("file", sp->file, "a document")->required();
+    split->add_option("file", sp->file, "a document");
+    split->add_option("--batch", sp->batch,
+                      "JSONL of {\"text\", \"chunk_size\", \"chunk_overlap\"}: print one JSON list of chunk texts per line (oracle tests)");
     split->add_option("--chunk_size", sp->size, "characters per chunk")->capture_default_str();
     split->add_option("--chunk_overlap", sp->overlap, "overlap characters")->capture_default_str();
     split->add_flag("--json", sp->json, "JSON output: {\"chunks\": [{\"text\", \"start\", \"end\"}]}");
     registry.add(split, [sp] {
+        if (!sp->batch.empty()) {
+            std::ifstream in(sp->batch);
+            if (!in) throw IoError(ErrorInfo{sp->batch}.msg("cannot read"));
+            std::string line;
+            while (std::getline(in, line)) {
+                if (line.empty()) continue;
+                auto j = nlohmann::json::parse(line);
+                kb::SplitterOptions so{j.at("chunk_size").get<size_t>(), j.at("chunk_overlap").get<size_t>()};
+                nlohmann::json arr = nlohmann::json::array();
+                for (auto& c : kb::split_text(j.at("text").get<std::string>(), so)) arr.push_back(c.text);
+                std::printf("%s\n", arr.dump().c_str());
+            }
+            return;
+        }
+        if (sp->file.empty()) throw UsageError(ErrorInfo{}.msg("no file given").hint("pdsd kb split FILE --json"));
         if (sp->size <= 0 || sp->overlap < 0) throw UsageError(ErrorInfo{}.at("--chunk_size/--chunk_overlap").expected("positive sizes"));
         kb::SplitterOptions so{static_cast<size_t>(sp->size), static_cast<size_t>(sp->overlap)};
         auto lf = kb::load_file(sp->file);
