@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
 
     cli::register_export(app, registry);
 
+    cli::register_init(app, registry);
+    cli::register_kb(app, registry);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -1,0 +1,49 @@
+// The seam where a dense embedding model plugs into the knowledge base.
+//
+// The KB only needs vectors: an Embedder turns texts into L2-normalised float vectors
+// of dim() floats, so inner product == cosine similarity (FAISS IndexFlatIP). A
+// libtorch BERT/bge implementation lives in a higher-level module and registers a
+// factory with register_embedder_factory(); the KB itself stays torch-free.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pdsd::kb {
+
+class Embedder {
+public:
+    virtual ~Embedder() = default;
+    // One vector per text, each of dim() floats with L2 norm 1 (or all zeros for an
+    // empty text). `is_query`: the text is a search query (a model may prepend an
+    // instruction, e.g. bge's "为这个句子生成表示以用于检索相关文章：").
+    virtual std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) = 0;
+    virtual int dim() const = 0;
+    // The model name used in the layout: vector_store/<name with ':' -> '_'>/index.faiss.
+    virtual std::string name() const = 0;
+};
+
+// Deterministic, model-free embedder for tests and benchmarks ("hash-ngram"): hashed
+// character 1- and 2-grams into `dim` buckets, L2-normalised. Texts sharing characters
+// get higher cosine; it has no semantics beyond that.
+class HashNgramEmbedder : public Embedder {
+public:
+    explicit HashNgramEmbedder(int dim = 256) : dim_(dim) {}
+    std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) override;
+    int dim() const override { return dim_; }
+    std::string name() const override { return "hash-ngram"; }
+
+private:
+    int dim_;
+};
+
+// Factory for `-e/--embed-model NAME`. Returns nullptr for "none" (BM25 only);
+// "hash-ngram" gives HashNgramEmbedder; other names are looked up in factories
+// registered by higher modules; unknown -> ConfigError naming the registered ones.
+using EmbedderFactory = std::function<std::unique_ptr<Embedder>(const std::string& name)>;
+void register_embedder_factory(const std::string& name, EmbedderFactory factory);
+std::unique_ptr<Embedder> make_embedder(const std::string& name);
+
+}  // namespace pdsd::kb

@@ -1,0 +1,149 @@
+// Knowledge bases on disk, Chatchat layout (docs/knowledge_base.md):
+//   <root>/knowledge_base/<kb>/content/...                 the user's files
+//   <root>/knowledge_base/<kb>/vector_store/<embed>/index.faiss   only with an embedder
+//   <root>/knowledge_base/info.db                          SQLite: knowledge_base,
+//        knowledge_file, chunks, and one FTS5 table per KB (chunks_fts_<kb id>) for BM25
+// <root> is --root, else $PDSD_ROOT, else ./data.
+//
+// Reliability: a rebuild of one KB is one SQLite transaction; the FAISS index is
+// written to a temp file and renamed after the commit. A rebuild killed at any point
+// leaves the previous KB searchable; the next rebuild completes it.
+//
+// Scores (higher is better in every mode):
+//   bm25   score = -bm25() of SQLite FTS5 (FTS5 returns lower-is-better negatives);
+//   dense  score = cosine similarity of L2-normalised vectors, in [-1, 1];
+//   hybrid score = reciprocal-rank fusion sum 1/(60 + rank) over the BM25 and dense lists.
+// score_threshold keeps hits with score >= threshold: on the BM25 score in bm25 mode,
+// on the cosine in dense mode and on the dense list before fusion in hybrid mode.
+#pragma once
+
+#include "pdsd/kb/embedder.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pdsd::kb {
+
+// --root, else $PDSD_ROOT, else "./data" (made absolute).
+std::string resolve_root(const std::string& root_option);
+
+struct KbPaths {
+    std::string root;                              // data root
+    std::string kb_root() const;                   // <root>/knowledge_base
+    std::string info_db() const;                   // <root>/knowledge_base/info.db
+    std::string kb_dir(const std::string& kb) const;
+    std::string content_dir(const std::string& kb) const;
+    std::string vector_store_dir(const std::string& kb, const std::string& embed_model) const;
+    std::string index_path(const std::string& kb, const std::string& embed_model) const;
+};
+
+// kb_settings.yaml (<root>/kb_settings.yaml); missing file -> defaults.
+struct KbSettings {
+    int64_t chunk_size = 750;
+    int64_t chunk_overlap = 150;
+    int64_t top_k = 3;
+    double score_threshold = 0.0;
+    std::string search_mode = "bm25";   // bm25 | dense | hybrid
+    std::string embed_model = "none";
+};
+KbSettings load_kb_settings(const std::string& root);
+
+// `pdsd init`: folders, the samples KB copied from `samples_dir`, default yaml configs
+// (existing files are kept). Returns what it created, one line each.
+std::vector<std::string> init_root(const std::string& root, const std::string& samples_dir);
+// Where the shipped samples are: next to the binary (../share/pdsd/samples,
+// ../share/samples) or the source tree (share/samples). "" when not found.
+std::string find_samples_dir(const std::string& exe_path);
+
+enum class UpdateMode {
+    recreate,      // -r: drop the KB's chunks and re-index every file in content/
+    increment,     // -i: index new files, re-index changed ones (sha256), drop deleted ones
+    update_in_db,  // -u: re-index files already in the DB (from content/)
+    none,          // only prune
+};
+
+struct UpdateOptions {
+    std::vector<std::string> kb_names;   // empty: every folder under knowledge_base/
+    UpdateMode mode = UpdateMode::recreate;
+    bool prune_db = false;       // delete DB entries of files gone from content/
+    bool prune_folder = false;   // delete files in content/ that are not in the DB
+    std::string embed_model;     // "" -> kb_settings.yaml's; "none" -> BM25 only
+    int64_t chunk_size = -1;     // -1 -> settings
+    int64_t chunk_overlap = -1;
+    bool progress = true;
+};
+
+struct FileChange {
+    std::string kb, file, action;   // added | updated | removed | unchanged | skipped | failed
+    size_t chunks = 0;
+    std::string note;
+};
+struct UpdateReport {
+    std::vector<FileChange> files;
+    size_t chunks_written = 0;
+    double seconds = 0;
+    size_t count(const std::string& action) const;
+};
+
+UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions& options);
+// Copy files into <kb>/content (creating the KB) and index them (increment).
+UpdateReport add_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                       const UpdateOptions& options);
+// Remove files from the DB, the index and content/.
+UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                          const UpdateOptions& options);
+
+struct KbInfo {
+    std::string name, info, vs_type, embed_model, create_time;
+    int64_t file_count = 0, chunk_count = 0;
+    bool in_db = false, has_folder = false;
+};
+std::vector<KbInfo> list_knowledge_bases(const std::string& root);
+
+struct SearchOptions {
+    size_t top_k = 3;
+    std::optional<double> score_threshold;   // unset: kb_settings.yaml's
+    std::string mode = "bm25";               // bm25 | dense | hybrid
+    bool explain = false;                    // also return dropped candidates
+    size_t candidates = 50;                  // per-list depth before threshold/fusion
+};
+
+struct SearchHit {
+    int64_t chunk_id = 0;
+    std::string kb, file_name, text;
+    int64_t chunk_index = 0, start_char = 0, end_char = 0;
+    double score = 0;                  // the mode's score (see the header comment)
+    std::optional<double> bm25;        // -bm25(), when the chunk is in the BM25 list
+    std::optional<double> cosine;      // when the chunk is in the dense list
+    std::optional<size_t> bm25_rank, dense_rank;   // 1-based
+    bool kept = true;
+    std::string reason;                // why kept/dropped (explain)
+};
+
+// A KB opened for searching: holds the SQLite connection, the FAISS index and the
+// embedder. Thread-compatible (one search at a time per object).
+class KnowledgeBase {
+public:
+    // Throws IoError/DataError when the KB is not in info.db. `embedder` may be null
+    // (then dense/hybrid throw UsageError); otherwise it must match the KB's embed_model.
+    KnowledgeBase(const std::string& root, const std::string& kb_name, std::shared_ptr<Embedder> embedder = nullptr);
+    ~KnowledgeBase();
+    KnowledgeBase(const KnowledgeBase&) = delete;
+    KnowledgeBase& operator=(const KnowledgeBase&) = delete;
+
+    // Kept hits, best first, at most top_k; with explain, dropped candidates follow
+    // (kept == false). This is what the RAG layer calls.
+    std::vector<SearchHit> search(const std::string& query, const SearchOptions& options) const;
+    const std::string& name() const;
+    const std::string& embed_model() const;   // "none" when BM25 only
+    int64_t chunk_count() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pdsd::kb

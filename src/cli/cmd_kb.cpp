@@ -1,0 +1,245 @@
+// `pdsd kb`: build and query knowledge bases (Chatchat's `chatchat kb` verbs), plus
+// list/add/rm/search/split subcommands. Thin: options -> pdsd::kb calls -> printing.
+#include "commands.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/kb/knowledge_base.h"
+#include "pdsd/kb/loader.h"
+#include "pdsd/kb/splitter.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+namespace pdsd::cli {
+
+namespace {
+
+struct KbOpts {
+    std::string root;
+    bool recreate = false, increment = false, update_in_db = false, prune_db = false, prune_folder = false;
+    std::vector<std::string> kb_names;
+    std::string embed_model;
+    int64_t chunk_size = -1, chunk_overlap = -1;
+    bool no_progress = false;
+};
+
+void print_report(const kb::UpdateReport& r) {
+    for (auto& f : r.files) {
+        if (f.action == "unchanged") continue;
+        std::printf("%-9s %s/%s%s%s\n", f.action.c_str(), f.kb.c_str(), f.file.c_str(),
+                    f.action == "added" || f.action == "updated" ? (" (" + std::to_string(f.chunks) + " chunks)").c_str() : "",
+                    f.note.empty() ? "" : ("  [" + f.note + "]").c_str());
+    }
+    std::printf("added %zu, updated %zu, removed %zu, unchanged %zu, skipped %zu, failed %zu; %zu chunks written in %.2f s\n",
+                r.count("added"), r.count("updated"), r.count("removed"), r.count("unchanged"), r.count("skipped"),
+                r.count("failed"), r.chunks_written, r.seconds);
+}
+
+kb::UpdateOptions update_options(const KbOpts& o) {
+    kb::UpdateOptions u;
+    u.kb_names = o.kb_names;
+    u.prune_db = o.prune_db;
+    u.prune_folder = o.prune_folder;
+    u.embed_model = o.embed_model;
+    u.chunk_size = o.chunk_size;
+    u.chunk_overlap = o.chunk_overlap;
+    u.progress = !o.no_progress;
+    return u;
+}
+
+const char* metric(const std::string& mode) {
+    if (mode == "bm25") return "bm25 = -bm25() of SQLite FTS5, higher is better";
+    if (mode == "dense") return "cosine similarity, higher is better";
+    return "reciprocal-rank fusion sum 1/(60+rank), higher is better";
+}
+
+nlohmann::json hit_json(const kb::SearchHit& h, size_t rank) {
+    nlohmann::json j{{"rank", rank}, {"kb", h.kb}, {"file_name", h.file_name}, {"chunk_index", h.chunk_index},
+                     {"chunk_id", h.chunk_id}, {"score", h.score}, {"kept", h.kept}, {"reason", h.reason},
+                     {"start_char", h.start_char}, {"end_char", h.end_char}, {"text", h.text}};
+    j["bm25"] = h.bm25 ? nlohmann::json(*h.bm25) : nlohmann::json();
+    j["cosine"] = h.cosine ? nlohmann::json(*h.cosine) : nlohmann::json();
+    j["bm25_rank"] = h.bm25_rank ? nlohmann::json(*h.bm25_rank) : nlohmann::json();
+    j["dense_rank"] = h.dense_rank ? nlohmann::json(*h.dense_rank) : nlohmann::json();
+    return j;
+}
+
+}  // namespace
+
+void register_kb(CLI::App& app, Registry& registry) {
+    auto o = std::make_shared<KbOpts>();
+    auto* kbc = app.add_subcommand("kb", "build knowledge bases from data/knowledge_base/<kb>/content (Chatchat's kb verbs)");
+    kbc->add_option("--root", o->root, "data root (default: $PDSD_ROOT, else ./data)");
+    kbc->add_flag("-r,--recreate-vs", o->recreate, "re-index every file of the knowledge base(s)");
+    kbc->add_flag("-i,--increment", o->increment, "index new files, re-index changed ones (sha256), drop deleted ones");
+    kbc->add_flag("-u,--update-in-db", o->update_in_db, "re-index the files already in the database");
+    kbc->add_flag("--prune-db", o->prune_db, "delete database entries of files gone from content/");
+    kbc->add_flag("--prune-folder", o->prune_folder, "delete files in content/ that are not in the database");
+    kbc->add_option("-n,--kb-name", o->kb_names, "knowledge base(s) to process (repeatable; default: all)");
+    kbc->add_option("-e,--embed-model", o->embed_model, "embedding model ('none' = BM25 only; default: kb_settings.yaml)");
+    kbc->add_option("--chunk_size", o->chunk_size, "characters per chunk (default: kb_settings.yaml, 750)");
+    kbc->add_option("--chunk_overlap", o->chunk_overlap, "overlap characters (default: kb_settings.yaml, 150)");
+    kbc->add_flag("--no-progress", o->no_progress, "no progress output");
+    registry.add(kbc, [o] {
+        int modes = o->recreate + o->increment + o->update_in_db;
+        if (modes > 1) throw UsageError(ErrorInfo{}.msg("choose one of -r, -i, -u"));
+        if (modes == 0 && !o->prune_db && !o->prune_folder)
+            throw UsageError(ErrorInfo{}.msg("nothing to do").hint("pdsd kb -r (rebuild), -i (increment), -u, --prune-db, --prune-folder, or a subcommand: list add rm search split"));
+        kb::UpdateOptions u = update_options(*o);
+        u.mode = o->recreate ? kb::UpdateMode::recreate : o->increment ? kb::UpdateMode::increment
+                 : o->update_in_db ? kb::UpdateMode::update_in_db : kb::UpdateMode::none;
+        print_report(kb::update_knowledge_bases(kb::resolve_root(o->root), u));
+    });
+
+    auto* list = kbc->add_subcommand("list", "list knowledge bases");
+    list->fallthrough();
+    registry.add(list, [o] {
+        auto kbs = kb::list_knowledge_bases(kb::resolve_root(o->root));
+        if (kbs.empty()) std::printf("no knowledge bases (run pdsd init)\n");
+        for (auto& k : kbs)
+            std::printf("%-20s files %-5lld chunks %-7lld embed %-12s %s\n", k.name.c_str(), static_cast<long long>(k.file_count),
+                        static_cast<long long>(k.chunk_count), k.in_db ? k.embed_model.c_str() : "-",
+                        !k.in_db ? "(not built: pdsd kb -r)" : !k.has_folder ? "(folder missing)" : "");
+    });
+
+    struct FilesOpts { std::string kb; std::vector<std::string> files; };
+    auto fo = std::make_shared<FilesOpts>();
+    auto* add = kbc->add_subcommand("add", "copy files into a knowledge base and index them");
+    add->fallthrough();
+    add->add_option("-n,--kb-name", fo->kb, "knowledge base")->required();
+    add->add_option("files", fo->files, "files to add")->required();
+    registry.add(add, [o, fo] { print_report(kb::add_files(kb::resolve_root(o->root), fo->kb, fo->files, update_options(*o))); });
+    auto fo2 = std::make_shared<FilesOpts>();
+    auto* rm = kbc->add_subcommand("rm", "remove files (names relative to content/) from a knowledge base");
+    rm->fallthrough();
+    rm->add_option("-n,--kb-name", fo2->kb, "knowledge base")->required();
+    rm->add_option("files", fo2->files, "files to remove")->required();
+    registry.add(rm, [o, fo2] { print_report(kb::remove_files(kb::resolve_root(o->root), fo2->kb, fo2->files, update_options(*o))); });
+
+    struct SearchOpts {
+        std::string kb, query, mode, queries_file;
+        int64_t top_k = -1;
+        double threshold = 0;
+        bool has_threshold = false, explain = false, json = false;
+    };
+    auto so = std::make_shared<SearchOpts>();
+    auto* search = kbc->add_subcommand("search", "search a knowledge base");
+    search->fallthrough();
+    search->add_option("-n,--kb-name", so->kb, "knowledge base")->required();
+    search->add_option("query", so->query, "the query text");
+    search->add_option("--top_k,--top-k", so->top_k, "hits to return (default: kb_settings.yaml, 3)");
+    auto* th = search->add_option("--score_threshold,--score-threshold", so->threshold,
+                                  "keep hits with score >= this (bm25 score, or cosine in dense/hybrid)");
+    search->add_option("--mode", so->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    search->add_flag("--explain", so->explain, "show every candidate's scores and why it was kept or dropped");
+    search->add_flag("--json", so->json, "JSON output");
+    search->add_option("--queries", so->queries_file, "run every line of FILE as a query and print latency p50/p95 (benchmark)");
+    registry.add(search, [o, so, th] {
+        std::string root = kb::resolve_root(o->root);
+        kb::KbSettings st = kb::load_kb_settings(root);
+        kb::KnowledgeBase base(root, so->kb);
+        kb::SearchOptions opt;
+        opt.top_k = static_cast<size_t>(so->top_k > 0 ? so->top_k : st.top_k);
+        if (th->count()) opt.score_threshold = so->threshold;
+        opt.mode = so->mode.empty() ? st.search_mode : so->mode;
+        opt.explain = so->explain;
+        if (!so->queries_file.empty()) {
+            std::ifstream in(so->queries_file);
+            if (!in) throw IoError(ErrorInfo{so->queries_file}.msg("cannot read"));
+            std::vector<double> ms;
+            std::string line;
+            size_t hits = 0;
+            while (std::getline(in, line)) {
+                if (line.empty()) continue;
+                auto t0 = std::chrono::steady_clock::now();
+                hits += base.search(line, opt).size();
+                ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            }
+            if (ms.empty()) throw DataError(ErrorInfo{so->queries_file}.msg("no queries"));
+            std::sort(ms.begin(), ms.end());
+            auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<size_t>(p * (ms.size() - 1) + 0.5))]; };
+            std::printf("mode %s chunks %lld queries %zu hits %zu p50_ms %.3f p95_ms %.3f max_ms %.3f\n", opt.mode.c_str(),
+                        static_cast<long long>(base.chunk_count()), ms.size(), hits, pct(0.5), pct(0.95), ms.back());
+            return;
+        }
+        if (so->query.empty()) throw UsageError(ErrorInfo{}.msg("no query given").hint("pdsd kb search -n KB \"query\""));
+        auto hits = base.search(so->query, opt);
+        double threshold = opt.score_threshold ? *opt.score_threshold : st.score_threshold;
+        if (so->json) {
+            nlohmann::json j{{"query", so->query}, {"kb", so->kb}, {"mode", opt.mode}, {"metric", metric(opt.mode)},
+                             {"top_k", opt.top_k}, {"score_threshold", threshold}, {"hits", nlohmann::json::array()}};
+            size_t rank = 0;
+            for (auto& h : hits) j["hits"].push_back(hit_json(h, ++rank));
+            std::printf("%s\n", j.dump(2).c_str());
+            return;
+        }
+        std::printf("# %s search in '%s' (%s; threshold %g, top_k %zu)\n", opt.mode.c_str(), so->kb.c_str(), metric(opt.mode),
+                    threshold, opt.top_k);
+        if (hits.empty() || !hits[0].kept) std::printf("no chunk passed the threshold\n");
+        size_t rank = 0;
+        for (auto& h : hits) {
+            ++rank;
+            if (so->explain) {
+                std::printf("%s [%zu] score %.4f  bm25 %s (rank %s)  cosine %s (rank %s)  %s#%lld  -- %s\n", h.kept ? "KEEP" : "drop",
+                            rank, h.score, h.bm25 ? std::to_string(*h.bm25).c_str() : "-",
+                            h.bm25_rank ? std::to_string(*h.bm25_rank).c_str() : "-",
+                            h.cosine ? std::to_string(*h.cosine).c_str() : "-",
+                            h.dense_rank ? std::to_string(*h.dense_rank).c_str() : "-", h.file_name.c_str(),
+                            static_cast<long long>(h.chunk_index), h.reason.c_str());
+                if (!h.kept) continue;
+            } else {
+                std::printf("[%zu] score %.4f  %s#%lld\n", rank, h.score, h.file_name.c_str(), static_cast<long long>(h.chunk_index));
+            }
+            std::printf("%s\n\n", h.text.c_str());
+        }
+    });
+
+    struct SplitOpts { std::string file, batch; int64_t size = 750, overlap = 150; bool json = false; };
+    auto sp = std::make_shared<SplitOpts>();
+    auto* split = kbc->add_subcommand("split", "debug: load FILE and print its chunks (ChineseRecursiveTextSplitter)");
+    split->add_option("file", sp->file, "a document");
+    split->add_option("--batch", sp->batch,
+                      "JSONL of {\"text\", \"chunk_size\", \"chunk_overlap\"}: print one JSON list of chunk texts per line (oracle tests)");
+    split->add_option("--chunk_size", sp->size, "characters per chunk")->capture_default_str();
+    split->add_option("--chunk_overlap", sp->overlap, "overlap characters")->capture_default_str();
+    split->add_flag("--json", sp->json, "JSON output: {\"chunks\": [{\"text\", \"start\", \"end\"}]}");
+    registry.add(split, [sp] {
+        if (!sp->batch.empty()) {
+            std::ifstream in(sp->batch);
+            if (!in) throw IoError(ErrorInfo{sp->batch}.msg("cannot read"));
+            std::string line;
+            while (std::getline(in, line)) {
+                if (line.empty()) continue;
+                auto j = nlohmann::json::parse(line);
+                kb::SplitterOptions so{j.at("chunk_size").get<size_t>(), j.at("chunk_overlap").get<size_t>()};
+                nlohmann::json arr = nlohmann::json::array();
+                for (auto& c : kb::split_text(j.at("text").get<std::string>(), so)) arr.push_back(c.text);
+                std::printf("%s\n", arr.dump().c_str());
+            }
+            return;
+        }
+        if (sp->file.empty()) throw UsageError(ErrorInfo{}.msg("no file given").hint("pdsd kb split FILE --json"));
+        if (sp->size <= 0 || sp->overlap < 0) throw UsageError(ErrorInfo{}.at("--chunk_size/--chunk_overlap").expected("positive sizes"));
+        kb::SplitterOptions so{static_cast<size_t>(sp->size), static_cast<size_t>(sp->overlap)};
+        auto lf = kb::load_file(sp->file);
+        nlohmann::json arr = nlohmann::json::array();
+        for (auto& d : lf.docs) {
+            if (!d.split) { arr.push_back({{"text", d.text}, {"start", 0}, {"end", 0}}); continue; }
+            for (auto& c : kb::split_text(d.text, so)) arr.push_back({{"text", c.text}, {"start", c.start}, {"end", c.end}});
+        }
+        if (sp->json) {
+            std::printf("%s\n", nlohmann::json{{"file", sp->file}, {"loader", lf.loader}, {"chunks", arr}}.dump().c_str());
+            return;
+        }
+        size_t i = 0;
+        for (auto& c : arr) std::printf("--- chunk %zu [%lld, %lld)\n%s\n", i++, static_cast<long long>(c["start"].get<int64_t>()),
+                                        static_cast<long long>(c["end"].get<int64_t>()), c["text"].get<std::string>().c_str());
+    });
+}
+
+}  // namespace pdsd::cli

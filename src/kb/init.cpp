@@ -1,0 +1,91 @@
+// `pdsd init`: the data root, the samples KB and default configs.
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/kb/knowledge_base.h"
+
+#include <filesystem>
+
+namespace pdsd::kb {
+
+namespace fs = std::filesystem;
+
+namespace {
+const char* kKbSettings = R"(# pdsd knowledge-base settings (pdsd init writes this file once; edit freely).
+# Lengths are Unicode code points, like Chatchat's len().
+chunk_size: 750          # characters per chunk (Chatchat CHUNK_SIZE)
+chunk_overlap: 150       # whole pieces up to this many characters repeat in the next chunk
+top_k: 3                 # chunks returned per search (Chatchat VECTOR_SEARCH_TOP_K)
+# Keep hits with score >= score_threshold; every score is higher-is-better:
+#   bm25   -bm25() of SQLite FTS5 (>= 0; 0 keeps every match)
+#   dense  cosine similarity in [-1, 1]
+#   hybrid the cosine threshold filters the dense list before rank fusion
+# (Chatchat's 0-2 "distance" threshold is NOT used; see docs/knowledge_base.md.)
+score_threshold: 0.0
+search_mode: bm25        # bm25 | dense | hybrid
+embed_model: none        # none = BM25 only; hash-ngram = test embedder (no semantics)
+)";
+
+const char* kModelSettings = R"(# pdsd model settings (pdsd init writes this file once; edit freely).
+# The chat/serve stages read these; paths are relative to the data root or absolute.
+default_llm_model: Qwen2.5-0.5B-Instruct
+llm_model_path: models/Qwen2.5-0.5B-Instruct
+default_embedding_model: none
+temperature: 0.7
+max_tokens: null
+history_len: 3
+)";
+}  // namespace
+
+std::string find_samples_dir(const std::string& exe_path) {
+    std::vector<fs::path> cands;
+    if (!exe_path.empty()) {
+        fs::path exe = fs::weakly_canonical(fs::path(exe_path));
+        fs::path dir = exe.parent_path();
+        cands = {dir / "../share/pdsd/samples", dir / "../share/samples", dir / "share/samples"};
+    }
+#ifdef PDSD_SOURCE_SAMPLES_DIR
+    cands.push_back(PDSD_SOURCE_SAMPLES_DIR);
+#endif
+    for (auto& c : cands) {
+        std::error_code ec;
+        if (fs::is_directory(c, ec)) return fs::weakly_canonical(c).string();
+    }
+    return "";
+}
+
+std::vector<std::string> init_root(const std::string& root, const std::string& samples_dir) {
+    std::vector<std::string> done;
+    KbPaths p{root};
+    fs::create_directories(p.kb_root());
+    done.push_back("data root " + root);
+    for (auto& [name, text] : {std::pair<std::string, const char*>{"kb_settings.yaml", kKbSettings},
+                               std::pair<std::string, const char*>{"model_settings.yaml", kModelSettings}}) {
+        std::string path = (fs::path(root) / name).string();
+        if (fs::exists(path)) {
+            done.push_back("kept existing " + path);
+        } else {
+            write_file_atomic(path, text);
+            done.push_back("wrote " + path);
+        }
+    }
+    if (samples_dir.empty()) {
+        done.push_back("samples not found next to the binary or in the source tree; skipped");
+        return done;
+    }
+    fs::path dst = p.content_dir("samples");
+    fs::create_directories(dst);
+    size_t copied = 0;
+    for (auto& e : fs::recursive_directory_iterator(samples_dir)) {
+        if (!e.is_regular_file()) continue;
+        fs::path rel = fs::relative(e.path(), samples_dir);
+        fs::path to = dst / rel;
+        if (fs::exists(to)) continue;
+        fs::create_directories(to.parent_path());
+        fs::copy_file(e.path(), to);
+        ++copied;
+    }
+    done.push_back("samples knowledge base " + dst.string() + " (" + std::to_string(copied) + " files copied)");
+    return done;
+}
+
+}  // namespace pdsd::kb

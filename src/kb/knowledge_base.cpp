@@ -1,0 +1,835 @@
+// Knowledge bases: folder scan, loaders + splitter, SQLite (chunks + FTS5 BM25),
+// FAISS (IndexIDMap over IndexFlatIP) and search. SQLite and FAISS stay in this file.
+#include "pdsd/kb/knowledge_base.h"
+
+#include "pdsd/core/config.h"
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/core/log.h"
+#include "pdsd/core/progress.h"
+#include "pdsd/kb/loader.h"
+#include "pdsd/kb/splitter.h"
+#include "pdsd/kb/text.h"
+#include "sqlite_db.h"
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIDMap.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/index_io.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include <unistd.h>
+
+namespace pdsd::kb {
+
+namespace fs = std::filesystem;
+using detail::Db;
+using detail::Stmt;
+using fidx_t = faiss::Index::idx_t;
+
+// ---- paths and settings --------------------------------------------------------
+
+std::string resolve_root(const std::string& root_option) {
+    std::string r = root_option;
+    if (r.empty()) {
+        const char* env = std::getenv("PDSD_ROOT");
+        r = (env && *env) ? env : "data";
+    }
+    return fs::absolute(fs::path(r)).lexically_normal().string();
+}
+
+std::string KbPaths::kb_root() const { return (fs::path(root) / "knowledge_base").string(); }
+std::string KbPaths::info_db() const { return (fs::path(kb_root()) / "info.db").string(); }
+std::string KbPaths::kb_dir(const std::string& kb) const { return (fs::path(kb_root()) / kb).string(); }
+std::string KbPaths::content_dir(const std::string& kb) const { return (fs::path(kb_dir(kb)) / "content").string(); }
+std::string KbPaths::vector_store_dir(const std::string& kb, const std::string& embed_model) const {
+    std::string m = embed_model;
+    std::replace(m.begin(), m.end(), ':', '_');
+    return (fs::path(kb_dir(kb)) / "vector_store" / m).string();
+}
+std::string KbPaths::index_path(const std::string& kb, const std::string& embed_model) const {
+    return (fs::path(vector_store_dir(kb, embed_model)) / "index.faiss").string();
+}
+
+KbSettings load_kb_settings(const std::string& root) {
+    KbSettings s;
+    std::string path = (fs::path(root) / "kb_settings.yaml").string();
+    if (!fs::exists(path)) return s;
+    ConfigSchema schema("kb_settings");
+    schema.add("chunk_size", &s.chunk_size, "characters per chunk (code points)");
+    schema.add("chunk_overlap", &s.chunk_overlap, "overlap between chunks (code points)");
+    schema.add("top_k", &s.top_k, "chunks returned by a search");
+    schema.add("score_threshold", &s.score_threshold, "keep hits with score >= threshold");
+    schema.add("search_mode", &s.search_mode, "bm25 | dense | hybrid");
+    schema.add("embed_model", &s.embed_model, "embedding model, or none");
+    schema.load_yaml(path);
+    return s;
+}
+
+namespace {
+
+std::string now_string() {
+    std::time_t t = std::time(nullptr);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    return buf;
+}
+
+void validate_kb_name(const std::string& kb) {
+    if (kb.empty() || kb == "." || kb == ".." || kb.find('/') != std::string::npos ||
+        kb.find('\\') != std::string::npos || kb.find('\0') != std::string::npos)
+        throw UsageError(ErrorInfo{}.at("--kb-name").msg("invalid knowledge-base name").found("'" + kb + "'")
+                             .hint("use a plain folder name such as samples"));
+}
+
+void ensure_schema(Db& db) {
+    db.exec("PRAGMA journal_mode=WAL");
+    db.exec("PRAGMA synchronous=NORMAL");
+    db.exec(R"(CREATE TABLE IF NOT EXISTS knowledge_base(
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kb_name TEXT NOT NULL UNIQUE, kb_info TEXT,
+        vs_type TEXT, embed_model TEXT, file_count INTEGER DEFAULT 0, create_time TEXT,
+        chunk_size INTEGER, chunk_overlap INTEGER);
+      CREATE TABLE IF NOT EXISTS knowledge_file(
+        id INTEGER PRIMARY KEY AUTOINCREMENT, file_name TEXT NOT NULL, file_ext TEXT, kb_name TEXT NOT NULL,
+        document_loader_name TEXT, text_splitter_name TEXT, file_version INTEGER DEFAULT 1,
+        file_mtime REAL, file_size INTEGER, sha256 TEXT, docs_count INTEGER, create_time TEXT,
+        UNIQUE(kb_name, file_name));
+      CREATE TABLE IF NOT EXISTS chunks(
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kb_name TEXT NOT NULL, file_name TEXT NOT NULL,
+        chunk_index INTEGER, text TEXT, start_char INTEGER, end_char INTEGER, token_count INTEGER);
+      CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(kb_name, file_name);)");
+}
+
+std::string fts_table(int64_t kb_id) { return "chunks_fts_" + std::to_string(kb_id); }
+
+std::string fts_terms(const std::string& text, bool query) {
+    auto terms = bm25_terms(text, query);
+    std::string out;
+    for (auto& t : terms) {
+        if (!out.empty()) out += ' ';
+        out += t;
+    }
+    return out;
+}
+
+// FTS5 MATCH expression: every distinct query term, OR-ed, each quoted.
+std::string match_expression(const std::string& query) {
+    auto terms = bm25_terms(query, true);
+    std::set<std::string> seen;
+    std::string out;
+    for (auto& t : terms) {
+        if (!seen.insert(t).second) continue;
+        std::string q;
+        for (char c : t) { q += c; if (c == '"') q += '"'; }
+        if (!out.empty()) out += " OR ";
+        out += "\"" + q + "\"";
+    }
+    return out;
+}
+
+struct FolderFile {
+    std::string rel;    // POSIX path relative to content/
+    std::string abs;
+    int64_t size = 0;
+    double mtime = 0;
+    std::string sha256;
+};
+
+std::vector<FolderFile> list_folder(const std::string& content) {
+    std::vector<FolderFile> out;
+    if (!fs::is_directory(content)) return out;
+    auto opts = fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied;
+    for (auto it = fs::recursive_directory_iterator(content, opts); it != fs::recursive_directory_iterator(); ++it) {
+        std::string base = it->path().filename().string();
+        if (is_skipped_name(base)) {
+            if (it->is_directory()) it.disable_recursion_pending();
+            continue;
+        }
+        if (!it->is_regular_file()) continue;
+        FolderFile f;
+        f.abs = it->path().string();
+        f.rel = fs::relative(it->path(), content).generic_string();
+        f.size = static_cast<int64_t>(it->file_size());
+        auto ft = fs::last_write_time(it->path());
+        f.mtime = std::chrono::duration<double>(ft.time_since_epoch()).count();
+        out.push_back(std::move(f));
+    }
+    std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.rel < b.rel; });
+    return out;
+}
+
+std::vector<std::string> kb_folders(const KbPaths& p) {
+    std::vector<std::string> out;
+    if (!fs::is_directory(p.kb_root())) return out;
+    for (auto& e : fs::directory_iterator(p.kb_root()))
+        if (e.is_directory() && !is_skipped_name(e.path().filename().string())) out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+struct KbRow {
+    int64_t id = 0;
+    std::string name, embed_model = "none";
+    bool exists = false;
+};
+
+KbRow get_kb(Db& db, const std::string& kb) {
+    KbRow r;
+    r.name = kb;
+    Stmt st(db, "SELECT id, embed_model FROM knowledge_base WHERE kb_name = ?");
+    st.bind(1, kb);
+    if (st.step()) {
+        r.id = st.i64(0);
+        r.embed_model = st.text(1).empty() ? "none" : st.text(1);
+        r.exists = true;
+    }
+    return r;
+}
+
+KbRow ensure_kb(Db& db, const std::string& kb, const std::string& embed_model) {
+    KbRow r = get_kb(db, kb);
+    if (!r.exists) {
+        Stmt ins(db, "INSERT INTO knowledge_base(kb_name, kb_info, vs_type, embed_model, file_count, create_time) "
+                     "VALUES(?, ?, 'faiss', ?, 0, ?)");
+        ins.bind(1, kb).bind(2, "关于" + kb + "的知识库").bind(3, embed_model).bind(4, now_string());
+        ins.run();
+        r = get_kb(db, kb);
+    }
+    db.exec("CREATE VIRTUAL TABLE IF NOT EXISTS " + fts_table(r.id) +
+            " USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0')");
+    return r;
+}
+
+// ---- FAISS ---------------------------------------------------------------------
+
+using IdMap = faiss::IndexIDMap;
+
+std::unique_ptr<IdMap> new_index(int dim) {
+    auto* flat = new faiss::IndexFlatIP(dim);
+    auto idx = std::make_unique<IdMap>(flat);
+    idx->own_fields = true;
+    return idx;
+}
+
+std::unique_ptr<IdMap> read_index(const std::string& path) {
+    std::unique_ptr<faiss::Index> raw;
+    try {
+        raw.reset(faiss::read_index(path.c_str()));
+    } catch (const std::exception& e) {
+        throw IoError(ErrorInfo{path}.msg("cannot read the FAISS index").found(e.what())
+                          .hint("rebuild it with pdsd kb -r -n <kb> -e <model>"));
+    }
+    auto* m = dynamic_cast<IdMap*>(raw.get());
+    if (!m) throw FormatError(ErrorInfo{path}.expected("IndexIDMap over IndexFlatIP").found("another FAISS index type"));
+    raw.release();
+    return std::unique_ptr<IdMap>(m);
+}
+
+// Write to a dot-temp file in the same folder; the caller renames after the DB commit.
+std::string write_index_temp(const IdMap& idx, const std::string& path) {
+    fs::create_directories(fs::path(path).parent_path());
+    std::string tmp = (fs::path(path).parent_path() / (".index.faiss.tmp." + std::to_string(::getpid()))).string();
+    try {
+        faiss::write_index(&idx, tmp.c_str());
+    } catch (const std::exception& e) {
+        throw IoError(ErrorInfo{tmp}.msg("cannot write the FAISS index").found(e.what()));
+    }
+    return tmp;
+}
+
+// The index agrees with the DB when it holds exactly the KB's chunk ids.
+bool index_matches_db(const IdMap& idx, Db& db, const std::string& kb) {
+    Stmt st(db, "SELECT count(*), coalesce(sum(id), 0) FROM chunks WHERE kb_name = ?");
+    st.bind(1, kb);
+    st.step();
+    int64_t n = st.i64(0), sum = st.i64(1);
+    if (idx.ntotal != n) return false;
+    int64_t s = 0;
+    for (auto id : idx.id_map) s += id;
+    return s == sum;
+}
+
+void embed_and_add(Embedder& emb, IdMap& idx, const std::vector<int64_t>& ids, const std::vector<std::string>& texts,
+                   Progress* progress) {
+    const size_t batch = 64;
+    for (size_t b = 0; b < ids.size(); b += batch) {
+        throw_if_interrupted();
+        size_t e = std::min(ids.size(), b + batch);
+        std::vector<std::string> part(texts.begin() + b, texts.begin() + e);
+        auto vecs = emb.embed(part, false);
+        if (vecs.size() != part.size())
+            throw InternalError(ErrorInfo{}.at("embedder " + emb.name()).expected(std::to_string(part.size()) + " vectors")
+                                    .found(std::to_string(vecs.size())));
+        std::vector<float> flat;
+        flat.reserve(vecs.size() * emb.dim());
+        for (auto& v : vecs) {
+            if (static_cast<int>(v.size()) != emb.dim())
+                throw InternalError(ErrorInfo{}.at("embedder " + emb.name()).expected("dim " + std::to_string(emb.dim()))
+                                        .found(std::to_string(v.size())));
+            flat.insert(flat.end(), v.begin(), v.end());
+        }
+        std::vector<fidx_t> fid(ids.begin() + b, ids.begin() + e);
+        idx.add_with_ids(static_cast<fidx_t>(fid.size()), flat.data(), fid.data());
+        if (progress) progress->set_note("embedded " + std::to_string(e) + "/" + std::to_string(ids.size()));
+    }
+}
+
+// ---- one KB update -------------------------------------------------------------
+
+struct DbFile {
+    std::string sha256;
+};
+
+void delete_file_rows(Db& db, const KbRow& kb, const std::string& file) {
+    Stmt f(db, "DELETE FROM " + fts_table(kb.id) + " WHERE rowid IN (SELECT id FROM chunks WHERE kb_name = ? AND file_name = ?)");
+    f.bind(1, kb.name).bind(2, file).run();
+    Stmt c(db, "DELETE FROM chunks WHERE kb_name = ? AND file_name = ?");
+    c.bind(1, kb.name).bind(2, file).run();
+    Stmt k(db, "DELETE FROM knowledge_file WHERE kb_name = ? AND file_name = ?");
+    k.bind(1, kb.name).bind(2, file).run();
+}
+
+struct Indexer {
+    Db& db;
+    KbRow kb;
+    SplitterOptions split;
+    Stmt ins_chunk, ins_fts, ins_file, max_version;
+    std::vector<int64_t> new_ids;
+    std::vector<std::string> new_texts;
+    bool collect_texts;
+
+    Indexer(Db& d, const KbRow& k, SplitterOptions s, bool collect)
+        : db(d), kb(k), split(s),
+          ins_chunk(d, "INSERT INTO chunks(kb_name, file_name, chunk_index, text, start_char, end_char, token_count) "
+                       "VALUES(?, ?, ?, ?, ?, ?, ?)"),
+          ins_fts(d, "INSERT INTO " + fts_table(k.id) + "(rowid, terms) VALUES(?, ?)"),
+          ins_file(d, "INSERT INTO knowledge_file(file_name, file_ext, kb_name, document_loader_name, text_splitter_name, "
+                      "file_version, file_mtime, file_size, sha256, docs_count, create_time) "
+                      "VALUES(?, ?, ?, ?, 'ChineseRecursiveTextSplitter', ?, ?, ?, ?, ?, ?)"),
+          max_version(d, "SELECT file_version FROM knowledge_file WHERE kb_name = ? AND file_name = ?"),
+          collect_texts(collect) {}
+
+    // Returns the number of chunks written; `version` is the new file_version.
+    size_t index_file(const FolderFile& f, int64_t version, std::vector<std::string>& warnings) {
+        std::string bytes = read_file(f.abs);
+        std::string sha = sha256_hex(bytes);
+        LoadedFile lf = load_bytes(f.rel, bytes);
+        warnings = lf.warnings;
+        size_t idx = 0;
+        for (const auto& d : lf.docs) {
+            std::vector<TextChunk> chunks;
+            if (d.split) {
+                chunks = split_text(d.text, split);
+            } else {
+                std::string t = d.text;
+                // CSV rows are stored whole, stripped like Chatchat's documents.
+                auto u = utf8_to_u32(t);
+                size_t b = 0, e = u.size();
+                while (b < e && is_py_space(u[b])) ++b;
+                while (e > b && is_py_space(u[e - 1])) --e;
+                if (e > b) chunks.push_back({u32_to_utf8(std::u32string_view(u).substr(b, e - b)), b, e});
+            }
+            for (auto& c : chunks) {
+                ins_chunk.bind(1, kb.name).bind(2, f.rel).bind(3, static_cast<int64_t>(idx++)).bind(4, c.text)
+                    .bind(5, c.start).bind(6, c.end).bind(7, count_terms(c.text));
+                ins_chunk.run();
+                int64_t id = sqlite3_last_insert_rowid(db.get());
+                ins_fts.bind(1, id).bind(2, fts_terms(c.text, false));
+                ins_fts.run();
+                if (collect_texts) {
+                    new_ids.push_back(id);
+                    new_texts.push_back(c.text);
+                }
+            }
+        }
+        ins_file.bind(1, f.rel).bind(2, file_extension(f.rel)).bind(3, kb.name).bind(4, lf.loader).bind(5, version)
+            .bind(6, f.mtime).bind(7, f.size).bind(8, sha).bind(9, idx).bind(10, now_string());
+        ins_file.run();
+        if (idx == 0) warnings.push_back("no chunks");
+        return idx;
+    }
+};
+
+void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const UpdateOptions& opt,
+                const KbSettings& settings, const std::vector<std::string>* only_files, UpdateReport& report) {
+    validate_kb_name(kb_name);
+    std::string content = paths.content_dir(kb_name);
+    std::string embed_name = !opt.embed_model.empty() ? opt.embed_model : settings.embed_model;
+    std::unique_ptr<Embedder> embedder = make_embedder(embed_name);   // before any work: fail fast
+    if (!embedder) embed_name = "none";
+    SplitterOptions split;
+    split.chunk_size = static_cast<size_t>(opt.chunk_size > 0 ? opt.chunk_size : settings.chunk_size);
+    split.chunk_overlap = static_cast<size_t>(opt.chunk_overlap >= 0 ? opt.chunk_overlap : settings.chunk_overlap);
+    split_text("", split);   // validates the sizes
+
+    log::info("kb", log::cat("scanning ", content));
+    std::vector<FolderFile> folder = list_folder(content);
+    std::vector<FolderFile> unsupported;
+    folder.erase(std::remove_if(folder.begin(), folder.end(), [&](const FolderFile& f) {
+                     if (is_supported_extension(file_extension(f.rel))) return false;
+                     unsupported.push_back(f);
+                     return true;
+                 }), folder.end());
+    for (auto& f : unsupported) {
+        report.files.push_back({kb_name, f.rel, "skipped", 0, "unsupported format " + file_extension(f.rel)});
+        log::warn("kb", log::cat(kb_name, "/", f.rel, ": skipped, unsupported format"));
+    }
+
+    // The whole update of this KB is one transaction: killed half-way, nothing changes.
+    db.exec("BEGIN IMMEDIATE");
+    try {
+        KbRow kb = ensure_kb(db, kb_name, embed_name);
+        bool embed_changed = kb.embed_model != embed_name;
+        std::map<std::string, DbFile> in_db;
+        {
+            Stmt st(db, "SELECT file_name, sha256 FROM knowledge_file WHERE kb_name = ?");
+            st.bind(1, kb_name);
+            while (st.step()) in_db[st.text(0)] = {st.text(1)};
+        }
+        std::map<std::string, const FolderFile*> in_folder;
+        for (auto& f : folder) in_folder[f.rel] = &f;
+
+        // Decide per file. sha256 of folder files is computed only where needed.
+        std::vector<std::pair<const FolderFile*, std::string>> todo;   // file, action
+        std::vector<std::string> to_remove;
+        auto wanted = [&](const std::string& rel) {
+            return !only_files || std::find(only_files->begin(), only_files->end(), rel) != only_files->end();
+        };
+        if (opt.mode == UpdateMode::recreate) {
+            db.exec("DELETE FROM " + fts_table(kb.id));
+            Stmt c(db, "DELETE FROM chunks WHERE kb_name = ?");
+            c.bind(1, kb_name).run();
+            Stmt k(db, "DELETE FROM knowledge_file WHERE kb_name = ?");
+            k.bind(1, kb_name).run();
+            for (auto& f : folder) todo.push_back({&f, in_db.count(f.rel) ? "updated" : "added"});
+            for (auto& [name, _] : in_db)
+                if (!in_folder.count(name)) report.files.push_back({kb_name, name, "removed", 0, "gone from content/"});
+            in_db.clear();
+        } else if (opt.mode == UpdateMode::increment) {
+            for (auto& f : folder) {
+                if (!wanted(f.rel)) continue;
+                auto it = in_db.find(f.rel);
+                if (it == in_db.end()) { todo.push_back({&f, "added"}); continue; }
+                std::string sha = sha256_file(f.abs);
+                if (sha != it->second.sha256) todo.push_back({&f, "updated"});
+                else report.files.push_back({kb_name, f.rel, "unchanged", 0, ""});
+            }
+            for (auto& [name, _] : in_db)
+                if (!in_folder.count(name) && wanted(name)) to_remove.push_back(name);
+        } else if (opt.mode == UpdateMode::update_in_db) {
+            for (auto& [name, _] : in_db) {
+                if (!wanted(name)) continue;
+                auto it = in_folder.find(name);
+                if (it == in_folder.end()) report.files.push_back({kb_name, name, "skipped", 0, "in the DB but not in content/ (use --prune-db)"});
+                else todo.push_back({it->second, "updated"});
+            }
+        }
+        if (opt.prune_db)
+            for (auto& [name, _] : in_db)
+                if (!in_folder.count(name) && std::find(to_remove.begin(), to_remove.end(), name) == to_remove.end())
+                    to_remove.push_back(name);
+
+        // Dense index: start from the existing one when it agrees with the DB.
+        std::unique_ptr<IdMap> index;
+        bool full_reembed = false;
+        if (embedder) {
+            std::string ipath = paths.index_path(kb_name, embed_name);
+            if (opt.mode != UpdateMode::recreate && !embed_changed && fs::exists(ipath)) {
+                index = read_index(ipath);
+                if (index->d != embedder->dim() || !index_matches_db(*index, db, kb_name)) {
+                    log::warn("kb", log::cat(kb_name, ": the vector store does not match the DB; re-embedding every chunk"));
+                    index.reset();
+                }
+            }
+            if (!index) {
+                index = new_index(embedder->dim());
+                full_reembed = opt.mode != UpdateMode::recreate;
+            }
+        }
+
+        // Removed files first (their chunk ids leave the index too).
+        for (auto& name : to_remove) {
+            if (index && !full_reembed) {
+                Stmt ids(db, "SELECT id FROM chunks WHERE kb_name = ? AND file_name = ?");
+                ids.bind(1, kb_name).bind(2, name);
+                std::vector<fidx_t> del;
+                while (ids.step()) del.push_back(ids.i64(0));
+                if (!del.empty()) {
+                    faiss::IDSelectorBatch sel(del.size(), del.data());
+                    index->remove_ids(sel);
+                }
+            }
+            delete_file_rows(db, kb, name);
+            report.files.push_back({kb_name, name, "removed", 0, opt.mode == UpdateMode::increment ? "gone from content/" : "pruned"});
+        }
+
+        Indexer ix(db, kb, split, embedder != nullptr);
+        Progress progress("kb " + kb_name, todo.size(), "files", "chunks",
+                          opt.progress ? Progress::Style::automatic : Progress::Style::silent);
+        for (auto& [f, action] : todo) {
+            throw_if_interrupted();
+            progress.set_note(f->rel);
+            int64_t version = 1;
+            if (action == "updated") {
+                Stmt v(db, "SELECT file_version FROM knowledge_file WHERE kb_name = ? AND file_name = ?");
+                v.bind(1, kb_name).bind(2, f->rel);
+                if (v.step()) version = v.i64(0) + 1;
+                if (index && !full_reembed) {
+                    Stmt ids(db, "SELECT id FROM chunks WHERE kb_name = ? AND file_name = ?");
+                    ids.bind(1, kb_name).bind(2, f->rel);
+                    std::vector<fidx_t> del;
+                    while (ids.step()) del.push_back(ids.i64(0));
+                    if (!del.empty()) {
+                        faiss::IDSelectorBatch sel(del.size(), del.data());
+                        index->remove_ids(sel);
+                    }
+                }
+                delete_file_rows(db, kb, f->rel);
+            }
+            std::vector<std::string> warnings;
+            size_t n = 0;
+            try {
+                n = ix.index_file(*f, version, warnings);
+            } catch (const DataError& e) {
+                report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
+                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
+                progress.advance(1, 0);
+                continue;
+            }
+            std::string note;
+            for (auto& w : warnings) {
+                note += (note.empty() ? "" : "; ") + w;
+                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", w));
+            }
+            report.files.push_back({kb_name, f->rel, action, n, note});
+            report.chunks_written += n;
+            progress.advance(1, n);
+        }
+
+        std::string tmp_index;
+        if (index) {
+            std::vector<int64_t> ids = ix.new_ids;
+            std::vector<std::string> texts = ix.new_texts;
+            if (full_reembed) {
+                ids.clear();
+                texts.clear();
+                Stmt all(db, "SELECT id, text FROM chunks WHERE kb_name = ? ORDER BY id");
+                all.bind(1, kb_name);
+                while (all.step()) { ids.push_back(all.i64(0)); texts.push_back(all.text(1)); }
+            }
+            log::info("kb", log::cat(kb_name, ": embedding ", ids.size(), " chunks with ", embedder->name()));
+            embed_and_add(*embedder, *index, ids, texts, &progress);
+            tmp_index = write_index_temp(*index, paths.index_path(kb_name, embed_name));
+        }
+        progress.finish();
+
+        Stmt upd(db, "UPDATE knowledge_base SET embed_model = ?, vs_type = ?, chunk_size = ?, chunk_overlap = ?, "
+                     "file_count = (SELECT count(*) FROM knowledge_file WHERE kb_name = ?) WHERE id = ?");
+        upd.bind(1, embed_name).bind(2, std::string(embedder ? "faiss" : "bm25")).bind(3, split.chunk_size)
+            .bind(4, split.chunk_overlap).bind(5, kb_name).bind(6, kb.id);
+        upd.run();
+        db.exec("COMMIT");
+        // After the commit: the index that matches the committed DB replaces the old one.
+        // A kill between the two leaves a stale index, detected (ids differ) and rebuilt
+        // from the stored chunk texts by the next -i/-r.
+        if (!tmp_index.empty()) fs::rename(tmp_index, paths.index_path(kb_name, embed_name));
+    } catch (...) {
+        sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+
+    if (opt.prune_folder) {
+        Stmt st(db, "SELECT 1 FROM knowledge_file WHERE kb_name = ? AND file_name = ?");
+        for (auto& f : folder) {
+            st.bind(1, kb_name).bind(2, f.rel);
+            bool known = st.step();
+            st.reset();
+            if (!known) {
+                fs::remove(f.abs);
+                report.files.push_back({kb_name, f.rel, "removed", 0, "pruned from content/"});
+            }
+        }
+    }
+}
+
+std::unique_ptr<Db> open_db(const KbPaths& p, bool create) {
+    if (create) fs::create_directories(p.kb_root());
+    else if (!fs::exists(p.info_db()))
+        throw IoError(ErrorInfo{p.info_db()}.msg("no knowledge-base database").hint("run `pdsd init` then `pdsd kb -r`"));
+    auto db = std::make_unique<Db>(p.info_db(), create);
+    ensure_schema(*db);
+    return db;
+}
+
+}  // namespace
+
+size_t UpdateReport::count(const std::string& action) const {
+    return static_cast<size_t>(std::count_if(files.begin(), files.end(), [&](auto& f) { return f.action == action; }));
+}
+
+UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions& options) {
+    auto t0 = std::chrono::steady_clock::now();
+    KbPaths paths{root};
+    KbSettings settings = load_kb_settings(root);
+    auto db = open_db(paths, true);
+    std::vector<std::string> kbs = options.kb_names;
+    if (kbs.empty()) kbs = kb_folders(paths);
+    if (kbs.empty())
+        throw UsageError(ErrorInfo{paths.kb_root()}.msg("no knowledge bases found")
+                             .hint("run `pdsd init`, or create knowledge_base/<name>/content/ with your files"));
+    UpdateReport report;
+    for (auto& kb : kbs) {
+        validate_kb_name(kb);
+        if (!fs::is_directory(paths.content_dir(kb)) && options.mode != UpdateMode::none && options.mode != UpdateMode::update_in_db)
+            throw UsageError(ErrorInfo{paths.content_dir(kb)}.msg("knowledge base folder not found")
+                                 .hint("create it and put your documents there, or check --kb-name"));
+        update_one(paths, *db, kb, options, settings, nullptr, report);
+    }
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return report;
+}
+
+UpdateReport add_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                       const UpdateOptions& options) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    fs::create_directories(paths.content_dir(kb));
+    std::vector<std::string> rels;
+    for (auto& f : files) {
+        if (!fs::is_regular_file(f)) throw IoError(ErrorInfo{f}.msg("no such file"));
+        std::string ext = file_extension(f);
+        if (!is_supported_extension(ext)) load_bytes(f, "");   // throws the unsupported-format error
+        fs::path dst = fs::path(paths.content_dir(kb)) / fs::path(f).filename();
+        if (fs::absolute(f).lexically_normal() != fs::absolute(dst).lexically_normal())
+            fs::copy_file(f, dst, fs::copy_options::overwrite_existing);
+        rels.push_back(fs::path(f).filename().string());
+    }
+    auto db = open_db(paths, true);
+    UpdateOptions o = options;
+    o.mode = UpdateMode::increment;
+    UpdateReport report;
+    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
+    return report;
+}
+
+UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                          const UpdateOptions& options) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    std::vector<std::string> rels;
+    for (auto& f : files) {
+        fs::path p = fs::path(paths.content_dir(kb)) / f;
+        if (fs::path(f).is_absolute() || f.find("..") != std::string::npos)
+            throw UsageError(ErrorInfo{f}.msg("give the file name relative to content/").hint("see pdsd kb list"));
+        if (fs::exists(p)) fs::remove(p);
+        rels.push_back(fs::path(f).generic_string());
+    }
+    auto db = open_db(paths, false);
+    UpdateOptions o = options;
+    o.mode = UpdateMode::increment;
+    UpdateReport report;
+    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
+    return report;
+}
+
+std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
+    KbPaths paths{root};
+    std::map<std::string, KbInfo> m;
+    for (auto& f : kb_folders(paths)) { m[f].name = f; m[f].has_folder = true; }
+    if (fs::exists(paths.info_db())) {
+        Db db(paths.info_db(), false);
+        ensure_schema(db);
+        Stmt st(db, "SELECT kb_name, kb_info, vs_type, embed_model, file_count, create_time, "
+                    "(SELECT count(*) FROM chunks c WHERE c.kb_name = k.kb_name) FROM knowledge_base k ORDER BY kb_name");
+        while (st.step()) {
+            KbInfo& i = m[st.text(0)];
+            i.name = st.text(0);
+            i.info = st.text(1);
+            i.vs_type = st.text(2);
+            i.embed_model = st.text(3);
+            i.file_count = st.i64(4);
+            i.create_time = st.text(5);
+            i.chunk_count = st.i64(6);
+            i.in_db = true;
+        }
+    }
+    std::vector<KbInfo> out;
+    for (auto& [k, v] : m) out.push_back(v);
+    return out;
+}
+
+// ---- search --------------------------------------------------------------------
+
+struct KnowledgeBase::Impl {
+    KbPaths paths;
+    std::unique_ptr<Db> db;
+    KbRow kb;
+    KbSettings settings;
+    int64_t chunks = 0;
+    std::shared_ptr<Embedder> embedder;
+    std::unique_ptr<IdMap> index;
+    bool index_loaded = false;
+    std::unique_ptr<Stmt> fts, chunk;
+
+    void load_dense() {
+        if (index_loaded) return;
+        if (kb.embed_model == "none")
+            throw UsageError(ErrorInfo{paths.kb_dir(kb.name)}.msg("this knowledge base has no vector store (embed_model none)")
+                                 .hint("use --mode bm25, or rebuild with pdsd kb -r -n " + kb.name + " -e <model>"));
+        if (!embedder) embedder = std::shared_ptr<Embedder>(make_embedder(kb.embed_model));
+        if (embedder->name() != kb.embed_model)
+            throw ConfigError(ErrorInfo{}.at("embedder").expected(kb.embed_model).found(embedder->name())
+                                  .hint("the KB was indexed with another embedding model; rebuild it or pass the same model"));
+        std::string ip = paths.index_path(kb.name, kb.embed_model);
+        if (!fs::exists(ip)) throw IoError(ErrorInfo{ip}.msg("vector store missing").hint("run pdsd kb -i -n " + kb.name));
+        index = read_index(ip);
+        if (!index_matches_db(*index, *db, kb.name))
+            throw DataError(ErrorInfo{ip}.msg("the vector store does not match the database (an update was interrupted)")
+                                .hint("run pdsd kb -i -n " + kb.name + " to bring it up to date"));
+        if (index->d != embedder->dim())
+            throw FormatError(ErrorInfo{ip}.expected("dim " + std::to_string(embedder->dim())).found("dim " + std::to_string(index->d)));
+        index_loaded = true;
+    }
+};
+
+KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name, std::shared_ptr<Embedder> embedder)
+    : impl_(std::make_unique<Impl>()) {
+    validate_kb_name(kb_name);
+    impl_->paths = KbPaths{root};
+    impl_->db = open_db(impl_->paths, false);
+    impl_->kb = get_kb(*impl_->db, kb_name);
+    if (!impl_->kb.exists)
+        throw DataError(ErrorInfo{impl_->paths.info_db()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
+                            .hint("build it with pdsd kb -r -n " + kb_name + " (see pdsd kb list)"));
+    impl_->settings = load_kb_settings(root);
+    impl_->embedder = std::move(embedder);
+    Stmt c(*impl_->db, "SELECT count(*) FROM chunks WHERE kb_name = ?");
+    c.bind(1, kb_name);
+    c.step();
+    impl_->chunks = c.i64(0);
+    impl_->fts = std::make_unique<Stmt>(*impl_->db, "SELECT rowid, bm25(" + fts_table(impl_->kb.id) + ") FROM " +
+                                                        fts_table(impl_->kb.id) + " WHERE " + fts_table(impl_->kb.id) +
+                                                        " MATCH ? ORDER BY rank LIMIT ?");
+    impl_->chunk = std::make_unique<Stmt>(*impl_->db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE id = ?");
+}
+
+KnowledgeBase::~KnowledgeBase() = default;
+const std::string& KnowledgeBase::name() const { return impl_->kb.name; }
+const std::string& KnowledgeBase::embed_model() const { return impl_->kb.embed_model; }
+int64_t KnowledgeBase::chunk_count() const { return impl_->chunks; }
+
+std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const SearchOptions& o) const {
+    Impl& im = *impl_;
+    if (o.mode != "bm25" && o.mode != "dense" && o.mode != "hybrid")
+        throw UsageError(ErrorInfo{}.at("--mode").expected("bm25, dense or hybrid").found(o.mode));
+    double threshold = o.score_threshold ? *o.score_threshold : im.settings.score_threshold;
+    size_t depth = std::max(o.candidates, o.top_k);
+    std::map<int64_t, SearchHit> cand;
+    std::vector<int64_t> bm25_list, dense_list;
+
+    if (o.mode != "dense") {
+        std::string expr = match_expression(query);
+        if (!expr.empty()) {
+            im.fts->bind(1, expr).bind(2, depth);
+            while (im.fts->step()) {
+                int64_t id = im.fts->i64(0);
+                auto& h = cand[id];
+                h.chunk_id = id;
+                h.bm25 = -im.fts->f64(1);   // FTS5 bm25() is lower-is-better and negative
+                bm25_list.push_back(id);
+                h.bm25_rank = bm25_list.size();
+            }
+            im.fts->reset();
+        }
+    }
+    if (o.mode != "bm25") {
+        im.load_dense();
+        auto q = im.embedder->embed({query}, true);
+        fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(im.index->ntotal)));
+        if (k > 0) {
+            std::vector<float> dist(k);
+            std::vector<fidx_t> labels(k);
+            im.index->search(1, q[0].data(), k, dist.data(), labels.data());
+            for (fidx_t i = 0; i < k; ++i) {
+                if (labels[i] < 0) continue;
+                auto& h = cand[labels[i]];
+                h.chunk_id = labels[i];
+                h.cosine = dist[i];   // inner product of unit vectors
+                dense_list.push_back(labels[i]);
+                h.dense_rank = dense_list.size();
+            }
+        }
+    }
+
+    std::vector<SearchHit> all;
+    char buf[96];
+    for (auto& [id, h] : cand) {
+        h.kb = im.kb.name;
+        if (o.mode == "bm25") {
+            h.score = *h.bm25;
+            h.kept = h.score >= threshold;
+            if (!h.kept) { std::snprintf(buf, sizeof buf, "bm25 %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
+        } else if (o.mode == "dense") {
+            h.score = *h.cosine;
+            h.kept = h.score >= threshold;
+            if (!h.kept) { std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
+        } else {
+            // Reciprocal-rank fusion (k = 60); the threshold filters the dense list first.
+            bool dense_ok = h.cosine && *h.cosine >= threshold;
+            h.score = (h.bm25_rank ? 1.0 / (60.0 + *h.bm25_rank) : 0.0) + (dense_ok ? 1.0 / (60.0 + *h.dense_rank) : 0.0);
+            h.kept = h.score > 0;
+            if (h.cosine && !dense_ok) {
+                std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f (dense vote dropped)", *h.cosine, threshold);
+                h.reason = buf;
+            }
+        }
+        all.push_back(h);
+    }
+    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
+        if (a.kept != b.kept) return a.kept;
+        if (a.score != b.score) return a.score > b.score;
+        return a.chunk_id < b.chunk_id;
+    });
+    size_t kept = 0;
+    for (auto& h : all) {
+        if (!h.kept) continue;
+        if (kept >= o.top_k) {
+            h.kept = false;
+            h.reason = "beyond top_k " + std::to_string(o.top_k);
+        } else {
+            ++kept;
+            if (h.reason.empty()) h.reason = "kept: rank " + std::to_string(kept);
+            else h.reason = "kept: rank " + std::to_string(kept) + "; " + h.reason;
+        }
+    }
+    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
+        if (a.kept != b.kept) return a.kept;
+        return a.score > b.score;
+    });
+    std::vector<SearchHit> out;
+    for (auto& h : all) {
+        if (!h.kept && !o.explain) break;
+        im.chunk->bind(1, h.chunk_id);
+        if (im.chunk->step()) {
+            h.file_name = im.chunk->text(0);
+            h.chunk_index = im.chunk->i64(1);
+            h.text = im.chunk->text(2);
+            h.start_char = im.chunk->i64(3);
+            h.end_char = im.chunk->i64(4);
+        }
+        im.chunk->reset();
+        out.push_back(std::move(h));
+    }
+    return out;
+}
+
+}  // namespace pdsd::kb

@@ -1,0 +1,419 @@
+// Knowledge base: loaders, encodings, the Chatchat splitter port, the SQLite store
+// (transactions, incremental update by sha256), BM25 on Chinese, dense + hybrid with
+// the deterministic hash-ngram embedder, paths and the progress reporter.
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/core/progress.h"
+#include "pdsd/kb/embedder.h"
+#include "pdsd/kb/knowledge_base.h"
+#include "pdsd/kb/loader.h"
+#include "pdsd/kb/splitter.h"
+#include "pdsd/kb/text.h"
+#include "test_util.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <iconv.h>
+
+namespace fs = std::filesystem;
+using namespace pdsd;
+using namespace pdsd::kb;
+
+namespace {
+void write(const std::string& path, const std::string& bytes) {
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream(path, std::ios::binary) << bytes;
+}
+std::string to_gbk(const std::string& utf8) {
+    iconv_t cd = iconv_open("GBK", "UTF-8");
+    std::string out(utf8.size() * 2, '\0');
+    char* in = const_cast<char*>(utf8.data());
+    size_t il = utf8.size(), ol = out.size();
+    char* o = out.data();
+    iconv(cd, &in, &il, &o, &ol);
+    iconv_close(cd);
+    out.resize(out.size() - ol);
+    return out;
+}
+std::vector<std::string> texts(const std::vector<TextChunk>& c) {
+    std::vector<std::string> v;
+    for (auto& x : c) v.push_back(x.text);
+    return v;
+}
+UpdateOptions quiet(UpdateMode m, const std::string& embed = "none") {
+    UpdateOptions o;
+    o.mode = m;
+    o.progress = false;
+    o.embed_model = embed;
+    return o;
+}
+}  // namespace
+
+// ---- text / encodings ----------------------------------------------------------
+
+TEST(KbText, DecodesUtf8WithBomAndGbk) {
+    std::string enc;
+    EXPECT_EQ(decode_text("\xEF\xBB\xBF" "安装", &enc), "安装");
+    EXPECT_EQ(enc, "utf-8");
+    std::string gbk = to_gbk("星河数据网关安装指南");
+    ASSERT_FALSE(is_valid_utf8(gbk));
+    EXPECT_EQ(decode_text(gbk, &enc), "星河数据网关安装指南");
+    EXPECT_EQ(enc, "gb18030");
+    EXPECT_EQ(utf8_length("a安装"), 3u);
+}
+
+TEST(KbText, Bm25TermsSplitCjkIntoCharsAndBigrams) {
+    EXPECT_EQ(bm25_terms("安装XHG服务", false),
+              (std::vector<std::string>{"安", "装", "安装", "xhg", "服", "务", "服务"}));
+    // Queries use bigrams of CJK runs (a lone char stays a unigram).
+    EXPECT_EQ(bm25_terms("重置密码 和 Qwen2.5", true), (std::vector<std::string>{"重置", "置密", "密码", "和", "qwen2", "5"}));
+    EXPECT_EQ(count_terms("安装 XHG"), 3u);
+}
+
+// ---- loaders -------------------------------------------------------------------
+
+TEST(KbLoader, SkipsTempAndHiddenNames) {
+    for (auto n : {"temp1.txt", "tmp.md", ".hidden.txt", "~$doc.docx"}) EXPECT_TRUE(is_skipped_name(n)) << n;
+    EXPECT_FALSE(is_skipped_name("安装指南.md"));
+    EXPECT_FALSE(is_skipped_name("Temp.txt"));   // Chatchat's check is case-sensitive
+}
+
+TEST(KbLoader, HtmlDropsScriptsStylesAndDecodesEntities) {
+    std::string t = html_to_text("<html><head><style>p{color:red}</style><script>var a='<p>';</script></head>"
+                                 "<body><h1>标题</h1><p>A &amp; B &lt;x&gt; &#20013;&#x6587;</p><!-- c --></body></html>");
+    EXPECT_EQ(t, "标题\n\nA & B <x> 中文");   // block elements become paragraphs
+}
+
+TEST(KbLoader, CsvRowsAreUnsplitColumnValueDocs) {
+    auto lf = load_bytes("e.csv", "code,desc\nE1,\"a, \"\"quoted\"\"\nline\"\nE2,plain\n");
+    ASSERT_EQ(lf.docs.size(), 2u);
+    EXPECT_EQ(lf.docs[0].text, "code: E1\ndesc: a, \"quoted\"\nline");
+    EXPECT_FALSE(lf.docs[0].split);
+    EXPECT_EQ(lf.loader, "CSVLoader");
+}
+
+TEST(KbLoader, JsonAndJsonlGiveValueText) {
+    auto j = load_bytes("c.json", R"({"名称": "queue_dir", "n": 5, "list": [{"说明": "目录"}], "x": null})");
+    // nlohmann orders object keys; null values are skipped.
+    EXPECT_EQ(j.docs.at(0).text, "说明: 目录\nn: 5\n名称: queue_dir");
+    auto l = load_bytes("c.jsonl", "{\"q\": \"问\"}\n\n{\"q\": \"答\"}\n");
+    EXPECT_EQ(l.docs.at(0).text, "q: 问\n\nq: 答");
+    EXPECT_THROW(load_bytes("bad.json", "{oops"), DataError);
+}
+
+TEST(KbLoader, UnsupportedExtensionIsDataError) {
+    EXPECT_THROW(load_bytes("a.exe", "x"), DataError);
+    EXPECT_EQ(file_extension("A/B.MD"), ".md");
+}
+
+TEST(KbLoader, GbkTextFileIsConverted) {
+    test::TempDir d;
+    write(d.file("g.txt"), to_gbk("问：网关支持哪些协议？"));
+    auto lf = load_file(d.file("g.txt"));
+    EXPECT_EQ(lf.encoding, "gb18030");
+    EXPECT_EQ(lf.docs.at(0).text, "问：网关支持哪些协议？");
+}
+
+// ---- splitter (Chatchat semantics; the oracle test covers random texts) ---------
+
+TEST(KbSplitter, ShortTextIsOneStrippedChunk) {
+    auto c = split_text("  你好。世界！\n\n\n再见  ");
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].text, "你好。世界！\n再见");   // \n{2,} -> \n
+    EXPECT_EQ(c[0].start, 2u);
+    EXPECT_EQ(c[0].end, 13u);
+}
+
+TEST(KbSplitter, SeparatorStaysAtTheEndOfThePiece) {
+    // chunk_size 6: "甲乙丙。" (4) + "丁戊己。" (4) do not fit together.
+    EXPECT_EQ(texts(split_text("甲乙丙。丁戊己。", {6, 0})), (std::vector<std::string>{"甲乙丙。", "丁戊己。"}));
+}
+
+TEST(KbSplitter, OverlapIsWholePieces) {
+    // pieces "一二。"(3) "三四。"(3) "五六。"(3), size 7 overlap 3: the last piece repeats.
+    EXPECT_EQ(texts(split_text("一二。三四。五六。", {7, 3})),
+              (std::vector<std::string>{"一二。三四。", "三四。五六。"}));
+}
+
+TEST(KbSplitter, OversizePieceWithoutSeparatorsIsEmittedWhole) {
+    std::string s(30, 'x');
+    auto c = split_text(s, {10, 0});
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].text, s);
+}
+
+TEST(KbSplitter, QaPairsAreMergedLikeChatchat) {
+    // Chatchat #3680: short Q&A pairs end up in one chunk (kept for compatibility;
+    // documented in docs/knowledge_base.md).
+    std::string faq = "问：如何重置密码？\n答：执行 reset-password。\n\n问：支持哪些协议？\n答：Modbus 与 MQTT。";
+    auto c = split_text(faq);
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_NE(c[0].text.find("重置密码"), std::string::npos);
+    EXPECT_NE(c[0].text.find("MQTT"), std::string::npos);
+    // With chunk_size 40 the pairs separate at the blank line (values from Chatchat's code).
+    auto small = split_text(faq, {40, 0});
+    ASSERT_EQ(small.size(), 2u);
+    EXPECT_EQ(small[0].text, "问：如何重置密码？\n答：执行 reset-password。");
+    EXPECT_EQ(small[1].text, "问：支持哪些协议？\n答：Modbus 与 MQTT。");
+}
+
+TEST(KbSplitter, OverlapLargerThanSizeIsUsageError) {
+    EXPECT_THROW(split_text("x", {10, 11}), UsageError);
+}
+
+// ---- store, incremental updates, search -----------------------------------------
+
+class KbStore : public ::testing::Test {
+protected:
+    test::TempDir dir;
+    std::string root;
+    std::string content;
+    void SetUp() override {
+        root = dir.str();
+        content = KbPaths{root}.content_dir("t");
+        write(content + "/安装.md", "# 安装\n\n运行 xhg-setup 初始化脚本，然后启动服务。");
+        write(content + "/问答.txt", "问：忘记管理员密码怎么办？\n答：执行 xhg-admin reset-password 重置。");
+        write(content + "/错误.csv", "错误码,含义\nE2003,证书过期\nE1001,连接超时\n");
+        write(content + "/tmp_ignored.txt", "临时文件不应被索引");
+    }
+};
+
+TEST_F(KbStore, RecreateIndexesFolderAndBm25FindsChineseChunk) {
+    auto r = update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    EXPECT_EQ(r.count("added"), 3u);
+    EXPECT_EQ(r.chunks_written, 4u);   // md 1, txt 1, csv 2 rows
+    KnowledgeBase kb(root, "t");
+    SearchOptions o;
+    auto hits = kb.search("管理员密码忘了", o);
+    ASSERT_FALSE(hits.empty());
+    EXPECT_EQ(hits[0].file_name, "问答.txt");
+    EXPECT_GT(hits[0].score, 0);
+    hits = kb.search("证书过期", o);
+    ASSERT_FALSE(hits.empty());
+    EXPECT_EQ(hits[0].file_name, "错误.csv");
+    EXPECT_NE(hits[0].text.find("E2003"), std::string::npos);
+    EXPECT_TRUE(kb.search("完全无关的词汇", o).empty() || kb.search("完全无关的词汇", o)[0].score > 0);
+    // Layout
+    EXPECT_TRUE(fs::exists(KbPaths{root}.info_db()));
+    EXPECT_FALSE(fs::exists(fs::path(KbPaths{root}.kb_dir("t")) / "vector_store"));
+}
+
+TEST_F(KbStore, IncrementReindexesExactlyChangedAddedAndDeleted) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    auto same = update_knowledge_bases(root, quiet(UpdateMode::increment));
+    EXPECT_EQ(same.count("unchanged"), 3u);
+    EXPECT_EQ(same.chunks_written, 0u);
+
+    write(content + "/安装.md", "# 安装\n\n新版本使用 xhg-install 命令。");   // changed content
+    write(content + "/新增.txt", "新增文件：升级说明。");                     // added
+    fs::remove(content + "/错误.csv");                                       // deleted
+    // Same content, new mtime: not re-indexed (hash decides, not mtime).
+    std::string qa = read_file(content + "/问答.txt");
+    write(content + "/问答.txt", qa);
+    auto r = update_knowledge_bases(root, quiet(UpdateMode::increment));
+    std::map<std::string, std::string> actions;
+    for (auto& f : r.files) actions[f.file] = f.action;
+    EXPECT_EQ(actions["安装.md"], "updated");
+    EXPECT_EQ(actions["新增.txt"], "added");
+    EXPECT_EQ(actions["错误.csv"], "removed");
+    EXPECT_EQ(actions["问答.txt"], "unchanged");
+    EXPECT_EQ(actions.size(), 4u);
+
+    KnowledgeBase kb(root, "t");
+    EXPECT_EQ(kb.chunk_count(), 3);
+    SearchOptions o;
+    EXPECT_TRUE(kb.search("证书过期", o).empty());
+    auto h = kb.search("xhg-install", o);
+    ASSERT_FALSE(h.empty());
+    EXPECT_EQ(h[0].file_name, "安装.md");
+    EXPECT_TRUE(kb.search("初始化脚本", o).empty());   // old text gone from FTS too
+}
+
+TEST_F(KbStore, AddAndRemoveFiles) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    write(dir.file("extra/发布.html"), "<p>3.2 版本新增 OPC UA 订阅。</p>");
+    auto r = add_files(root, "t", {dir.file("extra/发布.html")}, quiet(UpdateMode::increment));
+    EXPECT_EQ(r.count("added"), 1u);
+    EXPECT_EQ(r.count("unchanged"), 0u);   // add touches only the named files
+    EXPECT_TRUE(fs::exists(content + "/发布.html"));
+    KnowledgeBase kb(root, "t");
+    EXPECT_EQ(kb.search("OPC 订阅", SearchOptions{}).at(0).file_name, "发布.html");
+    auto rm = remove_files(root, "t", {"发布.html"}, quiet(UpdateMode::increment));
+    EXPECT_EQ(rm.count("removed"), 1u);
+    EXPECT_FALSE(fs::exists(content + "/发布.html"));
+    EXPECT_THROW(remove_files(root, "t", {"../x"}, quiet(UpdateMode::increment)), UsageError);
+}
+
+TEST_F(KbStore, FailedRebuildRollsBackTheWholeTransaction) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    KnowledgeBase before(root, "t");
+    int64_t n = before.chunk_count();
+    // chunk_overlap > chunk_size fails before anything is written; an unknown embedder
+    // fails before the transaction; a malformed json file is reported, not fatal.
+    UpdateOptions bad = quiet(UpdateMode::recreate);
+    bad.chunk_size = 10;
+    bad.chunk_overlap = 20;
+    EXPECT_THROW(update_knowledge_bases(root, bad), UsageError);
+    EXPECT_THROW(update_knowledge_bases(root, quiet(UpdateMode::recreate, "bge-large-zh-v1.5")), ConfigError);
+    KnowledgeBase after(root, "t");
+    EXPECT_EQ(after.chunk_count(), n);
+    write(content + "/坏.json", "{oops");
+    auto r = update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    EXPECT_EQ(r.count("failed"), 1u);
+    EXPECT_EQ(KnowledgeBase(root, "t").chunk_count(), n);
+}
+
+TEST_F(KbStore, PruneDbAndPruneFolder) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    fs::remove(content + "/问答.txt");
+    write(content + "/未索引.txt", "还没有索引");
+    UpdateOptions o = quiet(UpdateMode::none);
+    o.prune_db = true;
+    o.prune_folder = true;
+    auto r = update_knowledge_bases(root, o);
+    EXPECT_EQ(r.count("removed"), 2u);
+    EXPECT_FALSE(fs::exists(content + "/未索引.txt"));
+    EXPECT_EQ(KnowledgeBase(root, "t").chunk_count(), 3);
+}
+
+TEST_F(KbStore, ThresholdAndExplain) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    KnowledgeBase kb(root, "t");
+    SearchOptions o;
+    o.explain = true;
+    o.top_k = 1;
+    auto hits = kb.search("密码 证书", o);
+    ASSERT_GE(hits.size(), 2u);
+    EXPECT_TRUE(hits[0].kept);
+    EXPECT_FALSE(hits[1].kept);
+    EXPECT_NE(hits[1].reason.find("top_k"), std::string::npos);
+    o.score_threshold = 1e9;
+    hits = kb.search("密码", o);
+    for (auto& h : hits) {
+        EXPECT_FALSE(h.kept);
+        EXPECT_NE(h.reason.find("threshold"), std::string::npos);
+    }
+    EXPECT_THROW(kb.search("x", SearchOptions{3, {}, "dense"}), UsageError);   // no vector store
+    EXPECT_THROW(KnowledgeBase(root, "missing"), DataError);
+}
+
+TEST_F(KbStore, DenseAndHybridWithHashEmbedder) {
+    auto r = update_knowledge_bases(root, quiet(UpdateMode::recreate, "hash-ngram"));
+    std::string idx = KbPaths{root}.index_path("t", "hash-ngram");
+    ASSERT_TRUE(fs::exists(idx));
+    KnowledgeBase kb(root, "t");
+    EXPECT_EQ(kb.embed_model(), "hash-ngram");
+    SearchOptions o;
+    o.mode = "dense";
+    auto hits = kb.search("忘记管理员密码怎么办", o);
+    ASSERT_FALSE(hits.empty());
+    EXPECT_EQ(hits[0].file_name, "问答.txt");
+    ASSERT_TRUE(hits[0].cosine.has_value());
+    EXPECT_GT(*hits[0].cosine, 0.3);
+    EXPECT_LE(*hits[0].cosine, 1.0001);
+    o.mode = "hybrid";
+    o.explain = true;
+    hits = kb.search("证书过期", o);
+    ASSERT_FALSE(hits.empty());
+    EXPECT_EQ(hits[0].file_name, "错误.csv");
+    EXPECT_NEAR(hits[0].score, 1.0 / 61 + 1.0 / 61, 1e-9);   // rank 1 in both lists
+    // Threshold drops the dense vote, not the BM25 one.
+    o.score_threshold = 0.999;
+    hits = kb.search("证书过期", o);
+    ASSERT_FALSE(hits.empty());
+    EXPECT_NEAR(hits[0].score, 1.0 / 61, 1e-9);
+
+    // Increment after a change: the index follows the DB (ids removed and added).
+    write(content + "/问答.txt", "问：如何升级固件？\n答：在诊断页面上传固件包。");
+    update_knowledge_bases(root, quiet(UpdateMode::increment, "hash-ngram"));
+    KnowledgeBase kb2(root, "t");
+    SearchOptions d;
+    d.mode = "dense";
+    EXPECT_EQ(kb2.search("如何升级固件", d).at(0).file_name, "问答.txt");
+}
+
+TEST_F(KbStore, StaleVectorStoreIsDetectedAndRepairedByIncrement) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate, "hash-ngram"));
+    std::string idx = KbPaths{root}.index_path("t", "hash-ngram");
+    std::string old_index = read_file(idx);
+    write(content + "/新增.txt", "新增文件：升级说明。");
+    update_knowledge_bases(root, quiet(UpdateMode::increment, "hash-ngram"));
+    // Simulate a kill between the DB commit and the index rename.
+    write(idx, old_index);
+    KnowledgeBase kb(root, "t");
+    SearchOptions o;
+    o.mode = "dense";
+    EXPECT_THROW(kb.search("升级", o), DataError);
+    EXPECT_FALSE(kb.search("升级", SearchOptions{}).empty());   // BM25 still works
+    update_knowledge_bases(root, quiet(UpdateMode::increment, "hash-ngram"));
+    KnowledgeBase kb2(root, "t");
+    EXPECT_EQ(kb2.search("升级说明", o).at(0).file_name, "新增.txt");
+}
+
+TEST(KbEmbedder, HashNgramIsDeterministicAndNormalised) {
+    HashNgramEmbedder e(64);
+    auto v = e.embed({"安装指南", "安装指南", "完全不同"}, false);
+    EXPECT_EQ(v[0], v[1]);
+    double n = 0, dot = 0;
+    for (int i = 0; i < 64; ++i) { n += v[0][i] * v[0][i]; dot += v[0][i] * v[2][i]; }
+    EXPECT_NEAR(n, 1.0, 1e-5);
+    EXPECT_LT(dot, 0.5);
+    EXPECT_EQ(make_embedder("none"), nullptr);
+    EXPECT_THROW(make_embedder("bge-m3"), ConfigError);
+    register_embedder_factory("fake-test", [](const std::string&) { return std::make_unique<HashNgramEmbedder>(8); });
+    EXPECT_EQ(make_embedder("fake-test")->dim(), 8);
+}
+
+// ---- paths and init ------------------------------------------------------------
+
+TEST(KbPathsTest, RootResolutionAndLayout) {
+    ::unsetenv("PDSD_ROOT");
+    EXPECT_EQ(resolve_root(""), (fs::current_path() / "data").string());
+    ::setenv("PDSD_ROOT", "/tmp/pdsd-root-x", 1);
+    EXPECT_EQ(resolve_root(""), "/tmp/pdsd-root-x");
+    EXPECT_EQ(resolve_root("/a/b/../c"), "/a/c");
+    ::unsetenv("PDSD_ROOT");
+    KbPaths p{"/r"};
+    EXPECT_EQ(p.info_db(), "/r/knowledge_base/info.db");
+    EXPECT_EQ(p.content_dir("s"), "/r/knowledge_base/s/content");
+    EXPECT_EQ(p.index_path("s", "bge:m3"), "/r/knowledge_base/s/vector_store/bge_m3/index.faiss");
+    EXPECT_THROW(KnowledgeBase("/r", "../etc"), UsageError);
+}
+
+TEST(KbInit, InitCopiesSamplesAndKeepsExistingConfigs) {
+    test::TempDir d;
+    write(d.file("kb_settings.yaml"), "top_k: 5\n");
+    std::string samples = test::source_dir() + "/share/samples";
+    auto lines = init_root(d.str(), samples);
+    EXPECT_EQ(read_file(d.file("kb_settings.yaml")), "top_k: 5\n");
+    EXPECT_TRUE(fs::exists(d.file("model_settings.yaml")));
+    EXPECT_TRUE(fs::exists(d.file("knowledge_base/samples/content/安装指南.md")));
+    EXPECT_EQ(load_kb_settings(d.str()).top_k, 5);
+    auto r = update_knowledge_bases(d.str(), quiet(UpdateMode::recreate));
+    EXPECT_EQ(r.count("failed"), 0u);
+    EXPECT_EQ(r.count("added"), 5u);
+    KnowledgeBase kb(d.str(), "samples");
+    EXPECT_EQ(kb.search("E2003 证书", SearchOptions{}).at(0).file_name, "错误码.csv");
+}
+
+TEST(KbProgress, PlainLinesWhenNotATty) {
+    std::FILE* f = std::tmpfile();
+    {
+        Progress p("kb x", 4, "files", "chunks", Progress::Style::plain, f);
+        p.plain_interval_s = 0;
+        p.advance(2, 10);
+        EXPECT_NE(p.status_line().find("2/4 files, 10 chunks"), std::string::npos);
+        EXPECT_NE(p.status_line().find("ETA"), std::string::npos);
+        p.advance(2, 10);
+    }
+    std::rewind(f);
+    char buf[512] = {0};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string out(buf, n);
+    EXPECT_EQ(out.find('\r'), std::string::npos);
+    EXPECT_NE(out.find("4/4 files, 20 chunks"), std::string::npos);
+}
