@@ -28,13 +28,9 @@ int main(int argc, char** argv) {
     cli::Registry registry;
     cli::register_env(app, registry);
     cli::register_tokenize(app, registry);
-
     cli::register_data(app, registry);
-
     cli::register_model(app, registry);
-
     cli::register_export(app, registry);
-
     cli::register_init(app, registry);
     cli::register_kb(app, registry);
 
