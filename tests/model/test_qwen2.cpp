@@ -3,6 +3,8 @@
 #include "test_util.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include <nlohmann/json.hpp>
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/tools.h"
@@ -200,5 +202,22 @@ TEST(Qwen2, InitWritesALoadableRandomCheckpoint) {
     EXPECT_EQ(Checkpoint::open(dir.str()).info("model.embed_tokens.weight").dtype, DType::BF16);
     EXPECT_EQ(lm.generation.top_k.value_or(0), 20);
     EXPECT_EQ(qwen2_preset("tiny").vocab_size, 151936);
+
+    // Untied embeddings (Qwen2.5-7B and larger): a separate lm_head.weight is written and used.
+    test::TempDir untied;
+    Qwen2Config c = lm.config;
+    c.tie_word_embeddings = false;
+    write_file_atomic(untied.file("config.json"), to_json(c).dump());
+    InitOptions u = o;
+    u.config_file = untied.file("config.json");
+    u.out_dir = untied.file("out");
+    init_random_checkpoint(u);
+    EXPECT_TRUE(Checkpoint::open(u.out_dir).contains("lm_head.weight"));
+    auto lu = load_qwen2(u.out_dir);
+    ASSERT_TRUE(lu.model->lm_head);
+    torch::NoGradGuard ng;
+    at::Tensor ids = torch::tensor({{1, 2, 3}}, torch::kLong);
+    at::Tensor h = lu.model->forward(ids, {}, {}, nullptr, ForwardOptions{true, false}).hidden_states.back();
+    EXPECT_TRUE(torch::allclose(lu.model->forward(ids).logits, torch::matmul(h, lu.model->lm_head->weight.t()), 1e-5, 1e-6));
     EXPECT_THROW(qwen2_preset("gpt2"), UsageError);
 }
