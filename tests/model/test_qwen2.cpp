@@ -130,6 +130,30 @@ TEST(Qwen2, BatchedLeftPaddedGenerationEqualsAlone) {
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batch2[i].tokens, batch[i].tokens) << "row " << i;
 }
 
+TEST(Qwen2, SecondTurnReusesTheCachedPrefix) {
+    Reference ref;
+    std::vector<int64_t> turn1 = row(ref.get("input_ids"), 0);
+    Generator gen(tiny());
+    GenerationOptions o = greedy(8);
+    auto r1 = gen.generate(turn1, o);
+    EXPECT_EQ(r1.reused_prompt_tokens, 0);
+    std::vector<int64_t> turn2 = turn1;  // the conversation so far plus a new user turn
+    turn2.insert(turn2.end(), r1.tokens.begin(), r1.tokens.end());
+    turn2.insert(turn2.end(), {5, 6, 7, 8});
+    auto r2 = gen.generate(turn2, o);
+    // Every fed token is reusable: the prompt and all generated tokens but the last.
+    EXPECT_EQ(r2.reused_prompt_tokens, static_cast<int64_t>(turn1.size() + r1.tokens.size() - 1));
+    o.reuse_prefix = false;
+    Generator fresh(tiny());
+    EXPECT_EQ(r2.tokens, fresh.generate(turn2, o).tokens);
+    // A different prompt shares only its common prefix.
+    std::vector<int64_t> other(turn1.begin(), turn1.begin() + 4);
+    other.push_back(99);
+    o.reuse_prefix = true;
+    EXPECT_EQ(gen.generate(other, o).reused_prompt_tokens, 4);
+    EXPECT_EQ(gen.generate(other, o).tokens, fresh.generate(other, greedy(8)).tokens);
+}
+
 TEST(Qwen2, SamplingStopsAndSeeds) {
     Reference ref;
     std::vector<int64_t> prompt = row(ref.get("input_ids"), 0);
