@@ -95,6 +95,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 struct Generator::Impl {
     std::shared_ptr<LoadedModel> lm;
     KVCache cache;
+    std::vector<int64_t> fed;  // batch-1 tokens whose keys/values are in `cache` (empty: none reusable)
 };
 
 Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_shared<Impl>()) {
@@ -110,7 +111,10 @@ Generator Generator::load(const std::string& dir, const std::string& device, con
 }
 
 LoadedModel& Generator::model() { return *impl_->lm; }
-void Generator::release_cache() { impl_->cache = KVCache{}; }
+void Generator::release_cache() {
+    impl_->cache = KVCache{};
+    impl_->fed.clear();
+}
 
 GenerationResult Generator::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options,
                                      const TokenCallback& on_token) {
@@ -159,17 +163,31 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
 
     at::NoGradGuard no_grad;
     at::Generator gen = at::detail::createCPUGenerator(r.seed);
+    std::vector<int64_t> previous;  // what the cache held, if reusable
+    previous.swap(impl_->fed);       // cleared now: an exception below leaves nothing reusable
     KVCache* cache = nullptr;
+    int64_t reuse = 0;               // cached prompt positions kept
     if (options.use_cache) {
         KVCache& c = impl_->cache;
         int64_t need = P + max_new;
-        if (c.batch() != B || c.max_len() < need) {
+        bool fresh = c.batch() != B || c.max_len() < need;
+        if (fresh) {
             c = KVCache{};  // free the old one before allocating
             int64_t len = std::min(((need + 255) / 256) * 256, std::max(need, lm.config.max_position_embeddings));
             c = KVCache::allocate(lm.config, B, len, lm.model->options());
         }
         c.reset();
         cache = &c;
+        if (B == 1 && !fresh && options.reuse_prefix && !previous.empty()) {
+            const auto& p = prompts[0];
+            while (reuse < static_cast<int64_t>(std::min(previous.size(), p.size())) &&
+                   previous[static_cast<size_t>(reuse)] == p[static_cast<size_t>(reuse)]) {
+                ++reuse;
+            }
+            reuse = std::min(reuse, P - 1);  // prefill at least one token: it gives the first logits
+            c.length = reuse;                // key_mask[0, :reuse] is still true from the last call
+            results[0].reused_prompt_tokens = reuse;
+        }
     }
 
     std::vector<bool> done(static_cast<size_t>(B), false);
@@ -178,7 +196,9 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
     auto t0 = std::chrono::steady_clock::now();
     ForwardOptions fo;
     fo.last_logits_only = true;
-    at::Tensor logits = lm.model->forward(ids, padded ? mask : at::Tensor(), pos, cache, fo).logits;  // (B, 1, V)
+    at::Tensor logits = lm.model->forward(ids.narrow(1, reuse, P - reuse), padded ? mask : at::Tensor(),
+                                          pos.narrow(1, reuse, P - reuse), cache, fo).logits;  // (B, 1, V)
+    std::vector<int64_t> fed = prompts[0];  // batch 1: tokens now in the cache
     for (int64_t step = 0; step < max_new && active > 0; ++step) {
         at::Tensor rows = logits.select(1, 0).to(at::kCPU).to(at::kFloat);  // (B, V)
         std::vector<int64_t> chosen(static_cast<size_t>(B), pad);
@@ -212,6 +232,7 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
         at::Tensor next = at::tensor(chosen, at::kLong).unsqueeze(1);  // (B, 1)
         at::Tensor next_p = at::tensor(next_pos, at::kLong).unsqueeze(1);
         for (auto& p : next_pos) ++p;
+        fed.push_back(chosen[0]);
         if (cache) {
             logits = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits;
         } else {
@@ -221,6 +242,7 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
             logits = lm.model->forward(all_ids, padded ? all_mask : at::Tensor(), all_pos, nullptr, fo).logits;
         }
     }
+    if (cache && B == 1) impl_->fed = std::move(fed);
     // decode_seconds so far holds the time since t0; make it the time after the first token.
     for (auto& res : results) res.decode_seconds = std::max(0.0, res.decode_seconds - res.prefill_seconds);
     return results;

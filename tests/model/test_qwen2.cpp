@@ -3,6 +3,8 @@
 #include "test_util.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include <nlohmann/json.hpp>
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/tools.h"
@@ -128,6 +130,30 @@ TEST(Qwen2, BatchedLeftPaddedGenerationEqualsAlone) {
     for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batch2[i].tokens, batch[i].tokens) << "row " << i;
 }
 
+TEST(Qwen2, SecondTurnReusesTheCachedPrefix) {
+    Reference ref;
+    std::vector<int64_t> turn1 = row(ref.get("input_ids"), 0);
+    Generator gen(tiny());
+    GenerationOptions o = greedy(8);
+    auto r1 = gen.generate(turn1, o);
+    EXPECT_EQ(r1.reused_prompt_tokens, 0);
+    std::vector<int64_t> turn2 = turn1;  // the conversation so far plus a new user turn
+    turn2.insert(turn2.end(), r1.tokens.begin(), r1.tokens.end());
+    turn2.insert(turn2.end(), {5, 6, 7, 8});
+    auto r2 = gen.generate(turn2, o);
+    // Every fed token is reusable: the prompt and all generated tokens but the last.
+    EXPECT_EQ(r2.reused_prompt_tokens, static_cast<int64_t>(turn1.size() + r1.tokens.size() - 1));
+    o.reuse_prefix = false;
+    Generator fresh(tiny());
+    EXPECT_EQ(r2.tokens, fresh.generate(turn2, o).tokens);
+    // A different prompt shares only its common prefix.
+    std::vector<int64_t> other(turn1.begin(), turn1.begin() + 4);
+    other.push_back(99);
+    o.reuse_prefix = true;
+    EXPECT_EQ(gen.generate(other, o).reused_prompt_tokens, 4);
+    EXPECT_EQ(gen.generate(other, o).tokens, fresh.generate(other, greedy(8)).tokens);
+}
+
 TEST(Qwen2, SamplingStopsAndSeeds) {
     Reference ref;
     std::vector<int64_t> prompt = row(ref.get("input_ids"), 0);
@@ -200,5 +226,22 @@ TEST(Qwen2, InitWritesALoadableRandomCheckpoint) {
     EXPECT_EQ(Checkpoint::open(dir.str()).info("model.embed_tokens.weight").dtype, DType::BF16);
     EXPECT_EQ(lm.generation.top_k.value_or(0), 20);
     EXPECT_EQ(qwen2_preset("tiny").vocab_size, 151936);
+
+    // Untied embeddings (Qwen2.5-7B and larger): a separate lm_head.weight is written and used.
+    test::TempDir untied;
+    Qwen2Config c = lm.config;
+    c.tie_word_embeddings = false;
+    write_file_atomic(untied.file("config.json"), to_json(c).dump());
+    InitOptions u = o;
+    u.config_file = untied.file("config.json");
+    u.out_dir = untied.file("out");
+    init_random_checkpoint(u);
+    EXPECT_TRUE(Checkpoint::open(u.out_dir).contains("lm_head.weight"));
+    auto lu = load_qwen2(u.out_dir);
+    ASSERT_TRUE(lu.model->lm_head);
+    torch::NoGradGuard ng;
+    at::Tensor ids = torch::tensor({{1, 2, 3}}, torch::kLong);
+    at::Tensor h = lu.model->forward(ids, {}, {}, nullptr, ForwardOptions{true, false}).hidden_states.back();
+    EXPECT_TRUE(torch::allclose(lu.model->forward(ids).logits, torch::matmul(h, lu.model->lm_head->weight.t()), 1e-5, 1e-6));
     EXPECT_THROW(qwen2_preset("gpt2"), UsageError);
 }

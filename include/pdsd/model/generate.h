@@ -41,6 +41,10 @@ struct GenerationOptions {
     // Stop ids; unset: generation_config.json's eos_token_id, else config.json's. Empty = never.
     std::optional<std::vector<int64_t>> eos_token_id;
     bool use_cache = true;  // false: recompute the whole sequence each step (slow; for tests)
+    // Single prompt with the cache: keep the keys/values of the longest common prefix with the
+    // previous call's sequence (prompt + generated tokens) and prefill only the rest. Multi-turn
+    // chat then prefills just the new turn.
+    bool reuse_prefix = true;
 };
 
 enum class StopReason {
@@ -54,6 +58,7 @@ struct GenerationResult {
     std::vector<int64_t> tokens;  // generated ids only (not the prompt)
     StopReason reason = StopReason::length;
     int64_t prompt_tokens = 0;
+    int64_t reused_prompt_tokens = 0;  // prompt tokens whose KV came from the previous call
     double prefill_seconds = 0;   // prompt forward + first token
     double decode_seconds = 0;    // every later token
 };
