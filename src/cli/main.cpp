@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
     cli::register_export(app, registry);
     cli::register_init(app, registry);
     cli::register_kb(app, registry);
+    cli::register_chat(app, registry);
 
     try {
         app.parse(argc, argv);
