@@ -367,7 +367,7 @@ struct BpeScratch {
     };
     std::vector<Sym> syms;
     std::vector<uint64_t> heap;
-    std::vector<AddedMatcher::Split> splits, splits2;
+    std::vector<AddedMatcher::Split> splits, splits2;  // Impl::encode / Impl::encode_span
 };
 thread_local BpeScratch tl_scratch;
 
@@ -446,6 +446,10 @@ struct Tokenizer::Impl {
     // BPE of one pre-token's bytes; appends ids to out.
     void bpe(const unsigned char* p, size_t n, std::vector<TokenId>& out) const {
         BpeScratch& sc = tl_scratch;
+        if (n > size_t(INT32_MAX)) {
+            throw DataError(ErrorInfo{}.msg("a single pre-token longer than 2 GiB").found(std::to_string(n) + " bytes")
+                                .hint("split the text into lines or documents first"));
+        }
         if (n <= 48) {
             // Short words: arrays, rescanned for the lowest rank (leftmost on ties).
             auto& ids = sc.ids;
@@ -575,7 +579,8 @@ struct Tokenizer::Impl {
             encode_words(span, out);
             return;
         }
-        std::vector<AddedMatcher::Split> splits;
+        auto& splits = tl_scratch.splits2;  // encode_span does not nest: reuse per thread
+        splits.clear();
         normalized_matcher.split(span, splits);
         for (const auto& s : splits) {
             if (s.token >= 0) {
@@ -596,7 +601,8 @@ struct Tokenizer::Impl {
             encode_span(text, out);
             return;
         }
-        std::vector<AddedMatcher::Split> splits;
+        auto& splits = tl_scratch.splits;  // encode does not nest: reuse per thread
+        splits.clear();
         raw_matcher.split(text, splits);
         for (const auto& s : splits) {
             if (s.token >= 0) {
