@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -688,7 +689,9 @@ bool parse_normalizer(const nlohmann::json& n, const std::string& source) {
 std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std::string& path) {
     auto impl = std::make_unique<Tokenizer::Impl>();
     impl->source = path;
+    auto t0 = std::chrono::steady_clock::now();
     nlohmann::json j = read_json_file(path);
+    auto t1 = std::chrono::steady_clock::now();
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) {
         throw FormatError(ErrorInfo{path}.msg("not a tokenizers file").expected("an object with \"model\""));
     }
@@ -748,6 +751,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
         }
     }
     impl->finish();
+    auto t2 = std::chrono::steady_clock::now();
+    log::debug("tokenizer", log::cat(path, ": parsed in ", std::chrono::duration<double>(t1 - t0).count(), " s, built in ",
+                                     std::chrono::duration<double>(t2 - t1).count(), " s"));
     return impl;
 }
 
