@@ -22,7 +22,6 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
-#include <sstream>
 
 namespace pdsd::cli {
 

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -367,7 +368,7 @@ struct BpeScratch {
     };
     std::vector<Sym> syms;
     std::vector<uint64_t> heap;
-    std::vector<AddedMatcher::Split> splits, splits2;
+    std::vector<AddedMatcher::Split> splits, splits2;  // Impl::encode / Impl::encode_span
 };
 thread_local BpeScratch tl_scratch;
 
@@ -446,6 +447,10 @@ struct Tokenizer::Impl {
     // BPE of one pre-token's bytes; appends ids to out.
     void bpe(const unsigned char* p, size_t n, std::vector<TokenId>& out) const {
         BpeScratch& sc = tl_scratch;
+        if (n > size_t(INT32_MAX)) {
+            throw DataError(ErrorInfo{}.msg("a single pre-token longer than 2 GiB").found(std::to_string(n) + " bytes")
+                                .hint("split the text into lines or documents first"));
+        }
         if (n <= 48) {
             // Short words: arrays, rescanned for the lowest rank (leftmost on ties).
             auto& ids = sc.ids;
@@ -575,7 +580,8 @@ struct Tokenizer::Impl {
             encode_words(span, out);
             return;
         }
-        std::vector<AddedMatcher::Split> splits;
+        auto& splits = tl_scratch.splits2;  // encode_span does not nest: reuse per thread
+        splits.clear();
         normalized_matcher.split(span, splits);
         for (const auto& s : splits) {
             if (s.token >= 0) {
@@ -596,7 +602,8 @@ struct Tokenizer::Impl {
             encode_span(text, out);
             return;
         }
-        std::vector<AddedMatcher::Split> splits;
+        auto& splits = tl_scratch.splits;  // encode does not nest: reuse per thread
+        splits.clear();
         raw_matcher.split(text, splits);
         for (const auto& s : splits) {
             if (s.token >= 0) {
@@ -682,7 +689,9 @@ bool parse_normalizer(const nlohmann::json& n, const std::string& source) {
 std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std::string& path) {
     auto impl = std::make_unique<Tokenizer::Impl>();
     impl->source = path;
+    auto t0 = std::chrono::steady_clock::now();
     nlohmann::json j = read_json_file(path);
+    auto t1 = std::chrono::steady_clock::now();
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) {
         throw FormatError(ErrorInfo{path}.msg("not a tokenizers file").expected("an object with \"model\""));
     }
@@ -742,6 +751,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
         }
     }
     impl->finish();
+    auto t2 = std::chrono::steady_clock::now();
+    log::debug("tokenizer", log::cat(path, ": parsed in ", std::chrono::duration<double>(t1 - t0).count(), " s, built in ",
+                                     std::chrono::duration<double>(t2 - t1).count(), " s"));
     return impl;
 }
 

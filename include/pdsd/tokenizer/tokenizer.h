@@ -7,6 +7,12 @@
 // `tokenizer.encode(text, add_special_tokens=False)` in HF tokenizers. Input that is not
 // valid UTF-8 is first repaired like Python's errors="replace" (each maximal ill-formed
 // subpart becomes U+FFFD), then encoded; HF only accepts valid strings.
+// Known differences, both from Unicode versions (scripts/oracle/tokenizer_diff.py leaves
+// such characters out and finds no other difference): character classes come from
+// utf8proc's Unicode 15 tables, tokenizers' regex engine has Unicode 16, so characters new
+// in Unicode 16 may split differently; NFC follows utf8proc's current tables, while
+// tokenizers' NFC tables are Unicode 9-era, so combining marks of later scripts (e.g.
+// U+11A99, ccc 9) reorder here and not there.
 // Thread-safe: encode/decode may run concurrently on one Tokenizer (each thread keeps
 // its own bounded word cache).
 // decode(): token bytes concatenated; invalid UTF-8 replaced by U+FFFD like
