@@ -101,8 +101,12 @@ void add_problem(Problems& problems, const std::string& dataset, ErrorInfo info)
 void unknown_key(Problems& problems, const std::string& dataset, const std::string& file, const std::string& where,
                  const std::string& key, const std::vector<std::string>& known) {
     std::string guess = did_you_mean(key, known);
+    if (guess.empty() && key.size() >= 3)  // "format" -> "formatting": a prefix is a strong hint too
+        for (const auto& k : known)
+            if (k.rfind(key, 0) == 0 || key.rfind(k, 0) == 0) { guess = k; break; }
     std::string hint = guess.empty() ? "known keys: " + join(known, ", ")
-                                     : "did you mean \"" + guess + "\"? (LLaMA-Factory silently ignores unknown keys)";
+                                     : "did you mean \"" + guess + "\"? (LLaMA-Factory silently ignores unknown keys" +
+                                           (guess == "formatting" ? " and would read this dataset as alpaca)" : ")");
     add_problem(problems, dataset,
                 ErrorInfo{file}.at(where).msg("unknown key " + qt(key)).expected("one of the keys LLaMA-Factory reads").found(qt(key)).hint(hint));
 }
@@ -274,7 +278,9 @@ Registry Registry::parse(const std::string& text, const std::string& source, con
     for (auto it = root.begin(); it != root.end(); ++it) {
         r.all_names_.push_back(it.key());
         DatasetAttr a;
-        if (parse_entry(it.key(), it.value(), source, a, problems)) r.entries_[it.key()] = a;
+        Problems entry_problems;
+        if (parse_entry(it.key(), it.value(), source, a, entry_problems)) r.entries_[it.key()] = a;
+        else r.entry_problems_[it.key()] = std::move(entry_problems);
     }
     return r;
 }
@@ -285,7 +291,11 @@ const DatasetAttr* Registry::find(const std::string& name) const {
 }
 
 bool Registry::check_defined(const std::string& name, Problems& problems) const {
-    if (std::find(all_names_.begin(), all_names_.end(), name) != all_names_.end()) return true;
+    if (std::find(all_names_.begin(), all_names_.end(), name) != all_names_.end()) {
+        auto it = entry_problems_.find(name);
+        if (it != entry_problems_.end()) problems.insert(problems.end(), it->second.begin(), it->second.end());
+        return true;
+    }
     std::string guess = did_you_mean(name, all_names_);
     add_problem(problems, name,
                 ErrorInfo{source_}.msg("undefined dataset " + qt(name))
@@ -518,11 +528,12 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
                 ojson f = ojson::parse(m.content);
                 auto ok_call = [](const ojson& x) { return x.is_object() && x.contains("name") && x.contains("arguments"); };
                 bool good = f.is_array() ? std::all_of(f.begin(), f.end(), ok_call) : ok_call(f);
-                if (!good && m.content.find("<tool_call>") == std::string::npos)
+                if (!good)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "bad function call", "JSON {\"name\": ..., \"arguments\": {...}}",
                               short_value(f));
             } catch (const ojson::parse_error&) {
-                if (m.content.find("<tool_call>") == std::string::npos)
+                // "<think>...</think>" or "<tool_call>...</tool_call>" wrapped calls are unwrapped by the template
+                if (m.content.find("<tool_call>") == std::string::npos && m.content.find("<think>") == std::string::npos)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "function call is not valid JSON",
                               "JSON {\"name\": ..., \"arguments\": {...}}", short_value(ojson(m.content)));
             }
@@ -751,7 +762,7 @@ int64_t for_each_conversation(const Registry& registry, const DatasetAttr& attr,
     return total;
 }
 
-int64_t for_each_conversation(const Registry& registry, const std::vector<std::string>& names, Problems& problems,
+int64_t for_each_dataset_conversation(const Registry& registry, const std::vector<std::string>& names, Problems& problems,
                               const ConversationFn& fn) {
     int64_t total = 0;
     for (const auto& n : names) {
@@ -770,7 +781,7 @@ std::vector<Conversation> load_conversations(const std::string& dataset_dir, con
     std::vector<Conversation> out;
     for (const auto& n : names) {
         int64_t taken = 0;
-        for_each_conversation(reg, std::vector<std::string>{n}, problems, [&](const RecordRef&, const Conversation& c) {
+        for_each_dataset_conversation(reg, {n}, problems, [&](const RecordRef&, const Conversation& c) {
             if (max_samples && taken >= *max_samples) return;
             out.push_back(c);
             ++taken;
