@@ -2,9 +2,7 @@
 // fake byte tokenizer, and the golden from LLaMA-Factory itself (lf_qwen_template.json).
 #include "pdsd/tokenizer/chat_template.h"
 #include "pdsd/tokenizer/dataset_check.h"
-#ifdef PDSD_HAVE_TOKENIZER
 #include "pdsd/tokenizer/tokenizer.h"
-#endif
 
 #include "pdsd/core/file_util.h"
 
@@ -252,7 +250,6 @@ TEST(LlamaFactoryGolden, ConvertersMatch) {
     }
 }
 
-#ifdef PDSD_HAVE_TOKENIZER
 TEST(LlamaFactoryGolden, InputIdsAndLabelsExact) {
     ojson g = load_golden();
     Tokenizer tok = Tokenizer::load(test::fixtures() + "/qwen-tokenizer");
@@ -270,4 +267,3 @@ TEST(LlamaFactoryGolden, InputIdsAndLabelsExact) {
     }
     EXPECT_EQ(checked, static_cast<int>(g["cases"].size()));
 }
-#endif
