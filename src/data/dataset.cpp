@@ -60,6 +60,70 @@ size_t find_invalid_utf8(std::string_view s) {
     return std::string_view::npos;
 }
 
+namespace {
+void dump_string(const std::string& s, std::string& out) {
+    out += '"';
+    for (unsigned char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += static_cast<char>(c);
+                }
+        }
+    }
+    out += '"';
+}
+
+void dump_value(const ojson& v, std::string& out) {
+    switch (v.type()) {
+        case ojson::value_t::object: {
+            out += '{';
+            bool first = true;
+            for (auto it = v.begin(); it != v.end(); ++it) {
+                if (!first) out += ", ";
+                first = false;
+                dump_string(it.key(), out);
+                out += ": ";
+                dump_value(it.value(), out);
+            }
+            out += '}';
+            break;
+        }
+        case ojson::value_t::array: {
+            out += '[';
+            for (size_t i = 0; i < v.size(); ++i) {
+                if (i) out += ", ";
+                dump_value(v[i], out);
+            }
+            out += ']';
+            break;
+        }
+        case ojson::value_t::string: dump_string(v.get_ref<const std::string&>(), out); break;
+        case ojson::value_t::null: out += "null"; break;
+        case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
+        default: out += v.dump(); break;  // numbers: nlohmann prints floats like Python's repr
+    }
+}
+
+}  // namespace
+
+std::string python_json_dumps(const ojson& value) {
+    std::string out;
+    dump_value(value, out);
+    return out;
+}
+
 // ---------------------------------------------------------------- registry
 
 namespace {
@@ -469,7 +533,7 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
         if (has_tool_calls && (role == a.assistant_tag || role == a.function_tag)) {
             ojson calls = ojson::array();
             for (const auto& tc : m["tool_calls"]) calls.push_back(tc.contains("function") ? tc["function"] : tc);
-            content = calls.dump();
+            content = python_json_dumps(calls);  // LF: json.dumps(tool_calls_list, ensure_ascii=False)
             role = a.function_tag;
         }
         raw.emplace_back(role, content);

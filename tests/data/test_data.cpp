@@ -208,6 +208,22 @@ TEST(ShareGpt, CustomTags) {
     EXPECT_EQ(c->messages.size(), 2u);
 }
 
+TEST(OpenAi, ToolCallsAndMergedToolResults) {
+    DatasetAttr a = attr_of(R"({"file_name": "a.json", "formatting": "openai", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}})");
+    Problems ps;
+    auto c = conv_of(a, R"({"messages": [{"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+        {"role": "tool", "content": "r1"}, {"role": "tool", "content": "r2"}, {"role": "assistant", "content": "done"}]})", ps);
+    ASSERT_TRUE(c) << all(ps);
+    ASSERT_EQ(c->messages.size(), 4u);
+    EXPECT_EQ(c->messages[1].role, Role::function);
+    EXPECT_EQ(c->messages[1].content, R"([{"name": "f", "arguments": {"x": 1}}])");
+    EXPECT_EQ(c->messages[2].role, Role::observation);
+    EXPECT_EQ(c->messages[2].content, "r1\n</tool_response>\n<tool_response>\nr2");
+}
+
 TEST(Files, JsonArrayAndJsonlStreamWithLineNumbers) {
     test::TempDir dir;
     write(dir.file("dataset_info.json"), R"({"a": {"file_name": "a.json"}, "b": {"file_name": "b.jsonl"}})");

@@ -155,6 +155,16 @@ TEST(QwenTrainTemplate, FunctionCallsToolsAndObservation) {
     EXPECT_THROW(tpl.encode(bad), DataError);
 }
 
+TEST(QwenTrainTemplate, EncodeConversationsMatchesEncode) {
+    QwenTrainTemplate tpl(fake_encode);
+    std::vector<Conversation> convs;
+    for (int i = 0; i < 300; ++i) convs.push_back(conv({{Role::user, "q" + std::to_string(i)}, {Role::assistant, "a"}}));
+    auto exs = encode_conversations(tpl, convs, 2);
+    ASSERT_EQ(exs.size(), 300u);
+    EXPECT_EQ(exs[123].input_ids, tpl.encode(convs[123]).input_ids);
+    EXPECT_EQ(exs[299].labels, tpl.encode(convs[299]).labels);
+}
+
 TEST(PythonJsonDumps, MatchesJsonDumpsEnsureAsciiFalse) {
     auto v = ojson::parse(R"({"b": 1, "a": [true, null, 2.5, "x\"\n\u0001中"], "c": {}})");
     EXPECT_EQ(python_json_dumps(v), "{\"b\": 1, \"a\": [true, null, 2.5, \"x\\\"\\n\\u0001中\"], \"c\": {}}");

@@ -17,12 +17,15 @@
 //    "Dropped invalid example") is a Problem naming the file and record index;
 //  - hub sources (hf_hub_url, ms_hub_url, om_hub_url, script_url, cloud_file_name) are refused:
 //    pdsd never touches the network;
+//  - formatting "openai": tool_calls and consecutive tool results are handled like LF's
+//    OpenAIDatasetConverter, but LF's appending of "detailed thinking off" to the system prompt
+//    (a Nemotron quirk) is not reproduced;
 //  - `num_samples` takes the first N records (repeating cyclically when N > size) instead of a
 //    random permutation, so runs are reproducible.
 //
 // Memory: .jsonl files are read line by line; .json files must be one top-level array and are
 // memory-mapped and split into elements by a small scanner, so only one record is parsed at a
-// time (a 1 GB array costs page cache, not heap).
+// time (a 1 GB array costs page cache, not heap). Heap use is bounded by the largest record.
 //
 // Level 1 (data): includes core only; torch-free.
 #pragma once
@@ -145,6 +148,9 @@ int64_t for_each_dataset_conversation(const Registry& registry, const std::vecto
 // problem when there is any.
 std::vector<Conversation> load_conversations(const std::string& dataset_dir, const std::vector<std::string>& names,
                                              std::optional<int64_t> max_samples = std::nullopt);
+
+// Python json.dumps(value, ensure_ascii=False): ", " and ": " separators, keys in order.
+std::string python_json_dumps(const nlohmann::ordered_json& value);
 
 // Offset of the first invalid UTF-8 byte in `text`, or npos when it is valid.
 size_t find_invalid_utf8(std::string_view text);
