@@ -13,6 +13,9 @@
 #include <set>
 #include <sstream>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 namespace fs = std::filesystem;
 
 namespace pdsd::data {
@@ -714,12 +717,29 @@ std::vector<std::string> data_files(const Registry& reg, const DatasetAttr& attr
     return out;
 }
 
+// Line/column of byte `rel` of a record that starts at byte `offset` of `whole`, on line
+// `start_line`: only the record and the start of its first line are scanned (never the
+// whole file, which may be gigabytes with many errors).
+TextPos record_pos(std::string_view whole, size_t offset, int64_t start_line, std::string_view text, size_t rel) {
+    TextPos in = text_pos(text, rel);
+    TextPos p;
+    p.line = static_cast<size_t>(start_line) + in.line - 1;
+    if (in.line > 1) {
+        p.column = in.column;
+    } else {
+        size_t b = offset;
+        while (b > 0 && whole[b - 1] != '\n') --b;
+        p.column = offset - b + in.column;
+    }
+    return p;
+}
+
 // Parse one record's text; problems for non-UTF-8 and syntax errors (with line/column).
 std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::string_view text, const RecordRef& ref,
                                   Problems& problems) {
     size_t bad = find_invalid_utf8(text);
     if (bad != std::string_view::npos) {
-        TextPos p = text_pos(whole, offset + bad);
+        TextPos p = record_pos(whole, offset, ref.line, text, bad);
         char hex[8];
         std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
         add_problem(problems, ref.dataset, ErrorInfo{ref.file}.at("record " + std::to_string(ref.index) + " (line " + std::to_string(p.line) +
@@ -731,7 +751,7 @@ std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::st
     try {
         return ojson::parse(text.begin(), text.end());
     } catch (const ojson::parse_error& e) {
-        TextPos p = text_pos(whole, offset + (e.byte > 0 ? e.byte - 1 : 0));
+        TextPos p = record_pos(whole, offset, ref.line, text, std::min<size_t>(text.size(), e.byte > 0 ? e.byte - 1 : 0));
         std::string what = e.what();
         auto colon = what.find(": ", what.find("parse error"));
         if (colon != std::string::npos) what = what.substr(colon + 2);
@@ -763,14 +783,7 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
             ++count;
             // A per-line view: positions are computed inside the line, then shifted.
             auto rec = parse_record(line, 0, line, ref, problems);
-            if (!rec) {
-                // parse_record computed line 1: fix the line number of the last problem.
-                auto& w = problems.back().info.where;
-                auto pos = w.find("(line 1,");
-                if (pos != std::string::npos) w.replace(pos, 8, "(line " + std::to_string(lineno) + ",");
-                continue;
-            }
-            fn(ref, *rec);
+            if (rec) fn(ref, *rec);
         }
         return count;
     }
@@ -783,6 +796,11 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
     }
     std::string_view whole(reinterpret_cast<const char*>(map.data()), map.size());
     size_t line = 1, line_at = 0;  // incremental line counting for record start lines
+    // Pages already scanned are dropped from this process every 64 MiB (they stay in the page
+    // cache), so resident memory stays flat on a multi-GB array.
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t released = 0;
+    if (map.size() > 0) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_SEQUENTIAL);
     try {
         split_json_array(whole, file, [&](size_t offset, std::string_view text) {
             for (; line_at < offset; ++line_at)
@@ -791,6 +809,11 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
             ++count;
             auto rec = parse_record(whole, offset, text, ref, problems);
             if (rec) fn(ref, *rec);
+            size_t done = offset / page * page;
+            if (done - released >= (size_t{64} << 20)) {
+                madvise(const_cast<uint8_t*>(map.data()) + released, done - released, MADV_DONTNEED);
+                released = done;
+            }
         });
     } catch (const FormatError& e) {
         add_problem(problems, dataset, e.info());
