@@ -5,9 +5,7 @@
 #include "pdsd/core/config.h"
 #include "pdsd/core/error.h"
 #include "pdsd/tokenizer/dataset_check.h"
-#ifdef PDSD_HAVE_TOKENIZER
 #include "pdsd/tokenizer/tokenizer.h"
-#endif
 
 #include <cstdio>
 #include <iostream>
@@ -59,9 +57,7 @@ tokenizer::DataCheckOptions to_options(const DataArgs& a) {
 
 // The tokenizer (or none), kept alive with the encode/decode functions that point at it.
 struct LoadedTokenizer {
-#ifdef PDSD_HAVE_TOKENIZER
     std::unique_ptr<tokenizer::Tokenizer> tok;
-#endif
     std::unique_ptr<tokenizer::EncodeFn> encode;
     std::unique_ptr<std::function<std::string(const std::vector<int32_t>&)>> decode;
 };
@@ -70,15 +66,11 @@ LoadedTokenizer load_tokenizer(const DataArgs& a) {
     LoadedTokenizer t;
     std::string path = !a.tokenizer.empty() ? a.tokenizer : a.model;
     if (path.empty()) return t;
-#ifdef PDSD_HAVE_TOKENIZER
     t.tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(path));
     t.encode = std::make_unique<tokenizer::EncodeFn>(tokenizer::encoder_of(*t.tok));
     const tokenizer::Tokenizer* tk = t.tok.get();
     t.decode = std::make_unique<std::function<std::string(const std::vector<int32_t>&)>>(
         [tk](const std::vector<int32_t>& ids) { return tk->decode(ids); });
-#else
-    throw UsageError(ErrorInfo{}.at("--tokenizer").msg("this pdsd was built without the tokenizer").found(path));
-#endif
     return t;
 }
 

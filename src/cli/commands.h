@@ -28,4 +28,7 @@ void register_init(CLI::App& app, Registry& registry);
 void register_kb(CLI::App& app, Registry& registry);
 void register_chat(CLI::App& app, Registry& registry);
 
+void register_data(CLI::App& app, Registry& registry);
+void register_tokenize(CLI::App& app, Registry& registry);
+
 }  // namespace pdsd::cli

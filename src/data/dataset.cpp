@@ -13,6 +13,9 @@
 #include <set>
 #include <sstream>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 namespace fs = std::filesystem;
 
 namespace pdsd::data {
@@ -60,6 +63,70 @@ size_t find_invalid_utf8(std::string_view s) {
     return std::string_view::npos;
 }
 
+namespace {
+void dump_string(const std::string& s, std::string& out) {
+    out += '"';
+    for (unsigned char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\r': out += "\\r"; break;
+            case '\t': out += "\\t"; break;
+            case '\b': out += "\\b"; break;
+            case '\f': out += "\\f"; break;
+            default:
+                if (c < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
+                    out += buf;
+                } else {
+                    out += static_cast<char>(c);
+                }
+        }
+    }
+    out += '"';
+}
+
+void dump_value(const ojson& v, std::string& out) {
+    switch (v.type()) {
+        case ojson::value_t::object: {
+            out += '{';
+            bool first = true;
+            for (auto it = v.begin(); it != v.end(); ++it) {
+                if (!first) out += ", ";
+                first = false;
+                dump_string(it.key(), out);
+                out += ": ";
+                dump_value(it.value(), out);
+            }
+            out += '}';
+            break;
+        }
+        case ojson::value_t::array: {
+            out += '[';
+            for (size_t i = 0; i < v.size(); ++i) {
+                if (i) out += ", ";
+                dump_value(v[i], out);
+            }
+            out += ']';
+            break;
+        }
+        case ojson::value_t::string: dump_string(v.get_ref<const std::string&>(), out); break;
+        case ojson::value_t::null: out += "null"; break;
+        case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
+        default: out += v.dump(); break;  // numbers: nlohmann prints floats like Python's repr
+    }
+}
+
+}  // namespace
+
+std::string python_json_dumps(const ojson& value) {
+    std::string out;
+    dump_value(value, out);
+    return out;
+}
+
 // ---------------------------------------------------------------- registry
 
 namespace {
@@ -101,8 +168,12 @@ void add_problem(Problems& problems, const std::string& dataset, ErrorInfo info)
 void unknown_key(Problems& problems, const std::string& dataset, const std::string& file, const std::string& where,
                  const std::string& key, const std::vector<std::string>& known) {
     std::string guess = did_you_mean(key, known);
+    if (guess.empty() && key.size() >= 3)  // "format" -> "formatting": a prefix is a strong hint too
+        for (const auto& k : known)
+            if (k.rfind(key, 0) == 0 || key.rfind(k, 0) == 0) { guess = k; break; }
     std::string hint = guess.empty() ? "known keys: " + join(known, ", ")
-                                     : "did you mean \"" + guess + "\"? (LLaMA-Factory silently ignores unknown keys)";
+                                     : "did you mean \"" + guess + "\"? (LLaMA-Factory silently ignores unknown keys" +
+                                           (guess == "formatting" ? " and would read this dataset as alpaca)" : ")");
     add_problem(problems, dataset,
                 ErrorInfo{file}.at(where).msg("unknown key " + qt(key)).expected("one of the keys LLaMA-Factory reads").found(qt(key)).hint(hint));
 }
@@ -274,7 +345,9 @@ Registry Registry::parse(const std::string& text, const std::string& source, con
     for (auto it = root.begin(); it != root.end(); ++it) {
         r.all_names_.push_back(it.key());
         DatasetAttr a;
-        if (parse_entry(it.key(), it.value(), source, a, problems)) r.entries_[it.key()] = a;
+        Problems entry_problems;
+        if (parse_entry(it.key(), it.value(), source, a, entry_problems)) r.entries_[it.key()] = a;
+        else r.entry_problems_[it.key()] = std::move(entry_problems);
     }
     return r;
 }
@@ -285,7 +358,11 @@ const DatasetAttr* Registry::find(const std::string& name) const {
 }
 
 bool Registry::check_defined(const std::string& name, Problems& problems) const {
-    if (std::find(all_names_.begin(), all_names_.end(), name) != all_names_.end()) return true;
+    if (std::find(all_names_.begin(), all_names_.end(), name) != all_names_.end()) {
+        auto it = entry_problems_.find(name);
+        if (it != entry_problems_.end()) problems.insert(problems.end(), it->second.begin(), it->second.end());
+        return true;
+    }
     std::string guess = did_you_mean(name, all_names_);
     add_problem(problems, name,
                 ErrorInfo{source_}.msg("undefined dataset " + qt(name))
@@ -459,7 +536,7 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
         if (has_tool_calls && (role == a.assistant_tag || role == a.function_tag)) {
             ojson calls = ojson::array();
             for (const auto& tc : m["tool_calls"]) calls.push_back(tc.contains("function") ? tc["function"] : tc);
-            content = calls.dump();
+            content = python_json_dumps(calls);  // LF: json.dumps(tool_calls_list, ensure_ascii=False)
             role = a.function_tag;
         }
         raw.emplace_back(role, content);
@@ -518,11 +595,12 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
                 ojson f = ojson::parse(m.content);
                 auto ok_call = [](const ojson& x) { return x.is_object() && x.contains("name") && x.contains("arguments"); };
                 bool good = f.is_array() ? std::all_of(f.begin(), f.end(), ok_call) : ok_call(f);
-                if (!good && m.content.find("<tool_call>") == std::string::npos)
+                if (!good)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "bad function call", "JSON {\"name\": ..., \"arguments\": {...}}",
                               short_value(f));
             } catch (const ojson::parse_error&) {
-                if (m.content.find("<tool_call>") == std::string::npos)
+                // "<think>...</think>" or "<tool_call>...</tool_call>" wrapped calls are unwrapped by the template
+                if (m.content.find("<tool_call>") == std::string::npos && m.content.find("<think>") == std::string::npos)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "function call is not valid JSON",
                               "JSON {\"name\": ..., \"arguments\": {...}}", short_value(ojson(m.content)));
             }
@@ -639,12 +717,29 @@ std::vector<std::string> data_files(const Registry& reg, const DatasetAttr& attr
     return out;
 }
 
+// Line/column of byte `rel` of a record that starts at byte `offset` of `whole`, on line
+// `start_line`: only the record and the start of its first line are scanned (never the
+// whole file, which may be gigabytes with many errors).
+TextPos record_pos(std::string_view whole, size_t offset, int64_t start_line, std::string_view text, size_t rel) {
+    TextPos in = text_pos(text, rel);
+    TextPos p;
+    p.line = static_cast<size_t>(start_line) + in.line - 1;
+    if (in.line > 1) {
+        p.column = in.column;
+    } else {
+        size_t b = offset;
+        while (b > 0 && whole[b - 1] != '\n') --b;
+        p.column = offset - b + in.column;
+    }
+    return p;
+}
+
 // Parse one record's text; problems for non-UTF-8 and syntax errors (with line/column).
 std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::string_view text, const RecordRef& ref,
                                   Problems& problems) {
     size_t bad = find_invalid_utf8(text);
     if (bad != std::string_view::npos) {
-        TextPos p = text_pos(whole, offset + bad);
+        TextPos p = record_pos(whole, offset, ref.line, text, bad);
         char hex[8];
         std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
         add_problem(problems, ref.dataset, ErrorInfo{ref.file}.at("record " + std::to_string(ref.index) + " (line " + std::to_string(p.line) +
@@ -656,7 +751,7 @@ std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::st
     try {
         return ojson::parse(text.begin(), text.end());
     } catch (const ojson::parse_error& e) {
-        TextPos p = text_pos(whole, offset + (e.byte > 0 ? e.byte - 1 : 0));
+        TextPos p = record_pos(whole, offset, ref.line, text, std::min<size_t>(text.size(), e.byte > 0 ? e.byte - 1 : 0));
         std::string what = e.what();
         auto colon = what.find(": ", what.find("parse error"));
         if (colon != std::string::npos) what = what.substr(colon + 2);
@@ -688,14 +783,7 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
             ++count;
             // A per-line view: positions are computed inside the line, then shifted.
             auto rec = parse_record(line, 0, line, ref, problems);
-            if (!rec) {
-                // parse_record computed line 1: fix the line number of the last problem.
-                auto& w = problems.back().info.where;
-                auto pos = w.find("(line 1,");
-                if (pos != std::string::npos) w.replace(pos, 8, "(line " + std::to_string(lineno) + ",");
-                continue;
-            }
-            fn(ref, *rec);
+            if (rec) fn(ref, *rec);
         }
         return count;
     }
@@ -708,6 +796,11 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
     }
     std::string_view whole(reinterpret_cast<const char*>(map.data()), map.size());
     size_t line = 1, line_at = 0;  // incremental line counting for record start lines
+    // Pages already scanned are dropped from this process every 64 MiB (they stay in the page
+    // cache), so resident memory stays flat on a multi-GB array.
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    size_t released = 0;
+    if (map.size() > 0) madvise(const_cast<uint8_t*>(map.data()), map.size(), MADV_SEQUENTIAL);
     try {
         split_json_array(whole, file, [&](size_t offset, std::string_view text) {
             for (; line_at < offset; ++line_at)
@@ -716,6 +809,11 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
             ++count;
             auto rec = parse_record(whole, offset, text, ref, problems);
             if (rec) fn(ref, *rec);
+            size_t done = offset / page * page;
+            if (done - released >= (size_t{64} << 20)) {
+                madvise(const_cast<uint8_t*>(map.data()) + released, done - released, MADV_DONTNEED);
+                released = done;
+            }
         });
     } catch (const FormatError& e) {
         add_problem(problems, dataset, e.info());
@@ -751,7 +849,7 @@ int64_t for_each_conversation(const Registry& registry, const DatasetAttr& attr,
     return total;
 }
 
-int64_t for_each_conversation(const Registry& registry, const std::vector<std::string>& names, Problems& problems,
+int64_t for_each_dataset_conversation(const Registry& registry, const std::vector<std::string>& names, Problems& problems,
                               const ConversationFn& fn) {
     int64_t total = 0;
     for (const auto& n : names) {
@@ -770,7 +868,7 @@ std::vector<Conversation> load_conversations(const std::string& dataset_dir, con
     std::vector<Conversation> out;
     for (const auto& n : names) {
         int64_t taken = 0;
-        for_each_conversation(reg, std::vector<std::string>{n}, problems, [&](const RecordRef&, const Conversation& c) {
+        for_each_dataset_conversation(reg, {n}, problems, [&](const RecordRef&, const Conversation& c) {
             if (max_samples && taken >= *max_samples) return;
             out.push_back(c);
             ++taken;

@@ -46,61 +46,6 @@ std::pair<int64_t, int64_t> infer_seqlen(int64_t source_len, int64_t target_len,
 
 namespace {
 
-void dump_string(const std::string& s, std::string& out) {
-    out += '"';
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            case '\b': out += "\\b"; break;
-            case '\f': out += "\\f"; break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    out += '"';
-}
-
-void dump_value(const ojson& v, std::string& out) {
-    switch (v.type()) {
-        case ojson::value_t::object: {
-            out += '{';
-            bool first = true;
-            for (auto it = v.begin(); it != v.end(); ++it) {
-                if (!first) out += ", ";
-                first = false;
-                dump_string(it.key(), out);
-                out += ": ";
-                dump_value(it.value(), out);
-            }
-            out += '}';
-            break;
-        }
-        case ojson::value_t::array: {
-            out += '[';
-            for (size_t i = 0; i < v.size(); ++i) {
-                if (i) out += ", ";
-                dump_value(v[i], out);
-            }
-            out += ']';
-            break;
-        }
-        case ojson::value_t::string: dump_string(v.get_ref<const std::string&>(), out); break;
-        case ojson::value_t::null: out += "null"; break;
-        case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-        default: out += v.dump(); break;  // numbers: nlohmann prints floats like Python's repr
-    }
-}
-
 const char* kQwenToolPrompt1 =
     "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
@@ -181,12 +126,6 @@ std::string format_function(const std::string& content) {
 }
 
 }  // namespace
-
-std::string python_json_dumps(const ojson& value) {
-    std::string out;
-    dump_value(value, out);
-    return out;
-}
 
 QwenTrainTemplate::QwenTrainTemplate(EncodeFn encode, TemplateOptions options)
     : encode_(std::move(encode)), opts_(std::move(options)) {
@@ -303,6 +242,32 @@ EncodedExample QwenTrainTemplate::encode(const data::Conversation& conv) const {
         ex.labels.insert(ex.labels.end(), p.second.begin(), p.second.end());
     }
     return ex;
+}
+
+std::vector<EncodedExample> encode_conversations(const QwenTrainTemplate& tpl,
+                                                 const std::vector<data::Conversation>& convs, int threads) {
+    std::vector<EncodedExample> out(convs.size());
+    size_t n = convs.size();
+    int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    t = static_cast<int>(std::min<size_t>(static_cast<size_t>(t), std::max<size_t>(1, n / 64)));
+    std::vector<std::string> errors(static_cast<size_t>(t));
+    auto work = [&](int w) {
+        try {
+            for (size_t i = static_cast<size_t>(w); i < n; i += static_cast<size_t>(t)) out[i] = tpl.encode(convs[i]);
+        } catch (const std::exception& e) {
+            errors[static_cast<size_t>(w)] = e.what();
+        }
+    };
+    if (t == 1) {
+        work(0);
+    } else {
+        std::vector<std::thread> pool;
+        for (int w = 0; w < t; ++w) pool.emplace_back(work, w);
+        for (auto& th : pool) th.join();
+    }
+    for (const auto& e : errors)
+        if (!e.empty()) throw DataError(ErrorInfo{}.msg("encoding failed: " + e));
+    return out;
 }
 
 // ---------------------------------------------------------------- stats

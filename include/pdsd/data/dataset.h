@@ -3,7 +3,7 @@
 //
 //   data::Problems problems;
 //   data::Registry reg = data::Registry::load("data", problems);      // unknown keys -> problems
-//   data::for_each_conversation(reg, {"alpaca_zh_helpdesk"}, problems,
+//   data::for_each_dataset_conversation(reg, {"helpdesk_alpaca_zh"}, problems,
 //       [](const data::RecordRef& rec, const data::Conversation& c) { ... });
 //   if (!problems.empty()) ...                                         // report them all
 //
@@ -17,12 +17,15 @@
 //    "Dropped invalid example") is a Problem naming the file and record index;
 //  - hub sources (hf_hub_url, ms_hub_url, om_hub_url, script_url, cloud_file_name) are refused:
 //    pdsd never touches the network;
+//  - formatting "openai": tool_calls and consecutive tool results are handled like LF's
+//    OpenAIDatasetConverter, but LF's appending of "detailed thinking off" to the system prompt
+//    (a Nemotron quirk) is not reproduced;
 //  - `num_samples` takes the first N records (repeating cyclically when N > size) instead of a
 //    random permutation, so runs are reproducible.
 //
 // Memory: .jsonl files are read line by line; .json files must be one top-level array and are
 // memory-mapped and split into elements by a small scanner, so only one record is parsed at a
-// time (a 1 GB array costs page cache, not heap).
+// time (a 1 GB array costs page cache, not heap). Heap use is bounded by the largest record.
 //
 // Level 1 (data): includes core only; torch-free.
 #pragma once
@@ -89,9 +92,10 @@ using Problems = std::vector<Problem>;
 
 class Registry {
 public:
-    // Read `dataset_dir`/dataset_info.json. Entry-level problems (unknown keys, wrong types,
-    // hub sources) are appended to `problems` and that entry is left out; a missing or
-    // malformed registry file is one problem and an empty registry.
+    // Read `dataset_dir`/dataset_info.json. A missing or malformed registry file is one
+    // problem (appended to `problems`) and an empty registry. Entry-level problems (unknown
+    // keys, wrong types, hub sources) are kept with the entry, which is left out of find(),
+    // and reported by check_defined() when that dataset is asked for.
     static Registry load(const std::string& dataset_dir, Problems& problems);
     // Same from JSON text (tests); `source` names the file in problems.
     static Registry parse(const std::string& text, const std::string& source, const std::string& dataset_dir,
@@ -103,12 +107,14 @@ public:
     const DatasetAttr* find(const std::string& name) const;
     // Every entry name, including those left out because of problems.
     const std::vector<std::string>& names() const { return all_names_; }
-    // Problem "undefined dataset" with did-you-mean when `name` is not an entry.
+    // Problem "undefined dataset" with did-you-mean when `name` is not an entry; appends the
+    // entry's own problems when it has any (then find() is nullptr but this returns true).
     bool check_defined(const std::string& name, Problems& problems) const;
 
 private:
     std::string dir_, source_;
     std::map<std::string, DatasetAttr> entries_;
+    std::map<std::string, Problems> entry_problems_;
     std::vector<std::string> all_names_;
 };
 
@@ -133,8 +139,8 @@ using ConversationFn = std::function<void(const RecordRef&, const Conversation&)
 int64_t for_each_conversation(const Registry& registry, const DatasetAttr& attr, Problems& problems,
                               const ConversationFn& fn);
 
-// For several comma-separated / listed dataset names (undefined names become problems).
-int64_t for_each_conversation(const Registry& registry, const std::vector<std::string>& names,
+// For several dataset names in order (undefined names become problems).
+int64_t for_each_dataset_conversation(const Registry& registry, const std::vector<std::string>& names,
                               Problems& problems, const ConversationFn& fn);
 
 // Training entry point: every conversation of `names` (concatenated in order, LF's "concat"
@@ -142,6 +148,9 @@ int64_t for_each_conversation(const Registry& registry, const std::vector<std::s
 // problem when there is any.
 std::vector<Conversation> load_conversations(const std::string& dataset_dir, const std::vector<std::string>& names,
                                              std::optional<int64_t> max_samples = std::nullopt);
+
+// Python json.dumps(value, ensure_ascii=False): ", " and ": " separators, keys in order.
+std::string python_json_dumps(const nlohmann::ordered_json& value);
 
 // Offset of the first invalid UTF-8 byte in `text`, or npos when it is valid.
 size_t find_invalid_utf8(std::string_view text);

@@ -14,10 +14,12 @@
 //    cutoff_len budget (pairs processed in reverse). Truncation follows LF's infer_seqlen.
 //
 //   auto tok = tokenizer::Tokenizer::load("/path/to/model");
-//   tokenizer::QwenTrainTemplate tpl(tokenizer::encoder_of(tok), {.cutoff_len = 4096});
-//   for (const auto& conv : data::load_conversations("data", {"alpaca_zh_demo"})) {
-//       tokenizer::EncodedExample ex = tpl.encode(conv);  // ex.input_ids, ex.labels (-100 = ignored)
-//   }
+//   tokenizer::TemplateOptions opt;
+//   opt.cutoff_len = 4096;
+//   tokenizer::QwenTrainTemplate tpl(tokenizer::encoder_of(tok), opt);
+//   auto convs = data::load_conversations("data", {"helpdesk_alpaca_zh"});   // throws on any problem
+//   std::vector<tokenizer::EncodedExample> exs = tokenizer::encode_conversations(tpl, convs);
+//   // exs[i].input_ids, exs[i].labels (IGNORE_INDEX = -100 where not trained)
 //
 // Level 2 (tokenizer): includes core and data only; torch-free. The encoder is a function, so
 // the template logic is testable without the BPE and any tokenizer can be plugged in.
@@ -86,8 +88,7 @@ struct EncodedPair {
 // LF's processor_utils.infer_seqlen: (source_len, target_len) after fitting into cutoff_len.
 std::pair<int64_t, int64_t> infer_seqlen(int64_t source_len, int64_t target_len, int64_t cutoff_len);
 
-// Python json.dumps(value, ensure_ascii=False) (", " and ": " separators, keys in order).
-std::string python_json_dumps(const nlohmann::ordered_json& value);
+using data::python_json_dumps;  // Python json.dumps(value, ensure_ascii=False)
 
 class QwenTrainTemplate {
 public:
@@ -114,6 +115,11 @@ private:
     mutable std::mutex cache_mu_;
     mutable std::map<std::string, std::vector<int32_t>> cache_;
 };
+
+// Training entry point: encode every conversation (same order) on `threads` threads
+// (0 = all cores). Equivalent to calling tpl.encode() on each.
+std::vector<EncodedExample> encode_conversations(const QwenTrainTemplate& tpl,
+                                                 const std::vector<data::Conversation>& convs, int threads = 0);
 
 // ---------------------------------------------------------------- token statistics
 
