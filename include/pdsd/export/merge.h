@@ -18,6 +18,7 @@
 #pragma once
 
 #include "pdsd/core/lf_args.h"
+#include "pdsd/core/safetensors.h"
 
 #include <cstdint>
 #include <optional>
@@ -69,7 +70,8 @@ ExportReport run_export(const ExportOptions& options);
 // tolerance derived from the output dtype's rounding (|W' - (W + dW)| <= ulp/2 per element,
 // so |diff| <= eps_out/2 * (|W'| |x|) + fp32 slack); every other tensor must equal the base
 // (after the dtype cast) bit for bit. Throws DataError when a check fails.
-VerifyReport verify_export(const ExportOptions& options, const std::string& dir);
+// `base` (optional) is the already-open base checkpoint, to share its mapping.
+VerifyReport verify_export(const ExportOptions& options, const std::string& dir, const Checkpoint* base = nullptr);
 
 // The Ollama Modelfile LLaMA-Factory writes for `template_name` (only "qwen" is known;
 // other names throw UsageError). `default_system` overrides the template's.
