@@ -20,6 +20,7 @@ struct Registry {
 };
 
 void register_env(CLI::App& app, Registry& registry);
+void register_model(CLI::App& app, Registry& registry);
 void register_export(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

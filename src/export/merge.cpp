@@ -379,6 +379,7 @@ ExportReport run_export(const ExportOptions& o) {
     // Self-check on the temp folder, so a failing export never gets the final name.
     if (o.verify && !adapters.empty()) {
         rep.verify = verify_export(o, tmp.path.string(), &base);
+        check_merged_logits(o, tmp.path.string(), base, *rep.verify);
     }
 
     // Manifest: size and sha256 of every file, written last.

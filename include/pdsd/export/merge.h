@@ -49,6 +49,11 @@ struct VerifyReport {
     double max_abs_diff = 0;           // max |W' x - (W x + s B A x)| over probes
     double max_tolerance_ratio = 0;    // max diff / allowed; <= 1 passes
     bool ok = true;
+    // Logits check (Qwen2 models): the merged folder loaded by pdsd's Qwen2 (fp32 compute)
+    // vs the same model with base + adapters applied in fp32 in memory.
+    bool logits_checked = false;
+    double logits_max_abs_diff = 0;
+    double logits_tolerance = 0;
 };
 
 struct ExportReport {
@@ -72,6 +77,17 @@ ExportReport run_export(const ExportOptions& options);
 // (after the dtype cast) bit for bit. Throws DataError when a check fails.
 // `base` (optional) is the already-open base checkpoint, to share its mapping.
 VerifyReport verify_export(const ExportOptions& options, const std::string& dir, const Checkpoint* base = nullptr);
+
+// Logits self-check of a written Qwen2 export: runs probe token sequences through the
+// merged folder as pdsd loads it (weights converted to fp32) and through the same network
+// whose adapted weights are W + sum(scale B A) computed in fp32 from the base (no output
+// rounding); fills the logits_* fields of `report`. Tolerance: 1e-4 x max(1, max|logits|)
+// for fp32 output, else (u_out / 2^-8) x 0.03 x max(1, max|logits|), u_out the output
+// dtype's unit roundoff (BF16: 3% of the logit scale; the merged weights alone differ by
+// up to 2^-8 relative). Skipped (logits_checked false) for non-Qwen2 folders.
+// Throws DataError above the tolerance.
+void check_merged_logits(const ExportOptions& options, const std::string& dir, const Checkpoint& base,
+                         VerifyReport& report);
 
 // The Ollama Modelfile LLaMA-Factory writes for `template_name` (only "qwen" is known;
 // other names throw UsageError). `default_system` overrides the template's.
