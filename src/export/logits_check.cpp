@@ -28,6 +28,13 @@ void check_merged_logits(const ExportOptions& o, const std::string& dir, const C
         log::info("export", "logits self-check skipped: not a Qwen2 model (the weight check still ran)");
         return;
     }
+    uint64_t numel = 0;
+    for (const auto& n : base.names()) numel += base.info(n).numel();
+    if (numel * 4 > o.verify_logits_max_bytes) {
+        log::warn("export", log::cat("logits self-check skipped: an fp32 copy of the model needs ", numel * 4 / 1000000,
+                                     " MB (limit ", o.verify_logits_max_bytes / 1000000, " MB); the weight check ran"));
+        return;
+    }
     at::NoGradGuard no_grad;
     model::LoadOptions lo;
     lo.device = "cpu";

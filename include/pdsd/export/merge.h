@@ -37,6 +37,7 @@ struct ExportOptions {
     std::string export_dtype = "auto";               // auto (keep each tensor's stored dtype) | bf16 | fp16 | fp32
     bool verify = true;                              // self-check after writing
     int64_t verify_probes = 4;                       // probe vectors per adapted weight
+    uint64_t verify_logits_max_bytes = 8000000000ULL; // logits check only when an fp32 copy of the model fits this
 };
 
 // Reads LLaMA-Factory export args (finetuning_type must be "lora", export_legacy_format
