@@ -56,6 +56,10 @@ void register_export(CLI::App& app, Registry& registry) {
             std::printf("self-check: ok, %lld merged weights, max abs diff %.3g (%.3g of the tolerance)\n",
                         static_cast<long long>(r.verify->tensors_checked), r.verify->max_abs_diff,
                         r.verify->max_tolerance_ratio);
+            if (r.verify->logits_checked) {
+                std::printf("logits self-check: ok, max abs diff %.3g (tolerance %.3g)\n", r.verify->logits_max_abs_diff,
+                            r.verify->logits_tolerance);
+            }
         } else {
             std::printf("self-check: skipped\n");
         }

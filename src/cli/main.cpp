@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
     cli::register_data(app, registry);
     cli::register_tokenize(app, registry);
 
+    cli::register_model(app, registry);
+    cli::register_export(app, registry);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <map>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -102,6 +103,16 @@ std::vector<lora::Adapter> load_adapters(const ExportOptions& o, const Checkpoin
         adapters.push_back(std::move(a));
     }
     return adapters;
+}
+
+// Drops the pages of a read-only file mapping range from this process (they stay in the
+// page cache): streaming over a mapped checkpoint then keeps RSS near one tensor, not one
+// model. Only whole pages inside [p, p + n) are dropped. Advisory: errors are ignored.
+void drop_pages(const void* p, size_t n) {
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+    uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
 }
 
 // Removes the temp folder unless released (success path renames it away first).
@@ -269,8 +280,14 @@ ExportReport run_export(const ExportOptions& o) {
     rep.bytes_total = bytes_total;
 
     at::Tensor live;  // the one produced tensor alive at a time
+    size_t previous = names.size();
     auto produce = [&](size_t i) -> TensorView {
         throw_if_interrupted();
+        if (previous < names.size()) {  // written by now: its base pages are no longer needed
+            live = at::Tensor();
+            drop_pages(base.data(names[previous]), base.info(names[previous]).nbytes());
+        }
+        previous = i;
         const std::string& n = names[i];
         at::Tensor w = model::checkpoint_tensor(base, n);  // zero-copy view, read-only
         c10::ScalarType out_t = model::to_scalar_type(specs[i].dtype);
@@ -361,7 +378,8 @@ ExportReport run_export(const ExportOptions& o) {
 
     // Self-check on the temp folder, so a failing export never gets the final name.
     if (o.verify && !adapters.empty()) {
-        rep.verify = verify_export(o, tmp.path.string());
+        rep.verify = verify_export(o, tmp.path.string(), &base);
+        check_merged_logits(o, tmp.path.string(), base, *rep.verify);
     }
 
     // Manifest: size and sha256 of every file, written last.
@@ -392,8 +410,10 @@ ExportReport run_export(const ExportOptions& o) {
     return rep;
 }
 
-VerifyReport verify_export(const ExportOptions& o, const std::string& dir) {
-    Checkpoint base = Checkpoint::open(o.model_name_or_path);
+VerifyReport verify_export(const ExportOptions& o, const std::string& dir, const Checkpoint* base_ck) {
+    std::optional<Checkpoint> own_base;
+    if (!base_ck) own_base.emplace(Checkpoint::open(o.model_name_or_path));
+    const Checkpoint& base = base_ck ? *base_ck : *own_base;
     Checkpoint out = Checkpoint::open(dir);
     std::vector<lora::Adapter> adapters;
     for (const auto& a : o.adapter_name_or_path) adapters.push_back(lora::load_adapter(a));
@@ -414,7 +434,12 @@ VerifyReport verify_export(const ExportOptions& o, const std::string& dir) {
         }
         auto it = deltas.find(n);
         if (it == deltas.end()) {
-            if (!at::equal(w.to(wo.scalar_type()), wo)) {
+            bool same = w.scalar_type() == wo.scalar_type()
+                            ? std::memcmp(base.data(n), out.data(n), out.info(n).nbytes()) == 0
+                            : at::equal(w.to(wo.scalar_type()), wo);
+            drop_pages(base.data(n), base.info(n).nbytes());
+            drop_pages(out.data(n), out.info(n).nbytes());
+            if (!same) {
                 throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: an unadapted tensor differs from the base"));
             }
             r.tensors_identical++;

@@ -18,6 +18,7 @@
 #pragma once
 
 #include "pdsd/core/lf_args.h"
+#include "pdsd/core/safetensors.h"
 
 #include <cstdint>
 #include <optional>
@@ -36,6 +37,7 @@ struct ExportOptions {
     std::string export_dtype = "auto";               // auto (keep each tensor's stored dtype) | bf16 | fp16 | fp32
     bool verify = true;                              // self-check after writing
     int64_t verify_probes = 4;                       // probe vectors per adapted weight
+    uint64_t verify_logits_max_bytes = 8000000000ULL; // logits check only when an fp32 copy of the model fits this
 };
 
 // Reads LLaMA-Factory export args (finetuning_type must be "lora", export_legacy_format
@@ -48,6 +50,11 @@ struct VerifyReport {
     double max_abs_diff = 0;           // max |W' x - (W x + s B A x)| over probes
     double max_tolerance_ratio = 0;    // max diff / allowed; <= 1 passes
     bool ok = true;
+    // Logits check (Qwen2 models): the merged folder loaded by pdsd's Qwen2 (fp32 compute)
+    // vs the same model with base + adapters applied in fp32 in memory.
+    bool logits_checked = false;
+    double logits_max_abs_diff = 0;
+    double logits_tolerance = 0;
 };
 
 struct ExportReport {
@@ -69,7 +76,19 @@ ExportReport run_export(const ExportOptions& options);
 // tolerance derived from the output dtype's rounding (|W' - (W + dW)| <= ulp/2 per element,
 // so |diff| <= eps_out/2 * (|W'| |x|) + fp32 slack); every other tensor must equal the base
 // (after the dtype cast) bit for bit. Throws DataError when a check fails.
-VerifyReport verify_export(const ExportOptions& options, const std::string& dir);
+// `base` (optional) is the already-open base checkpoint, to share its mapping.
+VerifyReport verify_export(const ExportOptions& options, const std::string& dir, const Checkpoint* base = nullptr);
+
+// Logits self-check of a written Qwen2 export: runs probe token sequences through the
+// merged folder as pdsd loads it (weights converted to fp32) and through the same network
+// whose adapted weights are W + sum(scale B A) computed in fp32 from the base (no output
+// rounding); fills the logits_* fields of `report`. Tolerance: 1e-4 x max(1, max|logits|)
+// for fp32 output, else (u_out / 2^-8) x 0.03 x max(1, max|logits|), u_out the output
+// dtype's unit roundoff (BF16: 3% of the logit scale; the merged weights alone differ by
+// up to 2^-8 relative). Skipped (logits_checked false) for non-Qwen2 folders.
+// Throws DataError above the tolerance.
+void check_merged_logits(const ExportOptions& options, const std::string& dir, const Checkpoint& base,
+                         VerifyReport& report);
 
 // The Ollama Modelfile LLaMA-Factory writes for `template_name` (only "qwen" is known;
 // other names throw UsageError). `default_system` overrides the template's.
