@@ -126,7 +126,7 @@ void register_kb(CLI::App& app, Registry& registry) {
     struct SearchOpts {
         std::string kb, query, mode, queries_file;
         int64_t top_k = -1;
-        double threshold = 0;
+        double threshold = 0, prune = 0.02;
         bool has_threshold = false, explain = false, json = false;
     };
     auto so = std::make_shared<SearchOpts>();
@@ -138,6 +138,8 @@ void register_kb(CLI::App& app, Registry& registry) {
     auto* th = search->add_option("--score_threshold,--score-threshold", so->threshold,
                                   "keep hits with score >= this (bm25 score, or cosine in dense/hybrid)");
     search->add_option("--mode", so->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    search->add_option("--bm25-prune-df", so->prune,
+                       "large KBs: drop query terms found in more than this fraction of chunks (1 = never)")->capture_default_str();
     search->add_flag("--explain", so->explain, "show every candidate's scores and why it was kept or dropped");
     search->add_flag("--json", so->json, "JSON output");
     search->add_option("--queries", so->queries_file, "run every line of FILE as a query and print latency p50/p95 (benchmark)");
@@ -150,6 +152,7 @@ void register_kb(CLI::App& app, Registry& registry) {
         if (th->count()) opt.score_threshold = so->threshold;
         opt.mode = so->mode.empty() ? st.search_mode : so->mode;
         opt.explain = so->explain;
+        opt.bm25_prune_df_ratio = so->prune;
         if (!so->queries_file.empty()) {
             std::ifstream in(so->queries_file);
             if (!in) throw IoError(ErrorInfo{so->queries_file}.msg("cannot read"));

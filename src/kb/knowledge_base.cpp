@@ -675,7 +675,6 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
 // ---- search --------------------------------------------------------------------
 
 constexpr int64_t kPruneMinChunks = 20000;
-constexpr double kPruneDfRatio = 0.05;
 
 struct KnowledgeBase::Impl {
     KbPaths paths;
@@ -750,7 +749,7 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     std::vector<int64_t> bm25_list, dense_list;
 
     if (o.mode != "dense") {
-        // Large KBs: terms found in more than 5% of the chunks are dropped from the query
+        // Large KBs: terms found in more than 2% of the chunks (bm25_prune_df_ratio) are dropped from the query
         // while rarer terms remain (their IDF is small, and their posting lists are what
         // makes FTS5 slow); see docs/knowledge_base.md.
         std::vector<std::string> terms = distinct_query_terms(query);
@@ -762,7 +761,7 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
                 im.vocab->reset();
             }
             std::sort(df.begin(), df.end());
-            const int64_t limit = static_cast<int64_t>(kPruneDfRatio * static_cast<double>(im.chunks));
+            const int64_t limit = static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(im.chunks));
             std::vector<std::string> kept;
             for (auto& [n, t] : df)
                 if (n > 0 && (n <= limit || kept.empty())) kept.push_back(t);
