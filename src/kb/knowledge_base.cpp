@@ -121,13 +121,18 @@ std::string fts_terms(const std::string& text, bool query) {
     return out;
 }
 
-// FTS5 MATCH expression: every distinct query term, OR-ed, each quoted.
-std::string match_expression(const std::string& query) {
-    auto terms = bm25_terms(query, true);
+std::vector<std::string> distinct_query_terms(const std::string& query) {
+    std::vector<std::string> out;
     std::set<std::string> seen;
+    for (auto& t : bm25_terms(query, true))
+        if (seen.insert(t).second) out.push_back(t);
+    return out;
+}
+
+// FTS5 MATCH expression: the terms OR-ed, each quoted.
+std::string match_expression(const std::vector<std::string>& terms) {
     std::string out;
     for (auto& t : terms) {
-        if (!seen.insert(t).second) continue;
         std::string q;
         for (char c : t) { q += c; if (c == '"') q += '"'; }
         if (!out.empty()) out += " OR ";
@@ -669,6 +674,8 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
 
 // ---- search --------------------------------------------------------------------
 
+constexpr int64_t kPruneMinChunks = 20000;
+
 struct KnowledgeBase::Impl {
     KbPaths paths;
     std::unique_ptr<Db> db;
@@ -678,7 +685,7 @@ struct KnowledgeBase::Impl {
     std::shared_ptr<Embedder> embedder;
     std::unique_ptr<IdMap> index;
     bool index_loaded = false;
-    std::unique_ptr<Stmt> fts, chunk;
+    std::unique_ptr<Stmt> fts, chunk, vocab;
 
     void load_dense() {
         if (index_loaded) return;
@@ -719,6 +726,11 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
     impl_->fts = std::make_unique<Stmt>(*impl_->db, "SELECT rowid, bm25(" + fts_table(impl_->kb.id) + ") FROM " +
                                                         fts_table(impl_->kb.id) + " WHERE " + fts_table(impl_->kb.id) +
                                                         " MATCH ? ORDER BY rank LIMIT ?");
+    // Readers: memory-map the DB and keep a bigger page cache (search touches posting lists).
+    impl_->db->exec("PRAGMA mmap_size = 1073741824");
+    impl_->db->exec("PRAGMA cache_size = -65536");
+    impl_->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, " + fts_table(impl_->kb.id) + ", 'row')");
+    impl_->vocab = std::make_unique<Stmt>(*impl_->db, "SELECT doc FROM temp.kb_vocab WHERE term = ?");
     impl_->chunk = std::make_unique<Stmt>(*impl_->db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE id = ?");
 }
 
@@ -737,7 +749,25 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     std::vector<int64_t> bm25_list, dense_list;
 
     if (o.mode != "dense") {
-        std::string expr = match_expression(query);
+        // Large KBs: terms found in more than 2% of the chunks (bm25_prune_df_ratio) are dropped from the query
+        // while rarer terms remain (their IDF is small, and their posting lists are what
+        // makes FTS5 slow); see docs/knowledge_base.md.
+        std::vector<std::string> terms = distinct_query_terms(query);
+        if (im.chunks >= kPruneMinChunks && terms.size() > 1) {
+            std::vector<std::pair<int64_t, std::string>> df;
+            for (auto& t : terms) {
+                im.vocab->bind(1, t);
+                df.push_back({im.vocab->step() ? im.vocab->i64(0) : 0, t});
+                im.vocab->reset();
+            }
+            std::sort(df.begin(), df.end());
+            const int64_t limit = static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(im.chunks));
+            std::vector<std::string> kept;
+            for (auto& [n, t] : df)
+                if (n > 0 && (n <= limit || kept.empty())) kept.push_back(t);
+            terms = kept;
+        }
+        std::string expr = match_expression(terms);
         if (!expr.empty()) {
             im.fts->bind(1, expr).bind(2, depth);
             while (im.fts->step()) {

@@ -3,6 +3,9 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/kb/text.h"
+#ifdef PDSD_HAVE_POPPLER
+#include "pdf_loader.h"
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -22,7 +25,11 @@ std::string file_extension(const std::string& path) {
 }
 
 std::vector<std::string> supported_extensions() {
-    return {".txt", ".md", ".json", ".jsonl", ".csv", ".html", ".htm"};
+    return {".txt", ".md", ".json", ".jsonl", ".csv", ".html", ".htm"
+#ifdef PDSD_HAVE_POPPLER
+            , ".pdf"
+#endif
+    };
 }
 
 bool is_supported_extension(const std::string& ext) {
@@ -209,6 +216,15 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
         throw DataError(ErrorInfo{name}.msg("unsupported file format").expected(list).found(ext.empty() ? "no extension" : ext)
                             .hint("convert the file to one of the supported formats, or remove it from content/"));
     }
+#ifdef PDSD_HAVE_POPPLER
+    if (ext == ".pdf") {
+        lf.loader = "PDFLoader";
+        lf.encoding = "pdf";
+        lf.docs.push_back({detail::pdf_to_text(name, bytes, lf.warnings), true});
+        if (lf.docs[0].text.find_first_not_of(" \t\r\n") == std::string::npos) lf.warnings.push_back("no text found");
+        return lf;
+    }
+#endif
     std::string text = decode_text(bytes, &lf.encoding);
     if (lf.encoding != "utf-8") lf.warnings.push_back("decoded as " + lf.encoding);
     if (ext == ".txt" || ext == ".md") {

@@ -417,3 +417,46 @@ TEST(KbProgress, PlainLinesWhenNotATty) {
     EXPECT_EQ(out.find('\r'), std::string::npos);
     EXPECT_NE(out.find("4/4 files, 20 chunks"), std::string::npos);
 }
+
+// ---- PDF (only when built with poppler-cpp) ----------------------------------------
+
+namespace {
+// A 2-page PDF: page 1 has a text line, page 2 has none (like a scanned page).
+std::string tiny_pdf() {
+    std::vector<std::string> objs = {
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R 4 0 R] /Count 2 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] /Contents 5 0 R /Resources << /Font << /F1 6 0 R >> >> >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 200] >>",
+        "",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"};
+    std::string stream = "BT /F1 12 Tf 20 100 Td (Gateway reset password guide) Tj ET";
+    objs[4] = "<< /Length " + std::to_string(stream.size()) + " >>\nstream\n" + stream + "\nendstream";
+    std::string pdf = "%PDF-1.4\n";
+    std::vector<size_t> offsets;
+    for (size_t i = 0; i < objs.size(); ++i) {
+        offsets.push_back(pdf.size());
+        pdf += std::to_string(i + 1) + " 0 obj\n" + objs[i] + "\nendobj\n";
+    }
+    size_t xref = pdf.size();
+    pdf += "xref\n0 " + std::to_string(objs.size() + 1) + "\n0000000000 65535 f \n";
+    for (size_t o : offsets) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%010zu 00000 n \n", o);
+        pdf += buf;
+    }
+    pdf += "trailer\n<< /Size " + std::to_string(objs.size() + 1) + " /Root 1 0 R >>\nstartxref\n" + std::to_string(xref) + "\n%%EOF\n";
+    return pdf;
+}
+}  // namespace
+
+TEST(KbLoader, PdfTextAndScannedPagesAreReported) {
+    if (!is_supported_extension(".pdf")) GTEST_SKIP() << "built without poppler-cpp";
+    auto lf = load_bytes("guide.pdf", tiny_pdf());
+    EXPECT_EQ(lf.loader, "PDFLoader");
+    ASSERT_EQ(lf.docs.size(), 1u);
+    EXPECT_NE(lf.docs[0].text.find("reset password"), std::string::npos);
+    ASSERT_FALSE(lf.warnings.empty());
+    EXPECT_NE(lf.warnings[0].find("1 of 2 pages have no text layer"), std::string::npos) << lf.warnings[0];
+    EXPECT_THROW(load_bytes("broken.pdf", "%PDF-1.4 garbage"), DataError);
+}

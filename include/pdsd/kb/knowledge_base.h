@@ -109,6 +109,9 @@ struct SearchOptions {
     std::string mode = "bm25";               // bm25 | dense | hybrid
     bool explain = false;                    // also return dropped candidates
     size_t candidates = 50;                  // per-list depth before threshold/fusion
+    // KBs with >= 20000 chunks: query terms found in more than this fraction of the
+    // chunks are dropped while a rarer term remains (speed; 1.0 = never).
+    double bm25_prune_df_ratio = 0.02;
 };
 
 struct SearchHit {
