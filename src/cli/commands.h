@@ -27,11 +27,4 @@ void register_export(CLI::App& app, Registry& registry);
 void register_init(CLI::App& app, Registry& registry);
 void register_kb(CLI::App& app, Registry& registry);
 void register_chat(CLI::App& app, Registry& registry);
-
-void register_data(CLI::App& app, Registry& registry);
-void register_tokenize(CLI::App& app, Registry& registry);
-
-void register_model(CLI::App& app, Registry& registry);
-void register_export(CLI::App& app, Registry& registry);
-
 }  // namespace pdsd::cli

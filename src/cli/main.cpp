@@ -35,12 +35,6 @@ int main(int argc, char** argv) {
     cli::register_kb(app, registry);
     cli::register_chat(app, registry);
 
-    cli::register_data(app, registry);
-    cli::register_tokenize(app, registry);
-
-    cli::register_model(app, registry);
-    cli::register_export(app, registry);
-
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
