@@ -20,5 +20,6 @@ struct Registry {
 };
 
 void register_env(CLI::App& app, Registry& registry);
+void register_tokenize(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

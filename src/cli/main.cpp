@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
 
     cli::Registry registry;
     cli::register_env(app, registry);
+    cli::register_tokenize(app, registry);
 
     try {
         app.parse(argc, argv);

@@ -4,9 +4,14 @@
 // encode(): added/special tokens are matched in the raw text first; every other span
 // is NFC-normalised, split with the Qwen pre-tokenizer regex, mapped through the GPT-2
 // byte-to-unicode table and merged by rank. Same ids as
-// `tokenizer.encode(text, add_special_tokens=False)` in HF tokenizers.
+// `tokenizer.encode(text, add_special_tokens=False)` in HF tokenizers. Input that is not
+// valid UTF-8 is first repaired like Python's errors="replace" (each maximal ill-formed
+// subpart becomes U+FFFD), then encoded; HF only accepts valid strings.
+// Thread-safe: encode/decode may run concurrently on one Tokenizer (each thread keeps
+// its own bounded word cache).
 // decode(): token bytes concatenated; invalid UTF-8 replaced by U+FFFD like
-// `bytes.decode("utf-8", errors="replace")`.
+// `bytes.decode("utf-8", errors="replace")`. Ids outside the vocab are skipped, as
+// tokenizers does.
 //
 // Torch-free (level 2: may include core and data only).
 #pragma once
@@ -25,6 +30,9 @@ using TokenId = int32_t;
 class Tokenizer {
 public:
     // `path` is a folder (tokenizer.json, else vocab.json + merges.txt) or a tokenizer.json.
+    // vocab.json + merges.txt get the Qwen2 normalizer and pre-tokenizer (NFC + the Qwen
+    // split regex), as transformers' Qwen2Tokenizer does, and added tokens from
+    // tokenizer_config.json's `added_tokens_decoder` when that file exists.
     // Throws IoError / FormatError naming the file.
     static Tokenizer load(const std::string& path);
 
@@ -44,6 +52,10 @@ public:
     std::string id_to_token(TokenId id) const;                          // "" when out of range
     bool is_special(TokenId id) const;                                  // added token with special=true
     int64_t vocab_size() const;                                         // largest id + 1
+
+    // The vocab (byte-level) spelling of raw bytes: each byte as its GPT-2
+    // bytes_to_unicode() character ("\xC4\xA0" for a space, i.e. "Ġ").
+    static std::string vocab_string(std::string_view bytes);
 
 private:
     struct Impl;
