@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     cli::Registry registry;
     cli::register_env(app, registry);
     cli::register_tokenize(app, registry);
+    cli::register_data(app, registry);
 
     try {
         app.parse(argc, argv);
