@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     cli::register_env(app, registry);
     cli::register_tokenize(app, registry);
     cli::register_data(app, registry);
+    cli::register_export(app, registry);
 
     try {
         app.parse(argc, argv);

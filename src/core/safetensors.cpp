@@ -297,22 +297,53 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
 std::vector<std::string> write_sharded(const std::string& dir, const std::string& stem,
                                        const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
                                        const std::map<std::string, std::string>& metadata) {
-    std::vector<std::vector<TensorView>> shards(1);
+    return write_sharded_lazy(dir, stem, tensors, max_shard_bytes,
+                              [&](size_t i) { return tensors[i]; }, metadata);
+}
+
+std::vector<std::string> write_sharded_lazy(const std::string& dir, const std::string& stem,
+                                            const std::vector<TensorView>& specs, uint64_t max_shard_bytes,
+                                            const TensorProducer& produce,
+                                            const std::map<std::string, std::string>& metadata) {
+    // Shard layout: indices into `specs`, in order.
+    std::vector<std::vector<size_t>> shards(1);
     uint64_t current = 0, total = 0;
-    for (const auto& t : tensors) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+        const auto& t = specs[i];
         if (max_shard_bytes > 0 && !shards.back().empty() && current + t.nbytes > max_shard_bytes) {
             shards.emplace_back();
             current = 0;
         }
-        shards.back().push_back(t);
+        shards.back().push_back(i);
         current += t.nbytes;
         total += t.nbytes;
     }
     fs::create_directories(dir);
+    auto write_one = [&](const std::string& path, const std::vector<size_t>& idx) {
+        std::vector<TensorView> views;
+        views.reserve(idx.size());
+        for (size_t i : idx) views.push_back(specs[i]);
+        std::string header = make_safetensors_header(views, metadata);  // validates nbytes vs shape
+        AtomicFileWriter w(path);
+        w.write(header);
+        for (size_t i : idx) {
+            TensorView v = produce(i);
+            const auto& s = specs[i];
+            if (v.name != s.name || v.dtype != s.dtype || v.shape != s.shape || v.nbytes != s.nbytes ||
+                (v.nbytes > 0 && v.data == nullptr)) {
+                throw ShapeError(ErrorInfo{path}.at("tensor '" + s.name + "'")
+                                     .expected(std::string(dtype_name(s.dtype)) + " " + shape_str(s.shape) + " as planned")
+                                     .found("'" + v.name + "' " + dtype_name(v.dtype) + " " + shape_str(v.shape) + ", " +
+                                            std::to_string(v.nbytes) + " bytes"));
+            }
+            w.write(v.data, v.nbytes);
+        }
+        w.commit();
+    };
     std::vector<std::string> written;
     if (shards.size() == 1) {
         std::string name = stem + ".safetensors";
-        write_safetensors((fs::path(dir) / name).string(), shards[0], metadata);
+        write_one((fs::path(dir) / name).string(), shards[0]);
         written.push_back(name);
         return written;
     }
@@ -321,8 +352,8 @@ std::vector<std::string> write_sharded(const std::string& dir, const std::string
     for (size_t i = 0; i < shards.size(); ++i) {
         std::snprintf(buf, sizeof buf, "-%05zu-of-%05zu.safetensors", i + 1, shards.size());
         std::string name = stem + buf;
-        write_safetensors((fs::path(dir) / name).string(), shards[i], metadata);
-        for (const auto& t : shards[i]) weight_map[t.name] = name;
+        write_one((fs::path(dir) / name).string(), shards[i]);
+        for (size_t k : shards[i]) weight_map[specs[k].name] = name;
         written.push_back(name);
     }
     json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};

@@ -146,6 +146,41 @@ TEST(Safetensors, SingleFileWhenUnderShardLimit) {
     EXPECT_EQ(n % 8, 0u);  // data section 8-byte aligned, as the reference writer does
 }
 
+TEST(Safetensors, LazyShardedWriterProducesOneTensorAtATimeInOrder) {
+    test::TempDir dir;
+    std::vector<std::vector<float>> data = {{1, 2, 3, 4}, {5, 6}, {7, 8, 9, 10, 11, 12}};
+    std::vector<TensorView> specs;
+    for (size_t i = 0; i < data.size(); ++i) {
+        specs.push_back({"t" + std::to_string(i), DType::F32, {static_cast<int64_t>(data[i].size())}, nullptr,
+                         data[i].size() * sizeof(float)});
+    }
+    std::vector<size_t> calls;
+    std::vector<float> live;  // the producer's single buffer: reused for every tensor
+    auto files = write_sharded_lazy(dir.str(), "model", specs, /*max_shard_bytes=*/20, [&](size_t i) {
+        calls.push_back(i);
+        live = data[i];
+        TensorView v = specs[i];
+        v.data = live.data();
+        return v;
+    });
+    EXPECT_EQ(calls, (std::vector<size_t>{0, 1, 2}));
+    ASSERT_EQ(files.size(), 4u);  // t0 (16 B), t1 (16+8 > 20), t2 (8+24 > 20): 3 shards + index
+    Checkpoint ck = Checkpoint::open(dir.str());
+    for (size_t i = 0; i < data.size(); ++i) {
+        EXPECT_EQ(0, std::memcmp(ck.data(specs[i].name), data[i].data(), specs[i].nbytes));
+    }
+}
+
+TEST(Safetensors, LazyShardedWriterRejectsViewThatDiffersFromPlan) {
+    test::TempDir dir;
+    float v[4] = {1, 2, 3, 4};
+    std::vector<TensorView> specs = {{"w", DType::F32, {2, 2}, nullptr, sizeof v}};
+    EXPECT_THROW(write_sharded_lazy(dir.str(), "model", specs, 0,
+                                    [&](size_t) { return TensorView{"w", DType::F32, {4}, v, sizeof v}; }),
+                 ShapeError);
+    EXPECT_FALSE(std::filesystem::exists(dir.file("model.safetensors")));
+}
+
 TEST(Safetensors, WriterRejectsSpanMismatch) {
     test::TempDir dir;
     float v[3] = {1, 2, 3};

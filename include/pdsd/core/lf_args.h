@@ -78,7 +78,7 @@ struct LfTrainingArgs {
 
 struct LfExportArgs {
     std::string export_dir;
-    int64_t export_size = 5;                        // GB per shard
+    double export_size = 5;                         // GB (10^9 bytes) per shard; fractions allowed
     bool export_legacy_format = false;              // true would mean .bin: refused
     std::string export_device = "cpu";
     std::string export_dtype = "auto";              // pdsd: auto | bf16 | fp16 | fp32

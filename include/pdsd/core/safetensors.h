@@ -17,6 +17,7 @@
 #include "pdsd/core/file_util.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -117,5 +118,17 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
 std::vector<std::string> write_sharded(const std::string& dir, const std::string& stem,
                                        const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
                                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// Lazy form of write_sharded for outputs larger than memory: `specs` gives each tensor's
+// name, dtype, shape and nbytes (their `data` is ignored) and fixes the shard layout up
+// front; `produce(i)` is called exactly once per tensor, in order, right before its bytes
+// are written, and returns a view that must stay valid until the next call. So at most
+// one produced tensor is alive at a time. A view whose name, dtype, shape or nbytes differs
+// from specs[i] throws ShapeError.
+using TensorProducer = std::function<TensorView(size_t index)>;
+std::vector<std::string> write_sharded_lazy(const std::string& dir, const std::string& stem,
+                                            const std::vector<TensorView>& specs, uint64_t max_shard_bytes,
+                                            const TensorProducer& produce,
+                                            const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 }  // namespace pdsd

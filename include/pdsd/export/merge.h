@@ -1,0 +1,78 @@
+// `pdsd export`: merge LoRA adapters into a base Hugging Face checkpoint and write a
+// self-contained model folder (what `llamafactory-cli export` writes, plus a manifest).
+//
+//   W' = W + scale_1 B_1 A_1 + scale_2 B_2 A_2 + ...   per adapted Linear weight,
+// computed in float32 from the stored base weight, rounded once to the output dtype.
+// (LLaMA-Factory/PEFT merge adapter by adapter in the model's load dtype; with one adapter
+// and a float32 load, as in the tiny-qwen2-merged fixture, both give identical bits.)
+//
+// Memory: base tensors are zero-copy views of the mmapped checkpoint and output shards are
+// produced one tensor at a time (core write_sharded_lazy), so the process holds at most one
+// merged tensor beyond the page cache: peak memory is about one copy of the model.
+//
+// Output folder (written to a hidden temp folder beside export_dir, renamed at the end, so
+// an interrupted or failed export never leaves a half folder under the final name):
+//   model.safetensors or model-0000i-of-0000N.safetensors + model.safetensors.index.json
+//   config.json (torch_dtype/dtype updated), generation_config.json, tokenizer files,
+//   Modelfile (Ollama, for template qwen), pdsd_manifest.json (size + sha256 per file).
+#pragma once
+
+#include "pdsd/core/lf_args.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pdsd::exporter {
+
+struct ExportOptions {
+    std::string model_name_or_path;                  // base HF folder (or .safetensors/.index.json's folder)
+    std::vector<std::string> adapter_name_or_path;   // applied in order; may be empty (dtype conversion only)
+    std::string template_name = "qwen";              // chat template for the Modelfile ("" = no Modelfile)
+    std::optional<std::string> default_system;       // overrides the template's default system prompt
+    std::string export_dir;
+    uint64_t max_shard_bytes = 5000000000ULL;        // export_size GB x 10^9 (HF's "5GB")
+    std::string export_dtype = "auto";               // auto (keep each tensor's stored dtype) | bf16 | fp16 | fp32
+    bool verify = true;                              // self-check after writing
+    int64_t verify_probes = 4;                       // probe vectors per adapted weight
+};
+
+// Reads LLaMA-Factory export args (finetuning_type must be "lora", export_legacy_format
+// false, export_format safetensors) into ExportOptions. Throws UsageError / ConfigError.
+ExportOptions options_from_lf(const LfArgs& args);
+
+struct VerifyReport {
+    int64_t tensors_checked = 0;       // adapted weights probed
+    int64_t tensors_identical = 0;     // other tensors compared bit for bit with the (cast) base
+    double max_abs_diff = 0;           // max |W' x - (W x + s B A x)| over probes
+    double max_tolerance_ratio = 0;    // max diff / allowed; <= 1 passes
+    bool ok = true;
+};
+
+struct ExportReport {
+    std::string export_dir;
+    std::vector<std::string> files;    // every file written, relative to export_dir
+    int64_t tensors_total = 0;
+    int64_t tensors_merged = 0;        // weights that received at least one LoRA delta
+    int64_t tensors_changed = 0;       // merged weights whose output bits differ from the base
+    uint64_t bytes_total = 0;          // tensor bytes written
+    std::string output_dtype;          // "bfloat16" ... (config.json torch_dtype)
+    std::optional<VerifyReport> verify;
+};
+
+// Runs the whole export. Throws pdsd::Error; on any error the final export_dir is untouched.
+ExportReport run_export(const ExportOptions& options);
+
+// Self-check of a written export against base + adapters applied unmerged: for every
+// adapted weight, compare W' x with W x + scale B (A x) on random probe vectors, with a
+// tolerance derived from the output dtype's rounding (|W' - (W + dW)| <= ulp/2 per element,
+// so |diff| <= eps_out/2 * (|W'| |x|) + fp32 slack); every other tensor must equal the base
+// (after the dtype cast) bit for bit. Throws DataError when a check fails.
+VerifyReport verify_export(const ExportOptions& options, const std::string& dir);
+
+// The Ollama Modelfile LLaMA-Factory writes for `template_name` (only "qwen" is known;
+// other names throw UsageError). `default_system` overrides the template's.
+std::string ollama_modelfile(const std::string& template_name, const std::optional<std::string>& default_system);
+
+}  // namespace pdsd::exporter

@@ -1,0 +1,66 @@
+// `pdsd export`: merge LoRA adapters into the base model (llamafactory-cli export).
+//   pdsd export merge.yaml [--key value ...]
+//   pdsd export --config merge.yaml [--key value ...]
+//   pdsd export --model_name_or_path BASE --adapter_name_or_path A[,B] --template qwen
+//               --finetuning_type lora --export_dir OUT [--export_size 5] [--export_dtype bf16]
+// Every LLaMA-Factory key goes through pdsd::lf_schema (YAML first, then --key value pairs).
+#include "commands.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/lf_args.h"
+#include "pdsd/export/merge.h"
+
+#include <cstdio>
+#include <memory>
+
+namespace pdsd::cli {
+
+namespace {
+struct ExportCli {
+    std::string config;
+    bool no_verify = false;
+};
+}  // namespace
+
+void register_export(CLI::App& app, Registry& registry) {
+    auto opts = std::make_shared<ExportCli>();
+    auto* cmd = app.add_subcommand("export", "merge LoRA adapters into the base model and write a HF model folder");
+    cmd->add_option("--config", opts->config, "LLaMA-Factory YAML (examples/merge_lora/*.yaml); also accepted as the first argument");
+    cmd->add_flag("--no_verify,--no-verify", opts->no_verify, "skip the self-check of the merged weights against base + adapter");
+    cmd->allow_extras();
+    cmd->footer(
+        "LLaMA-Factory keys, as --key value (after the YAML): model_name_or_path, adapter_name_or_path (comma-separated, "
+        "applied in order), template (qwen), finetuning_type (lora), export_dir, export_size (GB per shard, "
+        "fractions allowed), export_dtype (auto|bf16|fp16|fp32), export_legacy_format (false only), default_system.");
+    registry.add(cmd, [cmd, opts] {
+        LfArgs args;
+        args.data.template_name = "";
+        ConfigSchema schema = lf_schema(args, "export");
+        std::vector<std::string> extras = cmd->remaining();
+        std::string config = opts->config;
+        if (config.empty() && !extras.empty() && extras[0].rfind("--", 0) != 0 && extras[0].find('=') == std::string::npos) {
+            config = extras[0];  // llamafactory-cli export merge.yaml
+            extras.erase(extras.begin());
+        }
+        if (!config.empty()) schema.load_yaml(config);
+        schema.apply_overrides(extras);
+        exporter::ExportOptions o = exporter::options_from_lf(args);
+        o.verify = !opts->no_verify;
+        exporter::ExportReport r = exporter::run_export(o);
+        std::printf("export_dir: %s\n", r.export_dir.c_str());
+        std::printf("dtype: %s\n", r.output_dtype.c_str());
+        std::printf("tensors: %lld (%lld merged, %lld changed), %llu bytes\n", static_cast<long long>(r.tensors_total),
+                    static_cast<long long>(r.tensors_merged), static_cast<long long>(r.tensors_changed),
+                    static_cast<unsigned long long>(r.bytes_total));
+        if (r.verify) {
+            std::printf("self-check: ok, %lld merged weights, max abs diff %.3g (%.3g of the tolerance)\n",
+                        static_cast<long long>(r.verify->tensors_checked), r.verify->max_abs_diff,
+                        r.verify->max_tolerance_ratio);
+        } else {
+            std::printf("self-check: skipped\n");
+        }
+        for (const auto& f : r.files) std::printf("  %s\n", f.c_str());
+    });
+}
+
+}  // namespace pdsd::cli

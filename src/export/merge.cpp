@@ -1,0 +1,460 @@
+#include "pdsd/export/merge.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/core/json_io.h"
+#include "pdsd/core/log.h"
+#include "pdsd/core/safetensors.h"
+#include "pdsd/core/version.h"
+#include "pdsd/lora/adapter.h"
+#include "pdsd/model/weights.h"
+
+#include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/matmul.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace pdsd::exporter {
+
+namespace {
+
+// Files of a HF model folder that travel with the weights (besides config.json, which is
+// rewritten). Tokenizer files come from the base folder, else from the last adapter folder.
+const char* const kGenerationFiles[] = {"generation_config.json"};
+const char* const kTokenizerFiles[] = {"tokenizer.json",      "tokenizer_config.json", "vocab.json",
+                                       "merges.txt",          "special_tokens_map.json", "added_tokens.json",
+                                       "chat_template.jinja", "chat_template.json"};
+
+std::string torch_dtype_name(c10::ScalarType t) {
+    switch (t) {
+        case c10::kBFloat16: return "bfloat16";
+        case c10::kHalf: return "float16";
+        case c10::kFloat: return "float32";
+        case c10::kDouble: return "float64";
+        default: return c10::toString(t);
+    }
+}
+
+bool is_float(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32 || d == DType::F64; }
+
+// Unit roundoff of a storage dtype: |round(x) - x| <= u |x|.
+double unit_roundoff(c10::ScalarType t) {
+    switch (t) {
+        case c10::kBFloat16: return std::ldexp(1.0, -8);
+        case c10::kHalf: return std::ldexp(1.0, -11);
+        case c10::kFloat: return std::ldexp(1.0, -24);
+        default: return std::ldexp(1.0, -53);
+    }
+}
+
+// The base folder: model_name_or_path may also name a .safetensors or index file.
+fs::path base_folder(const std::string& p) {
+    fs::path path(p);
+    return fs::is_directory(path) ? path : path.parent_path();
+}
+
+// Every adapter, with each module checked against the base checkpoint.
+std::vector<lora::Adapter> load_adapters(const ExportOptions& o, const Checkpoint& base) {
+    std::vector<lora::Adapter> adapters;
+    for (const auto& dir : o.adapter_name_or_path) {
+        lora::Adapter a = lora::load_adapter(dir);
+        for (const auto& m : a.modules) {
+            std::string w = m.base_weight();
+            if (!base.contains(w)) {
+                throw ShapeError(ErrorInfo{dir}.at("module '" + m.name + "'")
+                                     .msg("the base model has no weight for this adapter module")
+                                     .expected("tensor '" + w + "' in " + base.source())
+                                     .hint("is --model_name_or_path the model this adapter was trained on?"));
+            }
+            const TensorInfo& ti = base.info(w);
+            int64_t out = m.B.size(0), in = m.A.size(1);
+            std::vector<int64_t> want = a.config.fan_in_fan_out ? std::vector<int64_t>{in, out} : std::vector<int64_t>{out, in};
+            if (ti.shape != want || !is_float(ti.dtype)) {
+                auto shape = [](const std::vector<int64_t>& s) {
+                    std::string r = "[";
+                    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+                    return r + "]";
+                };
+                throw ShapeError(ErrorInfo{dir}.at("module '" + m.name + "'")
+                                     .expected("base weight " + shape(want) + " (floating point)")
+                                     .found(std::string(dtype_name(ti.dtype)) + " " + shape(ti.shape))
+                                     .hint("the adapter was trained on a different base model"));
+            }
+        }
+        if (a.all_B_zero()) {
+            log::warn("export", log::cat(dir, ": every lora_B is zero, so this adapter changes nothing "
+                                              "(a freshly initialised adapter?)"));
+        }
+        log::info("export", log::cat("adapter ", dir, ": ", a.modules.size(), " modules, r=", a.config.r,
+                                     ", lora_alpha=", a.config.lora_alpha, a.config.use_rslora ? ", rslora" : ""));
+        adapters.push_back(std::move(a));
+    }
+    return adapters;
+}
+
+// Removes the temp folder unless released (success path renames it away first).
+struct TempFolderGuard {
+    fs::path path;
+    bool armed = true;
+    ~TempFolderGuard() {
+        if (armed) {
+            std::error_code ec;
+            fs::remove_all(path, ec);
+        }
+    }
+};
+
+void write_json_file(const fs::path& p, const json& j) { write_file_atomic(p.string(), j.dump(2) + "\n"); }
+
+// Copies a file; the copy is owner-writable even when the source is read-only.
+void copy_plain(const fs::path& from, const fs::path& to) {
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing);
+    fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+}
+
+// Puts the finished temp folder in place of `final_dir`. An existing empty folder or an
+// earlier pdsd export (it has pdsd_manifest.json) is replaced; anything else is refused
+// before any work is done (see check_target).
+void install(const fs::path& tmp, const fs::path& final_dir) {
+    if (fs::exists(final_dir)) {
+        fs::path old = final_dir.parent_path() / ("." + final_dir.filename().string() + ".pdsd-old-" + std::to_string(::getpid()));
+        fs::rename(final_dir, old);
+        fs::rename(tmp, final_dir);
+        std::error_code ec;
+        fs::remove_all(old, ec);
+    } else {
+        fs::rename(tmp, final_dir);
+    }
+}
+
+void check_target(const fs::path& final_dir) {
+    if (!fs::exists(final_dir)) return;
+    if (!fs::is_directory(final_dir)) {
+        throw UsageError(ErrorInfo{final_dir.string()}.msg("export_dir exists and is not a folder"));
+    }
+    bool empty = fs::directory_iterator(final_dir) == fs::directory_iterator();
+    if (!empty && !fs::exists(final_dir / "pdsd_manifest.json")) {
+        throw UsageError(ErrorInfo{final_dir.string()}.msg("export_dir exists and holds files pdsd did not write")
+                             .hint("choose a new export_dir or empty this one; an earlier pdsd export is replaced"));
+    }
+}
+
+}  // namespace
+
+std::string ollama_modelfile(const std::string& template_name, const std::optional<std::string>& default_system) {
+    // LLaMA-Factory data/template.py get_ollama_modelfile() for template "qwen"
+    // (format_user / format_assistant / format_system slots; stop = {eos(<|im_end|> via
+    // replace_eos), <|im_end|>}), with its header line naming pdsd.
+    if (template_name != "qwen") {
+        throw UsageError(ErrorInfo{}.at("template '" + template_name + "'")
+                             .msg("no Ollama Modelfile template known").expected("qwen"));
+    }
+    std::string system = default_system.value_or("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    std::string m = "# ollama modelfile auto-generated by pdsd\n\n";
+    m += "FROM .\n\n";
+    m += "TEMPLATE \"\"\"{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+         "{{ range .Messages }}{{ if eq .Role \"user\" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n"
+         "<|im_start|>assistant\n{{ else if eq .Role \"assistant\" }}{{ .Content }}<|im_end|>\n{{ end }}{{ end }}\"\"\"\n\n";
+    if (!system.empty()) m += "SYSTEM \"\"\"" + system + "\"\"\"\n\n";
+    m += "PARAMETER stop \"<|im_end|>\"\n";
+    m += "PARAMETER num_ctx 4096\n";
+    return m;
+}
+
+ExportOptions options_from_lf(const LfArgs& a) {
+    ExportOptions o;
+    o.model_name_or_path = a.model.model_name_or_path;
+    o.adapter_name_or_path = a.model.adapter_name_or_path;
+    o.template_name = a.data.template_name;
+    o.default_system = a.data.default_system;
+    o.export_dir = a.export_.export_dir;
+    o.export_dtype = a.export_.export_dtype;
+    if (o.model_name_or_path.empty()) {
+        throw UsageError(ErrorInfo{}.at("model_name_or_path").msg("missing").hint("the base model folder, e.g. Qwen/Qwen2.5-0.5B-Instruct downloaded locally"));
+    }
+    if (o.export_dir.empty()) {
+        throw UsageError(ErrorInfo{}.at("export_dir").msg("Please specify `export_dir` to save model."));
+    }
+    if (a.finetuning.finetuning_type != "lora") {
+        throw UsageError(ErrorInfo{}.at("finetuning_type").expected("lora").found(a.finetuning.finetuning_type)
+                             .hint("pdsd export merges LoRA adapters"));
+    }
+    if (a.export_.export_legacy_format) {
+        throw UsageError(ErrorInfo{}.at("export_legacy_format").expected("false").found("true")
+                             .hint("pdsd writes safetensors only; pickle .bin checkpoints can run code when loaded"));
+    }
+    if (a.export_.export_format != "safetensors") {
+        throw UsageError(ErrorInfo{}.at("export_format").expected("safetensors").found(a.export_.export_format)
+                             .hint("GGUF export is not implemented; convert the merged folder with llama.cpp's "
+                                   "convert_hf_to_gguf.py"));
+    }
+    if (a.export_.export_device != "cpu" && a.export_.export_device != "auto") {
+        throw UsageError(ErrorInfo{}.at("export_device").expected("cpu or auto").found(a.export_.export_device));
+    }
+    if (!(a.export_.export_size > 0)) {
+        throw UsageError(ErrorInfo{}.at("export_size").expected("a positive number of GB").found(std::to_string(a.export_.export_size)));
+    }
+    o.max_shard_bytes = static_cast<uint64_t>(std::llround(a.export_.export_size * 1e9));
+    if (o.export_dtype != "auto") (void)model::parse_dtype_name(o.export_dtype);  // validate early
+    return o;
+}
+
+ExportReport run_export(const ExportOptions& o) {
+    auto t0 = std::chrono::steady_clock::now();
+    if (o.export_dir.empty()) throw UsageError(ErrorInfo{}.at("export_dir").msg("Please specify `export_dir` to save model."));
+    fs::path final_dir = fs::absolute(fs::path(o.export_dir)).lexically_normal();
+    if (final_dir.filename().empty()) final_dir = final_dir.parent_path();
+    check_target(final_dir);
+    if (!fs::exists(o.model_name_or_path)) {
+        throw IoError(ErrorInfo{o.model_name_or_path}.msg("base model not found")
+                          .hint("model_name_or_path must be a local Hugging Face model folder"));
+    }
+    fs::path base_dir = base_folder(o.model_name_or_path);
+    Checkpoint base = Checkpoint::open(o.model_name_or_path);
+    std::vector<lora::Adapter> adapters = load_adapters(o, base);
+    if (adapters.empty()) log::warn("export", "no adapter given: the export only copies (and casts) the base model");
+
+    std::optional<c10::ScalarType> forced;
+    if (o.export_dtype != "auto") forced = model::parse_dtype_name(o.export_dtype);
+    if (!o.template_name.empty() && o.template_name != "qwen") {
+        throw UsageError(ErrorInfo{}.at("template '" + o.template_name + "'").expected("qwen")
+                             .hint("pdsd knows the Qwen2.5 chat template only; it is needed for the Ollama Modelfile"));
+    }
+
+    // Which adapters touch each base weight, in adapter order.
+    std::map<std::string, std::vector<std::pair<const lora::LoraModule*, bool>>> deltas;
+    for (const auto& a : adapters) {
+        for (const auto& m : a.modules) deltas[m.base_weight()].push_back({&m, a.config.fan_in_fan_out});
+    }
+
+    // Output plan: every base tensor, in sorted name order (the index lists them sorted too).
+    std::vector<std::string> names = base.names();
+    std::vector<TensorView> specs;
+    specs.reserve(names.size());
+    uint64_t bytes_total = 0;
+    std::map<DType, int64_t> dtype_count;
+    for (const auto& n : names) {
+        const TensorInfo& ti = base.info(n);
+        TensorView s;
+        s.name = n;
+        s.dtype = (forced && is_float(ti.dtype)) ? model::from_scalar_type(*forced) : ti.dtype;
+        s.shape = ti.shape;
+        s.nbytes = ti.numel() * dtype_size(s.dtype);
+        bytes_total += s.nbytes;
+        if (is_float(s.dtype)) dtype_count[s.dtype]++;
+        specs.push_back(s);
+    }
+
+    // Temp folder beside the target, so the final rename stays on one file system.
+    fs::create_directories(final_dir.parent_path());
+    TempFolderGuard tmp{final_dir.parent_path() / ("." + final_dir.filename().string() + ".pdsd-tmp-" + std::to_string(::getpid()))};
+    fs::remove_all(tmp.path);
+    fs::create_directories(tmp.path);
+
+    ExportReport rep;
+    rep.export_dir = final_dir.string();
+    rep.tensors_total = static_cast<int64_t>(names.size());
+    rep.bytes_total = bytes_total;
+
+    at::Tensor live;  // the one produced tensor alive at a time
+    auto produce = [&](size_t i) -> TensorView {
+        throw_if_interrupted();
+        const std::string& n = names[i];
+        at::Tensor w = model::checkpoint_tensor(base, n);  // zero-copy view, read-only
+        c10::ScalarType out_t = model::to_scalar_type(specs[i].dtype);
+        auto it = deltas.find(n);
+        if (it == deltas.end()) {
+            live = (w.scalar_type() == out_t) ? w : w.to(out_t);
+        } else {
+            // float32 copy of the base weight, plus every adapter's delta, rounded once.
+            at::Tensor acc = w.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+            for (const auto& [m, fifo] : it->second) acc.add_(m->delta(fifo));
+            live = acc.to(out_t);
+            rep.tensors_merged++;
+            if (!at::equal(live, w.to(out_t))) rep.tensors_changed++;
+        }
+        at::Tensor keep;
+        TensorView v = model::tensor_view(n, live, keep);
+        live = keep;
+        return v;
+    };
+    std::vector<std::string> files = write_sharded_lazy(tmp.path.string(), "model", specs, o.max_shard_bytes, produce);
+    live = at::Tensor();
+    log::info("export", log::cat("wrote ", files.size(), " weight file(s), ", bytes_total, " bytes of tensors, ",
+                                 rep.tensors_merged, " weights merged"));
+    if (!adapters.empty() && rep.tensors_changed == 0) {
+        log::warn("export", "no weight changed: the adapters' deltas are zero or below the output dtype's rounding");
+    }
+
+    // config.json with the output dtype.
+    std::string out_dtype_name;
+    if (forced) {
+        out_dtype_name = torch_dtype_name(*forced);
+    } else if (!dtype_count.empty()) {
+        auto most = std::max_element(dtype_count.begin(), dtype_count.end(),
+                                     [](auto& x, auto& y) { return x.second < y.second; });
+        out_dtype_name = torch_dtype_name(model::to_scalar_type(most->first));
+    }
+    rep.output_dtype = out_dtype_name;
+    fs::path cfg = base_dir / "config.json";
+    if (fs::exists(cfg)) {
+        json c = read_json_file(cfg.string());
+        bool set = false;
+        for (const char* key : {"torch_dtype", "dtype"}) {
+            if (c.contains(key)) {
+                c[key] = out_dtype_name;
+                set = true;
+            }
+        }
+        if (!set) c["torch_dtype"] = out_dtype_name;
+        write_json_file(tmp.path / "config.json", c);
+        files.push_back("config.json");
+    } else {
+        log::warn("export", log::cat(base_dir.string(), " has no config.json; the export will not load in transformers"));
+    }
+    for (const char* f : kGenerationFiles) {
+        if (fs::exists(base_dir / f)) {
+            copy_plain(base_dir / f, tmp.path / f);
+            files.push_back(f);
+        }
+    }
+    // Tokenizer: base folder first, else the last adapter (LLaMA-Factory saves one beside it).
+    std::vector<fs::path> tok_sources = {base_dir};
+    for (auto it = o.adapter_name_or_path.rbegin(); it != o.adapter_name_or_path.rend(); ++it) tok_sources.push_back(*it);
+    bool tokenizer_found = false;
+    for (const auto& src : tok_sources) {
+        if (!fs::exists(src / "tokenizer_config.json") && !fs::exists(src / "tokenizer.json")) continue;
+        for (const char* f : kTokenizerFiles) {
+            if (!fs::exists(src / f)) continue;
+            if (std::string(f) == "tokenizer_config.json") {
+                // LLaMA-Factory's export restores padding_side "left" before saving.
+                json t = read_json_file((src / f).string());
+                t["padding_side"] = "left";
+                write_json_file(tmp.path / f, t);
+            } else {
+                copy_plain(src / f, tmp.path / f);
+            }
+            files.push_back(f);
+        }
+        tokenizer_found = true;
+        break;
+    }
+    if (!tokenizer_found) {
+        log::warn("export", "no tokenizer files next to the base model or the adapters; copy them into the export by hand");
+    }
+    if (!o.template_name.empty()) {
+        write_file_atomic((tmp.path / "Modelfile").string(), ollama_modelfile(o.template_name, o.default_system));
+        files.push_back("Modelfile");
+    }
+
+    // Self-check on the temp folder, so a failing export never gets the final name.
+    if (o.verify && !adapters.empty()) {
+        rep.verify = verify_export(o, tmp.path.string());
+    }
+
+    // Manifest: size and sha256 of every file, written last.
+    std::sort(files.begin(), files.end());
+    json mf;
+    mf["format"] = "pdsd-export-manifest/1";
+    mf["pdsd_version"] = PDSD_VERSION;
+    mf["base_model"] = o.model_name_or_path;
+    mf["adapters"] = o.adapter_name_or_path;
+    mf["torch_dtype"] = out_dtype_name;
+    mf["tensors"] = rep.tensors_total;
+    mf["tensors_merged"] = rep.tensors_merged;
+    json jf = json::array();
+    for (const auto& f : files) {
+        fs::path p = tmp.path / f;
+        jf.push_back({{"path", f}, {"bytes", fs::file_size(p)}, {"sha256", sha256_file(p.string())}});
+    }
+    mf["files"] = jf;
+    write_json_file(tmp.path / "pdsd_manifest.json", mf);
+    files.push_back("pdsd_manifest.json");
+
+    throw_if_interrupted();
+    install(tmp.path, final_dir);
+    tmp.armed = false;
+    rep.files = files;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log::info("export", log::cat("export written to ", final_dir.string(), " in ", secs, " s"));
+    return rep;
+}
+
+VerifyReport verify_export(const ExportOptions& o, const std::string& dir) {
+    Checkpoint base = Checkpoint::open(o.model_name_or_path);
+    Checkpoint out = Checkpoint::open(dir);
+    std::vector<lora::Adapter> adapters;
+    for (const auto& a : o.adapter_name_or_path) adapters.push_back(lora::load_adapter(a));
+    std::map<std::string, std::vector<std::pair<const lora::LoraModule*, bool>>> deltas;
+    for (const auto& a : adapters) {
+        for (const auto& m : a.modules) deltas[m.base_weight()].push_back({&m, a.config.fan_in_fan_out});
+    }
+    VerifyReport r;
+    std::vector<std::string> base_names = base.names(), out_names = out.names();
+    if (base_names != out_names) {
+        throw DataError(ErrorInfo{dir}.msg("self-check failed: the export's tensor names differ from the base model's"));
+    }
+    for (const auto& n : base_names) {
+        at::Tensor w = model::checkpoint_tensor(base, n);
+        at::Tensor wo = model::checkpoint_tensor(out, n);
+        if (w.sizes() != wo.sizes()) {
+            throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: shape differs from the base"));
+        }
+        auto it = deltas.find(n);
+        if (it == deltas.end()) {
+            if (!at::equal(w.to(wo.scalar_type()), wo)) {
+                throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: an unadapted tensor differs from the base"));
+            }
+            r.tensors_identical++;
+            continue;
+        }
+        // Probes x [in, k]: deterministic, varied signs and magnitudes.
+        bool fifo = it->second.front().second;
+        at::Tensor W = w.to(at::kFloat), Wo = wo.to(at::kFloat);
+        if (fifo) { W = W.t(); Wo = Wo.t(); }  // [out, in]
+        int64_t in = W.size(1);
+        at::Tensor x = at::arange(in * o.verify_probes, at::kFloat).mul_(0.7548776662f).sin_().reshape({in, o.verify_probes});
+        at::Tensor ax = x.abs();
+        at::Tensor y_out = at::matmul(Wo, x);
+        at::Tensor y_ref = at::matmul(W, x);
+        at::Tensor mag = at::matmul(W.abs(), ax);
+        for (const auto& [m, f] : it->second) {
+            // Unmerged LoRA path: scale * B (A x).
+            y_ref.add_(at::matmul(m->B, at::matmul(m->A, x)).mul_(m->scale));
+            mag.add_(at::matmul(m->B.abs(), at::matmul(m->A.abs(), ax)).mul_(std::abs(m->scale)));
+        }
+        // Rounding W + dW to the output dtype moves each element by <= u |W'_ij| / (1 - u);
+        // float32 products and sums add <= ~in * 2^-24 of the magnitudes.
+        double u = unit_roundoff(wo.scalar_type());
+        at::Tensor mag_out = at::matmul(Wo.abs(), ax);
+        at::Tensor tol = mag_out.mul(2 * u).add_(mag.add(mag_out).mul_(2.0 * in * std::ldexp(1.0, -24))).add_(1e-30);
+        at::Tensor diff = y_out.sub(y_ref).abs_();
+        r.max_abs_diff = std::max(r.max_abs_diff, diff.max().item<double>());
+        r.max_tolerance_ratio = std::max(r.max_tolerance_ratio, diff.div(tol).max().item<double>());
+        r.tensors_checked++;
+    }
+    r.ok = r.max_tolerance_ratio <= 1.0;
+    log::info("export", log::cat("self-check: ", r.tensors_checked, " merged weights probed, max |W'x - (Wx + s*B*A*x)| = ",
+                                 r.max_abs_diff, " (", r.max_tolerance_ratio, " of the dtype-rounding bound); ",
+                                 r.tensors_identical, " other tensors identical to the base"));
+    if (!r.ok) {
+        throw DataError(ErrorInfo{dir}.msg("self-check failed: merged weights disagree with base + adapter")
+                            .expected("difference within the output dtype's rounding bound")
+                            .found(log::cat("max |diff| ", r.max_abs_diff, ", ", r.max_tolerance_ratio, " x the bound")));
+    }
+    return r;
+}
+
+}  // namespace pdsd::exporter
