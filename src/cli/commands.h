@@ -23,5 +23,6 @@ void register_env(CLI::App& app, Registry& registry);
 void register_tokenize(CLI::App& app, Registry& registry);
 void register_data(CLI::App& app, Registry& registry);
 void register_export(CLI::App& app, Registry& registry);
+void register_model(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

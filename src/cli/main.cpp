@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     cli::register_tokenize(app, registry);
     cli::register_data(app, registry);
     cli::register_export(app, registry);
+    cli::register_model(app, registry);
 
     try {
         app.parse(argc, argv);

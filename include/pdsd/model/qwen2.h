@@ -1,0 +1,148 @@
+// Qwen2ForCausalLM (Qwen2 / Qwen2.5, any size) as libtorch modules.
+//
+// Modules are registered under Hugging Face's names, so named_parameters() keys equal the
+// safetensors keys: model.embed_tokens.weight, model.layers.N.input_layernorm.weight,
+// model.layers.N.self_attn.{q,k,v}_proj.{weight,bias}, model.layers.N.self_attn.o_proj.weight,
+// model.layers.N.post_attention_layernorm.weight, model.layers.N.mlp.{gate,up,down}_proj.weight,
+// model.norm.weight and lm_head.weight (only when tie_word_embeddings is false; tied models
+// compute logits = hidden @ embed_tokens.weight^T).
+//
+// The math follows HF modeling_qwen2.py: RMSNorm in fp32 then cast back; rotate-half rotary
+// embedding with inv_freq = theta^(-2i/head_dim) and cos/sin computed in fp32; GQA causal
+// attention through at::scaled_dot_product_attention; MLP down(silu(gate(x)) * up(x)).
+//
+// Parameters are created uninitialised (at::empty) on the given device/dtype: the loader
+// (loader.h) copies the checkpoint in once; `pdsd model init` fills them randomly.
+#pragma once
+
+#include "pdsd/core/hf_config.h"
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace pdsd::model {
+
+// Static key/value cache: one preallocated (B, n_kv_heads, max_len, head_dim) tensor pair per
+// layer. Positions [0, length) are filled. key_mask marks real tokens (false = left padding).
+struct KVCache {
+    std::vector<at::Tensor> k, v;  // per layer: (B, n_kv, max_len, head_dim)
+    at::Tensor key_mask;           // (B, max_len) bool
+    int64_t length = 0;            // filled positions
+    bool has_padding = false;      // some key_mask entry below `length` is false
+
+    static KVCache allocate(const Qwen2Config& config, int64_t batch, int64_t max_len, at::TensorOptions options);
+    int64_t batch() const { return key_mask.defined() ? key_mask.size(0) : 0; }
+    int64_t max_len() const { return key_mask.defined() ? key_mask.size(1) : 0; }
+    void reset() { length = 0; has_padding = false; }
+};
+
+// y = x W^T + b, with HF's parameter names "weight" (out, in) and optional "bias" (out).
+class ProjImpl : public torch::nn::Module {
+public:
+    ProjImpl(int64_t in, int64_t out, bool bias, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x);  // (..., in) -> (..., out)
+    at::Tensor weight, bias;
+};
+TORCH_MODULE(Proj);
+
+// Embedding table "weight" (V, H); lookup is index_select.
+class TokenEmbeddingImpl : public torch::nn::Module {
+public:
+    TokenEmbeddingImpl(int64_t vocab, int64_t hidden, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& ids);  // (B, T) int64 -> (B, T, H)
+    at::Tensor weight;
+};
+TORCH_MODULE(TokenEmbedding);
+
+class RMSNormImpl : public torch::nn::Module {
+public:
+    RMSNormImpl(int64_t hidden, double eps, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x);  // (..., hidden) -> same shape and dtype
+    at::Tensor weight;                        // (hidden)
+    double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+class Qwen2AttentionImpl : public torch::nn::Module {
+public:
+    Qwen2AttentionImpl(const Qwen2Config& c, at::TensorOptions options);
+    // x (B, T, H); cos/sin (B, T, head_dim); mask: bool (B, 1, T, L) or undefined (causal);
+    // cache: writes this step's k/v at positions [past, past+T) of layer `layer`.
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       const at::Tensor& mask, KVCache* cache, int64_t layer);
+    Proj q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+    int64_t n_heads, n_kv, head_dim;
+};
+TORCH_MODULE(Qwen2Attention);
+
+class Qwen2MLPImpl : public torch::nn::Module {
+public:
+    Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x);  // (B, T, H) -> (B, T, H)
+    Proj gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(Qwen2MLP);
+
+class Qwen2DecoderLayerImpl : public torch::nn::Module {
+public:
+    Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOptions options);
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       const at::Tensor& mask, KVCache* cache, int64_t layer);
+    RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+    Qwen2Attention self_attn{nullptr};
+    Qwen2MLP mlp{nullptr};
+};
+TORCH_MODULE(Qwen2DecoderLayer);
+
+struct ForwardOutput {
+    at::Tensor logits;                       // (B, T, V), or (B, 1, V) with last_logits_only
+    std::vector<at::Tensor> hidden_states;   // n_layers + 1 entries of (B, T, H) when requested:
+                                             // [0] embeddings, [i] after layer i-1, last after model.norm
+};
+
+struct ForwardOptions {
+    bool output_hidden_states = false;
+    bool last_logits_only = false;  // prefill/decode: only the last position's logits
+};
+
+// "model": embeddings, decoder layers, final norm.
+class Qwen2ModelImpl : public torch::nn::Module {
+public:
+    Qwen2ModelImpl(const Qwen2Config& c, at::TensorOptions options);
+    TokenEmbedding embed_tokens{nullptr};
+    std::vector<Qwen2DecoderLayer> layers;     // "layers.N" (registered through a ModuleList)
+    RMSNorm norm{nullptr};
+};
+TORCH_MODULE(Qwen2Model);
+
+class Qwen2ForCausalLMImpl : public torch::nn::Module {
+public:
+    Qwen2ForCausalLMImpl(const Qwen2Config& config, at::TensorOptions options);
+
+    // input_ids (B, T) int64. attention_mask (B, past+T) (1 = token, 0 = left padding; may be
+    // undefined = no padding). position_ids (B, T) (undefined: cumsum(mask)-1 clamped at 0, or
+    // past..past+T-1). With `cache`, past = cache->length; keys/values of this call are
+    // appended and cache->length advances by T.
+    ForwardOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
+                          const at::Tensor& position_ids = {}, KVCache* cache = nullptr,
+                          ForwardOptions opts = {});
+
+    const Qwen2Config& config() const { return config_; }
+    at::TensorOptions options() const { return options_; }
+
+    Qwen2Model model{nullptr};
+    Proj lm_head{nullptr};  // only when !tie_word_embeddings
+
+private:
+    Qwen2Config config_;
+    at::TensorOptions options_;
+    at::Tensor inv_freq_;  // (head_dim/2) fp32 on the model's device
+};
+TORCH_MODULE(Qwen2ForCausalLM);
+
+}  // namespace pdsd::model

@@ -1,0 +1,50 @@
+// `pdsd model init`: random-weight Qwen2 checkpoints in HF format (tests, benchmarks).
+// `pdsd model bench`: prefill/decode speed of a Qwen2 folder, as JSON on stdout.
+#include "commands.h"
+
+#include "pdsd/model/tools.h"
+
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <memory>
+
+namespace pdsd::cli {
+
+void register_model(CLI::App& app, Registry& registry) {
+    auto* model = app.add_subcommand("model", "Qwen2 model utilities");
+    model->require_subcommand(1);
+
+    auto init = std::make_shared<model::InitOptions>();
+    auto config_file = std::make_shared<std::string>();
+    auto preset = std::make_shared<std::string>();
+    auto tokenizer = std::make_shared<std::string>();
+    auto* ci = model->add_subcommand("init", "write a random-weight Qwen2 checkpoint in Hugging Face format");
+    auto* oc = ci->add_option("--config", *config_file, "config.json giving the shape");
+    auto* op = ci->add_option("--preset", *preset, "qwen2.5-0.5b | qwen2.5-1.5b | qwen2.5-7b | tiny");
+    oc->excludes(op);
+    ci->add_option("--out", init->out_dir, "output folder")->required();
+    ci->add_option("--seed", init->seed, "random seed")->capture_default_str();
+    ci->add_option("--tokenizer", *tokenizer, "folder whose tokenizer files are copied into --out");
+    ci->add_option("--dtype", init->dtype, "bf16 | fp16 | fp32 storage dtype")->capture_default_str();
+    registry.add(ci, [=] {
+        if (!config_file->empty()) init->config_file = *config_file;
+        if (!preset->empty()) init->preset = *preset;
+        if (!tokenizer->empty()) init->tokenizer_dir = *tokenizer;
+        int64_t n = model::init_random_checkpoint(*init);
+        std::cout << nlohmann::json({{"out", init->out_dir}, {"parameters", n}}).dump() << "\n";
+    });
+
+    auto bench = std::make_shared<model::BenchOptions>();
+    auto* cb = model->add_subcommand("bench", "time prefill and greedy decode (random prompt), print JSON");
+    cb->add_option("--model", bench->model_dir, "Hugging Face Qwen2 folder")->required();
+    cb->add_option("--prompt-len", bench->prompt_len, "prompt tokens")->capture_default_str()->check(CLI::PositiveNumber);
+    cb->add_option("--new", bench->new_tokens, "generated tokens")->capture_default_str()->check(CLI::PositiveNumber);
+    cb->add_option("--batch", bench->batch, "prompts per batch")->capture_default_str()->check(CLI::PositiveNumber);
+    cb->add_option("--runs", bench->runs, "timed runs after one warm-up (best is reported)")->capture_default_str();
+    cb->add_option("--device", bench->device, "cpu | cuda | cuda:N")->capture_default_str();
+    cb->add_option("--dtype", bench->dtype, "bf16 | fp16 | fp32 (default fp32 on CPU, bf16 on CUDA)");
+    registry.add(cb, [=] { std::cout << model::bench_generation(*bench).dump() << "\n"; });
+}
+
+}  // namespace pdsd::cli

@@ -1,0 +1,229 @@
+#include "pdsd/model/generate.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/model/loader.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+namespace pdsd::model {
+
+const char* to_string(StopReason r) {
+    switch (r) {
+        case StopReason::eos: return "eos";
+        case StopReason::length: return "length";
+        case StopReason::callback: return "callback";
+    }
+    return "?";
+}
+
+namespace {
+
+struct Resolved {
+    int64_t max_new_tokens = 512;
+    bool greedy = true;
+    double temperature = 1.0, top_p = 1.0, repetition_penalty = 1.0;
+    int64_t top_k = 50;
+    std::vector<int64_t> eos;
+    uint64_t seed = 0;
+};
+
+Resolved resolve(const GenerationOptions& o, const LoadedModel& lm) {
+    const GenerationConfig& g = lm.generation;
+    Resolved r;
+    r.max_new_tokens = o.max_new_tokens.value_or(g.max_new_tokens.value_or(512));
+    bool do_sample = o.do_sample.value_or(g.do_sample.value_or(false));
+    r.temperature = o.temperature.value_or(g.temperature.value_or(1.0));
+    r.top_k = o.top_k.value_or(g.top_k.value_or(50));
+    r.top_p = o.top_p.value_or(g.top_p.value_or(1.0));
+    r.repetition_penalty = o.repetition_penalty.value_or(g.repetition_penalty.value_or(1.0));
+    r.greedy = !do_sample || r.temperature == 0.0;
+    if (o.eos_token_id) r.eos = *o.eos_token_id;
+    else r.eos = !g.eos_token_id.empty() ? g.eos_token_id : lm.config.eos_token_id;
+    r.seed = o.seed ? *o.seed : std::random_device{}();
+    if (r.max_new_tokens < 0 || r.temperature < 0 || r.top_p <= 0 || r.top_p > 1 || r.repetition_penalty <= 0 || r.top_k < 0) {
+        throw UsageError(ErrorInfo{}.at("generation options")
+                             .expected("max_new_tokens >= 0, temperature >= 0, 0 < top_p <= 1, top_k >= 0, repetition_penalty > 0")
+                             .found("max_new_tokens " + std::to_string(r.max_new_tokens) + ", temperature " +
+                                    std::to_string(r.temperature) + ", top_p " + std::to_string(r.top_p) + ", top_k " +
+                                    std::to_string(r.top_k) + ", repetition_penalty " + std::to_string(r.repetition_penalty)));
+    }
+    return r;
+}
+
+// One row's next token from its logits (V) fp32 CPU; `seen` = prompt + generated ids.
+int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved& r, at::Generator& gen) {
+    if (r.repetition_penalty != 1.0 && !seen.empty()) {
+        // HF RepetitionPenaltyLogitsProcessor: score < 0 ? score * p : score / p.
+        at::Tensor idx = at::tensor(seen, at::kLong);
+        at::Tensor s = logits.index_select(0, idx);
+        s = at::where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty);
+        logits = logits.index_copy(0, idx, s);
+    }
+    if (r.greedy) return logits.argmax().item<int64_t>();
+    logits = logits / r.temperature;
+    const double neg_inf = -std::numeric_limits<double>::infinity();
+    if (r.top_k > 0 && r.top_k < logits.size(0)) {
+        // HF TopKLogitsWarper: drop everything below the k-th largest score.
+        at::Tensor kth = std::get<0>(logits.topk(r.top_k)).select(0, r.top_k - 1);
+        logits = logits.masked_fill(logits < kth, neg_inf);
+    }
+    if (r.top_p < 1.0) {
+        // HF TopPLogitsWarper: sort ascending, drop the low tail whose mass is <= 1 - top_p,
+        // always keeping the most likely token.
+        auto sorted = logits.sort(/*dim=*/0, /*descending=*/false);
+        at::Tensor cum = std::get<0>(sorted).softmax(0).cumsum(0);
+        at::Tensor remove = cum <= (1.0 - r.top_p);
+        remove.index_put_({-1}, false);
+        at::Tensor remove_orig = at::zeros_like(remove).scatter(0, std::get<1>(sorted), remove);
+        logits = logits.masked_fill(remove_orig, neg_inf);
+    }
+    at::Tensor probs = logits.softmax(0);
+    return at::multinomial(probs, 1, false, gen).item<int64_t>();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+struct Generator::Impl {
+    std::shared_ptr<LoadedModel> lm;
+    KVCache cache;
+};
+
+Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_shared<Impl>()) {
+    if (!model || !model->model) throw InternalError("Generator: no model");
+    impl_->lm = std::move(model);
+}
+
+Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype) {
+    LoadOptions o;
+    o.device = device;
+    o.dtype = dtype;
+    return Generator(std::make_shared<LoadedModel>(load_qwen2(dir, o)));
+}
+
+LoadedModel& Generator::model() { return *impl_->lm; }
+void Generator::release_cache() { impl_->cache = KVCache{}; }
+
+GenerationResult Generator::generate(const std::vector<int64_t>& prompt, const GenerationOptions& options,
+                                     const TokenCallback& on_token) {
+    BatchTokenCallback cb;
+    if (on_token) cb = [&](size_t, int64_t t) { return on_token(t); };
+    return generate_batch({prompt}, options, cb).at(0);
+}
+
+std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::vector<int64_t>>& prompts,
+                                                        const GenerationOptions& options,
+                                                        const BatchTokenCallback& on_token) {
+    LoadedModel& lm = *impl_->lm;
+    Resolved r = resolve(options, lm);
+    const int64_t B = static_cast<int64_t>(prompts.size());
+    int64_t P = 0;
+    for (const auto& p : prompts) {
+        if (p.empty()) throw UsageError(ErrorInfo{}.at("generate").msg("empty prompt").hint("give at least one token"));
+        for (int64_t t : p) {
+            if (t < 0 || t >= lm.config.vocab_size) {
+                throw UsageError(ErrorInfo{}.at("prompt token").expected("ids in [0, " + std::to_string(lm.config.vocab_size) + ")")
+                                     .found(std::to_string(t)));
+            }
+        }
+        P = std::max<int64_t>(P, static_cast<int64_t>(p.size()));
+    }
+    std::vector<GenerationResult> results(static_cast<size_t>(B));
+    if (B == 0) return results;
+    const int64_t max_new = std::min(r.max_new_tokens, lm.config.max_position_embeddings - P);
+    if (max_new <= 0) return results;
+
+    // Left-padded prompt batch: ids (B, P), mask (B, P), position ids (B, P).
+    const int64_t pad = lm.generation.pad_token_id.value_or(0);
+    at::Tensor ids = at::full({B, P}, pad, at::kLong), mask = at::zeros({B, P}, at::kLong);
+    std::vector<std::vector<int64_t>> seen(prompts.begin(), prompts.end());
+    std::vector<int64_t> next_pos(static_cast<size_t>(B));
+    for (int64_t b = 0; b < B; ++b) {
+        const auto& p = prompts[static_cast<size_t>(b)];
+        int64_t n = static_cast<int64_t>(p.size());
+        ids[b].narrow(0, P - n, n).copy_(at::tensor(p, at::kLong));
+        mask[b].narrow(0, P - n, n).fill_(1);
+        next_pos[static_cast<size_t>(b)] = n;
+        results[static_cast<size_t>(b)].prompt_tokens = n;
+    }
+    const bool padded = !mask.all().item<bool>();
+    at::Tensor pos = (mask.cumsum(1) - 1).clamp_min(0);  // (B, P)
+
+    at::NoGradGuard no_grad;
+    at::Generator gen = at::detail::createCPUGenerator(r.seed);
+    KVCache* cache = nullptr;
+    if (options.use_cache) {
+        KVCache& c = impl_->cache;
+        int64_t need = P + max_new;
+        if (c.batch() != B || c.max_len() < need) {
+            c = KVCache{};  // free the old one before allocating
+            int64_t len = std::min(((need + 255) / 256) * 256, std::max(need, lm.config.max_position_embeddings));
+            c = KVCache::allocate(lm.config, B, len, lm.model->options());
+        }
+        c.reset();
+        cache = &c;
+    }
+
+    std::vector<bool> done(static_cast<size_t>(B), false);
+    int64_t active = B;
+    at::Tensor all_ids = ids, all_mask = mask;  // full sequences, for use_cache == false
+    auto t0 = std::chrono::steady_clock::now();
+    ForwardOptions fo;
+    fo.last_logits_only = true;
+    at::Tensor logits = lm.model->forward(ids, padded ? mask : at::Tensor(), pos, cache, fo).logits;  // (B, 1, V)
+    for (int64_t step = 0; step < max_new && active > 0; ++step) {
+        at::Tensor rows = logits.select(1, 0).to(at::kCPU).to(at::kFloat);  // (B, V)
+        std::vector<int64_t> chosen(static_cast<size_t>(B), pad);
+        for (int64_t b = 0; b < B; ++b) {
+            size_t i = static_cast<size_t>(b);
+            if (done[i]) continue;
+            int64_t tok = pick(rows[b], seen[i], r, gen);
+            chosen[i] = tok;
+            seen[i].push_back(tok);
+            results[i].tokens.push_back(tok);
+            bool stop = false;
+            if (std::find(r.eos.begin(), r.eos.end(), tok) != r.eos.end()) {
+                results[i].reason = StopReason::eos;
+                stop = true;
+            }
+            if (on_token && !on_token(i, tok) && !stop) {
+                results[i].reason = StopReason::callback;
+                stop = true;
+            }
+            if (stop) {
+                done[i] = true;
+                --active;
+            }
+        }
+        double elapsed = seconds_since(t0);
+        for (auto& res : results) (step == 0 ? res.prefill_seconds : res.decode_seconds) = elapsed;
+        if (active == 0 || step + 1 == max_new) break;
+        throw_if_interrupted();
+
+        // Next step: one token per row at its own next position.
+        at::Tensor next = at::tensor(chosen, at::kLong).unsqueeze(1);  // (B, 1)
+        at::Tensor next_p = at::tensor(next_pos, at::kLong).unsqueeze(1);
+        for (auto& p : next_pos) ++p;
+        if (cache) {
+            logits = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits;
+        } else {
+            all_ids = at::cat({all_ids, next}, 1);
+            all_mask = at::cat({all_mask, at::ones({B, 1}, at::kLong)}, 1);
+            at::Tensor all_pos = (all_mask.cumsum(1) - 1).clamp_min(0);
+            logits = lm.model->forward(all_ids, padded ? all_mask : at::Tensor(), all_pos, nullptr, fo).logits;
+        }
+    }
+    // decode_seconds so far holds the time since t0; make it the time after the first token.
+    for (auto& res : results) res.decode_seconds = std::max(0.0, res.decode_seconds - res.prefill_seconds);
+    return results;
+}
+
+}  // namespace pdsd::model

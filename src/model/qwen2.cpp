@@ -1,0 +1,219 @@
+// Qwen2ForCausalLM forward pass; see qwen2.h for the contract. Shapes: B batch, T new
+// tokens, L = past + T keys, H hidden, V vocab, nh query heads, nkv key/value heads, hd head_dim.
+#include "pdsd/model/qwen2.h"
+
+#include "pdsd/core/error.h"
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace pdsd::model {
+
+KVCache KVCache::allocate(const Qwen2Config& c, int64_t batch, int64_t max_len, at::TensorOptions options) {
+    KVCache cache;
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+        cache.k.push_back(at::empty({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));  // (B, nkv, max, hd)
+        cache.v.push_back(at::empty({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));
+    }
+    cache.key_mask = at::zeros({batch, max_len}, options.dtype(at::kBool));  // (B, max)
+    return cache;
+}
+
+ProjImpl::ProjImpl(int64_t in, int64_t out, bool has_bias, at::TensorOptions options) {
+    weight = register_parameter("weight", at::empty({out, in}, options), false);  // (out, in)
+    if (has_bias) bias = register_parameter("bias", at::empty({out}, options), false);  // (out)
+}
+
+at::Tensor ProjImpl::forward(const at::Tensor& x) {
+    return at::linear(x, weight, bias);  // (..., in) -> (..., out)
+}
+
+TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t hidden, at::TensorOptions options) {
+    weight = register_parameter("weight", at::empty({vocab, hidden}, options), false);  // (V, H)
+}
+
+at::Tensor TokenEmbeddingImpl::forward(const at::Tensor& ids) {
+    auto sizes = ids.sizes().vec();
+    sizes.push_back(weight.size(1));
+    return weight.index_select(0, ids.reshape({-1})).view(sizes);  // (B, T, H)
+}
+
+RMSNormImpl::RMSNormImpl(int64_t hidden, double eps_, at::TensorOptions options) : eps(eps_) {
+    weight = register_parameter("weight", at::empty({hidden}, options), false);  // (H)
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+    // HF: x.float(); x * rsqrt(mean(x^2) + eps); weight * x.to(input_dtype)
+    at::Tensor xf = x.to(at::kFloat);                                     // (..., H) fp32
+    at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);                // (..., 1)
+    return weight * (xf * at::rsqrt(var + eps)).to(x.scalar_type());      // (..., H)
+}
+
+namespace {
+at::Tensor rotate_half(const at::Tensor& x) {  // (..., hd): [x1, x2] -> [-x2, x1]
+    int64_t half = x.size(-1) / 2;
+    return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+}  // namespace
+
+Qwen2AttentionImpl::Qwen2AttentionImpl(const Qwen2Config& c, at::TensorOptions options)
+    : n_heads(c.num_attention_heads), n_kv(c.num_key_value_heads), head_dim(c.head_dim()) {
+    int64_t h = c.hidden_size;
+    q_proj = register_module("q_proj", Proj(h, n_heads * head_dim, true, options));
+    k_proj = register_module("k_proj", Proj(h, n_kv * head_dim, true, options));
+    v_proj = register_module("v_proj", Proj(h, n_kv * head_dim, true, options));
+    o_proj = register_module("o_proj", Proj(n_heads * head_dim, h, false, options));
+}
+
+at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                       const at::Tensor& mask, KVCache* cache, int64_t layer) {
+    const int64_t B = x.size(0), T = x.size(1);
+    at::Tensor q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);  // (B, nh, T, hd)
+    at::Tensor k = k_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
+    at::Tensor v = v_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
+    at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);                     // (B, 1, T, hd)
+    q = q * c + rotate_half(q) * s;
+    k = k * c + rotate_half(k) * s;
+    if (cache) {
+        const int64_t past = cache->length, L = past + T;
+        cache->k[layer].narrow(2, past, T).copy_(k);
+        cache->v[layer].narrow(2, past, T).copy_(v);
+        k = cache->k[layer].narrow(2, 0, L);  // (B, nkv, L, hd), a view of the static cache
+        v = cache->v[layer].narrow(2, 0, L);
+    }
+    // Undefined mask: plain causal attention (T > 1, nothing cached before) or a single
+    // unpadded query that may see every key (T == 1).
+    bool is_causal = !mask.defined() && T > 1;
+    std::optional<at::Tensor> m;
+    if (mask.defined()) m = mask;
+    at::Tensor a = at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, std::nullopt,
+                                                    /*enable_gqa=*/n_kv != n_heads);  // (B, nh, T, hd)
+    return o_proj(a.transpose(1, 2).reshape({B, T, n_heads * head_dim}));             // (B, T, H)
+}
+
+Qwen2MLPImpl::Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options) {
+    gate_proj = register_module("gate_proj", Proj(c.hidden_size, c.intermediate_size, false, options));
+    up_proj = register_module("up_proj", Proj(c.hidden_size, c.intermediate_size, false, options));
+    down_proj = register_module("down_proj", Proj(c.intermediate_size, c.hidden_size, false, options));
+}
+
+at::Tensor Qwen2MLPImpl::forward(const at::Tensor& x) {
+    return down_proj(at::silu(gate_proj(x)) * up_proj(x));  // (B, T, I) -> (B, T, H)
+}
+
+Qwen2DecoderLayerImpl::Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOptions options) {
+    self_attn = register_module("self_attn", Qwen2Attention(c, options));
+    mlp = register_module("mlp", Qwen2MLP(c, options));
+    input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+at::Tensor Qwen2DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                          const at::Tensor& mask, KVCache* cache, int64_t layer) {
+    at::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);  // (B, T, H)
+    return h + mlp(post_attention_layernorm(h));                                      // (B, T, H)
+}
+
+Qwen2ModelImpl::Qwen2ModelImpl(const Qwen2Config& c, at::TensorOptions options) {
+    embed_tokens = register_module("embed_tokens", TokenEmbedding(c.vocab_size, c.hidden_size, options));
+    torch::nn::ModuleList list;  // children named "0", "1", ...: keys "layers.N.*"
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+        layers.push_back(Qwen2DecoderLayer(c, options));
+        list->push_back(layers.back());
+    }
+    register_module("layers", list);
+    norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps, options));
+}
+
+Qwen2ForCausalLMImpl::Qwen2ForCausalLMImpl(const Qwen2Config& config, at::TensorOptions options)
+    : config_(config), options_(options) {
+    model = register_module("model", Qwen2Model(config, options));
+    if (!config.tie_word_embeddings) {
+        lm_head = register_module("lm_head", Proj(config.hidden_size, config.vocab_size, false, options));
+    }
+    // HF: 1 / theta^(arange(0, hd, 2) / hd), in fp32.
+    const int64_t hd = config.head_dim();
+    at::Tensor expo = at::arange(0, hd, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) / static_cast<double>(hd);
+    inv_freq_ = at::reciprocal(at::pow(config.rope_theta, expo)).to(options.device());  // (hd/2) fp32
+}
+
+ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                            const at::Tensor& position_ids, KVCache* cache, ForwardOptions opts) {
+    const int64_t B = input_ids.size(0), T = input_ids.size(1);
+    const int64_t past = cache ? cache->length : 0, L = past + T;
+    const auto dev = options_.device();
+    if (cache && (cache->batch() != B || L > cache->max_len())) {
+        throw ShapeError(ErrorInfo{}.at("KV cache").expected("batch " + std::to_string(cache->batch()) +
+                                                                 ", at most " + std::to_string(cache->max_len()) + " positions")
+                             .found("batch " + std::to_string(B) + ", " + std::to_string(L) + " positions"));
+    }
+    at::Tensor mask_in;  // (B, L) bool or undefined
+    if (attention_mask.defined()) {
+        mask_in = attention_mask.to(dev).to(at::kBool);
+        if (mask_in.size(1) == T && past > 0) {  // only the new tokens given: earlier ones from the cache
+            mask_in = at::cat({cache->key_mask.narrow(1, 0, past), mask_in}, 1);
+        }
+        if (mask_in.size(0) != B || mask_in.size(1) != L) {
+            throw ShapeError(ErrorInfo{}.at("attention_mask").expected("(" + std::to_string(B) + ", " + std::to_string(L) + ")")
+                                 .found("(" + std::to_string(mask_in.size(0)) + ", " + std::to_string(mask_in.size(1)) + ")"));
+        }
+    }
+    bool padded = false;
+    if (cache) {
+        if (mask_in.defined()) {
+            cache->key_mask.narrow(1, 0, L).copy_(mask_in);
+            cache->has_padding = !mask_in.all().item<bool>();
+        } else {
+            cache->key_mask.narrow(1, past, T).fill_(true);
+        }
+        padded = cache->has_padding;
+        if (padded) mask_in = cache->key_mask.narrow(1, 0, L);
+    } else if (mask_in.defined()) {
+        padded = !mask_in.all().item<bool>();
+    }
+
+    at::Tensor pos = position_ids;  // (B, T)
+    if (!pos.defined()) {
+        if (mask_in.defined()) {
+            pos = (mask_in.to(at::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, T);
+        } else {
+            pos = at::arange(past, L, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
+        }
+    }
+    // cos/sin in fp32 (HF disables autocast here), then cast to the model dtype.
+    at::Tensor freqs = pos.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // (B, T, hd/2)
+    at::Tensor emb = at::cat({freqs, freqs}, -1);                                               // (B, T, hd)
+    at::Tensor cos = emb.cos().to(options_.dtype()), sin = emb.sin().to(options_.dtype());
+
+    // Attention mask (B, 1, T, L), true = attend: causal AND key is a real token; a query may
+    // always see itself so that padded query rows do not become NaN (their outputs are unused).
+    at::Tensor mask;
+    if (padded || (T > 1 && past > 0)) {
+        auto lopt = at::TensorOptions().dtype(at::kLong).device(dev);
+        at::Tensor qpos = at::arange(past, L, lopt).unsqueeze(1);  // (T, 1)
+        at::Tensor kpos = at::arange(0, L, lopt).unsqueeze(0);     // (1, L)
+        mask = (kpos <= qpos).unsqueeze(0);                        // (1, T, L)
+        if (padded) mask = (mask & mask_in.unsqueeze(1)) | (kpos == qpos).unsqueeze(0);  // (B, T, L)
+        mask = mask.unsqueeze(1);                                  // (B|1, 1, T, L)
+    }
+
+    ForwardOutput out;
+    at::Tensor h = model->embed_tokens(input_ids.to(dev));  // (B, T, H)
+    if (opts.output_hidden_states) out.hidden_states.push_back(h);
+    const int64_t n = static_cast<int64_t>(model->layers.size());
+    for (int64_t i = 0; i < n; ++i) {
+        h = model->layers[i]->forward(h, cos, sin, mask, cache, i);  // (B, T, H)
+        if (opts.output_hidden_states && i + 1 < n) out.hidden_states.push_back(h);
+    }
+    h = model->norm(h);  // (B, T, H)
+    if (opts.output_hidden_states) out.hidden_states.push_back(h);
+    if (cache) cache->length = L;
+
+    if (opts.last_logits_only) h = h.narrow(1, T - 1, 1);  // (B, 1, H)
+    out.logits = lm_head ? lm_head(h) : at::linear(h, model->embed_tokens->weight);  // (B, T|1, V)
+    return out;
+}
+
+}  // namespace pdsd::model

@@ -1,0 +1,204 @@
+// Qwen2ForCausalLM against Hugging Face transformers' own outputs for tiny-qwen2
+// (fixtures/golden/tiny-qwen2.reference.safetensors: fp32 forward, eager attention).
+#include "test_util.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/model/generate.h"
+#include "pdsd/model/loader.h"
+#include "pdsd/model/tools.h"
+#include "pdsd/model/weights.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+using namespace pdsd;
+using namespace pdsd::model;
+
+namespace {
+
+std::shared_ptr<LoadedModel> tiny(const std::string& device = "cpu", const std::string& dtype = "fp32") {
+    LoadOptions o;
+    o.device = device;
+    o.dtype = dtype;
+    return std::make_shared<LoadedModel>(load_qwen2(test::golden("tiny-qwen2"), o));
+}
+
+struct Reference {
+    Checkpoint ck = Checkpoint::open(test::golden("tiny-qwen2.reference.safetensors"));
+    at::Tensor get(const std::string& n) const { return checkpoint_tensor(ck, n).clone(); }
+};
+
+std::vector<int64_t> row(const at::Tensor& ids, int64_t b, int64_t from = 0) {
+    at::Tensor r = ids[b].narrow(0, from, ids.size(1) - from).contiguous();
+    return {r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel()};
+}
+
+// Largest |a - b| over positions where mask (B, T) is 1; a, b (B, T, ...).
+double max_diff_unpadded(const at::Tensor& a, const at::Tensor& b, const at::Tensor& mask) {
+    at::Tensor keep = mask.to(torch::kBool);
+    return (a.index({keep}) - b.index({keep})).abs().max().item<double>();
+}
+
+GenerationOptions greedy(int64_t n) {
+    GenerationOptions o;
+    o.do_sample = false;
+    o.repetition_penalty = 1.0;
+    o.max_new_tokens = n;
+    o.eos_token_id = std::vector<int64_t>{};
+    return o;
+}
+
+}  // namespace
+
+TEST(Qwen2, ParameterNamesAreHfNames) {
+    auto lm = tiny();
+    Checkpoint ck = Checkpoint::open(test::golden("tiny-qwen2"));
+    std::vector<std::string> keys;
+    for (const auto& p : lm->model->named_parameters()) keys.push_back(p.key());
+    std::sort(keys.begin(), keys.end());
+    EXPECT_EQ(keys, ck.names());
+    EXPECT_TRUE(std::find(keys.begin(), keys.end(), "model.layers.1.self_attn.q_proj.bias") != keys.end());
+}
+
+TEST(Qwen2, LogitsAndHiddenStatesMatchHfWithLeftPadding) {
+    torch::NoGradGuard ng;
+    auto lm = tiny();
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), pos = ref.get("position_ids");
+    ForwardOptions fo;
+    fo.output_hidden_states = true;
+    ForwardOutput out = lm->model->forward(ids, mask, pos, nullptr, fo);
+    ASSERT_EQ(out.logits.sizes(), ref.get("logits").sizes());
+    EXPECT_LT(max_diff_unpadded(out.logits, ref.get("logits"), mask), 1e-4);
+    ASSERT_EQ(out.hidden_states.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_LT(max_diff_unpadded(out.hidden_states[i], ref.get("hidden_states." + std::to_string(i)), mask), 1e-4)
+            << "hidden_states." << i;
+    }
+    // position_ids derived from the mask (cumsum - 1) give the same logits.
+    ForwardOutput out2 = lm->model->forward(ids, mask);
+    EXPECT_LT(max_diff_unpadded(out2.logits, ref.get("logits"), mask), 1e-4);
+}
+
+TEST(Qwen2, KvCacheStepsEqualFullForward) {
+    torch::NoGradGuard ng;
+    auto lm = tiny();
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), pos = ref.get("position_ids");
+    at::Tensor full = ref.get("logits");
+    KVCache cache = KVCache::allocate(lm->config, 2, 32, lm->model->options());
+    const int64_t T = ids.size(1), P = 9;
+    at::Tensor logits = lm->model->forward(ids.narrow(1, 0, P), mask.narrow(1, 0, P), pos.narrow(1, 0, P), &cache).logits;
+    std::vector<at::Tensor> parts{logits};
+    for (int64_t t = P; t < T; ++t) {  // one token at a time, mask of the new token only
+        parts.push_back(lm->model->forward(ids.narrow(1, t, 1), mask.narrow(1, t, 1), pos.narrow(1, t, 1), &cache).logits);
+    }
+    EXPECT_EQ(cache.length, T);
+    EXPECT_LT(max_diff_unpadded(at::cat(parts, 1), full, mask), 1e-4);
+}
+
+TEST(Qwen2, GreedyReproducesHfWithAndWithoutCache) {
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids"), expected = ref.get("greedy_ids");  // (1, 41)
+    const int64_t T = ids.size(1);
+    std::vector<int64_t> prompt = row(ids, 0), want = row(expected, 0, T);
+    ASSERT_EQ(want.size(), 24u);
+    Generator gen(tiny());
+    GenerationOptions o = greedy(24);
+    EXPECT_EQ(gen.generate(prompt, o).tokens, want) << "KV cache";
+    o.use_cache = false;
+    EXPECT_EQ(gen.generate(prompt, o).tokens, want) << "full recompute";
+}
+
+TEST(Qwen2, BatchedLeftPaddedGenerationEqualsAlone) {
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids");
+    std::vector<std::vector<int64_t>> prompts{row(ids, 0), row(ids, 1, 5), row(ids, 0, 12), {7}};
+    Generator gen(tiny());
+    GenerationOptions o = greedy(12);
+    auto batch = gen.generate_batch(prompts, o);
+    ASSERT_EQ(batch.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(batch[i].tokens, gen.generate(prompts[i], o).tokens) << "row " << i;
+        EXPECT_EQ(batch[i].tokens.size(), 12u);
+    }
+    o.use_cache = false;  // the recompute path pads the same way
+    auto batch2 = gen.generate_batch(prompts, o);
+    for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(batch2[i].tokens, batch[i].tokens) << "row " << i;
+}
+
+TEST(Qwen2, SamplingStopsAndSeeds) {
+    Reference ref;
+    std::vector<int64_t> prompt = row(ref.get("input_ids"), 0);
+    Generator gen(tiny());
+    GenerationOptions o;  // generation_config.json: do_sample, T 0.7, top_k 20, top_p 0.8, penalty 1.1
+    o.max_new_tokens = 16;
+    o.eos_token_id = std::vector<int64_t>{};
+    o.seed = 42;
+    auto a = gen.generate(prompt, o), b = gen.generate(prompt, o);
+    EXPECT_EQ(a.tokens, b.tokens);
+    EXPECT_EQ(a.reason, StopReason::length);
+    o.top_k = 1;  // top-1 sampling is greedy (with the same repetition penalty)
+    GenerationOptions g = greedy(16);
+    g.repetition_penalty = 1.1;
+    EXPECT_EQ(gen.generate(prompt, o).tokens, gen.generate(prompt, g).tokens);
+    // The callback stops generation; the token it saw is included.
+    int calls = 0;
+    auto c = gen.generate(prompt, g, [&](int64_t) { return ++calls < 3; });
+    EXPECT_EQ(c.tokens.size(), 3u);
+    EXPECT_EQ(c.reason, StopReason::callback);
+    // An eos id stops with reason eos and is included.
+    g.eos_token_id = std::vector<int64_t>{a.tokens.size() ? gen.generate(prompt, greedy(16)).tokens[4] : 0};
+    g.repetition_penalty = 1.0;
+    auto e = gen.generate(prompt, g);
+    EXPECT_EQ(e.reason, StopReason::eos);
+    EXPECT_EQ(e.tokens.back(), g.eos_token_id->at(0));
+}
+
+TEST(Qwen2, LoaderReportsEveryProblemAtOnce) {
+    test::TempDir dir;
+    std::filesystem::copy_file(test::golden("tiny-qwen2/config.json"), dir.file("config.json"));
+    Checkpoint good = Checkpoint::open(test::golden("tiny-qwen2"));
+    std::vector<at::Tensor> keep;
+    std::vector<TensorView> views;
+    for (const auto& name : good.names()) {
+        if (name == "model.layers.1.mlp.up_proj.weight") continue;  // missing
+        at::Tensor t = checkpoint_tensor(good, name);
+        if (name == "model.norm.weight") t = t.narrow(0, 0, 63);     // wrong shape
+        keep.emplace_back();
+        views.push_back(tensor_view(name, t, keep.back()));
+    }
+    at::Tensor extra = torch::zeros({3}), k2;
+    views.push_back(tensor_view("model.layers.9.extra.weight", extra, k2));  // unexpected
+    write_safetensors(dir.file("model.safetensors"), views);
+    try {
+        load_qwen2(dir.str());
+        FAIL() << "expected ShapeError";
+    } catch (const ShapeError& e) {
+        std::string m = e.what();
+        EXPECT_NE(m.find("missing: model.layers.1.mlp.up_proj.weight"), std::string::npos) << m;
+        EXPECT_NE(m.find("unexpected: model.layers.9.extra.weight"), std::string::npos) << m;
+        EXPECT_NE(m.find("model.norm.weight (expected [64], found [63])"), std::string::npos) << m;
+    }
+}
+
+TEST(Qwen2, InitWritesALoadableRandomCheckpoint) {
+    test::TempDir dir;
+    InitOptions o;
+    o.config_file = test::golden("tiny-qwen2/config.json");
+    o.out_dir = dir.str();
+    o.seed = 3;
+    int64_t n = init_random_checkpoint(o);
+    auto lm = load_qwen2(dir.str());
+    EXPECT_TRUE(lm.config.pdsd_random_weights);
+    int64_t total = 0;
+    for (const auto& p : lm.model->named_parameters()) total += p.value().numel();
+    EXPECT_EQ(total, n);
+    at::Tensor w = lm.model->model->embed_tokens->weight;
+    EXPECT_NEAR(w.std().item<double>(), 0.02, 0.002);
+    EXPECT_EQ(Checkpoint::open(dir.str()).info("model.embed_tokens.weight").dtype, DType::BF16);
+    EXPECT_EQ(lm.generation.top_k.value_or(0), 20);
+    EXPECT_EQ(qwen2_preset("tiny").vocab_size, 151936);
+    EXPECT_THROW(qwen2_preset("gpt2"), UsageError);
+}
