@@ -24,5 +24,6 @@ void register_tokenize(CLI::App& app, Registry& registry);
 void register_data(CLI::App& app, Registry& registry);
 void register_export(CLI::App& app, Registry& registry);
 void register_model(CLI::App& app, Registry& registry);
+void register_train(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

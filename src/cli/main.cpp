@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
     cli::register_data(app, registry);
     cli::register_export(app, registry);
     cli::register_model(app, registry);
+    cli::register_train(app, registry);
 
     try {
         app.parse(argc, argv);

@@ -30,7 +30,7 @@ void LoraLinearImpl::reset_parameters() {
 
 at::Tensor LoraLinearImpl::apply(const at::Tensor& x, const at::Tensor& base_out) {
     at::Tensor xin = x.to(lora_A->weight.scalar_type());  // PEFT _cast_input_dtype
-    if (hyper.dropout > 0.0 && is_training()) xin = at::dropout(xin, hyper.dropout, /*train=*/true);
+    if (hyper.dropout > 0.0 && lora_A->is_training()) xin = at::dropout(xin, hyper.dropout, /*train=*/true);
     at::Tensor delta = at::linear(at::linear(xin, lora_A->weight), lora_B->weight);  // (..., out)
     return (base_out + delta * hyper.scaling()).to(base_out.scalar_type());
 }

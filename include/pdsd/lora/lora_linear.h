@@ -44,6 +44,8 @@ public:
     // PEFT's init: A Kaiming-uniform(a = sqrt(5)) from the global generator, B = 0.
     void reset_parameters();
 
+    // The adapted output (dropout only while lora_A is in training mode: the layer itself is
+    // not in the model's module tree, its lora_A / lora_B children are).
     // The adapted output: (base_out + scaling * B(A(dropout(x)))) in base_out's dtype.
     // x (..., in), base_out (..., out).
     at::Tensor apply(const at::Tensor& x, const at::Tensor& base_out);
