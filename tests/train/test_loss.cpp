@@ -34,7 +34,8 @@ TEST(Loss, ChunkedEqualsFullLogitsValueAndGradient) {
         ref.backward();
         // The chunked loss accumulates in fp32; the double reference is exact.
         EXPECT_NEAR(mean.item<double>(), ref.item<double>(), 1e-5 * std::abs(ref.item<double>())) << chunk;
-        EXPECT_TRUE(at::allclose(h1.grad(), h2.grad(), 1e-6, 1e-9)) << chunk;
+        // softmax runs in fp32 (HF upcasts logits to float): ~1e-7 relative agreement.
+        EXPECT_TRUE(at::allclose(h1.grad(), h2.grad(), 1e-5, 1e-7)) << chunk;
     }
 }
 
