@@ -110,7 +110,7 @@ TEST(LoraGolden, OneAdamWStepMatchesPeftAndTorch) {
         ASSERT_TRUE(params[i].grad().defined()) << names[i];
         // Relative to the tensor's largest entry: fp32 sums in another order than torch's.
         worst_grad = std::max(worst_grad, max_rel(params[i].grad(), want));
-        EXPECT_LT(max_rel(params[i].grad(), want), 1e-4) << names[i];
+        EXPECT_LT(max_rel(params[i].grad(), want), 1e-5) << names[i];  // measured 8.8e-7
     }
     torch::optim::AdamW opt(params, torch::optim::AdamWOptions(1e-2).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.1));
     opt.step();
