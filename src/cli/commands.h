@@ -27,4 +27,6 @@ void register_export(CLI::App& app, Registry& registry);
 void register_init(CLI::App& app, Registry& registry);
 void register_kb(CLI::App& app, Registry& registry);
 void register_chat(CLI::App& app, Registry& registry);
+void register_train(CLI::App& app, Registry& registry);
+
 }  // namespace pdsd::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     cli::register_init(app, registry);
     cli::register_kb(app, registry);
     cli::register_chat(app, registry);
+    cli::register_train(app, registry);
 
     try {
         app.parse(argc, argv);

@@ -26,7 +26,8 @@ ProjImpl::ProjImpl(int64_t in, int64_t out, bool has_bias, at::TensorOptions opt
 }
 
 at::Tensor ProjImpl::forward(const at::Tensor& x) {
-    return at::linear(x, weight, bias);  // (..., in) -> (..., out)
+    at::Tensor y = at::linear(x, weight, bias);  // (..., in) -> (..., out)
+    return adapter ? adapter(x, y) : y;
 }
 
 TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t hidden, at::TensorOptions options) {

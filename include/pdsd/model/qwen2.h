@@ -23,6 +23,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace pdsd::model {
@@ -47,6 +48,8 @@ public:
     ProjImpl(int64_t in, int64_t out, bool bias, at::TensorOptions options);
     at::Tensor forward(const at::Tensor& x);  // (..., in) -> (..., out)
     at::Tensor weight, bias;
+    // Optional adapter (LoRA, lora/inject.h): when set, forward returns adapter(x, x W^T + b).
+    std::function<at::Tensor(const at::Tensor& x, const at::Tensor& base_out)> adapter;
 };
 TORCH_MODULE(Proj);
 
