@@ -244,16 +244,21 @@ EncodedExample QwenTrainTemplate::encode(const data::Conversation& conv) const {
     return ex;
 }
 
-std::vector<EncodedExample> encode_conversations(const QwenTrainTemplate& tpl,
-                                                 const std::vector<data::Conversation>& convs, int threads) {
-    std::vector<EncodedExample> out(convs.size());
-    size_t n = convs.size();
+namespace {
+// Workers for n examples: `threads` (0 = all cores), at most one per 64 examples.
+int worker_count(size_t n, int threads) {
     int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    t = static_cast<int>(std::min<size_t>(static_cast<size_t>(t), std::max<size_t>(1, n / 64)));
+    return static_cast<int>(std::min<size_t>(static_cast<size_t>(t), std::max<size_t>(1, n / 64)));
+}
+
+// fn(worker, i) for every i in [0, n), item i on worker i % t; a worker's exception stops
+// that worker and is rethrown as one DataError after all have joined.
+template <typename Fn>
+void run_strided(size_t n, int t, const Fn& fn) {
     std::vector<std::string> errors(static_cast<size_t>(t));
     auto work = [&](int w) {
         try {
-            for (size_t i = static_cast<size_t>(w); i < n; i += static_cast<size_t>(t)) out[i] = tpl.encode(convs[i]);
+            for (size_t i = static_cast<size_t>(w); i < n; i += static_cast<size_t>(t)) fn(w, i);
         } catch (const std::exception& e) {
             errors[static_cast<size_t>(w)] = e.what();
         }
@@ -267,6 +272,14 @@ std::vector<EncodedExample> encode_conversations(const QwenTrainTemplate& tpl,
     }
     for (const auto& e : errors)
         if (!e.empty()) throw DataError(ErrorInfo{}.msg("encoding failed: " + e));
+}
+}  // namespace
+
+std::vector<EncodedExample> encode_conversations(const QwenTrainTemplate& tpl,
+                                                 const std::vector<data::Conversation>& convs, int threads) {
+    std::vector<EncodedExample> out(convs.size());
+    run_strided(convs.size(), worker_count(convs.size(), threads),
+                [&](int, size_t i) { out[i] = tpl.encode(convs[i]); });
     return out;
 }
 
@@ -307,36 +320,18 @@ void accumulate_token_stats(const QwenTrainTemplate& tpl, const std::vector<data
                             TokenStats& stats, int threads,
                             const std::function<void(size_t, const EncodedExample&)>& on_example) {
     stats.cutoff_len = tpl.options().cutoff_len;
-    size_t n = convs.size();
-    int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    t = static_cast<int>(std::min<size_t>(static_cast<size_t>(t), std::max<size_t>(1, n / 64)));
+    const int t = worker_count(convs.size(), threads);
     std::vector<TokenStats> part(static_cast<size_t>(t));
-    std::vector<std::string> errors(static_cast<size_t>(t));
+    for (auto& p : part) p.cutoff_len = stats.cutoff_len;
     std::mutex cb_mu;
-    auto work = [&](int w) {
-        part[static_cast<size_t>(w)].cutoff_len = stats.cutoff_len;
-        try {
-            for (size_t i = static_cast<size_t>(w); i < n; i += static_cast<size_t>(t)) {
-                EncodedExample ex = tpl.encode(convs[i]);
-                part[static_cast<size_t>(w)].add(ex);
-                if (on_example) {
-                    std::lock_guard<std::mutex> lock(cb_mu);
-                    on_example(i, ex);
-                }
-            }
-        } catch (const std::exception& e) {
-            errors[static_cast<size_t>(w)] = e.what();
+    run_strided(convs.size(), t, [&](int w, size_t i) {
+        EncodedExample ex = tpl.encode(convs[i]);
+        part[static_cast<size_t>(w)].add(ex);
+        if (on_example) {
+            std::lock_guard<std::mutex> lock(cb_mu);
+            on_example(i, ex);
         }
-    };
-    if (t == 1) {
-        work(0);
-    } else {
-        std::vector<std::thread> pool;
-        for (int w = 0; w < t; ++w) pool.emplace_back(work, w);
-        for (auto& th : pool) th.join();
-    }
-    for (const auto& e : errors)
-        if (!e.empty()) throw DataError(ErrorInfo{}.msg("encoding failed: " + e));
+    });
     for (const auto& p : part) stats.merge(p);
 }
 
