@@ -33,6 +33,10 @@ nlohmann::json parse_json(std::string_view text, const std::string& source) {
                               .at("line " + std::to_string(pos.line) + ", column " + std::to_string(pos.column))
                               .msg("invalid JSON: " + what)
                               .hint("fix the syntax at that position (a missing comma or quote is the usual cause)"));
+    } catch (const nlohmann::json::exception& e) {
+        // Not a syntax error but a value nlohmann cannot hold, e.g. "1e999" (number overflow).
+        throw FormatError(ErrorInfo{source}.msg(std::string("invalid JSON: ") + e.what())
+                              .hint("a number is out of range for a 64-bit integer or double"));
     }
 }
 

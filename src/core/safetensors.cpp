@@ -1,6 +1,7 @@
 #include "pdsd/core/safetensors.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/json_io.h"
 
 #include <nlohmann/json.hpp>
 
@@ -90,7 +91,7 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     json header;
     try {
         header = json::parse(data + 8, data + 8 + n);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for "1e999"
         throw bad(source, "header", "valid JSON", std::string("parse error: ") + e.what());
     }
     if (!header.is_object()) throw bad(source, "header", "a JSON object", header.type_name());
@@ -198,12 +199,7 @@ Checkpoint Checkpoint::open(const std::string& path) {
         files.push_back(path);
     }
     if (!index_path.empty()) {
-        json index;
-        try {
-            index = json::parse(read_file(index_path));
-        } catch (const json::parse_error& e) {
-            throw FormatError(ErrorInfo{index_path}.expected("valid JSON").found(e.what()));
-        }
+        json index = read_json_file(index_path);
         auto wm = index.find("weight_map");
         if (wm == index.end() || !wm->is_object()) {
             throw FormatError(ErrorInfo{index_path}.at("weight_map").expected("an object {tensor: shard file}")

@@ -327,7 +327,7 @@ Registry Registry::parse(const std::string& text, const std::string& source, con
     ojson root;
     try {
         root = ojson::parse(text);
-    } catch (const ojson::parse_error& e) {
+    } catch (const ojson::exception& e) {  // syntax, or a number out of range
         try {
             parse_json(text, source);  // same failure, reported with line and column
         } catch (const Error& err) {
@@ -435,7 +435,7 @@ std::string tools_text(Ctx& c, const ojson& rec, const std::string& col) {
             try {
                 ojson t = ojson::parse(s);
                 if (!t.is_array() && !t.is_object()) c.problem(col, "tools is not a JSON list", "a JSON list of tool schemas", short_value(t));
-            } catch (const ojson::parse_error&) {
+            } catch (const ojson::exception&) {
                 c.problem(col, "tools is not valid JSON", "a JSON list of tool schemas (as a string)", short_value(v));
             }
         }
@@ -598,7 +598,7 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
                 if (!good)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "bad function call", "JSON {\"name\": ..., \"arguments\": {...}}",
                               short_value(f));
-            } catch (const ojson::parse_error&) {
+            } catch (const ojson::exception&) {
                 // "<think>...</think>" or "<tool_call>...</tool_call>" wrapped calls are unwrapped by the template
                 if (m.content.find("<tool_call>") == std::string::npos && m.content.find("<think>") == std::string::npos)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "function call is not valid JSON",
@@ -759,6 +759,12 @@ std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::st
                                                                   ", column " + std::to_string(p.column) + ")")
                                                .msg("invalid JSON: " + what)
                                                .hint("fix the syntax at that position (a missing comma or quote is the usual cause)"));
+        return std::nullopt;
+    } catch (const ojson::exception& e) {  // not syntax: a number out of range ("1e999")
+        add_problem(problems, ref.dataset, ErrorInfo{ref.file}.at("record " + std::to_string(ref.index) + " (line " +
+                                                                  std::to_string(ref.line) + ")")
+                                               .msg(std::string("invalid JSON: ") + e.what())
+                                               .hint("a number is out of range for a 64-bit integer or double"));
         return std::nullopt;
     }
 }

@@ -240,6 +240,8 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
             j = nlohmann::json::parse(text);
         } catch (const nlohmann::json::parse_error& e) {
             throw DataError(ErrorInfo{name}.at("byte " + std::to_string(e.byte)).msg("invalid JSON").found(e.what()));
+        } catch (const nlohmann::json::exception& e) {  // a number out of range ("1e999")
+            throw DataError(ErrorInfo{name}.msg("invalid JSON").found(e.what()));
         }
         std::string out;
         json_lines(j, "", out);
@@ -255,7 +257,7 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
             nlohmann::json j;
             try {
                 j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::parse_error& e) {
+            } catch (const nlohmann::json::exception& e) {  // syntax, or a number out of range
                 throw DataError(ErrorInfo{name}.at("line " + std::to_string(lineno)).msg("invalid JSON").found(e.what()));
             }
             std::string rec;

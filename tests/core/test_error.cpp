@@ -35,6 +35,15 @@ TEST(JsonIo, SyntaxErrorHasLineAndColumn) {
     }
 }
 
+TEST(JsonIo, NumberOverflowIsAFormatError) {
+    try {
+        parse_json("{\"lr\": 1e999}", "x.json");
+        FAIL();
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("x.json: invalid JSON"), std::string::npos) << e.what();
+    }
+}
+
 TEST(FileUtil, AtomicWriteReplacesWhole) {
     test::TempDir d;
     write_file_atomic(d.file("a.txt"), "first");

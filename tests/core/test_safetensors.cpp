@@ -208,6 +208,11 @@ TEST(SafetensorsBadInput, InvalidJson) {
     EXPECT_NE(parse_error(raw_file("{\"a\": ", "")).find("valid JSON"), std::string::npos);
 }
 
+TEST(SafetensorsBadInput, NumberOverflowIsAFormatError) {
+    // Found by the libFuzzer target: nlohmann reports "1e434" as out_of_range, not parse_error.
+    EXPECT_NE(parse_error(raw_file(R"({"a":[152.1e434]})", "")).find("valid JSON"), std::string::npos);
+}
+
 TEST(SafetensorsBadInput, OffsetsOutOfBounds) {
     std::string e = parse_error(raw_file(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::string(8, 'x')));
     EXPECT_NE(e.find("tensor 'w' data_offsets"), std::string::npos) << e;
