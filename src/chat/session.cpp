@@ -82,13 +82,16 @@ Answer ChatSession::ask(const std::string& question, const TextCallback& on_text
         }
         if (tokenizer_->is_special(static_cast<tokenizer::TokenId>(tok))) return true;
         pending += tokenizer_->token_bytes(static_cast<tokenizer::TokenId>(tok));
-        std::string all = emitted + pending;
-        size_t stop = find_stop(all, options_.stop);
-        if (stop != std::string::npos) {
-            emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
-            return false;
+        size_t hold = 0;
+        if (!options_.stop.empty()) {  // the joined text is only needed to look for stop strings
+            std::string all = emitted + pending;
+            size_t stop = find_stop(all, options_.stop);
+            if (stop != std::string::npos) {
+                emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
+                return false;
+            }
+            hold = stop_prefix_suffix(all, options_.stop);
         }
-        size_t hold = stop_prefix_suffix(all, options_.stop);
         size_t ready = pending.size() > hold ? pending.size() - hold : 0;
         emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
         return true;

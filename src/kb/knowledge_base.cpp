@@ -603,6 +603,19 @@ UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions
     return report;
 }
 
+namespace {
+// kb add / kb rm: the named content/ files (relative paths) are re-indexed incrementally.
+UpdateReport reindex_files(const std::string& root, const KbPaths& paths, const std::string& kb,
+                           const std::vector<std::string>& rels, const UpdateOptions& options, bool create) {
+    auto db = open_db(paths, create);
+    UpdateOptions o = options;
+    o.mode = UpdateMode::increment;
+    UpdateReport report;
+    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
+    return report;
+}
+}  // namespace
+
 UpdateReport add_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
                        const UpdateOptions& options) {
     validate_kb_name(kb);
@@ -618,12 +631,7 @@ UpdateReport add_files(const std::string& root, const std::string& kb, const std
             fs::copy_file(f, dst, fs::copy_options::overwrite_existing);
         rels.push_back(fs::path(f).filename().string());
     }
-    auto db = open_db(paths, true);
-    UpdateOptions o = options;
-    o.mode = UpdateMode::increment;
-    UpdateReport report;
-    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
-    return report;
+    return reindex_files(root, paths, kb, rels, options, /*create=*/true);
 }
 
 UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
@@ -638,12 +646,7 @@ UpdateReport remove_files(const std::string& root, const std::string& kb, const 
         if (fs::exists(p)) fs::remove(p);
         rels.push_back(fs::path(f).generic_string());
     }
-    auto db = open_db(paths, false);
-    UpdateOptions o = options;
-    o.mode = UpdateMode::increment;
-    UpdateReport report;
-    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
-    return report;
+    return reindex_files(root, paths, kb, rels, options, /*create=*/false);
 }
 
 std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
