@@ -13,6 +13,8 @@ cmake --build "$BUILD" --target fuzz_safetensors >/dev/null
 CORPUS="$BUILD/fuzz-corpus"
 mkdir -p "$CORPUS"
 cp -n ../shared/fixtures/golden/tiny-bert.reference.safetensors "$CORPUS/" 2>/dev/null || true
+mkdir -p "$BUILD/artifacts"   # crash inputs land here, never in the source tree
 "$BUILD/tests/fuzz_safetensors" -max_total_time="$SECONDS_TO_RUN" -max_len=4096 -print_final_stats=1 \
-  "$CORPUS" 2>&1 | tail -n 5
+  -artifact_prefix="$BUILD/artifacts/" \
+  "$CORPUS" 2>&1 | tail -n 40   # a crash report (stack, artifact path) fits in this
 echo "fuzz_safetensors: ${SECONDS_TO_RUN}s, no crash"
