@@ -3,6 +3,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/kb/text.h"
+#include "docx_loader.h"
 #ifdef PDSD_HAVE_POPPLER
 #include "pdf_loader.h"
 #endif
@@ -25,7 +26,7 @@ std::string file_extension(const std::string& path) {
 }
 
 std::vector<std::string> supported_extensions() {
-    return {".txt", ".md", ".json", ".jsonl", ".csv", ".html", ".htm"
+    return {".txt", ".md", ".json", ".jsonl", ".csv", ".html", ".htm", ".docx"
 #ifdef PDSD_HAVE_POPPLER
             , ".pdf"
 #endif
@@ -215,6 +216,13 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
         for (auto& e : supported_extensions()) list += (list.empty() ? "" : " ") + e;
         throw DataError(ErrorInfo{name}.msg("unsupported file format").expected(list).found(ext.empty() ? "no extension" : ext)
                             .hint("convert the file to one of the supported formats, or remove it from content/"));
+    }
+    if (ext == ".docx") {
+        lf.loader = "DocxLoader";
+        lf.encoding = "docx";
+        lf.docs.push_back({detail::docx_to_text(name, bytes, lf.warnings), true});
+        if (strip_ws(lf.docs[0].text).empty()) lf.warnings.push_back("no text found");
+        return lf;
     }
 #ifdef PDSD_HAVE_POPPLER
     if (ext == ".pdf") {

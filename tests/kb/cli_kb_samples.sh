@@ -9,10 +9,11 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 "$PDSD" init --root "$T/d" | grep -q "samples knowledge base" || fail "init did not copy samples"
 "$PDSD" init --root "$T/d" | grep -q "kept existing" || fail "init overwrote configs"
 "$PDSD" kb -r --root "$T/d" --no-progress > "$T/r.txt"
-grep -q "added 5, updated 0, removed 0" "$T/r.txt" || { cat "$T/r.txt"; fail "kb -r summary"; }
-"$PDSD" kb list --root "$T/d" | grep -q "samples *files 5" || fail "kb list"
+grep -q "added 6, updated 0, removed 0" "$T/r.txt" || { cat "$T/r.txt"; fail "kb -r summary"; }
+"$PDSD" kb list --root "$T/d" | grep -q "samples *files 6" || fail "kb list"
 "$PDSD" kb search --root "$T/d" -n samples "忘记管理员密码" | grep -q "常见问题.txt" || fail "bm25 search"
-"$PDSD" kb search --root "$T/d" -n samples "E2003 证书过期" --json --top_k 1 > "$T/s.json"
+"$PDSD" kb search --root "$T/d" -n samples "备份 /var/lib/xhg 目录" | grep -q "运维手册.docx" || fail "docx sample searchable"
+"$PDSD" kb search --root "$T/d" -n samples "E2003 上游证书已过期" --json --top_k 1 > "$T/s.json"
 grep -q '"file_name": "错误码.csv"' "$T/s.json" || fail "json search"
 grep -q '"metric": "bm25' "$T/s.json" || fail "json metric"
 "$PDSD" kb search --root "$T/d" -n samples "证书" --explain --top_k 1 | grep -q "^drop .*beyond top_k" || fail "explain"
@@ -20,7 +21,7 @@ grep -q '"metric": "bm25' "$T/s.json" || fail "json metric"
 (cd "$T" && PDSD_ROOT="$T/d" "$PDSD" kb list | grep -q samples) || fail "PDSD_ROOT"
 (cd "$T" && mv d data && "$PDSD" kb list | grep -q samples && mv data d) || fail "./data default"
 # increment: nothing changed
-"$PDSD" kb -i --root "$T/d" --no-progress | grep -q "added 0, updated 0, removed 0, unchanged 5" || fail "increment no-op"
+"$PDSD" kb -i --root "$T/d" --no-progress | grep -q "added 0, updated 0, removed 0, unchanged 6" || fail "increment no-op"
 # dense needs an embedder; bge is not built in: a clear error, exit 1
 if "$PDSD" kb -r --root "$T/d" -e bge-large-zh-v1.5 2> "$T/e.txt"; then fail "-e bge should fail"; fi
 grep -q "no embedding model implementation" "$T/e.txt" || fail "embedder error message"

@@ -17,6 +17,8 @@
 #include <fstream>
 
 #include <iconv.h>
+#include <unistd.h>
+#include <zip.h>
 
 namespace fs = std::filesystem;
 using namespace pdsd;
@@ -459,4 +461,53 @@ TEST(KbLoader, PdfTextAndScannedPagesAreReported) {
     ASSERT_FALSE(lf.warnings.empty());
     EXPECT_NE(lf.warnings[0].find("1 of 2 pages have no text layer"), std::string::npos) << lf.warnings[0];
     EXPECT_THROW(load_bytes("broken.pdf", "%PDF-1.4 garbage"), DataError);
+}
+
+namespace {
+// A minimal .docx: a zip holding word/document.xml (all Word needs to show text).
+std::string make_docx(const std::string& document_xml) {
+    auto path = (std::filesystem::temp_directory_path() / ("pdsd_docx_" + std::to_string(::getpid()) + ".docx")).string();
+    std::filesystem::remove(path);
+    int err = 0;
+    zip_t* za = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+    EXPECT_NE(za, nullptr);
+    zip_source_t* src = zip_source_buffer(za, document_xml.data(), document_xml.size(), 0);
+    EXPECT_GE(zip_file_add(za, "word/document.xml", src, ZIP_FL_ENC_UTF_8), 0);
+    EXPECT_EQ(zip_close(za), 0);
+    std::string bytes = pdsd::read_file(path);
+    std::filesystem::remove(path);
+    return bytes;
+}
+}  // namespace
+
+TEST(KbLoader, DocxParagraphsTablesAndImages) {
+    const std::string w = "xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"";
+    std::string xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><w:document " + w + "><w:body>"
+        "<w:p><w:r><w:t>第一章 安装</w:t></w:r></w:p>"
+        "<w:p><w:r><w:t xml:space=\"preserve\">运行 </w:t></w:r><w:r><w:t>pdsd init</w:t></w:r><w:r><w:tab/><w:t>即可。</w:t></w:r></w:p>"
+        "<w:p><w:r><w:instrText>PAGE</w:instrText><w:delText>旧文本</w:delText><w:drawing/></w:r></w:p>"
+        "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>错误码</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>含义</w:t></w:r></w:p></w:tc></w:tr>"
+        "<w:tr><w:tc><w:p><w:r><w:t>E01</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>磁盘已满</w:t></w:r></w:p></w:tc></w:tr></w:tbl>"
+        "<w:p><w:r><w:t>结束&amp;完</w:t></w:r><w:r><w:br/><w:t>下一行</w:t></w:r></w:p>"
+        "</w:body></w:document>";
+    auto lf = load_bytes("手册.DOCX", make_docx(xml));
+    EXPECT_EQ(lf.loader, "DocxLoader");
+    ASSERT_EQ(lf.docs.size(), 1u);
+    EXPECT_EQ(lf.docs[0].text, "第一章 安装\n运行 pdsd init\t即可。\n错误码 | 含义\nE01 | 磁盘已满\n结束&完\n下一行\n");
+    ASSERT_EQ(lf.warnings.size(), 1u);
+    EXPECT_NE(lf.warnings[0].find("1 embedded image(s) skipped"), std::string::npos) << lf.warnings[0];
+}
+
+TEST(KbLoader, BrokenDocxIsDataErrorNamingTheFile) {
+    try {
+        load_bytes("broken.docx", "PK\x03\x04 not really a zip");
+        FAIL() << "expected DataError";
+    } catch (const DataError& e) {
+        EXPECT_NE(std::string(e.what()).find("broken.docx"), std::string::npos) << e.what();
+    }
+    // A zip without word/document.xml (e.g. an .xlsx renamed).
+    std::string renamed = make_docx("<x/>");
+    for (size_t at; (at = renamed.find("word/document.xml")) != std::string::npos;) renamed.replace(at, 17, "word/documenX.xml");
+    EXPECT_THROW(load_bytes("notes.docx", renamed), DataError);
+    EXPECT_THROW(load_bytes("bad.docx", make_docx("<w:document><unclosed>")), DataError);
 }

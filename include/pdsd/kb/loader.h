@@ -3,7 +3,8 @@
 // json: "key: value" lines of the leaf values; jsonl: the same per line, records
 // separated by a blank line; csv: one document per row of "column: value" lines,
 // never split (Chatchat's CSVLoader); html/htm: text without tags, scripts and
-// styles, entities decoded, block elements on their own lines.
+// styles, entities decoded, block elements on their own lines; docx: a line per
+// paragraph, table rows as "cell | cell" lines; pdf (with poppler): the text layer.
 #pragma once
 
 #include <string>
