@@ -4,6 +4,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
+#include "pdsd/kb/eval.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/loader.h"
 #include "pdsd/kb/splitter.h"
@@ -215,6 +216,53 @@ void register_kb(CLI::App& app, Registry& registry) {
             }
             std::printf("%s\n\n", h.text.c_str());
         }
+    });
+
+    struct EvalOpts { std::string kb, qa, mode; int64_t top_k = 5; double threshold = 0; bool json = false, verbose = false; };
+    auto eo = std::make_shared<EvalOpts>();
+    auto* eval = kbc->add_subcommand("eval", "retrieval quality: hit@k and MRR for questions with known source files");
+    eval->fallthrough();
+    eval->add_option("-n,--kb-name", eo->kb, "knowledge base")->required();
+    eval->add_option("--qa", eo->qa, "JSONL: {\"question\": ..., \"source\": \"file\"} or \"sources\": [...] per line")->required();
+    eval->add_option("--top_k,--top-k", eo->top_k, "chunks retrieved per question (hit@k reported for 1, 3, 5, 10 up to this)")
+        ->capture_default_str();
+    auto* eth = eval->add_option("--score_threshold,--score-threshold", eo->threshold, "as in kb search (default: kb_settings.yaml)");
+    eval->add_option("--mode", eo->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    eval->add_flag("--json", eo->json, "JSON output (summary and every question)");
+    eval->add_flag("-v,--verbose", eo->verbose, "print every question with its rank (misses are always printed)");
+    registry.add(eval, [o, eo, eth] {
+        if (eo->top_k <= 0) throw UsageError(ErrorInfo{}.at("--top_k").expected("a positive number").found(std::to_string(eo->top_k)));
+        std::string root = kb::resolve_root(o->root);
+        kb::KbSettings st = kb::load_kb_settings(root);
+        auto questions = kb::load_qa_file(eo->qa);
+        kb::KnowledgeBase base(root, eo->kb);
+        kb::SearchOptions opt;
+        opt.top_k = static_cast<size_t>(eo->top_k);
+        if (eth->count()) opt.score_threshold = eo->threshold;
+        opt.mode = eo->mode.empty() ? st.search_mode : eo->mode;
+        auto rep = kb::evaluate(base, questions, opt);
+        if (eo->json) {
+            nlohmann::json j{{"kb", eo->kb}, {"mode", opt.mode}, {"top_k", rep.top_k}, {"questions", questions.size()},
+                             {"mrr", rep.mrr}, {"hit_at", nlohmann::json::object()}, {"results", nlohmann::json::array()}};
+            for (size_t i = 0; i < rep.ks.size(); ++i) j["hit_at"][std::to_string(rep.ks[i])] = rep.hit_at[i];
+            for (auto& r : rep.results)
+                j["results"].push_back({{"line", r.q.line}, {"question", r.q.question}, {"sources", r.q.sources},
+                                        {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
+                                        {"retrieved", r.retrieved}});
+            std::printf("%s\n", j.dump(2).c_str());
+            return;
+        }
+        for (auto& r : rep.results) {   // misses always, every question with -v
+            if (r.rank && !eo->verbose) continue;
+            std::string got;
+            for (auto& x : r.retrieved) got += (got.empty() ? "" : ", ") + x;
+            std::printf("%-7s line %zu: %s\n        expected %s; retrieved %s\n",
+                        r.rank ? ("rank " + std::to_string(*r.rank)).c_str() : "MISS", r.q.line, r.q.question.c_str(),
+                        nlohmann::json(r.q.sources).dump().c_str(), got.empty() ? "nothing" : got.c_str());
+        }
+        std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", opt.mode.c_str(), eo->kb.c_str(), questions.size(), rep.top_k);
+        for (size_t i = 0; i < rep.ks.size(); ++i) std::printf("hit@%zu %.4f\n", rep.ks[i], rep.hit_at[i]);
+        std::printf("MRR@%zu %.4f\n", rep.top_k, rep.mrr);
     });
 
     struct SplitOpts { std::string file, batch; int64_t size = 750, overlap = 150; bool json = false; };

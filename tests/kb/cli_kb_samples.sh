@@ -17,6 +17,14 @@ grep -q "added 6, updated 0, removed 0" "$T/r.txt" || { cat "$T/r.txt"; fail "kb
 grep -q '"file_name": "错误码.csv"' "$T/s.json" || fail "json search"
 grep -q '"metric": "bm25' "$T/s.json" || fail "json metric"
 "$PDSD" kb search --root "$T/d" -n samples "证书" --explain --top_k 1 | grep -q "^drop .*beyond top_k" || fail "explain"
+# retrieval evaluation on the shipped questions
+QA=$(dirname "$0")/../../share/eval/samples_qa.jsonl
+"$PDSD" kb eval --root "$T/d" -n samples --qa "$QA" > "$T/eval.txt"
+grep -q "10 questions, top_k 5" "$T/eval.txt" && grep -q "^hit@1 " "$T/eval.txt" && grep -q "^MRR@5 " "$T/eval.txt" || { cat "$T/eval.txt"; fail "kb eval"; }
+"$PDSD" kb eval --root "$T/d" -n samples --qa "$QA" --json | grep -q '"mrr"' || fail "kb eval --json"
+printf '{"question": "x"}\n' > "$T/bad.jsonl"
+if "$PDSD" kb eval --root "$T/d" -n samples --qa "$T/bad.jsonl" 2> "$T/bad.txt"; then fail "bad qa accepted"; fi
+grep -q "line 1" "$T/bad.txt" || fail "bad qa message"
 # PDSD_ROOT and the default ./data
 (cd "$T" && PDSD_ROOT="$T/d" "$PDSD" kb list | grep -q samples) || fail "PDSD_ROOT"
 (cd "$T" && mv d data && "$PDSD" kb list | grep -q samples && mv data d) || fail "./data default"

@@ -5,6 +5,7 @@
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/progress.h"
 #include "pdsd/kb/embedder.h"
+#include "pdsd/kb/eval.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/loader.h"
 #include "pdsd/kb/splitter.h"
@@ -510,4 +511,62 @@ TEST(KbLoader, BrokenDocxIsDataErrorNamingTheFile) {
     for (size_t at; (at = renamed.find("word/document.xml")) != std::string::npos;) renamed.replace(at, 17, "word/documenX.xml");
     EXPECT_THROW(load_bytes("notes.docx", renamed), DataError);
     EXPECT_THROW(load_bytes("bad.docx", make_docx("<w:document><unclosed>")), DataError);
+}
+
+TEST_F(KbStore, EvalComputesHitAtKAndMrrFromRanks) {
+    update_knowledge_bases(root, quiet(UpdateMode::recreate));
+    write(dir.file("qa.jsonl"),
+          "{\"question\": \"忘记管理员密码怎么办\", \"source\": \"问答.txt\"}\n"
+          "\n"
+          "{\"query\": \"证书过期\", \"sources\": [\"nope.txt\", \"错误.csv\"]}\n"
+          "{\"question\": \"完全无关\", \"source\": \"安装.md\"}\n");
+    auto qs = load_qa_file(dir.file("qa.jsonl"));
+    ASSERT_EQ(qs.size(), 3u);
+    EXPECT_EQ(qs[1].line, 3u);
+    KnowledgeBase kb(root, "t");
+    SearchOptions o;
+    o.top_k = 3;
+    // The ranks come from the same search the report runs: compute them independently.
+    auto rank_of = [&](const std::string& q, const std::string& file) -> size_t {
+        auto hits = kb.search(q, o);
+        for (size_t i = 0; i < hits.size(); ++i)
+            if (hits[i].file_name == file) return i + 1;
+        return 0;
+    };
+    size_t r1 = rank_of("忘记管理员密码怎么办", "问答.txt"), r2 = rank_of("证书过期", "错误.csv"), r3 = rank_of("完全无关", "安装.md");
+    ASSERT_EQ(r1, 1u);
+    ASSERT_EQ(r2, 1u);
+    ASSERT_EQ(r3, 0u);   // no shared term: a miss
+    auto rep = evaluate(kb, qs, o);
+    ASSERT_EQ(rep.ks, (std::vector<size_t>{1, 3}));
+    EXPECT_DOUBLE_EQ(rep.hit_at[0], 2.0 / 3);
+    EXPECT_DOUBLE_EQ(rep.hit_at[1], 2.0 / 3);
+    EXPECT_DOUBLE_EQ(rep.mrr, 2.0 / 3);
+    EXPECT_FALSE(rep.results[2].rank.has_value());
+    // A source ranked second counts 1/2 in MRR and misses hit@1.
+    write(dir.file("qa2.jsonl"), "{\"question\": \"证书过期 忘记管理员密码\", \"source\": \"" +
+                                     kb.search("证书过期 忘记管理员密码", o).at(1).file_name + "\"}\n");
+    auto rep2 = evaluate(kb, load_qa_file(dir.file("qa2.jsonl")), o);
+    EXPECT_DOUBLE_EQ(rep2.hit_at[0], 0.0);
+    EXPECT_DOUBLE_EQ(rep2.hit_at[1], 1.0);
+    EXPECT_DOUBLE_EQ(rep2.mrr, 0.5);
+}
+
+TEST(KbEval, BadQaFilesNameLineAndField) {
+    test::TempDir dir;
+    auto expect_error = [&](const std::string& body, const std::string& needle) {
+        write(dir.file("q.jsonl"), body);
+        try {
+            load_qa_file(dir.file("q.jsonl"));
+            ADD_FAILURE() << "no error for " << body;
+        } catch (const DataError& e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    expect_error("{\"question\": \"a\", \"source\": \"x\"}\n{oops}\n", "line 2");
+    expect_error("{\"question\": \"a\"}\n", "\"source\"");
+    expect_error("{\"question\": 3, \"source\": \"x\"}\n", "\"question\"");
+    expect_error("{\"question\": \"a\", \"sources\": [1]}\n", "line 1");
+    expect_error("\n\n", "no questions");
+    EXPECT_THROW(load_qa_file(dir.file("missing.jsonl")), IoError);
 }
