@@ -17,6 +17,8 @@ APT_PACKAGES=(cmake g++ ninja-build pkg-config ccache git python3-venv
   libsqlite3-dev libcpp-httplib-dev libyaml-cpp-dev libutf8proc-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpoppler-cpp-dev
   libcairo2-dev fonts-dejavu-core libzip-dev libxml2-dev)
+# Test-only: the web page is checked in headless Chromium (scripts/oracle/web_page_test.py).
+[[ "${PDSD_TEST_VENV:-0}" == 1 ]] && APT_PACKAGES+=(chromium chromium-driver fonts-noto-cjk)
 
 if [[ "${PDSD_SKIP_APT:-0}" != 1 ]]; then
   missing=()
