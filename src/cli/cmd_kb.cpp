@@ -40,6 +40,9 @@ void print_report(const kb::UpdateReport& r) {
     std::printf("added %zu, updated %zu, removed %zu, unchanged %zu, skipped %zu, failed %zu; %zu chunks written in %.2f s\n",
                 r.count("added"), r.count("updated"), r.count("removed"), r.count("unchanged"), r.count("skipped"),
                 r.count("failed"), r.chunks_written, r.seconds);
+    if (r.chunks_capped)
+        std::printf("%zu chunk(s) longer than %zu embedding tokens: embedded truncated (see the warnings)\n", r.chunks_capped,
+                    r.embed_token_cap);
 }
 
 kb::UpdateOptions update_options(const KbOpts& o) {
@@ -215,6 +218,46 @@ void register_kb(CLI::App& app, Registry& registry) {
             }
             std::printf("%s\n\n", h.text.c_str());
         }
+    });
+
+    struct EmbedOpts { std::string model, jsonl, out, dtype = "fp32", instruction = "auto"; bool query = false; };
+    auto eo = std::make_shared<EmbedOpts>();
+    auto* emb = kbc->add_subcommand("embed", "embed texts (JSONL of strings) with an embedding model; prints chunks/s (benchmark)");
+    emb->add_option("-e,--embed-model", eo->model, "model folder or name")->required();
+    emb->add_option("--jsonl", eo->jsonl, "input: one JSON string per line")->required();
+    emb->add_option("--out", eo->out, "write the vectors here (float32, row-major)");
+    emb->add_option("--dtype", eo->dtype, "fp32 | bf16")->capture_default_str();
+    emb->add_option("--query-instruction", eo->instruction, "auto | none | text (with --query)")->capture_default_str();
+    emb->add_flag("--query", eo->query, "embed as queries (bge instruction prepended)");
+    registry.add(emb, [eo] {
+        std::unique_ptr<kb::Embedder> e = kb::make_embedder(eo->model);
+        if (!e) throw UsageError(ErrorInfo{}.at("-e").msg("no embedding model given"));
+        kb::EmbedderOptions opt;
+        opt.dtype = eo->dtype;
+        opt.query_instruction = eo->instruction;
+        e->configure(opt);
+        std::ifstream in(eo->jsonl);
+        if (!in) throw IoError(ErrorInfo{eo->jsonl}.msg("cannot read"));
+        std::vector<std::string> texts;
+        std::string line;
+        while (std::getline(in, line))
+            if (!line.empty()) texts.push_back(nlohmann::json::parse(line).get<std::string>());
+        if (texts.empty()) throw DataError(ErrorInfo{eo->jsonl}.msg("no texts"));
+        size_t capped = 0;
+        for (auto& t : texts) capped += e->max_tokens() && e->token_count(t) > e->max_tokens();
+        auto l0 = std::chrono::steady_clock::now();
+        e->embed({texts[0], texts[texts.size() - 1]}, eo->query);   // loads the model; warm-up
+        auto t0 = std::chrono::steady_clock::now();
+        auto vecs = e->embed(texts, eo->query);
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double load = std::chrono::duration<double>(t0 - l0).count();
+        if (!eo->out.empty()) {
+            std::string bytes;
+            for (auto& v : vecs) bytes.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+            write_file_atomic(eo->out, bytes);
+        }
+        std::printf("pdsd chunks %zu seconds %.3f chunks_per_s %.3f dim %d dtype %s capped %zu load_and_warmup_s %.2f\n",
+                    texts.size(), secs, texts.size() / secs, e->dim(), eo->dtype.c_str(), capped, load);
     });
 
     struct SplitOpts { std::string file, batch; int64_t size = 750, overlap = 150; bool json = false; };
