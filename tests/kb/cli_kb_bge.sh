@@ -21,7 +21,8 @@ s=$("$pdsd" kb search --root "$t/data" -n samples --mode dense "如何安装" 2>
 echo "$s"
 grep -q "cosine similarity" <<< "$s" && grep -q "^\[1\] score" <<< "$s" || { echo "FAIL: dense search"; exit 1; }
 # by name under <root>/models, and incremental update keeps the store
-cp -r "$m" "$t/data/models/" 2>/dev/null || { mkdir -p "$t/data/models"; cp -r "$m" "$t/data/models/"; }
+mkdir -p "$t/data/models"
+cp -r "$m" "$t/data/models/"
 "$pdsd" kb -r --root "$t/data" -e bge-tiny-zh --no-progress > /dev/null 2>&1
 h=$("$pdsd" kb search --root "$t/data" -n samples --mode hybrid "安装" 2>&1)
 grep -q "^\[1\] score" <<< "$h" || { echo "FAIL: hybrid search by model name"; echo "$h"; exit 1; }
