@@ -41,6 +41,9 @@ void print_report(const kb::UpdateReport& r) {
     std::printf("added %zu, updated %zu, removed %zu, unchanged %zu, skipped %zu, failed %zu; %zu chunks written in %.2f s\n",
                 r.count("added"), r.count("updated"), r.count("removed"), r.count("unchanged"), r.count("skipped"),
                 r.count("failed"), r.chunks_written, r.seconds);
+    if (r.chunks_capped)
+        std::printf("%zu chunk(s) longer than %zu embedding tokens: embedded truncated (see the warnings)\n", r.chunks_capped,
+                    r.embed_token_cap);
 }
 
 kb::UpdateOptions update_options(const KbOpts& o) {
@@ -219,30 +222,30 @@ void register_kb(CLI::App& app, Registry& registry) {
     });
 
     struct EvalOpts { std::string kb, qa, mode; int64_t top_k = 5; double threshold = 0; bool json = false, verbose = false; };
-    auto eo = std::make_shared<EvalOpts>();
+    auto evo = std::make_shared<EvalOpts>();
     auto* eval = kbc->add_subcommand("eval", "retrieval quality: hit@k and MRR for questions with known source files");
     eval->fallthrough();
-    eval->add_option("-n,--kb-name", eo->kb, "knowledge base")->required();
-    eval->add_option("--qa", eo->qa, "JSONL: {\"question\": ..., \"source\": \"file\"} or \"sources\": [...] per line")->required();
-    eval->add_option("--top_k,--top-k", eo->top_k, "chunks retrieved per question (hit@k reported for 1, 3, 5, 10 up to this)")
+    eval->add_option("-n,--kb-name", evo->kb, "knowledge base")->required();
+    eval->add_option("--qa", evo->qa, "JSONL: {\"question\": ..., \"source\": \"file\"} or \"sources\": [...] per line")->required();
+    eval->add_option("--top_k,--top-k", evo->top_k, "chunks retrieved per question (hit@k reported for 1, 3, 5, 10 up to this)")
         ->capture_default_str();
-    auto* eth = eval->add_option("--score_threshold,--score-threshold", eo->threshold, "as in kb search (default: kb_settings.yaml)");
-    eval->add_option("--mode", eo->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
-    eval->add_flag("--json", eo->json, "JSON output (summary and every question)");
-    eval->add_flag("-v,--verbose", eo->verbose, "print every question with its rank (misses are always printed)");
-    registry.add(eval, [o, eo, eth] {
-        if (eo->top_k <= 0) throw UsageError(ErrorInfo{}.at("--top_k").expected("a positive number").found(std::to_string(eo->top_k)));
+    auto* eth = eval->add_option("--score_threshold,--score-threshold", evo->threshold, "as in kb search (default: kb_settings.yaml)");
+    eval->add_option("--mode", evo->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    eval->add_flag("--json", evo->json, "JSON output (summary and every question)");
+    eval->add_flag("-v,--verbose", evo->verbose, "print every question with its rank (misses are always printed)");
+    registry.add(eval, [o, evo, eth] {
+        if (evo->top_k <= 0) throw UsageError(ErrorInfo{}.at("--top_k").expected("a positive number").found(std::to_string(evo->top_k)));
         std::string root = kb::resolve_root(o->root);
         kb::KbSettings st = kb::load_kb_settings(root);
-        auto questions = kb::load_qa_file(eo->qa);
-        kb::KnowledgeBase base(root, eo->kb);
+        auto questions = kb::load_qa_file(evo->qa);
+        kb::KnowledgeBase base(root, evo->kb);
         kb::SearchOptions opt;
-        opt.top_k = static_cast<size_t>(eo->top_k);
-        if (eth->count()) opt.score_threshold = eo->threshold;
-        opt.mode = eo->mode.empty() ? st.search_mode : eo->mode;
+        opt.top_k = static_cast<size_t>(evo->top_k);
+        if (eth->count()) opt.score_threshold = evo->threshold;
+        opt.mode = evo->mode.empty() ? st.search_mode : evo->mode;
         auto rep = kb::evaluate(base, questions, opt);
-        if (eo->json) {
-            nlohmann::json j{{"kb", eo->kb}, {"mode", opt.mode}, {"top_k", rep.top_k}, {"questions", questions.size()},
+        if (evo->json) {
+            nlohmann::json j{{"kb", evo->kb}, {"mode", opt.mode}, {"top_k", rep.top_k}, {"questions", questions.size()},
                              {"mrr", rep.mrr}, {"hit_at", nlohmann::json::object()}, {"results", nlohmann::json::array()}};
             for (size_t i = 0; i < rep.ks.size(); ++i) j["hit_at"][std::to_string(rep.ks[i])] = rep.hit_at[i];
             for (auto& r : rep.results)
@@ -253,16 +256,56 @@ void register_kb(CLI::App& app, Registry& registry) {
             return;
         }
         for (auto& r : rep.results) {   // misses always, every question with -v
-            if (r.rank && !eo->verbose) continue;
+            if (r.rank && !evo->verbose) continue;
             std::string got;
             for (auto& x : r.retrieved) got += (got.empty() ? "" : ", ") + x;
             std::printf("%-7s line %zu: %s\n        expected %s; retrieved %s\n",
                         r.rank ? ("rank " + std::to_string(*r.rank)).c_str() : "MISS", r.q.line, r.q.question.c_str(),
                         nlohmann::json(r.q.sources).dump().c_str(), got.empty() ? "nothing" : got.c_str());
         }
-        std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", opt.mode.c_str(), eo->kb.c_str(), questions.size(), rep.top_k);
+        std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", opt.mode.c_str(), evo->kb.c_str(), questions.size(), rep.top_k);
         for (size_t i = 0; i < rep.ks.size(); ++i) std::printf("hit@%zu %.4f\n", rep.ks[i], rep.hit_at[i]);
         std::printf("MRR@%zu %.4f\n", rep.top_k, rep.mrr);
+    });
+
+    struct EmbedOpts { std::string model, jsonl, out, dtype = "fp32", instruction = "auto"; bool query = false; };
+    auto eo = std::make_shared<EmbedOpts>();
+    auto* emb = kbc->add_subcommand("embed", "embed texts (JSONL of strings) with an embedding model; prints chunks/s (benchmark)");
+    emb->add_option("-e,--embed-model", eo->model, "model folder or name")->required();
+    emb->add_option("--jsonl", eo->jsonl, "input: one JSON string per line")->required();
+    emb->add_option("--out", eo->out, "write the vectors here (float32, row-major)");
+    emb->add_option("--dtype", eo->dtype, "fp32 | bf16")->capture_default_str();
+    emb->add_option("--query-instruction", eo->instruction, "auto | none | text (with --query)")->capture_default_str();
+    emb->add_flag("--query", eo->query, "embed as queries (bge instruction prepended)");
+    registry.add(emb, [eo] {
+        std::unique_ptr<kb::Embedder> e = kb::make_embedder(eo->model);
+        if (!e) throw UsageError(ErrorInfo{}.at("-e").msg("no embedding model given"));
+        kb::EmbedderOptions opt;
+        opt.dtype = eo->dtype;
+        opt.query_instruction = eo->instruction;
+        e->configure(opt);
+        std::ifstream in(eo->jsonl);
+        if (!in) throw IoError(ErrorInfo{eo->jsonl}.msg("cannot read"));
+        std::vector<std::string> texts;
+        std::string line;
+        while (std::getline(in, line))
+            if (!line.empty()) texts.push_back(nlohmann::json::parse(line).get<std::string>());
+        if (texts.empty()) throw DataError(ErrorInfo{eo->jsonl}.msg("no texts"));
+        size_t capped = 0;
+        for (auto& t : texts) capped += e->max_tokens() && e->token_count(t) > e->max_tokens();
+        auto l0 = std::chrono::steady_clock::now();
+        e->embed({texts[0], texts[texts.size() - 1]}, eo->query);   // loads the model; warm-up
+        auto t0 = std::chrono::steady_clock::now();
+        auto vecs = e->embed(texts, eo->query);
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        double load = std::chrono::duration<double>(t0 - l0).count();
+        if (!eo->out.empty()) {
+            std::string bytes;
+            for (auto& v : vecs) bytes.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+            write_file_atomic(eo->out, bytes);
+        }
+        std::printf("pdsd chunks %zu seconds %.3f chunks_per_s %.3f dim %d dtype %s capped %zu load_and_warmup_s %.2f\n",
+                    texts.size(), secs, texts.size() / secs, e->dim(), eo->dtype.c_str(), capped, load);
     });
 
     struct SplitOpts { std::string file, batch; int64_t size = 750, overlap = 150; bool json = false; };

@@ -15,11 +15,13 @@
 #include "pdsd/core/json_io.h"
 #include "pdsd/core/log.h"
 #include "pdsd/tokenizer/tokenizer.h"
+#include "pdsd/tokenizer/wordpiece.h"
 
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 
@@ -101,7 +103,44 @@ void run_bench(const tokenizer::Tokenizer& tok, const TokenizeOptions& o) {
     std::printf("%zu %016llx\n", count, static_cast<unsigned long long>(checksum));
 }
 
+// A BERT folder: vocab.txt, or a tokenizer.json whose model is WordPiece.
+bool is_wordpiece_folder(const std::string& dir) {
+    namespace fs = std::filesystem;
+    if (fs::exists(fs::path(dir) / "vocab.txt")) return true;
+    fs::path tj = fs::path(dir) / "tokenizer.json";
+    return fs::exists(tj) && read_json_file(tj.string()).at("model").value("type", "") == "WordPiece";
+}
+
+// WordPiece models (bge/BERT): ids with [CLS] ... [SEP], truncated to model_max_length,
+// as HF `tokenizer(text, truncation=True)["input_ids"]`.
+void run_wordpiece(const TokenizeOptions& o) {
+    tokenizer::WordPieceTokenizer tok = tokenizer::WordPieceTokenizer::load(o.tokenizer);
+    auto ids_of = [&](const std::string& t) {
+        auto ids = tok.encode(t).ids;
+        return ids_json(std::vector<tokenizer::TokenId>(ids.begin(), ids.end()));
+    };
+    if (o.decode || !o.bench.empty()) throw UsageError(ErrorInfo{}.msg("--decode/--bench are for Qwen tokenizers"));
+    if (!o.jsonl) {
+        std::string s = ids_of(o.text == "-" ? read_stdin() : o.text) + "\n";
+        std::fwrite(s.data(), 1, s.size(), stdout);
+        return;
+    }
+    std::vector<std::string> lines = split_lines(read_stdin());
+    std::string out;
+    for (size_t k = 0; k < lines.size(); ++k) {
+        nlohmann::json j = parse_json(lines[k], "stdin line " + std::to_string(k + 1));
+        if (!j.is_string())
+            throw DataError(ErrorInfo{"stdin"}.at("line " + std::to_string(k + 1)).msg("expected a JSON string per line"));
+        out += ids_of(j.get<std::string>()) + "\n";
+    }
+    std::fwrite(out.data(), 1, out.size(), stdout);
+}
+
 void run_tokenize(const TokenizeOptions& o) {
+    if (is_wordpiece_folder(o.tokenizer)) {
+        run_wordpiece(o);
+        return;
+    }
     auto t0 = std::chrono::steady_clock::now();
     tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(o.tokenizer);
     log::debug("tokenize", log::cat("loaded ", o.tokenizer, " in ",
@@ -152,7 +191,8 @@ void run_tokenize(const TokenizeOptions& o) {
 void register_tokenize(CLI::App& app, Registry& registry) {
     auto opts = std::make_shared<TokenizeOptions>();
     auto* cmd = app.add_subcommand("tokenize", "text -> Qwen token ids as a JSON array (or --decode ids -> text)");
-    cmd->add_option("--tokenizer", opts->tokenizer, "model folder (tokenizer.json or vocab.json + merges.txt)")
+    cmd->add_option("--tokenizer", opts->tokenizer,
+                    "model folder (tokenizer.json or vocab.json + merges.txt; BERT: vocab.txt -> ids with [CLS]/[SEP])")
         ->required();
     cmd->add_option("text", opts->text, "text to encode (or JSON id array with --decode); - reads stdin");
     cmd->add_flag("--decode", opts->decode, "input is a JSON array of ids; print the text");

@@ -2,6 +2,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/kb/text.h"
+#include "bge_embedder.h"
 
 #include <cmath>
 #include <map>
@@ -54,17 +55,22 @@ void register_embedder_factory(const std::string& name, EmbedderFactory factory)
 std::unique_ptr<Embedder> make_embedder(const std::string& name) {
     if (name.empty() || name == "none") return nullptr;
     if (name == "hash-ngram") return std::make_unique<HashNgramEmbedder>();
+    static std::once_flag builtins;
+    std::call_once(builtins, [] { register_bge_embedder(); });
     std::lock_guard<std::mutex> lock(registry_mutex());
     auto it = registry().find(name);
-    if (it != registry().end()) return it->second(name);
+    if (it != registry().end())
+        if (auto e = it->second(name)) return e;
+    for (auto& [key, factory] : registry())
+        if (auto e = factory(name)) return e;
     std::string known = "none, hash-ngram";
     for (auto& [k, v] : registry()) known += ", " + k;
     throw ConfigError(ErrorInfo{}.at("embed_model")
                           .msg("no embedding model implementation named '" + name + "'")
                           .expected(known)
                           .found(name)
-                          .hint("dense embedding models (bge) are not built into this pdsd yet; use -e none "
-                                "(BM25 search) or set embed_model: none in kb_settings.yaml"));
+                          .hint("give the folder of a BERT/bge model (config.json, model.safetensors, vocab.txt), "
+                                "a model name under <root>/models or $PDSD_MODELS_DIR, or -e none (BM25 search)"));
 }
 
 }  // namespace pdsd::kb

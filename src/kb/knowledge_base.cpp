@@ -51,9 +51,18 @@ std::string KbPaths::kb_root() const { return (fs::path(root) / "knowledge_base"
 std::string KbPaths::info_db() const { return (fs::path(kb_root()) / "info.db").string(); }
 std::string KbPaths::kb_dir(const std::string& kb) const { return (fs::path(kb_root()) / kb).string(); }
 std::string KbPaths::content_dir(const std::string& kb) const { return (fs::path(kb_dir(kb)) / "content").string(); }
-std::string KbPaths::vector_store_dir(const std::string& kb, const std::string& embed_model) const {
+std::string embed_model_store_name(const std::string& embed_model) {
+    // A model given by path is stored under its folder name, as Chatchat names
+    // vector_store/<embed_model> after the model.
     std::string m = embed_model;
+    while (m.size() > 1 && m.back() == '/') m.pop_back();
+    if (m.find('/') != std::string::npos) m = fs::path(m).filename().string();
     std::replace(m.begin(), m.end(), ':', '_');
+    return m;
+}
+
+std::string KbPaths::vector_store_dir(const std::string& kb, const std::string& embed_model) const {
+    std::string m = embed_model_store_name(embed_model);
     return (fs::path(kb_dir(kb)) / "vector_store" / m).string();
 }
 std::string KbPaths::index_path(const std::string& kb, const std::string& embed_model) const {
@@ -71,6 +80,8 @@ KbSettings load_kb_settings(const std::string& root) {
     schema.add("score_threshold", &s.score_threshold, "keep hits with score >= threshold");
     schema.add("search_mode", &s.search_mode, "bm25 | dense | hybrid");
     schema.add("embed_model", &s.embed_model, "embedding model, or none");
+    schema.add("query_instruction", &s.query_instruction, "prepended to dense queries: auto | none | text");
+    schema.add("embed_dtype", &s.embed_dtype, "compute dtype of the embedding model: fp32 | bf16");
     schema.load_yaml(path);
     return s;
 }
@@ -181,6 +192,34 @@ std::vector<std::string> kb_folders(const KbPaths& p) {
     return out;
 }
 
+// `-e` / embed_model as stored in info.db: a relative path to an existing folder is
+// made absolute (so searches from another directory find the model); names are kept.
+std::string embed_model_spec(const std::string& spec) {
+    if (spec.empty() || spec == "none" || spec == "hash-ngram") return spec;
+    std::error_code ec;
+    if (fs::path(spec).is_relative() && fs::is_directory(spec, ec)) return fs::absolute(spec).lexically_normal().string();
+    return spec;
+}
+
+// The embedder of a stored spec: a folder path, a name under <root>/models, or a
+// registered name; configured from kb_settings.yaml.
+std::unique_ptr<Embedder> open_embedder(const std::string& root, const std::string& spec, const KbSettings& settings) {
+    std::string target = spec;
+    std::error_code ec;
+    fs::path under_root = fs::path(root) / "models" / spec;
+    if (!spec.empty() && spec != "none" && spec != "hash-ngram" && fs::path(spec).is_relative() &&
+        !fs::is_directory(spec, ec) && fs::is_directory(under_root, ec))
+        target = under_root.string();
+    std::unique_ptr<Embedder> e = make_embedder(target);
+    if (e) {
+        EmbedderOptions eo;
+        eo.query_instruction = settings.query_instruction;
+        eo.dtype = settings.embed_dtype;
+        e->configure(eo);
+    }
+    return e;
+}
+
 struct KbRow {
     int64_t id = 0;
     std::string name, embed_model = "none";
@@ -263,8 +302,21 @@ bool index_matches_db(const IdMap& idx, Db& db, const std::string& kb) {
     return s == sum;
 }
 
-void embed_and_add(Embedder& emb, IdMap& idx, const std::vector<int64_t>& ids, const std::vector<std::string>& texts,
-                   Progress* progress) {
+// Chunks longer than the embedder's token cap are embedded truncated; each one is
+// logged (file#chunk, tokens) and counted. `labels[i]` names chunk i ("file#index").
+size_t embed_and_add(Embedder& emb, IdMap& idx, const std::vector<int64_t>& ids, const std::vector<std::string>& texts,
+                     const std::vector<std::string>& labels, const std::string& kb, Progress* progress) {
+    size_t capped = 0;
+    if (size_t cap = emb.max_tokens()) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+            size_t n = emb.token_count(texts[i]);
+            if (n <= cap) continue;
+            ++capped;
+            log::warn("kb", log::cat(kb, "/", i < labels.size() ? labels[i] : std::to_string(ids[i]), ": ", n,
+                                     " embedding tokens > cap ", cap, " of ", emb.name(),
+                                     "; the chunk is embedded truncated (BM25 still sees all of it)"));
+        }
+    }
     const size_t batch = 64;
     for (size_t b = 0; b < ids.size(); b += batch) {
         throw_if_interrupted();
@@ -286,6 +338,7 @@ void embed_and_add(Embedder& emb, IdMap& idx, const std::vector<int64_t>& ids, c
         idx.add_with_ids(static_cast<fidx_t>(fid.size()), flat.data(), fid.data());
         if (progress) progress->set_note("embedded " + std::to_string(e) + "/" + std::to_string(ids.size()));
     }
+    return capped;
 }
 
 // ---- one KB update -------------------------------------------------------------
@@ -310,6 +363,7 @@ struct Indexer {
     Stmt ins_chunk, ins_fts, ins_file, max_version;
     std::vector<int64_t> new_ids;
     std::vector<std::string> new_texts;
+    std::vector<std::string> new_labels;   // "file#chunk_index" of new_texts
     bool collect_texts;
 
     Indexer(Db& d, const KbRow& k, SplitterOptions s, bool collect)
@@ -353,6 +407,7 @@ struct Indexer {
                 if (collect_texts) {
                     new_ids.push_back(id);
                     new_texts.push_back(c.text);
+                    new_labels.push_back(f.rel + "#" + std::to_string(idx - 1));
                 }
             }
         }
@@ -368,8 +423,8 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
                 const KbSettings& settings, const std::vector<std::string>* only_files, UpdateReport& report) {
     validate_kb_name(kb_name);
     std::string content = paths.content_dir(kb_name);
-    std::string embed_name = !opt.embed_model.empty() ? opt.embed_model : settings.embed_model;
-    std::unique_ptr<Embedder> embedder = make_embedder(embed_name);   // before any work: fail fast
+    std::string embed_name = embed_model_spec(!opt.embed_model.empty() ? opt.embed_model : settings.embed_model);
+    std::unique_ptr<Embedder> embedder = open_embedder(paths.root, embed_name, settings);   // before any work: fail fast
     if (!embedder) embed_name = "none";
     SplitterOptions split;
     split.chunk_size = static_cast<size_t>(opt.chunk_size > 0 ? opt.chunk_size : settings.chunk_size);
@@ -524,15 +579,22 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
         if (index) {
             std::vector<int64_t> ids = ix.new_ids;
             std::vector<std::string> texts = ix.new_texts;
+            std::vector<std::string> labels = ix.new_labels;
             if (full_reembed) {
                 ids.clear();
                 texts.clear();
-                Stmt all(db, "SELECT id, text FROM chunks WHERE kb_name = ? ORDER BY id");
+                labels.clear();
+                Stmt all(db, "SELECT id, text, file_name, chunk_index FROM chunks WHERE kb_name = ? ORDER BY id");
                 all.bind(1, kb_name);
-                while (all.step()) { ids.push_back(all.i64(0)); texts.push_back(all.text(1)); }
+                while (all.step()) {
+                    ids.push_back(all.i64(0));
+                    texts.push_back(all.text(1));
+                    labels.push_back(all.text(2) + "#" + std::to_string(all.i64(3)));
+                }
             }
             log::info("kb", log::cat(kb_name, ": embedding ", ids.size(), " chunks with ", embedder->name()));
-            embed_and_add(*embedder, *index, ids, texts, &progress);
+            report.chunks_capped += embed_and_add(*embedder, *index, ids, texts, labels, kb_name, &progress);
+            report.embed_token_cap = embedder->max_tokens();
             tmp_index = write_index_temp(*index, paths.index_path(kb_name, embed_name));
         }
         progress.finish();
@@ -695,9 +757,9 @@ struct KnowledgeBase::Impl {
         if (kb.embed_model == "none")
             throw UsageError(ErrorInfo{paths.kb_dir(kb.name)}.msg("this knowledge base has no vector store (embed_model none)")
                                  .hint("use --mode bm25, or rebuild with pdsd kb -r -n " + kb.name + " -e <model>"));
-        if (!embedder) embedder = std::shared_ptr<Embedder>(make_embedder(kb.embed_model));
-        if (embedder->name() != kb.embed_model)
-            throw ConfigError(ErrorInfo{}.at("embedder").expected(kb.embed_model).found(embedder->name())
+        if (!embedder) embedder = std::shared_ptr<Embedder>(open_embedder(paths.root, kb.embed_model, settings));
+        if (embedder->name() != embed_model_store_name(kb.embed_model))
+            throw ConfigError(ErrorInfo{}.at("embedder").expected(embed_model_store_name(kb.embed_model)).found(embedder->name())
                                   .hint("the KB was indexed with another embedding model; rebuild it or pass the same model"));
         std::string ip = paths.index_path(kb.name, kb.embed_model);
         if (!fs::exists(ip)) throw IoError(ErrorInfo{ip}.msg("vector store missing").hint("run pdsd kb -i -n " + kb.name));

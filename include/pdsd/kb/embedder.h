@@ -6,12 +6,22 @@
 // factory with register_embedder_factory(); the KB itself stays torch-free.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace pdsd::kb {
+
+// Settings a model-backed embedder takes from kb_settings.yaml before its first use.
+struct EmbedderOptions {
+    // Prepended to queries (not documents). "auto": the model family's default (bge
+    // *-zh*: "为这个句子生成表示以用于检索相关文章：", bge *-en*: "Represent this sentence for
+    // searching relevant passages: ", others none); "none" or "": no instruction.
+    std::string query_instruction = "auto";
+    std::string dtype = "fp32";   // compute dtype of torch models: fp32 | bf16
+};
 
 class Embedder {
 public:
@@ -23,6 +33,13 @@ public:
     virtual int dim() const = 0;
     // The model name used in the layout: vector_store/<name with ':' -> '_'>/index.faiss.
     virtual std::string name() const = 0;
+    // Applied before the first embed(); the default ignores it.
+    virtual void configure(const EmbedderOptions&) {}
+    // Hard cap in the model's tokens (with [CLS]/[SEP]); texts longer than this are
+    // truncated for embedding. 0: no cap (token_count() is then not meaningful).
+    virtual size_t max_tokens() const { return 0; }
+    // Tokens of `text` as a document, before truncation, with the model's specials.
+    virtual size_t token_count(const std::string& /*text*/) const { return 0; }
 };
 
 // Deterministic, model-free embedder for tests and benchmarks ("hash-ngram"): hashed
@@ -40,8 +57,13 @@ private:
 };
 
 // Factory for `-e/--embed-model NAME`. Returns nullptr for "none" (BM25 only);
-// "hash-ngram" gives HashNgramEmbedder; other names are looked up in factories
-// registered by higher modules; unknown -> ConfigError naming the registered ones.
+// "hash-ngram" gives HashNgramEmbedder; other names are looked up in the registered
+// factories: first the one registered under exactly that name, then every factory in
+// name order, each of which may decline by returning nullptr. Built in: "bge", which
+// accepts a BERT model folder (config.json with model_type bert + model.safetensors +
+// vocab.txt/tokenizer.json) given as a path or found as $PDSD_MODELS_DIR/NAME; its
+// name() is the folder's name (the vector_store/<name> folder, as in Chatchat).
+// Unknown -> ConfigError naming the registered ones.
 using EmbedderFactory = std::function<std::unique_ptr<Embedder>(const std::string& name)>;
 void register_embedder_factory(const std::string& name, EmbedderFactory factory);
 std::unique_ptr<Embedder> make_embedder(const std::string& name);

@@ -30,6 +30,10 @@ namespace pdsd::kb {
 // --root, else $PDSD_ROOT, else "./data" (made absolute).
 std::string resolve_root(const std::string& root_option);
 
+// The vector_store/<name> folder name of an embed_model: a path's last component,
+// ':' replaced by '_'.
+std::string embed_model_store_name(const std::string& embed_model);
+
 struct KbPaths {
     std::string root;                              // data root
     std::string kb_root() const;                   // <root>/knowledge_base
@@ -47,7 +51,9 @@ struct KbSettings {
     int64_t top_k = 3;
     double score_threshold = 0.0;
     std::string search_mode = "bm25";   // bm25 | dense | hybrid
-    std::string embed_model = "none";
+    std::string embed_model = "none";      // none | hash-ngram | a BERT/bge folder or a name under <root>/models
+    std::string query_instruction = "auto"; // dense queries: auto (bge's) | none | the text to prepend
+    std::string embed_dtype = "fp32";       // fp32 | bf16
 };
 KbSettings load_kb_settings(const std::string& root);
 
@@ -84,6 +90,8 @@ struct FileChange {
 struct UpdateReport {
     std::vector<FileChange> files;
     size_t chunks_written = 0;
+    size_t chunks_capped = 0;      // chunks longer than the embedder's token cap (embedded truncated)
+    size_t embed_token_cap = 0;    // that cap (0: no embedder or no cap)
     double seconds = 0;
     size_t count(const std::string& action) const;
 };

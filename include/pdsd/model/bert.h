@@ -1,0 +1,66 @@
+// BERT encoder (BertModel) in libtorch for text embeddings: bge-*-zh-v1.5 and other
+// models of that architecture, loaded from their Hugging Face folder (config.json,
+// model.safetensors, vocab.txt / tokenizer.json). Torch-free interface (pimpl), so the
+// torch-free kb layer can hold one.
+//
+// Parameter names are HF's (an optional "bert." prefix is accepted):
+//   embeddings.{word,position,token_type}_embeddings.weight, embeddings.LayerNorm.*,
+//   encoder.layer.N.attention.self.{query,key,value}.*, attention.output.{dense,LayerNorm}.*,
+//   intermediate.dense.*, output.{dense,LayerNorm}.*   (pooler.* is not used).
+// Forward: post-LN BERT, exact (erf) GELU, padding keys masked out of attention,
+// position ids 0..L-1, token_type_ids 0. Embedding = hidden state of [CLS] of the last
+// layer, L2-normalised (bge's pooling; no pooler dense layer).
+#pragma once
+
+#include "pdsd/tokenizer/wordpiece.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pdsd::model {
+
+struct BertEmbedOptions {
+    std::string dtype = "fp32";      // compute dtype: fp32 | bf16 (weights converted once)
+    size_t max_length = 0;           // tokens incl. [CLS]/[SEP]; 0: min(tokenizer model_max_length,
+                                     // max_position_embeddings)
+    size_t max_batch = 256;          // sequences per forward
+    size_t max_batch_tokens = 16384; // tokens per forward (sequences are packed: no padding)
+};
+
+struct BertEmbedStats {
+    size_t texts = 0, tokens = 0, batches = 0, padded_tokens = 0;
+    size_t truncated = 0;            // texts longer than max_length (cut for embedding)
+};
+
+class BertEmbedder {
+public:
+    // Throws IoError/ConfigError/FormatError naming the file or tensor at fault.
+    static std::unique_ptr<BertEmbedder> load(const std::string& model_dir, const BertEmbedOptions& options = {});
+    virtual ~BertEmbedder() = default;
+
+    // One L2-normalised vector of hidden_size() floats per text. Texts are tokenized,
+    // truncated to max_length(), sorted by length and run in batches of packed
+    // sequences: linear layers see only real tokens, attention runs per sequence, so
+    // there is no padding and no mask.
+    virtual std::vector<std::vector<float>> embed(const std::vector<std::string>& texts) = 0;
+    // Same, from token ids that already hold [CLS] ... [SEP] (at most max_length() each).
+    virtual std::vector<std::vector<float>> embed_ids(const std::vector<std::vector<int32_t>>& ids) = 0;
+
+    // Raw forward for tests: `ids` and `mask` are [batch, seq] row-major (mask 1 = token,
+    // 0 = padding). Returns last_hidden_state [batch, seq, hidden] and, in `cls`,
+    // the L2-normalised [CLS] vectors [batch, hidden], both fp32.
+    virtual std::vector<float> forward(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask, int64_t batch,
+                                       int64_t seq, std::vector<float>* cls) = 0;
+
+    virtual int64_t hidden_size() const = 0;
+    virtual size_t max_length() const = 0;
+    // nullptr when the folder has no vocab.txt/tokenizer.json (then only embed_ids and
+    // forward work; embed throws ConfigError).
+    virtual const tokenizer::WordPieceTokenizer* tokenizer() const = 0;
+    // Counters since load (what the last embed() calls cost).
+    virtual const BertEmbedStats& stats() const = 0;
+};
+
+}  // namespace pdsd::model

@@ -1,0 +1,125 @@
+// The "bge" embedder: a BERT model folder (bge-*-zh-v1.5, bge-*-en-v1.5, ...) run by
+// model/bert.h; CLS pooling + L2 normalisation there. Registered through
+// register_embedder_factory like any other embedder; the torch code stays in src/model.
+#include "bge_embedder.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/hf_config.h"
+#include "pdsd/core/json_io.h"
+#include "pdsd/core/log.h"
+#include "pdsd/kb/embedder.h"
+#include "pdsd/model/bert.h"
+#include "pdsd/tokenizer/wordpiece.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+
+namespace pdsd::kb {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// bge's published query instructions (FlagEmbedding's model cards).
+const char* kZhInstruction = "为这个句子生成表示以用于检索相关文章：";
+const char* kEnInstruction = "Represent this sentence for searching relevant passages: ";
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+class BgeEmbedder final : public Embedder {
+public:
+    BgeEmbedder(const fs::path& dir, std::string name) : dir_(dir), name_(std::move(name)) {
+        cfg_ = load_bert_config(dir.string());
+        tok_ = std::make_unique<tokenizer::WordPieceTokenizer>(tokenizer::WordPieceTokenizer::load(dir.string()));
+        max_tokens_ = static_cast<size_t>(cfg_.max_position_embeddings);
+        if (tok_->options().model_max_length) max_tokens_ = std::min(max_tokens_, tok_->options().model_max_length);
+        configure(EmbedderOptions{});
+    }
+
+    void configure(const EmbedderOptions& o) override {
+        if (model_ && o.dtype != options_.dtype)
+            throw UsageError(ErrorInfo{}.at("embedder " + name_).msg("configure() after the model was loaded"));
+        options_ = o;
+        std::string n = lower(name_);
+        if (o.query_instruction == "auto") {
+            instruction_ = n.find("bge") == std::string::npos ? ""
+                           : n.find("zh") != std::string::npos ? kZhInstruction
+                           : n.find("en") != std::string::npos ? kEnInstruction : "";
+        } else if (o.query_instruction == "none") {
+            instruction_.clear();
+        } else {
+            instruction_ = o.query_instruction;
+        }
+    }
+
+    std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) override {
+        if (!model_) {
+            model::BertEmbedOptions mo;
+            mo.dtype = options_.dtype;
+            mo.max_length = max_tokens_;
+            log::info("kb", log::cat("loading embedding model ", dir_.string(), " (", options_.dtype, ")"));
+            model_ = model::BertEmbedder::load(dir_.string(), mo);
+        }
+        if (!is_query || instruction_.empty()) return model_->embed(texts);
+        std::vector<std::string> q;
+        q.reserve(texts.size());
+        for (auto& t : texts) q.push_back(instruction_ + t);
+        return model_->embed(q);
+    }
+
+    int dim() const override { return static_cast<int>(cfg_.hidden_size); }
+    std::string name() const override { return name_; }
+    size_t max_tokens() const override { return max_tokens_; }
+    size_t token_count(const std::string& text) const override { return tok_->encode(text, 0).full_length; }
+
+private:
+    fs::path dir_;
+    std::string name_;
+    BertConfig cfg_;
+    std::unique_ptr<tokenizer::WordPieceTokenizer> tok_;
+    std::unique_ptr<model::BertEmbedder> model_;
+    EmbedderOptions options_;
+    std::string instruction_;
+    size_t max_tokens_ = 512;
+};
+
+// A folder with a BERT config.json (model_type "bert" or a Bert* architecture).
+bool is_bert_folder(const fs::path& d) {
+    std::error_code ec;
+    if (!fs::is_directory(d, ec) || !fs::exists(d / "config.json", ec)) return false;
+    try {
+        nlohmann::json j = read_json_file((d / "config.json").string());
+        if (j.value("model_type", "") == "bert") return true;
+        if (j.contains("architectures") && j["architectures"].is_array())
+            for (auto& a : j["architectures"])
+                if (a.is_string() && a.get<std::string>().rfind("Bert", 0) == 0) return true;
+    } catch (const Error&) {
+    }
+    return false;
+}
+
+std::unique_ptr<Embedder> make_bge(const std::string& spec) {
+    fs::path p(spec);
+    std::vector<fs::path> cands{p};
+    if (const char* md = std::getenv("PDSD_MODELS_DIR"); md && *md && p.is_relative()) cands.push_back(fs::path(md) / p);
+    for (auto& c : cands) {
+        if (!is_bert_folder(c)) continue;
+        fs::path abs = fs::weakly_canonical(fs::absolute(c));
+        std::string name = abs.filename().string();
+        if (name.empty()) name = abs.parent_path().filename().string();
+        return std::make_unique<BgeEmbedder>(abs, name);
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+void register_bge_embedder() { register_embedder_factory("bge", make_bge); }
+
+}  // namespace pdsd::kb

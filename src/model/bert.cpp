@@ -1,0 +1,270 @@
+// BertModel forward in ATen ops (see include/pdsd/model/bert.h). fp32 by default so
+// that embeddings match Hugging Face within 1e-5; bf16 on request.
+#include "pdsd/model/bert.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/hf_config.h"
+#include "pdsd/core/safetensors.h"
+#include "pdsd/model/weights.h"
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/layer_norm.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <optional>
+
+namespace pdsd::model {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Linear {
+    at::Tensor w, b;   // [out, in], [out]
+    at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, w, b); }
+};
+struct Norm {
+    at::Tensor w, b;   // [hidden]
+};
+struct Layer {
+    Linear qkv;        // query|key|value fused: [3*hidden, hidden]
+    Linear attn_out;   // attention.output.dense
+    Norm attn_ln;      // attention.output.LayerNorm
+    Linear inter;      // intermediate.dense [intermediate, hidden]
+    Linear out;        // output.dense [hidden, intermediate]
+    Norm out_ln;       // output.LayerNorm
+};
+
+class BertEmbedderImpl final : public BertEmbedder {
+public:
+    BertEmbedderImpl(const std::string& dir, const BertEmbedOptions& o) : opt_(o) {
+        cfg_ = load_bert_config(dir);
+        if (cfg_.hidden_act == "gelu") gelu_approx_ = "none";
+        else if (cfg_.hidden_act == "gelu_new" || cfg_.hidden_act == "gelu_pytorch_tanh") gelu_approx_ = "tanh";
+        else
+            throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_act").expected("gelu").found(cfg_.hidden_act));
+        if (cfg_.hidden_size % cfg_.num_attention_heads != 0)
+            throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_size").expected("a multiple of num_attention_heads"));
+        dtype_ = parse_dtype_name(o.dtype);
+        if (dtype_ == c10::kHalf) throw UsageError(ErrorInfo{}.at("embed dtype").expected("fp32 or bf16").found(o.dtype));
+
+        fs::path d(dir);
+        if (fs::exists(d / "vocab.txt") || fs::exists(d / "tokenizer.json"))
+            tok_.emplace(tokenizer::WordPieceTokenizer::load(dir));
+        size_t ml = static_cast<size_t>(cfg_.max_position_embeddings);
+        if (tok_ && tok_->options().model_max_length) ml = std::min(ml, tok_->options().model_max_length);
+        if (o.max_length) ml = std::min(ml, o.max_length);
+        max_length_ = ml;
+
+        Checkpoint ck = Checkpoint::open(dir);
+        std::string prefix = ck.contains("embeddings.word_embeddings.weight") ? "" : "bert.";
+        auto get = [&](const std::string& name, std::vector<int64_t> shape) {
+            std::string full = prefix + name;
+            if (!ck.contains(full))
+                throw FormatError(ErrorInfo{ck.source()}.at(full).msg("missing tensor").hint("not a BertModel checkpoint?"));
+            at::Tensor t = checkpoint_tensor(ck, full);
+            if (t.sizes().vec() != shape) {
+                std::string e, f;
+                for (auto s : shape) e += (e.empty() ? "[" : ",") + std::to_string(s);
+                for (auto s : t.sizes()) f += (f.empty() ? "[" : ",") + std::to_string(s);
+                throw ShapeError(ErrorInfo{ck.source()}.at(full).expected(e + "]").found(f + "]"));
+            }
+            return t.to(dtype_).contiguous().clone();   // own the memory (the mapping dies)
+        };
+        const int64_t H = cfg_.hidden_size, I = cfg_.intermediate_size;
+        word_ = get("embeddings.word_embeddings.weight", {cfg_.vocab_size, H});
+        pos_ = get("embeddings.position_embeddings.weight", {cfg_.max_position_embeddings, H});
+        type_ = get("embeddings.token_type_embeddings.weight", {cfg_.type_vocab_size, H});
+        emb_ln_ = {get("embeddings.LayerNorm.weight", {H}), get("embeddings.LayerNorm.bias", {H})};
+        for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
+            std::string p = "encoder.layer." + std::to_string(l) + ".";
+            Layer L;
+            L.qkv.w = at::cat({get(p + "attention.self.query.weight", {H, H}), get(p + "attention.self.key.weight", {H, H}),
+                               get(p + "attention.self.value.weight", {H, H})}, 0);
+            L.qkv.b = at::cat({get(p + "attention.self.query.bias", {H}), get(p + "attention.self.key.bias", {H}),
+                               get(p + "attention.self.value.bias", {H})}, 0);
+            L.attn_out = {get(p + "attention.output.dense.weight", {H, H}), get(p + "attention.output.dense.bias", {H})};
+            L.attn_ln = {get(p + "attention.output.LayerNorm.weight", {H}), get(p + "attention.output.LayerNorm.bias", {H})};
+            L.inter = {get(p + "intermediate.dense.weight", {I, H}), get(p + "intermediate.dense.bias", {I})};
+            L.out = {get(p + "output.dense.weight", {H, I}), get(p + "output.dense.bias", {H})};
+            L.out_ln = {get(p + "output.LayerNorm.weight", {H}), get(p + "output.LayerNorm.bias", {H})};
+            layers_.push_back(std::move(L));
+        }
+        // token_type_ids are all 0: fold that row into the position table once.
+        pos_type_ = pos_.add(type_[0]).contiguous();
+    }
+
+    // ids [B, L] int64, mask [B, L] bool (or undefined: no padding) -> last_hidden [B, L, H].
+    at::Tensor run(const at::Tensor& ids, const at::Tensor& mask) const {
+        const int64_t B = ids.size(0), L = ids.size(1), H = cfg_.hidden_size, nh = cfg_.num_attention_heads;
+        const int64_t hd = H / nh;
+        const double eps = cfg_.layer_norm_eps;
+        at::Tensor x = at::embedding(word_, ids).add_(pos_type_.narrow(0, 0, L));
+        x = at::layer_norm(x, {H}, emb_ln_.w, emb_ln_.b, eps);
+        // SDPA boolean mask, true = may attend: [B, 1, 1, L] broadcast over heads and queries.
+        std::optional<at::Tensor> am;
+        if (mask.defined()) am = mask.view({B, 1, 1, L});
+        for (const auto& ly : layers_) {
+            at::Tensor qkv = ly.qkv(x).view({B, L, 3, nh, hd}).permute({2, 0, 3, 1, 4});   // [3, B, nh, L, hd]
+            at::Tensor a = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], am);     // [B, nh, L, hd]
+            a = a.transpose(1, 2).reshape({B, L, H});
+            x = at::layer_norm(ly.attn_out(a).add_(x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
+            at::Tensor h = at::gelu(ly.inter(x), gelu_approx_);
+            x = at::layer_norm(ly.out(h).add_(x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
+        }
+        return x;
+    }
+
+    // Packed ("unpadded") forward of whole sequences: every linear, LayerNorm and GELU
+    // runs on the T real tokens only ([T, H], no padding); attention runs per sequence.
+    // seqs: ids incl. [CLS]/[SEP]. Returns last_hidden [T, H]; sequence i starts at
+    // offsets[i].
+    at::Tensor run_packed(const std::vector<const std::vector<int32_t>*>& seqs, std::vector<int64_t>& offsets) const {
+        const int64_t H = cfg_.hidden_size, nh = cfg_.num_attention_heads, hd = H / nh;
+        const double eps = cfg_.layer_norm_eps;
+        std::vector<int64_t> ids, pos;
+        offsets.clear();
+        for (const auto* s : seqs) {
+            offsets.push_back(static_cast<int64_t>(ids.size()));
+            for (size_t c = 0; c < s->size(); ++c) {
+                int32_t id = (*s)[c];
+                if (id < 0 || id >= cfg_.vocab_size)
+                    throw UsageError(ErrorInfo{}.at("token id").expected("< " + std::to_string(cfg_.vocab_size))
+                                         .found(std::to_string(id)));
+                ids.push_back(id);
+                pos.push_back(static_cast<int64_t>(c));
+            }
+        }
+        const int64_t T = static_cast<int64_t>(ids.size());
+        at::Tensor t_ids = at::from_blob(ids.data(), {T}, at::kLong);
+        at::Tensor t_pos = at::from_blob(pos.data(), {T}, at::kLong);
+        at::Tensor x = at::embedding(word_, t_ids).add_(at::embedding(pos_type_, t_pos));
+        x = at::layer_norm(x, {H}, emb_ln_.w, emb_ln_.b, eps);
+        std::vector<at::Tensor> parts(seqs.size());
+        for (const auto& ly : layers_) {
+            at::Tensor qkv = ly.qkv(x);   // [T, 3H]
+            for (size_t i = 0; i < seqs.size(); ++i) {
+                const int64_t len = static_cast<int64_t>(seqs[i]->size());
+                // [len, 3, nh, hd] -> [3, 1, nh, len, hd]
+                at::Tensor s = qkv.narrow(0, offsets[i], len).view({len, 3, nh, hd}).permute({1, 2, 0, 3}).unsqueeze(1);
+                at::Tensor a = at::scaled_dot_product_attention(s[0], s[1], s[2]);   // [1, nh, len, hd]
+                parts[i] = a.squeeze(0).transpose(0, 1).reshape({len, H});
+            }
+            at::Tensor a = at::cat(parts, 0);   // [T, H]
+            x = at::layer_norm(ly.attn_out(a).add_(x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
+            at::Tensor h = at::gelu(ly.inter(x), gelu_approx_);
+            x = at::layer_norm(ly.out(h).add_(x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
+        }
+        return x;
+    }
+
+    static at::Tensor l2_normalize(const at::Tensor& v) {
+        // v [B, H] fp32 -> v / max(||v||, 1e-12) (torch.nn.functional.normalize)
+        std::vector<int64_t> dim{1};
+        return v.div(at::linalg_vector_norm(v, 2, dim, true).clamp_min(1e-12));
+    }
+
+    std::vector<std::vector<float>> embed(const std::vector<std::string>& texts) override {
+        if (!tok_)
+            throw ConfigError(ErrorInfo{}.at("embedding model").msg("the model folder has no vocab.txt or tokenizer.json"));
+        std::vector<std::vector<int32_t>> ids(texts.size());
+        for (size_t i = 0; i < texts.size(); ++i) {
+            auto e = tok_->encode(texts[i], max_length_);
+            if (e.truncated()) ++stats_.truncated;
+            ids[i] = std::move(e.ids);
+        }
+        return embed_ids(ids);
+    }
+
+    std::vector<std::vector<float>> embed_ids(const std::vector<std::vector<int32_t>>& ids) override {
+        c10::InferenceMode guard;
+        const int64_t H = cfg_.hidden_size;
+        std::vector<std::vector<float>> out(ids.size());
+        // Longest first, so each batch pads to a similar length.
+        std::vector<size_t> order(ids.size());
+        std::iota(order.begin(), order.end(), size_t{0});
+        std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ids[a].size() > ids[b].size(); });
+        // Batches of whole sequences up to max_batch_tokens real tokens (longest first).
+        size_t i = 0;
+        std::vector<int64_t> offsets;
+        while (i < order.size()) {
+            std::vector<const std::vector<int32_t>*> batch;
+            size_t tokens = 0;
+            while (i + batch.size() < order.size() && batch.size() < opt_.max_batch) {
+                const auto& s = ids[order[i + batch.size()]];
+                if (s.empty() || s.size() > max_length_ || s.size() > static_cast<size_t>(cfg_.max_position_embeddings))
+                    throw UsageError(ErrorInfo{}.at("embed_ids").expected("1.." + std::to_string(max_length_) + " ids")
+                                         .found(std::to_string(s.size())));
+                if (!batch.empty() && tokens + s.size() > opt_.max_batch_tokens) break;
+                batch.push_back(&s);
+                tokens += s.size();
+            }
+            at::Tensor h = run_packed(batch, offsets).to(at::kFloat).contiguous();   // [T, H]
+            at::Tensor idx = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong);
+            at::Tensor cls = l2_normalize(h.index_select(0, idx)).contiguous();   // [B, H]
+            const float* p = cls.data_ptr<float>();
+            for (size_t r = 0; r < batch.size(); ++r) out[order[i + r]].assign(p + r * H, p + (r + 1) * H);
+            stats_.batches += 1;
+            stats_.tokens += tokens;
+            stats_.padded_tokens += tokens;
+            stats_.texts += batch.size();
+            i += batch.size();
+        }
+        return out;
+    }
+
+    std::vector<float> forward(const std::vector<int64_t>& ids, const std::vector<int64_t>& mask, int64_t batch, int64_t seq,
+                               std::vector<float>* cls) override {
+        if (ids.size() != static_cast<size_t>(batch * seq) || mask.size() != ids.size())
+            throw ShapeError(ErrorInfo{}.at("BertEmbedder::forward").expected("batch x seq ids and mask"));
+        c10::InferenceMode guard;
+        at::Tensor t_ids = at::from_blob(const_cast<int64_t*>(ids.data()), {batch, seq}, at::kLong);
+        at::Tensor t_mask = at::from_blob(const_cast<int64_t*>(mask.data()), {batch, seq}, at::kLong).ne(0);
+        at::Tensor h = run(t_ids, t_mask).to(at::kFloat).contiguous();
+        if (cls) {
+            at::Tensor c = l2_normalize(h.select(1, 0)).contiguous();
+            cls->assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+        }
+        return std::vector<float>(h.data_ptr<float>(), h.data_ptr<float>() + h.numel());
+    }
+
+    int64_t hidden_size() const override { return cfg_.hidden_size; }
+    size_t max_length() const override { return max_length_; }
+    const tokenizer::WordPieceTokenizer* tokenizer() const override { return tok_ ? &*tok_ : nullptr; }
+    const BertEmbedStats& stats() const override { return stats_; }
+
+private:
+    BertEmbedOptions opt_;
+    BertConfig cfg_;
+    std::string gelu_approx_ = "none";
+    c10::ScalarType dtype_ = c10::kFloat;
+    std::optional<tokenizer::WordPieceTokenizer> tok_;
+    size_t max_length_ = 512;
+    at::Tensor word_, pos_, type_, pos_type_;
+    Norm emb_ln_;
+    std::vector<Layer> layers_;
+    BertEmbedStats stats_;
+};
+
+}  // namespace
+
+std::unique_ptr<BertEmbedder> BertEmbedder::load(const std::string& model_dir, const BertEmbedOptions& options) {
+    if (!fs::is_directory(model_dir))
+        throw IoError(ErrorInfo{model_dir}.msg("not a model folder").expected("config.json + model.safetensors (+ vocab.txt)"));
+    return std::make_unique<BertEmbedderImpl>(model_dir, options);
+}
+
+}  // namespace pdsd::model

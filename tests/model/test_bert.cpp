@@ -1,0 +1,97 @@
+// BertModel forward against the HF reference of ../shared/fixtures/golden/tiny-bert:
+// last_hidden_state and the L2-normalised [CLS] (bge pooling) within 1e-5.
+#include "pdsd/core/error.h"
+#include "pdsd/core/safetensors.h"
+#include "pdsd/model/bert.h"
+#include "test_util.h"
+
+#include <cmath>
+#include <cstring>
+
+using namespace pdsd;
+
+namespace {
+std::vector<float> f32(const Checkpoint& ck, const std::string& name) {
+    const auto& info = ck.info(name);
+    std::vector<float> v(info.numel());
+    std::memcpy(v.data(), ck.data(name), info.nbytes());
+    return v;
+}
+std::vector<int64_t> i64(const Checkpoint& ck, const std::string& name) {
+    const auto& info = ck.info(name);
+    std::vector<int64_t> v(info.numel());
+    std::memcpy(v.data(), ck.data(name), info.nbytes());
+    return v;
+}
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    float m = 0;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+    return m;
+}
+}  // namespace
+
+TEST(Bert, TinyBertMatchesHfReference) {
+    auto model = model::BertEmbedder::load(test::golden("tiny-bert"));
+    Checkpoint ref = Checkpoint::open(test::golden("tiny-bert.reference.safetensors"));
+    auto ids = i64(ref, "input_ids");
+    auto mask = i64(ref, "attention_mask");
+    const int64_t B = ref.info("input_ids").shape[0], L = ref.info("input_ids").shape[1];
+    std::vector<float> cls;
+    auto hidden = model->forward(ids, mask, B, L, &cls);
+    auto want_hidden = f32(ref, "last_hidden_state");
+    // Every position, padded ones included: HF masks padding keys only, as we do.
+    EXPECT_LT(max_abs_diff(hidden, want_hidden), 1e-5f);
+    EXPECT_LT(max_abs_diff(cls, f32(ref, "cls_normalized")), 1e-5f);
+    EXPECT_EQ(model->hidden_size(), 64);
+    EXPECT_EQ(model->max_length(), 128u);   // max_position_embeddings (no tokenizer here)
+    EXPECT_EQ(model->tokenizer(), nullptr);
+}
+
+TEST(Bert, PackedLengthSortedBatchesGiveTheSameVectors) {
+    model::BertEmbedOptions o;
+    o.max_batch = 2;   // rows land in different batches, sorted by length
+    auto model = model::BertEmbedder::load(test::golden("tiny-bert"), o);
+    Checkpoint ref = Checkpoint::open(test::golden("tiny-bert.reference.safetensors"));
+    auto ids = i64(ref, "input_ids");
+    auto mask = i64(ref, "attention_mask");
+    const int64_t B = ref.info("input_ids").shape[0], L = ref.info("input_ids").shape[1];
+    std::vector<std::vector<int32_t>> rows;
+    for (int64_t r = 0; r < B; ++r) {
+        std::vector<int32_t> row;
+        for (int64_t c = 0; c < L; ++c)
+            if (mask[r * L + c]) row.push_back(static_cast<int32_t>(ids[r * L + c]));
+        rows.push_back(row);
+    }
+    rows.push_back(rows[2]);   // a short row batched with a long one
+    auto vecs = model->embed_ids({rows[2], rows[0], rows[1], rows[3]});
+    auto want = f32(ref, "cls_normalized");
+    const int64_t H = 64;
+    auto row_of = [&](int r) { return std::vector<float>(want.begin() + r * H, want.begin() + (r + 1) * H); };
+    EXPECT_LT(max_abs_diff(vecs[0], row_of(2)), 1e-5f);
+    EXPECT_LT(max_abs_diff(vecs[1], row_of(0)), 1e-5f);
+    EXPECT_LT(max_abs_diff(vecs[2], row_of(1)), 1e-5f);
+    EXPECT_LT(max_abs_diff(vecs[3], row_of(2)), 1e-5f);
+    EXPECT_EQ(model->stats().batches, 2u);
+    EXPECT_THROW(model->embed({"text"}), ConfigError);   // no vocab in this folder
+}
+
+TEST(Bert, Bf16IsCloseToFp32) {
+    model::BertEmbedOptions o;
+    o.dtype = "bf16";
+    auto model = model::BertEmbedder::load(test::golden("tiny-bert"), o);
+    Checkpoint ref = Checkpoint::open(test::golden("tiny-bert.reference.safetensors"));
+    std::vector<float> cls;
+    model->forward(i64(ref, "input_ids"), i64(ref, "attention_mask"), 3, 12, &cls);
+    auto want = f32(ref, "cls_normalized");
+    for (int r = 0; r < 3; ++r) {
+        double dot = 0;
+        for (int k = 0; k < 64; ++k) dot += double(cls[r * 64 + k]) * want[r * 64 + k];
+        EXPECT_GT(dot, 0.99) << "row " << r;
+    }
+}
+
+TEST(Bert, MissingTensorsAndFoldersAreReported) {
+    EXPECT_THROW(model::BertEmbedder::load("/nonexistent"), IoError);
+    EXPECT_THROW(model::BertEmbedder::load(test::golden("tiny-qwen2")), ConfigError);   // model_type qwen2
+}
