@@ -6,7 +6,8 @@
 # steps; the last step of each epoch has one micro-batch, so rank 1 contributes nothing there):
 #   grad_norm and eval_loss (logged unrounded) within 1e-5 relative, loss (rounded to 4
 #   decimals as HF logs it) within one rounding unit, num_input_tokens_seen equal.
-# Then the 2-rank run is resumed from checkpoint-4 and must log the same again.
+# Then the 2-rank run is resumed from checkpoint-4 and must log the same again, also with
+# lora_dropout 0.1 (per-rank generator states in the checkpoint).
 #   data_parallel.sh PDSD SOURCE_DIR FIXTURES_DIR
 set -euo pipefail
 PDSD=$1; SRC=$2; FIX=$3
@@ -19,8 +20,9 @@ common=(train configs/sft_tiny.yaml --model_name_or_path "$W/tiny" --num_train_e
 "$PDSD" --threads 1 "${common[@]}" --gradient_accumulation_steps 2 --output_dir "$W/one" 2>"$W/one.log" || {
   cat "$W/one.log"; exit 1; }
 
-run2() {  # run2 OUT: two ranks on a free port
+run2() {  # run2 OUT [ARGS...]: two ranks on a free port
   local out=$1 port pids=() rc=0
+  shift
   for _ in 1 2 3 4 5; do
     port=$((20000 + RANDOM % 40000))
     (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && continue  # taken
@@ -28,7 +30,7 @@ run2() {  # run2 OUT: two ranks on a free port
   done
   for r in 0 1; do
     RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      "$PDSD" --threads 1 "${common[@]}" --gradient_accumulation_steps 1 --output_dir "$out" 2>"$out.rank$r.log" &
+      "$PDSD" --threads 1 "${common[@]}" --gradient_accumulation_steps 1 --output_dir "$out" "$@" 2>"$out.rank$r.log" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
@@ -58,4 +60,14 @@ mkdir "$W/res" && cp -r "$W/two/checkpoint-4" "$W/res/" && cp "$W/two/trainer_lo
 run2 "$W/res"
 grep -q "resumed from .*checkpoint-4" "$W/res.rank0.log" || { cat "$W/res.rank0.log"; exit 1; }
 compare "$W/one/trainer_state.json" "$W/res/trainer_state.json"
+
+# with dropout each rank draws its own masks: resuming restores every rank's generator
+# (checkpoint-N/rng_state_1.hex), so the resumed run logs what the uninterrupted one did
+run2 "$W/twod" --lora_dropout 0.1
+mkdir "$W/resd" && cp -r "$W/twod/checkpoint-4" "$W/resd/" && cp "$W/twod/trainer_log.jsonl" "$W/resd/"
+run2 "$W/resd" --lora_dropout 0.1
+compare "$W/twod/trainer_state.json" "$W/resd/trainer_state.json"
+if cmp -s <(grep -o '"grad_norm": [0-9.e+-]*' "$W/one/trainer_state.json") <(grep -o '"grad_norm": [0-9.e+-]*' "$W/twod/trainer_state.json"); then
+  echo "dropout 0.1 changed nothing"; exit 1
+fi
 echo "ok"
