@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # LoRA SFT throughput on a GPU: pdsd train vs Hugging Face transformers + PEFT on the same
 # synthetic data (Qwen2.5-0.5B shape, random weights, LoRA r 8 / alpha 16 on q_proj,v_proj,
-# bf16, AdamW, batch 4 x 1024 tokens, every token trained). Prints tokens/s of both and the ratio.
+# bf16, AdamW, batch 4 x 1024 tokens, every token trained), each with gradient checkpointing on
+# and off. Prints tokens/s and peak allocated CUDA memory of all four and the ratios.
 #   bench/train_gpu_bench.sh [STEPS] [SEQ]      (run from the repository root, build/pdsd built)
 # Peer numbers measured on the reference H200 are in ../shared/reference/gpu-machine.md.
 set -euo pipefail
@@ -44,9 +45,9 @@ logging_steps: 1
 save_steps: 100000
 bf16: true
 YAML
-"$PDSD" train "$W/cfg.yaml" 2>"$W/pdsd.log" >/dev/null || { tail -20 "$W/pdsd.log"; exit 1; }
 # steady state: tokens and time between the 5th and the last log line
-PDSD_TPS=$("$PY" - "$W/out/trainer_log.jsonl" <<'PYEOF'
+tps_of() {
+  "$PY" - "$1" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
 def secs(s):
@@ -55,17 +56,33 @@ a, b = rows[4], rows[-1]
 dt = max(1, secs(b["elapsed_time"]) - secs(a["elapsed_time"]))
 print(round((b["total_tokens"] - a["total_tokens"]) / dt))
 PYEOF
-)
-echo "pdsd train: $PDSD_TPS tokens/s (batch $BS x $SEQ, $STEPS steps)"
+}
+declare -A PDSD_TPS PDSD_MEM HF_TPS HF_MEM
+for gc in on off; do
+  disable=$([[ $gc == on ]] && echo false || echo true)
+  rm -rf "$W/out"
+  "$PDSD" train "$W/cfg.yaml" --disable_gradient_checkpointing $disable 2>"$W/pdsd_$gc.log" >/dev/null || {
+    tail -20 "$W/pdsd_$gc.log"; exit 1; }
+  PDSD_TPS[$gc]=$(tps_of "$W/out/trainer_log.jsonl")
+  PDSD_MEM[$gc]=$(sed -n 's/.*peak CUDA memory allocated: \([0-9.e+-]*\) GiB.*/\1/p' "$W/pdsd_$gc.log")
+  est=$(sed -n 's/.*peak CUDA memory allocated: .*(estimate \([0-9.e+-]*\) GiB).*/\1/p' "$W/pdsd_$gc.log")
+  echo "pdsd train, checkpointing $gc: ${PDSD_TPS[$gc]} tokens/s, peak ${PDSD_MEM[$gc]} GiB (dry-run estimate $est GiB) (batch $BS x $SEQ, $STEPS steps)"
+done
 
-# Peer: transformers + PEFT, same shapes, same token count per step, autocast bf16.
-HF_TPS=$("$PY" - "$W/model" "$SEQ" "$STEPS" "$BS" <<'PYEOF' 2>/dev/null || echo "n/a"
+# Peer: transformers + PEFT, same shapes, same token count per step, autocast bf16; checkpointing
+# as LLaMA-Factory enables it (non-reentrant, enable_input_require_grads).
+for gc in on off; do
+  out=$("$PY" - "$W/model" "$SEQ" "$STEPS" "$BS" "$gc" <<'PYEOF' 2>/dev/null || echo "n/a n/a"
 import sys, time, torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
-path, seq, steps, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, seq, steps, bs, gc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "on"
 m = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
+if gc:
+    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    m.enable_input_require_grads()
 m = get_peft_model(m, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+m.train()
 for p in m.parameters():
     if p.requires_grad: p.data = p.data.float()
 opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
@@ -75,10 +92,16 @@ def step():
         loss = m(input_ids=ids, labels=ids).loss
     loss.backward(); torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step(); opt.zero_grad()
 for _ in range(3): step()
-torch.cuda.synchronize(); t = time.time()
+torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); t = time.time()
 for _ in range(steps): step()
-torch.cuda.synchronize(); print(round(bs * seq * steps / (time.time() - t)))
+torch.cuda.synchronize()
+print(round(bs * seq * steps / (time.time() - t)), "%.2f" % (torch.cuda.max_memory_allocated() / 2**30))
 PYEOF
 )
-echo "transformers + PEFT: $HF_TPS tokens/s"
-[[ $HF_TPS != n/a ]] && "$PY" -c "print('ratio pdsd / HF+PEFT: %.2f' % ($PDSD_TPS / $HF_TPS))"
+  HF_TPS[$gc]=${out% *}; HF_MEM[$gc]=${out#* }
+  echo "transformers + PEFT, checkpointing $gc: ${HF_TPS[$gc]} tokens/s, peak ${HF_MEM[$gc]} GiB"
+done
+for gc in on off; do
+  [[ ${HF_TPS[$gc]} != n/a ]] && "$PY" -c "print('ratio pdsd / HF+PEFT, checkpointing $gc: %.2f tokens/s, %.2f memory' % (${PDSD_TPS[$gc]} / ${HF_TPS[$gc]}, ${PDSD_MEM[$gc]:-0} / ${HF_MEM[$gc]}))"
+done
+"$PY" -c "print('pdsd without checkpointing vs HF+PEFT with it: %.2f tokens/s at %.2f memory' % (${PDSD_TPS[off]} / ${HF_TPS[on]}, ${PDSD_MEM[off]:-0} / ${HF_MEM[on]}))" 2>/dev/null || true

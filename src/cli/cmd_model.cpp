@@ -3,11 +3,13 @@
 #include "commands.h"
 
 #include "pdsd/model/tools.h"
+#include "pdsd/train/logits_dump.h"
 
 #include <nlohmann/json.hpp>
 
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 namespace pdsd::cli {
 
@@ -45,6 +47,26 @@ void register_model(CLI::App& app, Registry& registry) {
     cb->add_option("--device", bench->device, "cpu | cuda | cuda:N")->capture_default_str();
     cb->add_option("--dtype", bench->dtype, "bf16 | fp16 | fp32 (default fp32 on CPU, bf16 on CUDA)");
     registry.add(cb, [=] { std::cout << model::bench_generation(*bench).dump() << "\n"; });
+
+    auto dump = std::make_shared<train::LogitsDumpOptions>();
+    auto id_rows = std::make_shared<std::vector<std::string>>();
+    auto* cl = model->add_subcommand("logits", "fp32 CPU logits of a Qwen2 folder (+ LoRA adapter) into a safetensors file");
+    cl->add_option("--model", dump->model_dir, "Hugging Face Qwen2 folder")->required();
+    cl->add_option("--adapter", dump->adapter_dir, "PEFT LoRA adapter folder (attached unmerged, as pdsd train does)");
+    cl->add_option("--ids", *id_rows, "comma-separated token ids, one sequence per --ids")->required();
+    cl->add_option("--out", dump->out_path, "output .safetensors (logits, input_ids, attention_mask)")->required();
+    registry.add(cl, [=] {
+        for (const auto& row : *id_rows) {
+            std::vector<int64_t> ids;
+            std::stringstream in(row);
+            std::string tok;
+            while (std::getline(in, tok, ',')) {
+                if (!tok.empty()) ids.push_back(std::stoll(tok));
+            }
+            dump->rows.push_back(std::move(ids));
+        }
+        train::dump_logits(*dump);
+    });
 }
 
 }  // namespace pdsd::cli

@@ -48,7 +48,7 @@ void register_train(CLI::App& app, Registry& registry) {
         o.ce_chunk_tokens = opts->ce_chunk;
         o.progress_bar = ::isatty(2) != 0;
         train::TrainResult r = train::run_sft(o);
-        if (!opts->dry_run) {
+        if (!opts->dry_run && r.rank == 0) {  // data parallel: rank 0 reports
             std::printf("output_dir: %s\nsteps: %lld\ntrain_loss: %.6g\n", args.training.output_dir.c_str(),
                         static_cast<long long>(r.global_step), r.train_loss);
         }

@@ -59,6 +59,7 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
     s.add("bf16", &t.bf16, "bf16 mixed precision (CUDA)");
     s.add("fp16", &t.fp16, "fp16 mixed precision (CUDA)");
     s.add("gradient_checkpointing", &t.gradient_checkpointing, "recompute activations in backward");
+    s.add("disable_gradient_checkpointing", &t.disable_gradient_checkpointing, "keep every layer's activations (LF: checkpointing is on by default)");
     s.add("seed", &t.seed, "random seed");
     s.add("resume_from_checkpoint", &t.resume_from_checkpoint, "checkpoint folder to resume from");
     s.add("report_to", &t.report_to, "none (pdsd writes trainer_log.jsonl)");

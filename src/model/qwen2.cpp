@@ -205,7 +205,14 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const a
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
     const int64_t n = static_cast<int64_t>(model->layers.size());
     for (int64_t i = 0; i < n; ++i) {
-        h = model->layers[i]->forward(h, cos, sin, mask, cache, i);  // (B, T, H)
+        if (opts.layer_wrapper) {
+            std::function<at::Tensor(const at::Tensor&)> run = [layer = model->layers[i].ptr(), cos, sin, mask, cache, i](const at::Tensor& x) {
+                return layer->forward(x, cos, sin, mask, cache, i);
+            };
+            h = opts.layer_wrapper(i, run, h);  // (B, T, H)
+        } else {
+            h = model->layers[i]->forward(h, cos, sin, mask, cache, i);  // (B, T, H)
+        }
         if (opts.output_hidden_states && i + 1 < n) out.hidden_states.push_back(h);
     }
     h = model->norm(h);  // (B, T, H)

@@ -16,12 +16,15 @@
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/chat_template.h"
 #include "pdsd/tokenizer/tokenizer.h"
+#include "pdsd/train/checkpointing.h"
+#include "pdsd/train/distributed.h"
 #include "pdsd/train/loss.h"
 #include "pdsd/train/schedule.h"
 #include "pdsd/train/trainer_log.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
@@ -284,6 +287,7 @@ std::string TrainPlan::to_text() const {
       << fmt_g(100.0 * static_cast<double>(trainable_params) / static_cast<double>(std::max<int64_t>(1, total_params)), 4)
       << "%)\n"
       << "device: " << device << ", compute dtype: " << dtype << "\n"
+      << "gradient checkpointing: " << (gradient_checkpointing ? "on" : "off") << "\n"
       << "peak memory estimate: " << fmt_g(peak_memory_gib, 3) << " GiB\n";
     return o.str();
 }
@@ -296,7 +300,13 @@ TrainResult run_sft(const TrainOptions& opt) {
     const std::string out_dir = ta.output_dir;
 
     // ---- device, dtype, tokenizer, data -------------------------------------------------
-    const c10::Device dev = resolve_device(a.model.device);
+    // Data parallel (train/distributed.h): rank r of world_size, one process per device.
+    const DistEnv denv = dist_env_from_environment();
+    const int64_t world = denv.world_size, rank = denv.rank;
+    const bool is_main = rank == 0;  // only rank 0 logs at info level and writes files
+    if (!is_main && log::enabled(log::Level::info)) log::init("warn");
+    c10::Device dev = resolve_device(a.model.device);
+    if (world > 1 && dev.is_cuda()) dev = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(denv.local_rank));  // cuda:LOCAL_RANK
     c10::ScalarType dtype = c10::kFloat;
     if (dev.is_cuda() && ta.bf16) dtype = c10::kBFloat16;
     if (dev.is_cuda() && ta.fp16) dtype = c10::kHalf;
@@ -352,7 +362,11 @@ TrainResult run_sft(const TrainOptions& opt) {
         for (int64_t i = 0; i < n; ++i) (i < n_val ? eval_set : train_set).push_back(std::move(all[order[i]]));
         all.clear();
     }
-    Layout lay{static_cast<int64_t>(train_set.size()), ta.per_device_train_batch_size, ta.gradient_accumulation_steps};
+    // With world_size ranks an optimizer step spans accum x world_size micro-batches of the
+    // global order; micro-batch k of the step goes to rank k % world_size (accelerate's
+    // BatchSamplerShard), so the step sees the same examples as one process with
+    // accum x world_size accumulation.
+    Layout lay{static_cast<int64_t>(train_set.size()), ta.per_device_train_batch_size, ta.gradient_accumulation_steps * world};
     const int64_t steps_per_epoch = lay.steps_per_epoch();
     const int64_t max_steps = ta.max_steps > 0 ? ta.max_steps
                                                : static_cast<int64_t>(std::ceil(ta.num_train_epochs * static_cast<double>(steps_per_epoch)));
@@ -369,21 +383,26 @@ TrainResult run_sft(const TrainOptions& opt) {
     plan.total_params = base_param_count(cfg) + plan.trainable_params;
     plan.device = dev.str();
     plan.dtype = dtype_name;
+    plan.gradient_checkpointing = ta.checkpointing_enabled();
     {
         // Rough peak: weights + LoRA (param, grad, 2 AdamW moments, fp32) + saved activations
-        // (~ (14 H + 4 I) values per token per layer, as autograd keeps them) + one CE chunk
-        // (chunk x V fp32, ~3 temporaries) + the kept CE gradient.
+        // (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
+        // checkpointing only each layer's input, H values per token per layer, plus one layer's
+        // full set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3
+        // temporaries) + the kept CE gradient.
         const double bytes = dtype == c10::kFloat ? 4 : 2;
         const double tokens = static_cast<double>(ta.per_device_train_batch_size * std::min(plan.max_seq_len, a.data.cutoff_len + 8));
-        const double act = tokens * static_cast<double>(cfg.num_hidden_layers) *
-                           (14.0 * static_cast<double>(cfg.hidden_size) + 4.0 * static_cast<double>(cfg.intermediate_size)) * bytes;
+        const double per_layer = tokens * (14.0 * static_cast<double>(cfg.hidden_size) + 4.0 * static_cast<double>(cfg.intermediate_size)) * bytes;
+        const double act = plan.gradient_checkpointing
+                               ? tokens * static_cast<double>(cfg.num_hidden_layers * cfg.hidden_size) * bytes + per_layer
+                               : per_layer * static_cast<double>(cfg.num_hidden_layers);
         const double ce = static_cast<double>(opt.ce_chunk_tokens) * static_cast<double>(cfg.vocab_size) * 4 * 3 +
                           tokens * static_cast<double>(cfg.hidden_size) * bytes;
         const double w = static_cast<double>(base_param_count(cfg)) * bytes + static_cast<double>(plan.trainable_params) * 16;
         plan.peak_memory_gib = (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
     }
     if (opt.dry_run) {
-        std::cout << plan.to_text();
+        if (is_main) std::cout << plan.to_text();
         return TrainResult{0, max_steps, 0.0, 0, plan.trainable_params};
     }
     for (const auto& line : [&] {
@@ -395,6 +414,11 @@ TrainResult run_sft(const TrainOptions& opt) {
          }()) {
         log::info(kComp, line);
     }
+
+    std::unique_ptr<DataParallel> dp = make_data_parallel(denv, std::chrono::minutes(30));
+    if (dp) log::info(kComp, log::cat("data parallel: ", world, " ranks, ", ta.per_device_train_batch_size, " x ",
+                                      ta.gradient_accumulation_steps, " x ", world, " = ",
+                                      ta.per_device_train_batch_size * ta.gradient_accumulation_steps * world, " examples per step"));
 
     // ---- resume decision ------------------------------------------------------------------
     std::string resume_dir;
@@ -414,14 +438,16 @@ TrainResult run_sft(const TrainOptions& opt) {
                                   .hint("use another output_dir, or set overwrite_output_dir: true"));
         }
     }
-    if (ta.overwrite_output_dir && fs::exists(out_dir)) {
+    if (dp) dp->barrier();  // every rank has chosen its checkpoint before rank 0 deletes any
+    if (ta.overwrite_output_dir && fs::exists(out_dir) && is_main) {
         for (const auto& ck : checkpoints_in(out_dir)) fs::remove_all(ck);
         fs::remove(fs::path(out_dir) / "trainer_log.jsonl");
     }
-    fs::create_directories(out_dir);
+    if (is_main) fs::create_directories(out_dir);
 
     const std::string model_hash = model_fingerprint(a.model.model_name_or_path);
-    const json hparams = trajectory_hparams(a);
+    json hparams = trajectory_hparams(a);
+    if (world > 1) hparams["world_size"] = world;  // the global batch; absent for one process (older checkpoints stay valid)
     const std::string hparams_hash = sha256_hex(hparams.dump());
     json resume_info;
     if (!resume_dir.empty()) {
@@ -470,6 +496,26 @@ TrainResult run_sft(const TrainOptions& opt) {
     log::info(kComp, log::cat("trainable params: ", att.num_parameters(), " || all params: ", plan.total_params,
                               " || trainable%: ", fmt_g(100.0 * static_cast<double>(att.num_parameters()) / static_cast<double>(plan.total_params), 4)));
 
+    // Activation checkpointing per decoder layer (train/checkpointing.h): each layer's LoRA
+    // matrices are inputs of its checkpoint node; the generator state is replayed when dropout
+    // draws masks.
+    model::ForwardOptions train_fo;
+    train_fo.output_hidden_states = true;  // the last entry is after model.norm
+    train_fo.last_logits_only = true;      // the full (B, T, V) logits are never built
+    if (plan.gradient_checkpointing) {
+        std::vector<std::vector<at::Tensor>> layer_params(net.model->layers.size());
+        static const std::regex layer_re("model\\.layers\\.([0-9]+)\\.");
+        for (size_t k = 0; k < att.modules.size(); ++k) {
+            std::smatch m;
+            if (!std::regex_search(att.modules[k], m, layer_re)) continue;
+            auto& lp = layer_params.at(std::stoul(m[1].str()));
+            lp.push_back(att.layers[k]->lora_A->weight);
+            lp.push_back(att.layers[k]->lora_B->weight);
+        }
+        train_fo.layer_wrapper = checkpoint_every_layer(std::move(layer_params), a.finetuning.lora_dropout > 0);
+        log::info(kComp, "gradient checkpointing: on (each decoder layer recomputed in backward; disable_gradient_checkpointing: true keeps activations)");
+    }
+
     torch::optim::AdamW optim(params, torch::optim::AdamWOptions(ta.learning_rate)
                                           .betas({ta.adam_beta1, ta.adam_beta2})
                                           .eps(ta.adam_epsilon)
@@ -511,20 +557,25 @@ TrainResult run_sft(const TrainOptions& opt) {
         state.max_steps = max_steps;
         start_step = state.global_step;
         {
-            auto bytes = unhex(resume_info.value("rng_cpu", std::string()));
+            std::string rng_hex = resume_info.value("rng_cpu", std::string());
+            if (rank > 0) {  // each rank's dropout draws differ: its own state
+                const fs::path f = fs::path(resume_dir) / ("rng_state_" + std::to_string(rank) + ".hex");
+                rng_hex = fs::exists(f) ? read_file(f.string()) : std::string();
+            }
+            auto bytes = unhex(rng_hex);
             if (!bytes.empty()) {
                 at::Tensor rs = at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, at::kByte).clone();
                 at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
                 gen.set_state(rs);
             }
         }
-        log_file.truncate_after(start_step);
+        if (is_main) log_file.truncate_after(start_step);
         const int64_t epoch_i = start_step / std::max<int64_t>(1, steps_per_epoch);
         log::info(kComp, log::cat("resumed from ", resume_dir, ": step ", start_step, "/", max_steps, ", next lr ",
                                   fmt_g(sched.lr(start_step), 6), ", data position epoch ", epoch_i, " micro-batch ",
                                   lay.micro_range(start_step - epoch_i * steps_per_epoch).first, " of ", lay.micro_per_epoch(),
                                   ", ", state.num_input_tokens_seen, " tokens seen"));
-    } else {
+    } else if (is_main) {
         fs::remove(log_file.path());
     }
 
@@ -535,7 +586,8 @@ TrainResult run_sft(const TrainOptions& opt) {
         double sum = 0;
         int64_t n = 0;
         const int64_t ebs = ta.per_device_eval_batch_size;
-        for (int64_t s = 0; s < static_cast<int64_t>(eval_set.size()); s += ebs) {
+        for (int64_t s = 0, bi = 0; s < static_cast<int64_t>(eval_set.size()); s += ebs, ++bi) {
+            if (bi % world != rank) continue;  // eval batches are sharded like training micro-batches
             std::vector<int64_t> idx;
             for (int64_t i = s; i < std::min<int64_t>(s + ebs, static_cast<int64_t>(eval_set.size())); ++i) idx.push_back(i);
             Batch b = collate(eval_set, idx, pad_id, dev);
@@ -548,14 +600,35 @@ TrainResult run_sft(const TrainOptions& opt) {
             n += ls.n_tokens;
         }
         net.train();
+        if (dp) {
+            at::Tensor t = at::tensor({sum, static_cast<double>(n)}, at::kDouble);
+            dp->all_reduce_sum(t);
+            sum = t[0].item<double>();
+            n = static_cast<int64_t>(std::llround(t[1].item<double>()));
+        }
         return n > 0 ? sum / static_cast<double>(n) : 0.0;
     };
 
     auto save_checkpoint = [&](int64_t step) {
         const fs::path final_dir = fs::path(out_dir) / ("checkpoint-" + std::to_string(step));
         const fs::path tmp = fs::path(out_dir) / (".checkpoint-" + std::to_string(step) + ".tmp");
-        fs::remove_all(tmp);
-        fs::create_directories(tmp);
+        if (is_main) {
+            fs::remove_all(tmp);
+            fs::create_directories(tmp);
+        }
+        if (dp) {  // ranks > 0 add their generator state (dropout), then rank 0 completes the folder
+            dp->barrier();
+            if (!is_main) {
+                at::Tensor rs = at::detail::getDefaultCPUGenerator().get_state();
+                write_file_atomic((tmp / ("rng_state_" + std::to_string(rank) + ".hex")).string(),
+                                  hex(rs.data_ptr<uint8_t>(), static_cast<size_t>(rs.numel())));
+            }
+            dp->barrier();
+            if (!is_main) {
+                dp->barrier();  // rank 0 has renamed the folder
+                return;
+            }
+        }
         lora::save_adapter(tmp.string(), att.to_adapter(a.model.model_name_or_path));
         // AdamW state: "<peft name>.exp_avg" / ".exp_avg_sq" fp32 (the step count is in pdsd_resume.json).
         std::vector<at::Tensor> keep;
@@ -592,6 +665,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         fs::remove_all(final_dir);
         fs::rename(tmp, final_dir);
         log::info(kComp, "saved " + final_dir.string());
+        if (dp) dp->barrier();
         if (ta.save_total_limit && *ta.save_total_limit > 0) {
             auto cks = checkpoints_in(out_dir);
             while (static_cast<int64_t>(cks.size()) > *ta.save_total_limit) {
@@ -602,7 +676,7 @@ TrainResult run_sft(const TrainOptions& opt) {
     };
 
     // ---- the loop -------------------------------------------------------------------------------
-    StatusLine status(opt.progress_bar);
+    StatusLine status(opt.progress_bar && is_main);
     const auto t_loop = std::chrono::steady_clock::now();
     auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -617,6 +691,7 @@ TrainResult run_sft(const TrainOptions& opt) {
     result.resumed_from = start_step;
     result.max_steps = max_steps;
     result.trainable_params = att.num_parameters();
+    result.rank = rank;
 
     for (int64_t step = start_step; step < max_steps; ++step) {
         const int64_t epoch_i = step / steps_per_epoch, j = step % steps_per_epoch;
@@ -627,29 +702,60 @@ TrainResult run_sft(const TrainOptions& opt) {
         auto [m0, m1] = lay.micro_range(j);
         std::vector<std::vector<int64_t>> micro;
         int64_t total_targets = 0;
+        int64_t local_targets = 0;
         for (int64_t m = m0; m < m1; ++m) {
+            const bool mine = (m - m0) % world == rank;  // data parallel: micro-batch k of the step -> rank k % world
             std::vector<int64_t> idx;
             for (int64_t i = m * lay.bs; i < std::min(lay.n, (m + 1) * lay.bs); ++i) {
                 idx.push_back(order[i]);
-                total_targets += train_set[order[i]].targets;
+                total_targets += train_set[order[i]].targets;  // over every rank's micro-batches
+                if (mine) local_targets += train_set[order[i]].targets;
             }
-            micro.push_back(std::move(idx));
+            if (mine) micro.push_back(std::move(idx));
         }
-        // Loss of the step = sum of token CEs over all its micro-batches / their target count.
+        // Loss of the step = sum of token CEs over all its micro-batches (of all ranks) / their
+        // target count; the ranks' gradients are then summed.
         double step_loss = 0;
+        int64_t step_tokens = 0;
         for (const auto& idx : micro) {
             Batch b = collate(train_set, idx, pad_id, dev);
-            model::ForwardOptions fo;
-            fo.output_hidden_states = true;  // the last entry is after model.norm
-            fo.last_logits_only = true;      // the full (B, T, V) logits are never built
-            auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, fo);
+            auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, train_fo);
             LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight, b.labels, opt.ce_chunk_tokens);
             at::Tensor loss = ls.sum / static_cast<double>(std::max<int64_t>(1, total_targets));
             loss.backward();
             step_loss += loss.item<double>();
-            state.num_input_tokens_seen += b.tokens;
-            tokens_here += b.tokens;
+            step_tokens += b.tokens;
         }
+        bool interrupted = interrupt_requested();
+        if (dp) {
+            // One all-reduce per step: [every LoRA gradient (zeros when this rank had no
+            // micro-batch), loss, target tokens, input tokens, interrupt flag].
+            std::vector<at::Tensor> parts;
+            for (auto& p : params) parts.push_back((p.grad().defined() ? p.grad() : at::zeros_like(p)).reshape(-1).to(at::kDouble));
+            parts.push_back(at::tensor({step_loss, static_cast<double>(local_targets), static_cast<double>(step_tokens),
+                                        interrupted ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble).device(dev)));
+            at::Tensor flat = at::cat(parts);
+            dp->all_reduce_sum(flat);
+            int64_t off = 0;
+            for (auto& p : params) {
+                at::Tensor g = flat.narrow(0, off, p.numel()).view(p.sizes()).to(p.scalar_type());
+                off += p.numel();
+                if (p.grad().defined()) p.mutable_grad().copy_(g);
+                else p.mutable_grad() = g;
+            }
+            at::Tensor tail = flat.narrow(0, off, 4).cpu();
+            step_loss = tail[0].item<double>();
+            const auto all_targets = static_cast<int64_t>(std::llround(tail[1].item<double>()));
+            if (all_targets != total_targets) {
+                throw InternalError(ErrorInfo{}.at("data parallel step " + std::to_string(step + 1))
+                                        .expected(std::to_string(total_targets) + " target tokens over all ranks")
+                                        .found(std::to_string(all_targets)).hint("every rank must see the same data and config"));
+            }
+            step_tokens = static_cast<int64_t>(std::llround(tail[2].item<double>()));
+            interrupted = tail[3].item<double>() > 0;  // one rank's Ctrl-C stops all at the same step
+        }
+        state.num_input_tokens_seen += step_tokens;  // all ranks (HF gathers it across processes)
+        tokens_here += step_tokens;
         double grad_norm = 0;
         if (ta.max_grad_norm > 0) {
             grad_norm = torch::nn::utils::clip_grad_norm_(params, ta.max_grad_norm);
@@ -670,6 +776,7 @@ TrainResult run_sft(const TrainOptions& opt) {
 
         auto emit = [&](const json& rec) {
             state.log_history.push_back(rec);
+            if (!is_main) return;
             auto line = trainer_log_line(rec, gs, max_steps, seconds_since(t_loop), gs - start_step,
                                          state.num_input_tokens_seen, tokens_here);
             log_file.append(line);
@@ -713,7 +820,6 @@ TrainResult run_sft(const TrainOptions& opt) {
             status.done();
             log::info(kComp, log::cat("step ", gs, " eval_loss ", fmt_g(el, 6)));
         }
-        const bool interrupted = interrupt_requested();
         if ((ta.save_steps > 0 && gs % ta.save_steps == 0) || interrupted) {  // HF: the last step too when it is a multiple
             status.done();
             save_checkpoint(gs);
@@ -742,20 +848,30 @@ TrainResult run_sft(const TrainOptions& opt) {
                     {"train_samples_per_second", round_to(runtime > 0 ? n_samples / runtime : 0, 3)},
                     {"train_steps_per_second", round_to(runtime > 0 ? static_cast<double>(max_steps - start_step) / runtime : 0, 3)}};
     state.log_history.push_back(end_rec);
-    lora::save_adapter(out_dir, att.to_adapter(a.model.model_name_or_path));
-    state.save((fs::path(out_dir) / "trainer_state.json").string());
-    json train_results = end_rec;
-    train_results.erase("step");
-    write_file_atomic((fs::path(out_dir) / "train_results.json").string(), train_results.dump(4) + "\n");
-    json all_results = train_results;
-    if (!eval_set.empty() && ta.eval_strategy != "no") {
-        const double el = evaluate();
-        json er = {{"epoch", state.epoch}, {"eval_loss", el}};
-        write_file_atomic((fs::path(out_dir) / "eval_results.json").string(), er.dump(4) + "\n");
-        all_results["eval_loss"] = el;
+    const bool final_eval = !eval_set.empty() && ta.eval_strategy != "no";
+    const double final_eval_loss = final_eval ? evaluate() : 0.0;  // collective: every rank
+    if (is_main) {
+        lora::save_adapter(out_dir, att.to_adapter(a.model.model_name_or_path));
+        state.save((fs::path(out_dir) / "trainer_state.json").string());
+        json train_results = end_rec;
+        train_results.erase("step");
+        write_file_atomic((fs::path(out_dir) / "train_results.json").string(), train_results.dump(4) + "\n");
+        json all_results = train_results;
+        if (final_eval) {
+            json er = {{"epoch", state.epoch}, {"eval_loss", final_eval_loss}};
+            write_file_atomic((fs::path(out_dir) / "eval_results.json").string(), er.dump(4) + "\n");
+            all_results["eval_loss"] = final_eval_loss;
+        }
+        write_file_atomic((fs::path(out_dir) / "all_results.json").string(), all_results.dump(4) + "\n");
+        if (a.finetuning.plot_loss) plot::plot_trainer_state(out_dir, {"loss", "eval_loss"});
     }
-    write_file_atomic((fs::path(out_dir) / "all_results.json").string(), all_results.dump(4) + "\n");
-    if (a.finetuning.plot_loss) plot::plot_trainer_state(out_dir, {"loss", "eval_loss"});
+    if (dp) dp->barrier();  // no rank exits (closing the store) before rank 0 has written
+    if (dev.is_cuda()) {  // the measured peak, to set against the --dry-run estimate
+        const auto stats = c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(dev.index());
+        const double peak = static_cast<double>(stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
+        log::info(kComp, log::cat("peak CUDA memory allocated: ", fmt_g(peak / (1024.0 * 1024.0 * 1024.0), 4), " GiB (estimate ",
+                                  fmt_g(plan.peak_memory_gib, 4), " GiB)"));
+    }
     log::info(kComp, log::cat("done: ", state.global_step, " steps, train_loss ", fmt_g(result.train_loss, 6), ", adapter in ", out_dir));
     return result;
 }

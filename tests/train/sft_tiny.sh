@@ -12,6 +12,11 @@ cd "$SRC"
 grep -q "examples: 40 train, 4 eval" "$W/plan" && grep -q "steps: 5 per epoch, 15 total" "$W/plan" &&
   grep -q "trainable params: " "$W/plan" && grep -q "peak memory estimate" "$W/plan" || { cat "$W/plan" "$W/log"; exit 1; }
 [[ ! -e $W/dry ]] || { echo "--dry-run wrote $W/dry"; exit 1; }
+# gradient checkpointing: on by default (LLaMA-Factory), off with disable_gradient_checkpointing
+grep -q "gradient checkpointing: on" "$W/plan" || { echo "checkpointing not on by default"; cat "$W/plan"; exit 1; }
+"$PDSD" train configs/sft_tiny.yaml --model_name_or_path "$W/tiny" --output_dir "$W/dry" --dry-run \
+  --disable_gradient_checkpointing true >"$W/plan_off" 2>>"$W/log"
+grep -q "gradient checkpointing: off" "$W/plan_off" || { cat "$W/plan_off"; exit 1; }
 "$PDSD" --threads 2 train configs/sft_tiny.yaml --model_name_or_path "$W/tiny" --output_dir "$W/out" 2>"$W/log" >"$W/stdout" || {
   cat "$W/log"; exit 1; }
 for f in adapter_model.safetensors adapter_config.json trainer_log.jsonl trainer_state.json train_results.json \
@@ -26,4 +31,5 @@ losses=$(sed -n 's/.*"loss": \([0-9.e+-]*\),.*/\1/p' "$W/out/trainer_log.jsonl")
 echo "$losses" | awk '{v[NR]=$1} END {f=(v[1]+v[2]+v[3])/3; l=(v[NR]+v[NR-1]+v[NR-2])/3;
   printf "first3 %.4f last3 %.4f\n", f, l; exit !(l < f - 0.05)}'
 grep -q "steps: 15" "$W/stdout"
+grep -q "each decoder layer recomputed in backward" "$W/log" || { echo "checkpointing not used in training"; exit 1; }
 echo "ok"

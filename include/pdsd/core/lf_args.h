@@ -71,6 +71,9 @@ struct LfTrainingArgs {
     bool bf16 = false;
     bool fp16 = false;
     bool gradient_checkpointing = false;
+    bool disable_gradient_checkpointing = false;    // LF model arg: checkpointing is on unless this is set
+    // LLaMA-Factory enables checkpointing unless disable_gradient_checkpointing; HF's key turns it on too.
+    bool checkpointing_enabled() const { return gradient_checkpointing || !disable_gradient_checkpointing; }
     int64_t seed = 42;
     std::optional<std::string> resume_from_checkpoint;
     std::string report_to = "none";

@@ -111,6 +111,11 @@ struct ForwardOutput {
 struct ForwardOptions {
     bool output_hidden_states = false;
     bool last_logits_only = false;  // prefill/decode: only the last position's logits
+    // Optional wrapper around each decoder layer (training's activation checkpointing,
+    // train/checkpointing.h): called as layer_wrapper(i, run, h) and must return run(h); `run`
+    // holds copies of everything the layer needs, so it may be called again later.
+    std::function<at::Tensor(int64_t layer, const std::function<at::Tensor(const at::Tensor&)>& run, const at::Tensor& x)>
+        layer_wrapper;
 };
 
 // "model": embeddings, decoder layers, final norm.

@@ -43,6 +43,7 @@ struct TrainResult {
     double train_loss = 0.0;       // mean of the logged step losses of this run (HF: train_loss)
     int64_t resumed_from = 0;      // 0 = fresh start
     int64_t trainable_params = 0;
+    int64_t rank = 0;              // this process's data-parallel rank (0 without WORLD_SIZE)
 };
 
 // The plan printed by --dry-run (also logged at the start of training).
@@ -54,6 +55,7 @@ struct TrainPlan {
     int64_t trainable_params = 0, total_params = 0;
     int64_t max_seq_len = 0;           // longest example after truncation (padded to 8)
     double peak_memory_gib = 0.0;      // estimate: weights + LoRA/AdamW + activations + CE chunk
+    bool gradient_checkpointing = false;  // LF: on unless disable_gradient_checkpointing
     std::string device, dtype;
     std::string to_text() const;
 };
