@@ -89,12 +89,12 @@ def one_stream(url, i, max_tokens, key):
     return (ttft if ttft is not None else time.perf_counter() - t0), text
 
 
-def start_server(pdsd, fixtures, tmp, queue_size):
+def start_server(pdsd, fixtures, tmp, queue_size, max_batch):
     model = os.path.join(tmp, "tiny")
     subprocess.run([pdsd, "--log-level", "warn", "model", "init", "--preset", "tiny", "--seed", "11",
                     "--tokenizer", os.path.join(fixtures, "qwen-tokenizer"), "--out", model], check=True, stdout=subprocess.DEVNULL)
     proc = subprocess.Popen([pdsd, "serve", "--model", model, "--port", "0", "--root", os.path.join(tmp, "data"),
-                             "--queue-size", str(queue_size)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                             "--queue-size", str(queue_size), "--max-batch", str(max_batch)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     for line in proc.stderr:
         m = re.search(r"pdsd serve: (http://\S+)", line)
         if m:
@@ -113,6 +113,7 @@ def main():
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--max-batch", type=int, default=1, help="--max-batch of the server this script starts")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     proc = None
@@ -120,7 +121,7 @@ def main():
     if not url:
         if not (args.pdsd and args.fixtures):
             sys.exit("give --url, or --pdsd and --fixtures")
-        proc, url = start_server(args.pdsd, args.fixtures, tmp.name, args.clients + 8)
+        proc, url = start_server(args.pdsd, args.fixtures, tmp.name, args.clients + 8, args.max_batch)
     try:
         refs = [reference(url, i, args.max_tokens, args.api_key) for i in range(args.clients)]
         ttfts, errors, counts = [], [], [0] * args.clients
@@ -158,7 +159,7 @@ def main():
     total = sum(counts)
     ttfts.sort()
     p = lambda q: ttfts[min(len(ttfts) - 1, int(q * len(ttfts)))] if ttfts else float("nan")  # noqa: E731
-    print(json.dumps({"clients": args.clients, "duration_s": round(wall, 2), "max_tokens": args.max_tokens,
+    print(json.dumps({"clients": args.clients, "max_batch": args.max_batch if proc else None, "duration_s": round(wall, 2), "max_tokens": args.max_tokens,
                       "streams": total, "requests_per_s": round(total / wall, 2),
                       "ttft_p50_s": round(p(0.50), 4), "ttft_p95_s": round(p(0.95), 4),
                       "ttft_mean_s": round(statistics.mean(ttfts), 4) if ttfts else None,

@@ -33,7 +33,7 @@ def ensure_openai():
     except ImportError:
         pass
     py = os.path.join(VENV, "bin", "python")
-    if os.path.exists(py) and os.path.realpath(sys.executable) != os.path.realpath(py) and not os.environ.get("PDSD_SERVE_REEXEC"):
+    if os.path.exists(py) and os.path.realpath(sys.prefix) != os.path.realpath(VENV) and not os.environ.get("PDSD_SERVE_REEXEC"):
         os.environ["PDSD_SERVE_REEXEC"] = "1"
         os.execv(py, [py] + sys.argv)
     print("SKIP: the openai package is not installed (pip install openai, or make the venv " + VENV + ")", file=sys.stderr)

@@ -24,6 +24,7 @@ void register_serve(CLI::App& app, Registry& registry) {
     cmd->add_option("-e,--embed-model", o->embed_model, "embedding model for /v1/embeddings and dense search (default: kb_settings.yaml)");
     cmd->add_option("--root", o->root, "data root of the knowledge bases (default: $PDSD_ROOT, else ./data)");
     cmd->add_option("--queue-size", o->queue_size, "generation requests waiting or running before 429")->capture_default_str();
+    cmd->add_option("--max-batch", o->max_batch, "greedy requests waiting together run as one batch of up to N rows (KV cache grows N-fold)")->capture_default_str();
     cmd->add_option("--max-body-bytes", o->max_upload_bytes, "largest request body (uploads)")->capture_default_str();
     cmd->add_option("--max-json-bytes", o->max_json_bytes, "largest JSON request body")->capture_default_str();
     cmd->add_option("--threads", o->threads, "HTTP threads (each open stream holds one)")->capture_default_str();

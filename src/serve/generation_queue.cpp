@@ -77,8 +77,9 @@ void GenJob::finish() {
 // ---- GenerationQueue ------------------------------------------------------------------------
 
 GenerationQueue::GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity,
-                                 QueueStats* stats)
-    : generator_(generator), tokenizer_(tokenizer), capacity_(std::max<size_t>(capacity, 1)), stats_(stats) {
+                                 size_t max_batch, QueueStats* stats)
+    : generator_(generator), tokenizer_(tokenizer), capacity_(std::max<size_t>(capacity, 1)),
+      max_batch_(std::max<size_t>(max_batch, 1)), stats_(stats) {
     worker_ = std::thread([this] { run(); });
 }
 
@@ -87,7 +88,7 @@ GenerationQueue::~GenerationQueue() { stop(); }
 bool GenerationQueue::try_submit(std::shared_ptr<GenJob> job) {
     {
         std::lock_guard<std::mutex> lk(mu_);
-        if (stopping_ || pending_.size() + (running_ ? 1 : 0) >= capacity_) {
+        if (stopping_ || pending_.size() + running_.size() >= capacity_) {
             stats_->rejected++;
             return false;
         }
@@ -108,7 +109,7 @@ void GenerationQueue::set_paused(bool paused) {
 
 size_t GenerationQueue::depth() const {
     std::lock_guard<std::mutex> lk(mu_);
-    return pending_.size() + (running_ ? 1 : 0);
+    return pending_.size() + running_.size();
 }
 
 void GenerationQueue::stop() {
@@ -118,7 +119,7 @@ void GenerationQueue::stop() {
         if (stopping_ && !worker_.joinable()) return;
         stopping_ = true;
         left.swap(pending_);
-        if (running_) running_->cancelled = true;
+        for (auto& j : running_) j->cancelled = true;
     }
     cv_.notify_all();
     for (auto& j : left) {
@@ -129,92 +130,159 @@ void GenerationQueue::stop() {
     if (worker_.joinable()) worker_.join();
 }
 
+namespace {
+// Batchable with other requests: greedy (sampled rows would share one random stream, so their
+// seeds could not be honoured).
+bool batchable(const GenJob& j) { return j.options.do_sample.has_value() && !*j.options.do_sample; }
+}  // namespace
+
 void GenerationQueue::run() {
     while (true) {
-        std::shared_ptr<GenJob> job;
+        std::vector<std::shared_ptr<GenJob>> batch;
         {
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait(lk, [&] { return stopping_ || (!paused_ && !pending_.empty()); });
             if (stopping_) return;
-            job = pending_.front();
+            batch.push_back(pending_.front());
             pending_.pop_front();
-            running_ = job;
+            // Greedy requests waiting together run as one batch (up to max_batch_ rows).
+            if (max_batch_ > 1 && batchable(*batch[0])) {
+                for (auto it = pending_.begin(); it != pending_.end() && batch.size() < max_batch_;) {
+                    if (batchable(**it)) {
+                        batch.push_back(*it);
+                        it = pending_.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+            }
+            running_ = batch;
         }
-        if (job->cancelled) {
-            stats_->cancelled++;
-        } else {
+        std::vector<GenJob*> live;
+        for (auto& j : batch) {
+            if (j->cancelled) stats_->cancelled++;
+            else live.push_back(j.get());
+        }
+        if (!live.empty()) {
+            stats_->batches++;
+            stats_->batch_rows += static_cast<int64_t>(live.size());
             try {
-                execute(*job);
+                execute(live);
             } catch (const Error& e) {
-                job->error = e.what();
-                job->error_status = 400;   // a prompt the model cannot take (too long, ...)
+                for (auto* j : live) {
+                    j->error = e.what();
+                    j->error_status = 400;   // a prompt the model cannot take (too long, ...)
+                }
             } catch (const std::exception& e) {
-                job->error = e.what();
-                job->error_status = 500;
                 log::error("serve", std::string("generation failed: ") + e.what());
+                for (auto* j : live) {
+                    j->error = e.what();
+                    j->error_status = 500;
+                }
             }
         }
         {
             std::lock_guard<std::mutex> lk(mu_);
-            running_.reset();
+            running_.clear();
         }
-        job->finish();
+        for (auto& j : batch) j->finish();
     }
 }
 
-void GenerationQueue::execute(GenJob& job) {
-    std::vector<int32_t> ids32 = tokenizer_->encode(tokenizer::render_qwen_chat(job.messages, /*add_generation_prompt=*/true));
-    std::vector<int64_t> prompt(ids32.begin(), ids32.end());
-    job.prompt_tokens = static_cast<int64_t>(prompt.size());
-
+namespace {
+// Turns one row's tokens into streamed text pieces: skips special tokens, holds back bytes that
+// may start a stop string or end mid-character, stops at a stop string or the row's own limit.
+struct RowStream {
+    GenJob* job;
+    const tokenizer::Tokenizer* tok;
+    int64_t limit = -1;          // the row's max_new_tokens in a batch (-1: the generator's)
+    int64_t count = 0;
     std::string emitted, pending;
     bool stopped_by_string = false;
-    auto emit = [&](size_t n) {
+
+    void emit(size_t n) {
         if (n == 0) return;
-        job.push_piece(std::string_view(pending).substr(0, n));
+        job->push_piece(std::string_view(pending).substr(0, n));
         emitted.append(pending, 0, n);
         pending.erase(0, n);
-    };
-    auto on_token = [&](int64_t tok) {
-        if (!job.has_first_token) {
-            job.first_token = std::chrono::steady_clock::now();
-            job.has_first_token = true;
-        }
-        if (job.cancelled) return false;
-        if (tokenizer_->is_special(static_cast<tokenizer::TokenId>(tok))) return true;
-        pending += tokenizer_->token_bytes(static_cast<tokenizer::TokenId>(tok));
-        size_t hold = 0;
-        if (!job.stop.empty()) {
-            std::string all = emitted + pending;
-            size_t stop = find_stop(all, job.stop);
-            if (stop != std::string::npos) {
-                emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
-                stopped_by_string = true;
-                return false;
-            }
-            hold = stop_prefix_suffix(all, job.stop);
-        }
-        size_t ready = pending.size() > hold ? pending.size() - hold : 0;
-        emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
-        return true;
-    };
-    model::GenerationResult r = generator_->generate(prompt, job.options, on_token);
-
-    std::vector<tokenizer::TokenId> gen(r.tokens.begin(), r.tokens.end());
-    std::string text = tokenizer_->decode(gen, /*skip_special_tokens=*/true);
-    size_t stop = find_stop(text, job.stop);
-    if (stop != std::string::npos) text.resize(stop);
-    // Whatever is still held back (the tail, or U+FFFD replacements of a cut character).
-    if (!job.cancelled && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
-        job.push_piece(std::string_view(text).substr(emitted.size()));
     }
-    job.text = std::move(text);
-    job.completion_tokens = static_cast<int64_t>(r.tokens.size());
-    job.finish_reason = (r.reason == model::StopReason::length && !stopped_by_string) ? "length" : "stop";
-    stats_->generated_tokens += job.completion_tokens;
-    stats_->prompt_tokens += job.prompt_tokens;
-    if (job.cancelled) stats_->cancelled++;
-    else stats_->completed++;
+    bool on_token(int64_t t) {
+        ++count;
+        if (!job->has_first_token) {
+            job->first_token = std::chrono::steady_clock::now();
+            job->has_first_token = true;
+        }
+        if (job->cancelled) return false;
+        if (!tok->is_special(static_cast<tokenizer::TokenId>(t))) {
+            pending += tok->token_bytes(static_cast<tokenizer::TokenId>(t));
+            size_t hold = 0;
+            if (!job->stop.empty()) {
+                std::string all = emitted + pending;
+                size_t stop = find_stop(all, job->stop);
+                if (stop != std::string::npos) {
+                    emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
+                    stopped_by_string = true;
+                    return false;
+                }
+                hold = stop_prefix_suffix(all, job->stop);
+            }
+            size_t ready = pending.size() > hold ? pending.size() - hold : 0;
+            emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
+        }
+        return limit < 0 || count < limit;
+    }
+    void finish(const model::GenerationResult& r, QueueStats& stats) {
+        std::vector<tokenizer::TokenId> gen(r.tokens.begin(), r.tokens.end());
+        std::string text = tok->decode(gen, /*skip_special_tokens=*/true);
+        size_t stop = find_stop(text, job->stop);
+        if (stop != std::string::npos) text.resize(stop);
+        // Whatever is still held back (the tail, or U+FFFD replacements of a cut character).
+        if (!job->cancelled && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
+            job->push_piece(std::string_view(text).substr(emitted.size()));
+        }
+        job->text = std::move(text);
+        job->completion_tokens = static_cast<int64_t>(r.tokens.size());
+        const bool hit_limit = limit >= 0 && count >= limit && r.reason != model::StopReason::eos;
+        job->finish_reason = stopped_by_string ? "stop" : (r.reason == model::StopReason::length || hit_limit) ? "length" : "stop";
+        stats.generated_tokens += job->completion_tokens;
+        stats.prompt_tokens += job->prompt_tokens;
+        if (job->cancelled) stats.cancelled++;
+        else stats.completed++;
+    }
+};
+}  // namespace
+
+void GenerationQueue::execute(const std::vector<GenJob*>& jobs) {
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<RowStream> rows;
+    for (auto* j : jobs) {
+        std::vector<int32_t> ids32 = tokenizer_->encode(tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
+        prompts.emplace_back(ids32.begin(), ids32.end());
+        j->prompt_tokens = static_cast<int64_t>(ids32.size());
+        rows.push_back(RowStream{j, tokenizer_});
+    }
+    if (jobs.size() == 1) {
+        // Alone: generate() keeps the KV cache of the shared prompt prefix between requests.
+        model::GenerationResult r = generator_->generate(prompts[0], jobs[0]->options, [&](int64_t t) { return rows[0].on_token(t); });
+        rows[0].finish(r, *stats_);
+        return;
+    }
+    // A greedy batch: one set of options; each row stops at its own max_tokens via its callback.
+    model::GenerationOptions o = jobs[0]->options;
+    bool unbounded = false;
+    int64_t longest = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        if (jobs[i]->options.max_new_tokens) {
+            rows[i].limit = *jobs[i]->options.max_new_tokens;
+            longest = std::max(longest, rows[i].limit);
+        } else {
+            unbounded = true;
+        }
+    }
+    if (unbounded) o.max_new_tokens.reset();
+    else o.max_new_tokens = longest;
+    auto results = generator_->generate_batch(prompts, o, [&](size_t row, int64_t t) { return rows[row].on_token(t); });
+    for (size_t i = 0; i < jobs.size(); ++i) rows[i].finish(results[i], *stats_);
 }
 
 }  // namespace pdsd::serve

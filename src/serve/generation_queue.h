@@ -60,13 +60,15 @@ private:
 };
 
 struct QueueStats {
-    std::atomic<int64_t> generated_tokens{0}, prompt_tokens{0}, rejected{0}, completed{0}, cancelled{0};
+    std::atomic<int64_t> generated_tokens{0}, prompt_tokens{0}, rejected{0}, completed{0}, cancelled{0}, batches{0}, batch_rows{0};
 };
 
 class GenerationQueue {
 public:
-    // Borrowed model/tokenizer; `capacity` counts waiting + running jobs.
-    GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity, QueueStats* stats);
+    // Borrowed model/tokenizer; `capacity` counts waiting + running jobs. `max_batch` > 1: greedy
+    // jobs waiting together run as one batch of up to that many rows (generate_batch).
+    GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity, size_t max_batch,
+                    QueueStats* stats);
     ~GenerationQueue();
 
     // false when full (the caller answers 429).
@@ -77,16 +79,16 @@ public:
 
 private:
     void run();
-    void execute(GenJob& job);
+    void execute(const std::vector<GenJob*>& jobs);
 
     model::Generator* generator_;
     const tokenizer::Tokenizer* tokenizer_;
-    size_t capacity_;
+    size_t capacity_, max_batch_;
     QueueStats* stats_;
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::deque<std::shared_ptr<GenJob>> pending_;
-    std::shared_ptr<GenJob> running_;
+    std::vector<std::shared_ptr<GenJob>> running_;
     bool paused_ = false, stopping_ = false;
     std::thread worker_;
 };

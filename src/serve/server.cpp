@@ -29,7 +29,6 @@
 #include <sstream>
 #include <thread>
 
-#include <pthread.h>
 
 // share/web/index.html, embedded at build time (cmake/embed_file.cmake).
 extern "C" const unsigned char pdsd_web_index_html[];
@@ -262,7 +261,7 @@ struct Server::Impl {
             gen = std::make_unique<model::Generator>(lora::load_generator(o.model_dir, o.device, o.dtype, o.adapter_dir));
             model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
             if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
-            queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, &stats);
+            queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
         }
         std::string embed = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
         if (embed != "none") embedder = std::shared_ptr<kb::Embedder>(kb::make_embedder(embed));
@@ -1010,6 +1009,11 @@ std::string Server::Impl::metrics_text() {
       << "pdsd_generations_total{outcome=\"completed\"} " << stats.completed.load() << "\n"
       << "pdsd_generations_total{outcome=\"cancelled\"} " << stats.cancelled.load() << "\n"
       << "pdsd_generations_total{outcome=\"rejected\"} " << stats.rejected.load() << "\n";
+    m << "# HELP pdsd_generation_batches_total Model runs (one request, or a batch of greedy requests).\n"
+         "# TYPE pdsd_generation_batches_total counter\n"
+      << "pdsd_generation_batches_total " << stats.batches.load() << "\n"
+      << "# HELP pdsd_generation_batch_rows_total Requests run, summed over model runs.\n# TYPE pdsd_generation_batch_rows_total counter\n"
+      << "pdsd_generation_batch_rows_total " << stats.batch_rows.load() << "\n";
     m << "# HELP pdsd_generation_queue_depth Generation requests waiting or running.\n# TYPE pdsd_generation_queue_depth gauge\n"
       << "pdsd_generation_queue_depth " << (queue ? queue->depth() : 0) << "\n";
     return m.str();
@@ -1048,13 +1052,19 @@ void Server::pause_worker(bool paused) {
     if (impl_->queue) impl_->queue->set_paused(paused);
 }
 
+namespace {
+std::atomic<bool> g_sigterm{false};  // the one piece of state the SIGTERM handler touches
+extern "C" void on_sigterm(int) { g_sigterm.store(true); }
+}  // namespace
+
 bool run_server(const ServeOptions& options) {
-    // Signals go to one waiting thread (sigtimedwait), not to arbitrary HTTP threads.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    // Ctrl-C sets pdsd's interrupt flag (main's SIGINT handler); SIGTERM sets g_sigterm. A
+    // watcher thread polls both and stops the server (signal handlers may do nothing more).
+    install_interrupt_handler();
+    struct sigaction sa {};
+    sa.sa_handler = on_sigterm;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
 
     Server server(options);
     server.bind();
@@ -1062,26 +1072,25 @@ bool run_server(const ServeOptions& options) {
     std::fprintf(stderr, "pdsd serve: %s\n", server.url().c_str());
     std::fflush(stderr);
 
-    std::atomic<int> got{0};
-    std::atomic<bool> done{false};
-    std::thread waiter([&] {
-        timespec ts{0, 200 * 1000 * 1000};
+    std::atomic<bool> done{false}, by_sigint{false};
+    std::thread watcher([&] {
         while (!done) {
-            int s = sigtimedwait(&set, nullptr, &ts);
-            if (s == SIGINT || s == SIGTERM) {
-                got = s;
-                log::info(kComp, s == SIGINT ? "interrupted: shutting down" : "SIGTERM: shutting down");
+            if (interrupt_requested() || g_sigterm) {
+                by_sigint = interrupt_requested();
+                log::info(kComp, by_sigint ? "interrupted: shutting down" : "SIGTERM: shutting down");
                 server.stop();
                 return;
             }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
     });
     server.listen();
     done = true;
-    waiter.join();
+    watcher.join();
     server.stop();
     log::info(kComp, "stopped");
-    return got == SIGINT;
+    if (by_sigint) clear_interrupt();
+    return by_sigint;
 }
 
 }  // namespace pdsd::serve

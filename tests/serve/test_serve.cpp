@@ -583,3 +583,46 @@ TEST(Serve, ConcurrentStreamsDoNotMix) {
     for (auto& t : ts) t.join();
     for (int i = 0; i < n; ++i) EXPECT_EQ(got[i], want[i]) << i;
 }
+
+TEST(Serve, BatchedGreedyRowsEqualTheirAloneAnswers) {
+    serve::ServeOptions o;
+    o.max_batch = 8;
+    Running s(o);
+    const int n = 6;
+    std::vector<std::string> got(n), want(n), finish(n);
+    std::vector<int64_t> used(n, -1);
+    for (int i = 0; i < n; ++i) want[i] = reference({{"user", "批量 " + std::string(static_cast<size_t>(i + 1), 'x')}}, 3 + i).text;
+    s.server->pause_worker(true);   // let all requests queue up, so they run as one batch
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; ++i) {
+        ts.emplace_back([&, i] {
+            auto c = s.client();
+            bool stream = i % 2 == 0;
+            auto r = post_json(c, "/v1/chat/completions", chat_body("批量 " + std::string(static_cast<size_t>(i + 1), 'x'), 3 + i, stream));
+            if (!r || r->status != 200) return;
+            if (stream) {
+                auto frames = sse_data(r->body);
+                for (size_t k = 1; k + 2 < frames.size(); ++k) got[i] += json::parse(frames[k])["choices"][0]["delta"]["content"].get<std::string>();
+                finish[i] = json::parse(frames[frames.size() - 2])["choices"][0]["finish_reason"];
+            } else {
+                json j = body_json(r);
+                got[i] = j["choices"][0]["message"]["content"];
+                finish[i] = j["choices"][0]["finish_reason"];
+                used[i] = j["usage"]["completion_tokens"];
+            }
+        });
+    }
+    for (int i = 0; i < 300; ++i) {
+        if (body_json(s.client().Get("/health"))["queue_depth"] == n) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    s.server->pause_worker(false);
+    for (auto& t : ts) t.join();
+    for (int i = 0; i < n; ++i) {
+        EXPECT_EQ(got[i], want[i]) << i;
+        EXPECT_EQ(finish[i], "length") << i;
+        if (used[i] >= 0) EXPECT_EQ(used[i], 3 + i) << i;
+    }    auto m = s.client().Get("/metrics");
+    EXPECT_NE(m->body.find("pdsd_generation_batches_total 1\n"), std::string::npos) << m->body;
+    EXPECT_NE(m->body.find("pdsd_generation_batch_rows_total 6\n"), std::string::npos);
+}

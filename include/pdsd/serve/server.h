@@ -36,6 +36,9 @@ struct ServeOptions {
     std::string embed_model;                // "" : kb_settings.yaml's embed_model (hash-ngram, bge..., none)
     std::string root;                       // data root ("" : $PDSD_ROOT, else ./data)
     size_t queue_size = 16;                 // generation requests waiting or running; more -> 429
+    // > 1: greedy requests waiting together run as one batch of up to this many rows. Each row
+    // gives the tokens it would alone; the KV cache holds max_batch rows (memory!).
+    size_t max_batch = 1;
     size_t max_upload_bytes = 64u << 20;    // any request body (multipart uploads)
     size_t max_json_bytes = 1u << 20;       // JSON request bodies
     int threads = 64;                       // HTTP worker threads (each open stream holds one)
