@@ -435,38 +435,48 @@ struct Server::Impl {
                     std::function<std::string(const std::string&)> piece_frame, std::function<std::string(const GenJob&)> tail) {
         res.set_header("Cache-Control", "no-cache");
         res.set_header("X-Accel-Buffering", "no");
-        res.set_chunked_content_provider(
-            "text/event-stream",
-            [this, job, head = std::move(head), piece_frame, tail](size_t, httplib::DataSink& sink) {
-                auto write = [&](const std::string& s) {
-                    if (s.empty()) return true;
-                    if (!sink.write(s.data(), s.size())) {
-                        job->cancelled = true;   // the client went away: stop generating
+        auto provide = [this, job, head = std::move(head), piece_frame, tail](httplib::DataSink& sink) {
+            auto write = [&](const std::string& s) {
+                if (s.empty()) return true;
+                if (!sink.write(s.data(), s.size())) {
+                    job->cancelled = true;   // the client went away: stop generating
+                    return false;
+                }
+                return true;
+            };
+            if (!write(head)) return false;
+            std::string piece;
+            while (true) {
+                bool timed_out = false;
+                if (job->next_piece(piece, std::chrono::milliseconds(200), timed_out)) {
+                    if (!write(piece_frame(piece))) return false;
+                    continue;
+                }
+                if (timed_out) {
+                    if (stopping || !sink.is_writable()) {
+                        job->cancelled = true;
                         return false;
                     }
-                    return true;
-                };
-                if (!write(head)) return false;
-                std::string piece;
-                while (true) {
-                    bool timed_out = false;
-                    if (job->next_piece(piece, std::chrono::milliseconds(200), timed_out)) {
-                        if (!write(piece_frame(piece))) return false;
-                        continue;
-                    }
-                    if (timed_out) {
-                        if (stopping || !sink.is_writable()) {
-                            job->cancelled = true;
-                            return false;
-                        }
-                        continue;
-                    }
-                    break;  // finished, no piece left
+                    continue;
                 }
-                observe_ttft(*job);
-                if (!write(tail(*job))) return false;
-                sink.done();
-                return true;
+                break;  // finished, no piece left
+            }
+            observe_ttft(*job);
+            if (!write(tail(*job))) return false;
+            sink.done();
+            return true;
+        };
+        res.set_chunked_content_provider(
+            "text/event-stream",
+            [job, provide](size_t, httplib::DataSink& sink) {
+                // Nothing may escape a content provider (httplib would not catch it).
+                try {
+                    return provide(sink);
+                } catch (const std::exception& e) {
+                    log::error(kComp, std::string("stream failed: ") + e.what());
+                    job->cancelled = true;
+                    return false;
+                }
             },
             [job](bool) { job->cancelled = true; });   // released (also on success: the job is done then)
     }
