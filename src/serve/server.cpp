@@ -524,7 +524,10 @@ void Server::Impl::setup() {
         reply_error(res, HttpError{500, "internal error: " + what, "server_error", "", ""});
     });
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
-        double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_request_start).count();
+        // Requests refused before routing (413, malformed request line) never set the start time.
+        const auto now = std::chrono::steady_clock::now();
+        double s = t_request_start.time_since_epoch().count() == 0 ? 0.0 : std::chrono::duration<double>(now - t_request_start).count();
+        t_request_start = {};
         std::string route = routes.count(req.path) ? req.path : "other";
         {
             std::lock_guard<std::mutex> lk(metrics.mu);
@@ -1079,6 +1082,8 @@ bool run_server(const ServeOptions& options) {
     Server server(options);
     server.bind();
     log::info(kComp, "listening on " + server.url() + (options.api_key.empty() ? "" : " (API key required)"));
+    if (options.api_key.empty() && options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1")
+        log::warn(kComp, "listening on " + options.host + " without --api-key: anyone who can reach this address can use the model and change the knowledge bases");
     std::fprintf(stderr, "pdsd serve: %s\n", server.url().c_str());
     std::fflush(stderr);
 
