@@ -230,6 +230,17 @@ struct Metrics {
 
 thread_local std::chrono::steady_clock::time_point t_request_start;
 
+// httplib 0.11 listens with a backlog of 5 (compiled into libcpp-httplib.so): a burst of
+// concurrent connects then overflows the accept queue and clients see resets. listen() again
+// on the bound socket raises the backlog (Linux updates it in place).
+class HttpServer : public httplib::Server {
+public:
+    void raise_backlog(int backlog) {
+        socket_t s = svr_sock_;
+        if (s != INVALID_SOCKET) ::listen(s, backlog);
+    }
+};
+
 }  // namespace
 
 // ---- the server ------------------------------------------------------------------------------
@@ -245,7 +256,7 @@ struct Server::Impl {
     std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search
     std::mutex embed_mu;                      // embedders are not thread-safe
     std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
-    httplib::Server http;
+    HttpServer http;
     Metrics metrics;
     std::set<std::string> routes;
     int port = 0;
@@ -1044,6 +1055,7 @@ int Server::bind() {
     if (im.port <= 0)
         throw IoError(ErrorInfo{}.at(im.o.host + ":" + std::to_string(im.o.port)).msg("cannot listen")
                           .hint("the port is taken or the address is not local; pick another --port"));
+    im.http.raise_backlog(1024);
     return im.port;
 }
 
