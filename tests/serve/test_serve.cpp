@@ -536,7 +536,9 @@ TEST(Serve, MetricsCountRequestsAndTokens) {
     auto r = c.Get("/metrics");
     for (int i = 0; i < 100; ++i) {
         ASSERT_EQ(r->status, 200);
-        if (r->body.find("route=\"other\",status=\"404\"} 1") != std::string::npos) break;
+        if (r->body.find("route=\"other\",status=\"404\"} 1") != std::string::npos &&
+            r->body.find("route=\"/v1/chat/completions\",status=\"200\"} 1") != std::string::npos)
+            break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         r = c.Get("/metrics");
     }
