@@ -9,6 +9,7 @@
 #include "pdsd/core/hf_config.h"
 #include "pdsd/core/log.h"
 #include "pdsd/kb/knowledge_base.h"
+#include "pdsd/lora/generator.h"
 #include "pdsd/model/generate.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
@@ -27,7 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ChatOpts {
-    std::string model, device = "cpu", dtype, system, question, kb, root, mode;
+    std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter;
     std::optional<double> temperature, top_p, repetition_penalty, score_threshold;
     std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len;
     std::optional<bool> do_sample;
@@ -70,7 +71,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
                               .hint("copy the tokenizer files of the base model into this folder"));
         }
         tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(model_dir));
-        gen = std::make_unique<model::Generator>(model::Generator::load(model_dir, o.device, o.dtype));
+        gen = std::make_unique<model::Generator>(lora::load_generator(model_dir, o.device, o.dtype, o.adapter));
         auto vocab = load_qwen2_config(model_dir).vocab_size;
         if (tok->vocab_size() > vocab) {
             throw ConfigError(ErrorInfo{model_dir}.msg("tokenizer does not match the model")
@@ -90,6 +91,9 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
         co.history_len = o.history_len.value_or(3);  // Chatchat's HISTORY_LEN
     } else {
         co.history_len = o.history_len.value_or(-1);
+    }
+    if (!o.adapter.empty() && !gen) {
+        throw UsageError(ErrorInfo{}.at("--adapter").msg("an adapter needs a model").hint("pass --model DIR too"));
     }
     if (!gen && !base) {
         throw UsageError(ErrorInfo{}.msg("nothing to chat with").hint("pass --model DIR, or --kb NAME for retrieval-only answers"));
@@ -163,6 +167,7 @@ void register_chat(CLI::App& app, Registry& registry) {
     cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model (default: model_settings.yaml's llm_model_path)");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
     cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: fp32 on CPU, bf16 on CUDA)");
+    cmd->add_option("--adapter", o->adapter, "LoRA adapter folder (PEFT) applied at load time, without merging");
     cmd->add_option("-q,--question", o->question, "answer this one question and exit (answer text alone on stdout)");
     cmd->add_option("--system", o->system, "system prompt (default: Qwen2.5's)");
     cmd->add_option("--temperature", o->temperature, "sampling temperature; 0 = greedy (default: generation_config.json)");

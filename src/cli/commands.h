@@ -28,5 +28,6 @@ void register_init(CLI::App& app, Registry& registry);
 void register_kb(CLI::App& app, Registry& registry);
 void register_chat(CLI::App& app, Registry& registry);
 void register_train(CLI::App& app, Registry& registry);
+void register_serve(CLI::App& app, Registry& registry);
 
 }  // namespace pdsd::cli

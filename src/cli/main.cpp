@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     cli::register_kb(app, registry);
     cli::register_chat(app, registry);
     cli::register_train(app, registry);
+    cli::register_serve(app, registry);
 
     try {
         app.parse(argc, argv);

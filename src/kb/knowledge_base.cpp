@@ -711,6 +711,69 @@ UpdateReport remove_files(const std::string& root, const std::string& kb, const 
     return reindex_files(root, paths, kb, rels, options, /*create=*/false);
 }
 
+bool delete_knowledge_base(const std::string& root, const std::string& kb) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    bool found = false;
+    if (fs::exists(paths.info_db())) {
+        auto db = open_db(paths, false);
+        KbRow r = get_kb(*db, kb);
+        if (r.exists) {
+            found = true;
+            db->exec("BEGIN");
+            db->exec("DROP TABLE IF EXISTS " + fts_table(r.id));
+            for (const char* sql : {"DELETE FROM chunks WHERE kb_name = ?", "DELETE FROM knowledge_file WHERE kb_name = ?",
+                                    "DELETE FROM knowledge_base WHERE kb_name = ?"}) {
+                Stmt st(*db, sql);
+                st.bind(1, kb).run();
+            }
+            db->exec("COMMIT");
+        }
+    }
+    // The folder goes after the commit: a crash in between leaves files that `pdsd kb -r` re-adds.
+    if (fs::is_directory(paths.kb_dir(kb))) {
+        found = true;
+        fs::remove_all(paths.kb_dir(kb));
+    }
+    return found;
+}
+
+std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string& kb) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    std::map<std::string, KbFileInfo> m;
+    if (fs::is_directory(paths.content_dir(kb))) {
+        for (auto& f : list_folder(paths.content_dir(kb))) {
+            KbFileInfo& i = m[f.rel];
+            i.file_name = f.rel;
+            i.in_folder = true;
+        }
+    }
+    if (fs::exists(paths.info_db())) {
+        auto db = open_db(paths, false);
+        Stmt st(*db, "SELECT file_name, file_ext, file_version, document_loader_name, text_splitter_name, docs_count, "
+                     "create_time FROM knowledge_file WHERE kb_name = ? ORDER BY file_name");
+        st.bind(1, kb);
+        while (st.step()) {
+            KbFileInfo& i = m[st.text(0)];
+            i.file_name = st.text(0);
+            i.file_ext = st.text(1);
+            i.file_version = st.i64(2);
+            i.document_loader = st.text(3);
+            i.text_splitter = st.text(4);
+            i.docs_count = st.i64(5);
+            i.create_time = st.text(6);
+            i.in_db = true;
+        }
+    }
+    std::vector<KbFileInfo> out;
+    for (auto& [k, v] : m) {
+        if (v.file_ext.empty()) v.file_ext = fs::path(v.file_name).extension().string();
+        out.push_back(v);
+    }
+    return out;
+}
+
 std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
     KbPaths paths{root};
     std::map<std::string, KbInfo> m;

@@ -104,6 +104,19 @@ UpdateReport add_files(const std::string& root, const std::string& kb, const std
 UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
                           const UpdateOptions& options);
 
+// Drop a knowledge base: its rows in info.db (one transaction) and its folder
+// (content/ and vector_store/). Returns false when there was nothing to delete.
+bool delete_knowledge_base(const std::string& root, const std::string& kb);
+
+// The files of one knowledge base: those in content/ and those in info.db (Chatchat's
+// list_files details), sorted by name. Names are relative to content/ ('/'-separated).
+struct KbFileInfo {
+    std::string file_name, file_ext, document_loader, text_splitter, create_time;
+    int64_t file_version = 0, docs_count = 0;
+    bool in_folder = false, in_db = false;
+};
+std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string& kb);
+
 struct KbInfo {
     std::string name, info, vs_type, embed_model, create_time;
     int64_t file_count = 0, chunk_count = 0;

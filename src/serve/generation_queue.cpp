@@ -1,0 +1,288 @@
+// Generation worker and bounded queue; see generation_queue.h.
+#include "generation_queue.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/log.h"
+
+#include <algorithm>
+
+namespace pdsd::serve {
+
+namespace {
+// Length of the longest suffix of `text` that is a proper prefix of a stop string: those
+// bytes are held back, since the next token may complete the stop string.
+size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string>& stops) {
+    size_t best = 0;
+    for (const auto& s : stops) {
+        if (s.empty()) continue;
+        for (size_t n = std::min(s.size() - 1, text.size()); n > best; --n) {
+            if (text.compare(text.size() - n, n, s, 0, n) == 0) {
+                best = n;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+size_t find_stop(const std::string& text, const std::vector<std::string>& stops) {
+    size_t first = std::string::npos;
+    for (const auto& s : stops) {
+        if (s.empty()) continue;
+        first = std::min(first, text.find(s));
+    }
+    return first;
+}
+}  // namespace
+
+// ---- GenJob ---------------------------------------------------------------------------------
+
+bool GenJob::next_piece(std::string& piece, std::chrono::milliseconds timeout, bool& timed_out) {
+    std::unique_lock<std::mutex> lk(mu_);
+    timed_out = !cv_.wait_for(lk, timeout, [&] { return !pieces_.empty() || finished_; });
+    if (timed_out) return false;
+    if (pieces_.empty()) return false;  // finished
+    piece = std::move(pieces_.front());
+    pieces_.pop_front();
+    return true;
+}
+
+void GenJob::wait() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return finished_; });
+}
+
+bool GenJob::finished() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return finished_;
+}
+
+void GenJob::push_piece(std::string_view piece) {
+    if (!stream || piece.empty()) return;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        pieces_.emplace_back(piece);
+    }
+    cv_.notify_all();
+}
+
+void GenJob::finish() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        finished_ = true;
+    }
+    cv_.notify_all();
+}
+
+// ---- GenerationQueue ------------------------------------------------------------------------
+
+GenerationQueue::GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity,
+                                 size_t max_batch, QueueStats* stats)
+    : generator_(generator), tokenizer_(tokenizer), capacity_(std::max<size_t>(capacity, 1)),
+      max_batch_(std::max<size_t>(max_batch, 1)), stats_(stats) {
+    worker_ = std::thread([this] { run(); });
+}
+
+GenerationQueue::~GenerationQueue() { stop(); }
+
+bool GenerationQueue::try_submit(std::shared_ptr<GenJob> job) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stopping_ || pending_.size() + running_.size() >= capacity_) {
+            stats_->rejected++;
+            return false;
+        }
+        job->submitted = std::chrono::steady_clock::now();
+        pending_.push_back(std::move(job));
+    }
+    cv_.notify_all();
+    return true;
+}
+
+void GenerationQueue::set_paused(bool paused) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        paused_ = paused;
+    }
+    cv_.notify_all();
+}
+
+size_t GenerationQueue::depth() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return pending_.size() + running_.size();
+}
+
+void GenerationQueue::stop() {
+    std::deque<std::shared_ptr<GenJob>> left;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stopping_ && !worker_.joinable()) return;
+        stopping_ = true;
+        left.swap(pending_);
+        for (auto& j : running_) j->cancelled = true;
+    }
+    cv_.notify_all();
+    for (auto& j : left) {
+        j->error = "the server is shutting down";
+        j->error_status = 503;
+        j->finish();
+    }
+    if (worker_.joinable()) worker_.join();
+}
+
+namespace {
+// Batchable with other requests: greedy (sampled rows would share one random stream, so their
+// seeds could not be honoured).
+bool batchable(const GenJob& j) { return j.options.do_sample.has_value() && !*j.options.do_sample; }
+}  // namespace
+
+void GenerationQueue::run() {
+    while (true) {
+        std::vector<std::shared_ptr<GenJob>> batch;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait(lk, [&] { return stopping_ || (!paused_ && !pending_.empty()); });
+            if (stopping_) return;
+            batch.push_back(pending_.front());
+            pending_.pop_front();
+            // Greedy requests waiting together run as one batch (up to max_batch_ rows).
+            if (max_batch_ > 1 && batchable(*batch[0])) {
+                for (auto it = pending_.begin(); it != pending_.end() && batch.size() < max_batch_;) {
+                    if (batchable(**it)) {
+                        batch.push_back(*it);
+                        it = pending_.erase(it);
+                    } else {
+                        ++it;
+                    }
+                }
+            }
+            running_ = batch;
+        }
+        std::vector<GenJob*> live;
+        for (auto& j : batch) {
+            if (j->cancelled) stats_->cancelled++;
+            else live.push_back(j.get());
+        }
+        if (!live.empty()) {
+            stats_->batches++;
+            stats_->batch_rows += static_cast<int64_t>(live.size());
+            try {
+                execute(live);
+            } catch (const Error& e) {
+                for (auto* j : live) {
+                    j->error = e.what();
+                    j->error_status = 400;   // a prompt the model cannot take (too long, ...)
+                }
+            } catch (const std::exception& e) {
+                log::error("serve", std::string("generation failed: ") + e.what());
+                for (auto* j : live) {
+                    j->error = e.what();
+                    j->error_status = 500;
+                }
+            }
+        }
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            running_.clear();
+        }
+        for (auto& j : batch) j->finish();
+    }
+}
+
+namespace {
+// Turns one row's tokens into streamed text pieces: skips special tokens, holds back bytes that
+// may start a stop string or end mid-character, stops at a stop string or the row's own limit.
+struct RowStream {
+    GenJob* job;
+    const tokenizer::Tokenizer* tok;
+    int64_t limit = -1;          // the row's max_new_tokens in a batch (-1: the generator's)
+    int64_t count = 0;
+    std::string emitted, pending;
+    bool stopped_by_string = false;
+
+    void emit(size_t n) {
+        if (n == 0) return;
+        job->push_piece(std::string_view(pending).substr(0, n));
+        emitted.append(pending, 0, n);
+        pending.erase(0, n);
+    }
+    bool on_token(int64_t t) {
+        ++count;
+        if (!job->has_first_token) {
+            job->first_token = std::chrono::steady_clock::now();
+            job->has_first_token = true;
+        }
+        if (job->cancelled) return false;
+        if (!tok->is_special(static_cast<tokenizer::TokenId>(t))) {
+            pending += tok->token_bytes(static_cast<tokenizer::TokenId>(t));
+            size_t hold = 0;
+            if (!job->stop.empty()) {
+                std::string all = emitted + pending;
+                size_t stop = find_stop(all, job->stop);
+                if (stop != std::string::npos) {
+                    emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
+                    stopped_by_string = true;
+                    return false;
+                }
+                hold = stop_prefix_suffix(all, job->stop);
+            }
+            size_t ready = pending.size() > hold ? pending.size() - hold : 0;
+            emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
+        }
+        return limit < 0 || count < limit;
+    }
+    void finish(const model::GenerationResult& r, QueueStats& stats) {
+        std::vector<tokenizer::TokenId> gen(r.tokens.begin(), r.tokens.end());
+        std::string text = tok->decode(gen, /*skip_special_tokens=*/true);
+        size_t stop = find_stop(text, job->stop);
+        if (stop != std::string::npos) text.resize(stop);
+        // Whatever is still held back (the tail, or U+FFFD replacements of a cut character).
+        if (!job->cancelled && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
+            job->push_piece(std::string_view(text).substr(emitted.size()));
+        }
+        job->text = std::move(text);
+        job->completion_tokens = static_cast<int64_t>(r.tokens.size());
+        const bool hit_limit = limit >= 0 && count >= limit && r.reason != model::StopReason::eos;
+        job->finish_reason = stopped_by_string ? "stop" : (r.reason == model::StopReason::length || hit_limit) ? "length" : "stop";
+        stats.generated_tokens += job->completion_tokens;
+        stats.prompt_tokens += job->prompt_tokens;
+        if (job->cancelled) stats.cancelled++;
+        else stats.completed++;
+    }
+};
+}  // namespace
+
+void GenerationQueue::execute(const std::vector<GenJob*>& jobs) {
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<RowStream> rows;
+    for (auto* j : jobs) {
+        std::vector<int32_t> ids32 = tokenizer_->encode(tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
+        prompts.emplace_back(ids32.begin(), ids32.end());
+        j->prompt_tokens = static_cast<int64_t>(ids32.size());
+        rows.push_back(RowStream{j, tokenizer_});
+    }
+    if (jobs.size() == 1) {
+        // Alone: generate() keeps the KV cache of the shared prompt prefix between requests.
+        model::GenerationResult r = generator_->generate(prompts[0], jobs[0]->options, [&](int64_t t) { return rows[0].on_token(t); });
+        rows[0].finish(r, *stats_);
+        return;
+    }
+    // A greedy batch: one set of options; each row stops at its own max_tokens via its callback.
+    model::GenerationOptions o = jobs[0]->options;
+    bool unbounded = false;
+    int64_t longest = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        if (jobs[i]->options.max_new_tokens) {
+            rows[i].limit = *jobs[i]->options.max_new_tokens;
+            longest = std::max(longest, rows[i].limit);
+        } else {
+            unbounded = true;
+        }
+    }
+    if (unbounded) o.max_new_tokens.reset();
+    else o.max_new_tokens = longest;
+    auto results = generator_->generate_batch(prompts, o, [&](size_t row, int64_t t) { return rows[row].on_token(t); });
+    for (size_t i = 0; i < jobs.size(); ++i) rows[i].finish(results[i], *stats_);
+}
+
+}  // namespace pdsd::serve

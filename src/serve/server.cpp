@@ -1,0 +1,1123 @@
+// `pdsd serve`: routes, auth, errors, metrics; see server.h and docs/serve.md.
+#include "pdsd/serve/server.h"
+
+#include "generation_queue.h"
+
+#include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
+#include "pdsd/core/log.h"
+#include "pdsd/kb/embedder.h"
+#include "pdsd/kb/knowledge_base.h"
+#include "pdsd/lora/generator.h"
+#include "pdsd/rag/prompt.h"
+#include "pdsd/tokenizer/tokenizer.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <shared_mutex>
+#include <sstream>
+#include <thread>
+
+
+// share/web/index.html, embedded at build time (cmake/embed_file.cmake).
+extern "C" const unsigned char pdsd_web_index_html[];
+extern "C" const size_t pdsd_web_index_html_size;
+
+namespace pdsd::serve {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kComp = "serve";
+
+// An error answered to the client: status + OpenAI's error object.
+struct HttpError {
+    int status;
+    std::string message;
+    std::string type = "invalid_request_error";
+    std::string param;   // "" -> null
+    std::string code;    // "" -> null
+};
+
+HttpError bad_request(const std::string& message, const std::string& param = "") { return {400, message, "invalid_request_error", param, ""}; }
+
+json error_json(const HttpError& e) {
+    return {{"error",
+             {{"message", e.message},
+              {"type", e.type},
+              {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+              {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
+}
+
+const char* default_type(int status) {
+    switch (status) {
+        case 401: return "authentication_error";
+        case 403: return "permission_error";
+        case 404: return "not_found_error";
+        case 413: return "request_too_large";
+        case 429: return "rate_limit_error";
+        case 503: return "service_unavailable";
+        default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+std::string now_id(const std::string& prefix) {
+    static std::atomic<uint64_t> counter{0};
+    static const uint64_t salt = std::random_device{}();
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s%016llx%06llx", prefix.c_str(), static_cast<unsigned long long>(salt),
+                  static_cast<unsigned long long>(counter++));
+    return buf;
+}
+
+int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// ---- typed JSON access: wrong types are 400s naming the field --------------------------------
+
+const json* field(const json& body, const char* key) {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return nullptr;
+    return &*it;
+}
+std::optional<std::string> get_string(const json& body, const char* key) {
+    const json* v = field(body, key);
+    if (!v) return std::nullopt;
+    if (!v->is_string()) throw bad_request(std::string("'") + key + "' must be a string", key);
+    return v->get<std::string>();
+}
+std::string require_string(const json& body, const char* key) {
+    auto v = get_string(body, key);
+    if (!v) throw bad_request(std::string("'") + key + "' is required", key);
+    return *v;
+}
+std::optional<double> get_number(const json& body, const char* key, double lo, double hi) {
+    const json* v = field(body, key);
+    if (!v) return std::nullopt;
+    if (!v->is_number()) throw bad_request(std::string("'") + key + "' must be a number", key);
+    double d = v->get<double>();
+    if (!(d >= lo && d <= hi))
+        throw bad_request(std::string("'") + key + "' must be between " + json(lo).dump() + " and " + json(hi).dump(), key);
+    return d;
+}
+std::optional<int64_t> get_int(const json& body, const char* key, int64_t lo, int64_t hi) {
+    const json* v = field(body, key);
+    if (!v) return std::nullopt;
+    if (!v->is_number_integer()) throw bad_request(std::string("'") + key + "' must be an integer", key);
+    // Large unsigned values (e.g. a 64-bit seed) are taken as they are.
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+        if (hi == INT64_MAX) return static_cast<int64_t>(v->get<uint64_t>());
+        throw bad_request(std::string("'") + key + "' is too large", key);
+    }
+    int64_t i = v->get<int64_t>();
+    if (i < lo || i > hi) throw bad_request(std::string("'") + key + "' must be between " + std::to_string(lo) + " and " + std::to_string(hi), key);
+    return i;
+}
+std::optional<bool> get_bool(const json& body, const char* key) {
+    const json* v = field(body, key);
+    if (!v) return std::nullopt;
+    if (!v->is_boolean()) throw bad_request(std::string("'") + key + "' must be a boolean", key);
+    return v->get<bool>();
+}
+
+// "true"/"false"/"1"/"0" form fields (multipart).
+bool form_bool(const std::string& v, const char* key) {
+    if (v == "true" || v == "True" || v == "1") return true;
+    if (v == "false" || v == "False" || v == "0" || v.empty()) return false;
+    throw bad_request(std::string("'") + key + "' must be true or false", key);
+}
+
+// A file name relative to a KB's content/ folder: no NUL, no absolute path, no '..' or '.'
+// component, no backslash, no empty component. Returns the normalised '/'-separated form.
+std::string safe_relative_name(const std::string& name, const char* param) {
+    auto reject = [&](const std::string& why) { return HttpError{400, "invalid file name '" + name + "': " + why, "invalid_request_error", param, "invalid_file_name"}; };
+    if (name.empty()) throw reject("empty");
+    if (name.size() > 1024) throw reject("too long");
+    if (name.find('\0') != std::string::npos) throw reject("contains NUL");
+    if (name.find('\\') != std::string::npos) throw reject("contains a backslash");
+    if (name.front() == '/' || fs::path(name).is_absolute()) throw reject("absolute path");
+    std::string out;
+    size_t start = 0;
+    while (start <= name.size()) {
+        size_t end = name.find('/', start);
+        if (end == std::string::npos) end = name.size();
+        std::string part = name.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") throw reject("'" + part + "' component");
+        for (unsigned char c : part) {
+            if (c < 0x20) throw reject("control character");
+        }
+        out += (out.empty() ? "" : "/") + part;
+        start = end + 1;
+    }
+    return out;
+}
+
+// `rel` inside `content`: every existing component must be a real directory/file, not a
+// symlink (a symlink could point outside the knowledge base).
+void check_no_symlinks(const fs::path& content, const std::string& rel) {
+    fs::path p = content;
+    if (fs::is_symlink(p)) throw HttpError{400, "the knowledge base folder is a symlink", "invalid_request_error", "", "invalid_file_name"};
+    for (auto& part : fs::path(rel)) {
+        p /= part;
+        std::error_code ec;
+        if (fs::is_symlink(fs::symlink_status(p, ec)))
+            throw HttpError{400, "invalid file name '" + rel + "': a path component is a symlink", "invalid_request_error", "", "invalid_file_name"};
+    }
+}
+
+std::string validate_kb(const std::string& kb, const char* param = "knowledge_base_name") {
+    if (kb.empty() || kb == "." || kb == ".." || kb.find('/') != std::string::npos || kb.find('\\') != std::string::npos ||
+        kb.find('\0') != std::string::npos || kb.size() > 255)
+        throw HttpError{403, "Don't attack me: invalid knowledge base name '" + kb + "'", "permission_error", param, "invalid_kb_name"};
+    return kb;
+}
+
+std::string base64(const void* data, size_t n) {
+    static const char* tbl = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const auto* p = static_cast<const unsigned char*>(data);
+    std::string out;
+    out.reserve((n + 2) / 3 * 4);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = static_cast<uint32_t>(p[i]) << 16;
+        if (i + 1 < n) v |= static_cast<uint32_t>(p[i + 1]) << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        out += tbl[(v >> 18) & 63];
+        out += tbl[(v >> 12) & 63];
+        out += i + 1 < n ? tbl[(v >> 6) & 63] : '=';
+        out += i + 2 < n ? tbl[v & 63] : '=';
+    }
+    return out;
+}
+
+std::string sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
+
+// ---- metrics ---------------------------------------------------------------------------------
+
+const std::vector<double> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+struct Histogram {
+    std::vector<uint64_t> counts = std::vector<uint64_t>(kBuckets.size(), 0);
+    uint64_t count = 0;
+    double sum = 0;
+    void observe(double s) {
+        for (size_t i = 0; i < kBuckets.size(); ++i)
+            if (s <= kBuckets[i]) counts[i]++;
+        count++;
+        sum += s;
+    }
+};
+
+struct Metrics {
+    std::mutex mu;
+    std::map<std::pair<std::string, int>, uint64_t> requests;
+    std::map<std::string, Histogram> latency;
+    Histogram ttft;
+};
+
+thread_local std::chrono::steady_clock::time_point t_request_start;
+
+// httplib 0.11 listens with a backlog of 5 (compiled into libcpp-httplib.so): a burst of
+// concurrent connects then overflows the accept queue and clients see resets. listen() again
+// on the bound socket raises the backlog (Linux updates it in place).
+class HttpServer : public httplib::Server {
+public:
+    void raise_backlog(int backlog) {
+        socket_t s = svr_sock_;
+        if (s != INVALID_SOCKET) ::listen(s, backlog);
+    }
+};
+
+}  // namespace
+
+// ---- the server ------------------------------------------------------------------------------
+
+struct Server::Impl {
+    ServeOptions o;
+    std::string root;
+    std::string model_id;
+    std::unique_ptr<tokenizer::Tokenizer> tok;
+    std::unique_ptr<model::Generator> gen;
+    QueueStats stats;
+    std::unique_ptr<GenerationQueue> queue;
+    std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search
+    std::mutex embed_mu;                      // embedders are not thread-safe
+    std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
+    HttpServer http;
+    Metrics metrics;
+    std::set<std::string> routes;
+    int port = 0;
+    std::atomic<bool> stopping{false};
+    const int64_t created = unix_now();
+
+    explicit Impl(ServeOptions opts) : o(std::move(opts)) {
+        root = kb::resolve_root(o.root);
+        if (!o.model_dir.empty()) {
+            if (!fs::is_directory(o.model_dir))
+                throw IoError(ErrorInfo{o.model_dir}.msg("model folder not found").hint("pass the Hugging Face folder of a Qwen2/Qwen2.5 model"));
+            tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(o.model_dir));
+            gen = std::make_unique<model::Generator>(lora::load_generator(o.model_dir, o.device, o.dtype, o.adapter_dir));
+            model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
+            if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
+            queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
+        }
+        std::string embed = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
+        if (embed != "none") embedder = std::shared_ptr<kb::Embedder>(kb::make_embedder(embed));
+        setup();
+    }
+
+    // ---- plumbing ----
+
+    void reply_error(httplib::Response& res, const HttpError& e, bool chatchat = false) {
+        res.status = e.status;
+        json j = error_json(e);
+        if (chatchat) {  // Chatchat's BaseResponse fields beside OpenAI's error object
+            j["code"] = e.status;
+            j["msg"] = e.message;
+            j["data"] = nullptr;
+        }
+        if (e.status == 429) res.set_header("Retry-After", std::to_string(o.retry_after_s));
+        res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    }
+
+    void reply_json(httplib::Response& res, const json& j, int status = 200) {
+        res.status = status;
+        res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+    }
+
+    json parse_json_body(const httplib::Request& req) {
+        if (req.body.size() > o.max_json_bytes)
+            throw HttpError{413, "request body of " + std::to_string(req.body.size()) + " bytes exceeds the JSON limit of " +
+                                     std::to_string(o.max_json_bytes), "request_too_large", "", ""};
+        json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded()) throw bad_request("the request body is not valid JSON");
+        return j;
+    }
+    json parse_json_object(const httplib::Request& req) {
+        json j = parse_json_body(req);
+        if (!j.is_object()) throw bad_request("the request body must be a JSON object");
+        return j;
+    }
+
+    // Wraps a handler: HttpError and pdsd errors become JSON errors, nothing escapes.
+    using Fn = std::function<void(const httplib::Request&, httplib::Response&)>;
+    httplib::Server::Handler wrap(Fn fn, bool chatchat = false) {
+        return [this, fn = std::move(fn), chatchat](const httplib::Request& req, httplib::Response& res) {
+            try {
+                fn(req, res);
+            } catch (const HttpError& e) {
+                reply_error(res, e, chatchat);
+            } catch (const UsageError& e) {
+                reply_error(res, HttpError{400, e.what(), "invalid_request_error", "", ""}, chatchat);
+            } catch (const IoError& e) {
+                reply_error(res, HttpError{404, e.what(), "not_found_error", "", ""}, chatchat);
+            } catch (const InternalError& e) {
+                reply_error(res, HttpError{500, e.what(), "server_error", "", ""}, chatchat);
+            } catch (const Error& e) {
+                reply_error(res, HttpError{400, e.what(), "invalid_request_error", "", ""}, chatchat);
+            } catch (const std::exception& e) {
+                log::error(kComp, log::cat(req.method, " ", req.path, ": ", e.what()));
+                reply_error(res, HttpError{500, std::string("internal error: ") + e.what(), "server_error", "", ""}, chatchat);
+            }
+        };
+    }
+    void get(const std::string& path, Fn fn, bool chatchat = false) {
+        routes.insert(path);
+        http.Get(path, wrap(std::move(fn), chatchat));
+    }
+    void post(const std::string& path, Fn fn, bool chatchat = false) {
+        routes.insert(path);
+        http.Post(path, wrap(std::move(fn), chatchat));
+    }
+
+    void setup();
+    void chat_completions(const httplib::Request& req, httplib::Response& res);
+    void kb_chat(const httplib::Request& req, httplib::Response& res);
+    void embeddings(const httplib::Request& req, httplib::Response& res);
+    void upload_docs(const httplib::Request& req, httplib::Response& res);
+    std::string metrics_text();
+
+    void require_model() {
+        if (!gen) throw HttpError{503, "no chat model is loaded (start pdsd serve with --model DIR)", "service_unavailable", "model", "model_not_loaded"};
+    }
+
+    std::shared_ptr<kb::Embedder> embedder_for(const std::string& kb_embed_model) {
+        if (kb_embed_model == "none") return nullptr;
+        if (embedder && embedder->name() == kb_embed_model) return embedder;
+        return std::shared_ptr<kb::Embedder>(kb::make_embedder(kb_embed_model));
+    }
+
+    // Sampling options of a chat request (OpenAI's fields).
+    void parse_sampling(const json& body, GenJob& job) {
+        auto& g = job.options;
+        if (auto t = get_number(body, "temperature", 0.0, 2.0)) {
+            if (*t == 0.0) g.do_sample = false;   // temperature 0 = greedy
+            else {
+                g.do_sample = true;
+                g.temperature = *t;
+            }
+        }
+        if (auto p = get_number(body, "top_p", 0.0, 1.0)) {
+            if (*p <= 0.0) throw bad_request("'top_p' must be greater than 0", "top_p");
+            g.top_p = *p;
+        }
+        std::optional<int64_t> max = get_int(body, "max_tokens", 1, 1 << 20);
+        if (auto m2 = get_int(body, "max_completion_tokens", 1, 1 << 20)) max = m2;
+        if (max) g.max_new_tokens = *max;
+        if (auto s = get_int(body, "seed", INT64_MIN, INT64_MAX)) g.seed = static_cast<uint64_t>(*s);
+        if (auto n = get_int(body, "n", 1, 1); n && *n != 1) throw bad_request("only n = 1 is supported", "n");
+        if (const json* s = field(body, "stop")) {
+            if (s->is_string()) job.stop.push_back(s->get<std::string>());
+            else if (s->is_array()) {
+                if (s->size() > 16) throw bad_request("'stop' has more than 16 strings", "stop");
+                for (auto& x : *s) {
+                    if (!x.is_string()) throw bad_request("'stop' must be a string or an array of strings", "stop");
+                    job.stop.push_back(x.get<std::string>());
+                }
+            } else throw bad_request("'stop' must be a string or an array of strings", "stop");
+            job.stop.erase(std::remove(job.stop.begin(), job.stop.end(), std::string()), job.stop.end());
+        }
+    }
+
+    static std::string message_content(const json& m, size_t i) {
+        const std::string where = "messages[" + std::to_string(i) + "].content";
+        auto it = m.find("content");
+        if (it == m.end() || it->is_null()) return "";
+        if (it->is_string()) return it->get<std::string>();
+        if (it->is_array()) {  // [{"type":"text","text":"..."}]
+            std::string s;
+            for (auto& part : *it) {
+                if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+                    throw bad_request("only text content parts are supported", where);
+                s += part["text"].get<std::string>();
+            }
+            return s;
+        }
+        throw bad_request("'" + where + "' must be a string or an array of text parts", where);
+    }
+
+    std::vector<tokenizer::ChatMessage> parse_messages(const json& arr, const char* key, bool need_user_last) {
+        if (!arr.is_array()) throw bad_request(std::string("'") + key + "' must be an array", key);
+        std::vector<tokenizer::ChatMessage> out;
+        for (size_t i = 0; i < arr.size(); ++i) {
+            const json& m = arr[i];
+            if (!m.is_object()) throw bad_request(std::string("'") + key + "[" + std::to_string(i) + "]' must be an object", key);
+            auto role = m.find("role");
+            if (role == m.end() || !role->is_string()) throw bad_request(std::string("'") + key + "[" + std::to_string(i) + "].role' must be a string", key);
+            std::string r = role->get<std::string>();
+            if (r != "system" && r != "user" && r != "assistant")
+                throw bad_request("unsupported role '" + r + "' (system, user, assistant)", key);
+            out.push_back({r, message_content(m, i)});
+        }
+        if (need_user_last && (out.empty() || out.back().role != "user"))
+            throw bad_request(std::string("'") + key + "' must end with a user message", key);
+        return out;
+    }
+
+    // Submit, or throw 429 when the queue is full.
+    void submit(const std::shared_ptr<GenJob>& job) {
+        if (!queue->try_submit(job))
+            throw HttpError{429, "the server is busy: " + std::to_string(o.queue_size) + " generation requests are queued; retry later",
+                            "rate_limit_error", "", "queue_full"};
+    }
+
+    void observe_ttft(const GenJob& job) {
+        if (!job.has_first_token) return;
+        std::lock_guard<std::mutex> lk(metrics.mu);
+        metrics.ttft.observe(std::chrono::duration<double>(job.first_token - job.submitted).count());
+    }
+
+    // Streams `job` as SSE: `head` frames first, then one frame per piece (`piece_frame`),
+    // then `tail` (called after the job finished; returns the closing frames).
+    void stream_job(httplib::Response& res, std::shared_ptr<GenJob> job, std::string head,
+                    std::function<std::string(const std::string&)> piece_frame, std::function<std::string(const GenJob&)> tail) {
+        res.set_header("Cache-Control", "no-cache");
+        res.set_header("X-Accel-Buffering", "no");
+        auto provide = [this, job, head = std::move(head), piece_frame, tail](httplib::DataSink& sink) {
+            auto write = [&](const std::string& s) {
+                if (s.empty()) return true;
+                if (!sink.write(s.data(), s.size())) {
+                    job->cancelled = true;   // the client went away: stop generating
+                    return false;
+                }
+                return true;
+            };
+            if (!write(head)) return false;
+            std::string piece;
+            while (true) {
+                bool timed_out = false;
+                if (job->next_piece(piece, std::chrono::milliseconds(200), timed_out)) {
+                    if (!write(piece_frame(piece))) return false;
+                    continue;
+                }
+                if (timed_out) {
+                    if (stopping || !sink.is_writable()) {
+                        job->cancelled = true;
+                        return false;
+                    }
+                    continue;
+                }
+                break;  // finished, no piece left
+            }
+            observe_ttft(*job);
+            if (!write(tail(*job))) return false;
+            sink.done();
+            return true;
+        };
+        res.set_chunked_content_provider(
+            "text/event-stream",
+            [job, provide](size_t, httplib::DataSink& sink) {
+                // Nothing may escape a content provider (httplib would not catch it).
+                try {
+                    return provide(sink);
+                } catch (const std::exception& e) {
+                    log::error(kComp, std::string("stream failed: ") + e.what());
+                    job->cancelled = true;
+                    return false;
+                }
+            },
+            [job](bool) { job->cancelled = true; });   // released (also on success: the job is done then)
+    }
+};
+
+void Server::Impl::setup() {
+    http.new_task_queue = [n = o.threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(n, 2))); };
+    http.set_payload_max_length(o.max_upload_bytes);
+    http.set_read_timeout(30, 0);
+    http.set_write_timeout(30, 0);
+    http.set_keep_alive_timeout(5);
+
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        t_request_start = std::chrono::steady_clock::now();
+        if (o.api_key.empty() || req.path == "/health" || req.path == "/" || req.path == "/index.html")
+            return httplib::Server::HandlerResponse::Unhandled;
+        const std::string want = "Bearer " + o.api_key;
+        std::string got = req.get_header_value("Authorization");
+        // Constant-time compare (length leaks, content does not).
+        bool ok = got.size() == want.size();
+        unsigned char diff = 0;
+        for (size_t i = 0; ok && i < want.size(); ++i) diff |= static_cast<unsigned char>(got[i] ^ want[i]);
+        if (ok && diff == 0) return httplib::Server::HandlerResponse::Unhandled;
+        reply_error(res, HttpError{401, got.empty() ? "missing API key: send 'Authorization: Bearer <key>'" : "incorrect API key provided",
+                                   "authentication_error", "", "invalid_api_key"});
+        return httplib::Server::HandlerResponse::Handled;
+    });
+    http.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string msg = res.status == 404 ? "no route " + req.method + " " + req.path
+                          : res.status == 413 ? "request body exceeds the limit of " + std::to_string(o.max_upload_bytes) + " bytes"
+                          : res.status == 405 ? "method not allowed"
+                                              : "request failed";
+        reply_error(res, HttpError{res.status, msg, default_type(res.status), "", ""});
+        return httplib::Server::HandlerResponse::Handled;
+    }));
+    http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown";
+        try {
+            std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+            what = e.what();
+        } catch (...) {
+        }
+        reply_error(res, HttpError{500, "internal error: " + what, "server_error", "", ""});
+    });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+        // Requests refused before routing (413, malformed request line) never set the start time.
+        const auto now = std::chrono::steady_clock::now();
+        double s = t_request_start.time_since_epoch().count() == 0 ? 0.0 : std::chrono::duration<double>(now - t_request_start).count();
+        t_request_start = {};
+        std::string route = routes.count(req.path) ? req.path : "other";
+        {
+            std::lock_guard<std::mutex> lk(metrics.mu);
+            metrics.requests[{route, res.status}]++;
+            metrics.latency[route].observe(s);
+        }
+        log::debug(kComp, log::cat(req.remote_addr, " ", req.method, " ", req.path, " ", res.status, " ", static_cast<int64_t>(s * 1000), " ms"));
+    });
+
+    // ---- operations ----
+    get("/health", [this](const httplib::Request&, httplib::Response& res) {
+        reply_json(res, {{"status", "ok"}, {"model", gen ? json(model_id) : json(nullptr)},
+                         {"queue_depth", queue ? queue->depth() : 0}});
+    });
+    get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    auto page = [](const httplib::Request&, httplib::Response& res) {
+        res.set_content(reinterpret_cast<const char*>(pdsd_web_index_html), pdsd_web_index_html_size, "text/html; charset=utf-8");
+    };
+    get("/", page);
+    get("/index.html", page);
+
+    // ---- OpenAI ----
+    get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+        json data = json::array();
+        if (gen) data.push_back({{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "pdsd"}});
+        if (embedder) data.push_back({{"id", embedder->name()}, {"object", "model"}, {"created", created}, {"owned_by", "pdsd"}});
+        reply_json(res, {{"object", "list"}, {"data", data}});
+    });
+    post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat_completions(req, res); });
+    post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
+
+    // ---- Chatchat knowledge-base API ----
+    get("/knowledge_base/list_knowledge_bases", [this](const httplib::Request&, httplib::Response& res) {
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        json data = json::array();
+        int64_t id = 0;
+        for (auto& k : kb::list_knowledge_bases(root)) {
+            ++id;
+            if (!k.in_db) continue;
+            data.push_back({{"id", id}, {"kb_name", k.name}, {"kb_info", k.info}, {"vs_type", k.vs_type},
+                            {"embed_model", k.embed_model}, {"file_count", k.file_count}, {"create_time", k.create_time},
+                            {"chunk_count", k.chunk_count}});
+        }
+        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", data}});
+    }, true);
+    post("/knowledge_base/create_knowledge_base", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = parse_json_object(req);
+        std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+        std::string vs = get_string(body, "vector_store_type").value_or("faiss");
+        if (vs != "faiss") throw bad_request("only vector_store_type 'faiss' is supported", "vector_store_type");
+        std::string embed = get_string(body, "embed_model").value_or("");
+        get_string(body, "kb_info");
+        std::unique_lock<std::shared_mutex> lk(kb_mu);
+        for (auto& k : kb::list_knowledge_bases(root)) {
+            if (k.name == name && k.in_db) throw HttpError{409, "已存在同名知识库 " + name, "invalid_request_error", "knowledge_base_name", "kb_exists"};
+        }
+        kb::KbPaths paths{root};
+        fs::create_directories(paths.content_dir(name));
+        kb::UpdateOptions u;
+        u.kb_names = {name};
+        u.mode = kb::UpdateMode::increment;
+        u.embed_model = !embed.empty() ? embed : (embedder ? embedder->name() : "");
+        u.progress = false;
+        kb::update_knowledge_bases(root, u);
+        reply_json(res, {{"code", 200}, {"msg", "已新增知识库 " + name}, {"data", nullptr}});
+    }, true);
+    post("/knowledge_base/delete_knowledge_base", [this](const httplib::Request& req, httplib::Response& res) {
+        // Chatchat's body is the bare JSON string ("samples"); an object is accepted too.
+        json body = parse_json_body(req);
+        std::string name;
+        if (body.is_string()) name = body.get<std::string>();
+        else if (body.is_object()) name = require_string(body, "knowledge_base_name");
+        else throw bad_request("the body must be the knowledge base name as a JSON string", "knowledge_base_name");
+        validate_kb(name);
+        std::unique_lock<std::shared_mutex> lk(kb_mu);
+        if (!kb::delete_knowledge_base(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        reply_json(res, {{"code", 200}, {"msg", "成功删除知识库 " + name}, {"data", nullptr}});
+    }, true);
+    get("/knowledge_base/list_files", [this](const httplib::Request& req, httplib::Response& res) {
+        if (!req.has_param("knowledge_base_name")) throw bad_request("'knowledge_base_name' is required", "knowledge_base_name");
+        std::string name = validate_kb(req.get_param_value("knowledge_base_name"));
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        bool exists = false;
+        for (auto& k : kb::list_knowledge_bases(root)) exists = exists || (k.name == name && k.in_db);
+        if (!exists) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        json data = json::array();
+        int64_t no = 0;
+        for (auto& f : kb::list_kb_files(root, name)) {
+            data.push_back({{"No", ++no}, {"kb_name", name}, {"file_name", f.file_name}, {"file_ext", f.file_ext},
+                            {"file_version", f.file_version}, {"document_loader", f.document_loader}, {"docs_count", f.docs_count},
+                            {"text_splitter", f.text_splitter}, {"create_time", f.create_time.empty() ? json(nullptr) : json(f.create_time)},
+                            {"in_folder", f.in_folder}, {"in_db", f.in_db}});
+        }
+        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", data}});
+    }, true);
+    post("/knowledge_base/search_docs", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = parse_json_object(req);
+        std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+        std::string query = get_string(body, "query").value_or("");
+        kb::KbSettings st = kb::load_kb_settings(root);
+        kb::SearchOptions so;
+        so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
+        so.score_threshold = get_number(body, "score_threshold", -1e9, 1e9);
+        if (!so.score_threshold) so.score_threshold = st.score_threshold;
+        so.mode = get_string(body, "search_mode").value_or(st.search_mode);
+        get_string(body, "file_name");
+        json data = json::array();
+        if (!query.empty()) {
+            std::shared_lock<std::shared_mutex> lk(kb_mu);
+            std::vector<kb::SearchHit> hits;
+            {
+                std::lock_guard<std::mutex> elk(embed_mu);
+                std::string em = "none";
+                for (auto& k : kb::list_knowledge_bases(root))
+                    if (k.name == name && k.in_db) em = k.embed_model.empty() ? "none" : k.embed_model;
+                kb::KnowledgeBase base(root, name, embedder_for(em));
+                hits = base.search(query, so);
+            }
+            for (auto& h : hits) {
+                if (!h.kept) continue;
+                data.push_back({{"id", std::to_string(h.chunk_id)}, {"page_content", h.text}, {"type", "Document"},
+                                {"metadata", {{"source", h.file_name}, {"chunk_index", h.chunk_index},
+                                              {"start_char", h.start_char}, {"end_char", h.end_char}}},
+                                {"score", h.score}});
+            }
+        }
+        reply_json(res, data);
+    }, true);
+    post("/knowledge_base/upload_docs", [this](const httplib::Request& req, httplib::Response& res) { upload_docs(req, res); }, true);
+    post("/knowledge_base/delete_docs", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = parse_json_object(req);
+        std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+        const json* names = field(body, "file_names");
+        if (!names || !names->is_array()) throw bad_request("'file_names' must be an array of strings", "file_names");
+        std::vector<std::string> files;
+        for (auto& n : *names) {
+            if (!n.is_string()) throw bad_request("'file_names' must be an array of strings", "file_names");
+            files.push_back(safe_relative_name(n.get<std::string>(), "file_names"));
+        }
+        get_bool(body, "delete_content");
+        get_bool(body, "not_refresh_vs_cache");
+        std::unique_lock<std::shared_mutex> lk(kb_mu);
+        kb::KbPaths paths{root};
+        if (!fs::is_directory(paths.kb_dir(name))) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        json failed = json::object();
+        std::vector<std::string> existing;
+        std::set<std::string> in_db;
+        for (auto& f : kb::list_kb_files(root, name)) if (f.in_db || f.in_folder) in_db.insert(f.file_name);
+        for (auto& f : files) {
+            check_no_symlinks(paths.content_dir(name), f);
+            if (!in_db.count(f)) failed[f] = "未找到文件 " + f;
+            else existing.push_back(f);
+        }
+        if (!existing.empty()) {
+            kb::UpdateOptions u;
+            u.progress = false;
+            for (auto& c : kb::remove_files(root, name, existing, u).files)
+                if (c.action == "failed") failed[c.file] = c.note;
+        }
+        reply_json(res, {{"code", 200}, {"msg", "文件删除完成"}, {"data", {{"failed_files", failed}}}});
+    }, true);
+    post("/knowledge_base/recreate_vector_store", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = parse_json_object(req);
+        std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+        bool allow_empty = get_bool(body, "allow_empty_kb").value_or(true);
+        std::string embed = get_string(body, "embed_model").value_or("");
+        auto cs = get_int(body, "chunk_size", 1, 1 << 20);
+        auto co = get_int(body, "chunk_overlap", 0, 1 << 20);
+        get_string(body, "vs_type");
+        std::unique_lock<std::shared_mutex> lk(kb_mu);
+        kb::KbPaths paths{root};
+        if (!fs::is_directory(paths.content_dir(name))) {
+            if (!allow_empty) throw HttpError{404, "未找到知识库 '" + name + "'", "not_found_error", "knowledge_base_name", "kb_not_found"};
+            fs::create_directories(paths.content_dir(name));
+        }
+        kb::UpdateOptions u;
+        u.kb_names = {name};
+        u.mode = kb::UpdateMode::recreate;
+        u.embed_model = !embed.empty() ? embed : (embedder ? embedder->name() : "");
+        if (cs) u.chunk_size = *cs;
+        if (co) u.chunk_overlap = *co;
+        u.progress = false;
+        kb::UpdateReport r = kb::update_knowledge_bases(root, u);
+        // Chatchat streams one progress frame per file (sse_starlette); the work is done here
+        // before the first frame, so the frames are a summary.
+        std::string out;
+        size_t n = r.files.size(), i = 0;
+        for (auto& f : r.files) {
+            ++i;
+            if (f.action == "failed")
+                out += sse({{"code", 500}, {"msg", "添加文件‘" + f.file + "’到知识库‘" + name + "’时出错：" + f.note + "。已跳过。"}});
+            else
+                out += sse({{"code", 200}, {"msg", "(" + std::to_string(i) + " / " + std::to_string(n) + "): " + f.file},
+                            {"total", n}, {"finished", i}, {"doc", f.file}});
+        }
+        res.set_content(out, "text/event-stream");
+    }, true);
+    get("/knowledge_base/download_doc", [this](const httplib::Request& req, httplib::Response& res) {
+        std::string name = validate_kb(req.get_param_value("knowledge_base_name"));
+        std::string file = safe_relative_name(req.get_param_value("file_name"), "file_name");
+        bool preview = req.get_param_value("preview") == "true";
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        kb::KbPaths paths{root};
+        fs::path p = fs::path(paths.content_dir(name)) / file;
+        check_no_symlinks(paths.content_dir(name), file);
+        if (!fs::is_regular_file(p)) throw HttpError{404, "未找到文件 " + file, "not_found_error", "file_name", "file_not_found"};
+        std::string bytes = read_file(p.string());
+        std::string base = fs::path(file).filename().string();
+        std::string quoted;
+        for (char c : base) quoted += (c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20) ? '_' : c;
+        res.set_header("Content-Disposition", std::string(preview ? "inline" : "attachment") + "; filename=\"" + quoted + "\"");
+        res.set_content(bytes, "application/octet-stream");
+    }, true);
+    post("/chat/kb_chat", [this](const httplib::Request& req, httplib::Response& res) { kb_chat(req, res); }, true);
+}
+
+void Server::Impl::chat_completions(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    auto job = std::make_shared<GenJob>();
+    const json* msgs = field(body, "messages");
+    if (!msgs) throw bad_request("'messages' is required", "messages");
+    job->messages = parse_messages(*msgs, "messages", /*need_user_last=*/false);
+    if (job->messages.empty()) throw bad_request("'messages' must not be empty", "messages");
+    get_string(body, "model");
+    parse_sampling(body, *job);
+    bool stream = get_bool(body, "stream").value_or(false);
+    bool include_usage = false;
+    if (const json* so = field(body, "stream_options")) {
+        if (!so->is_object()) throw bad_request("'stream_options' must be an object", "stream_options");
+        include_usage = get_bool(*so, "include_usage").value_or(false);
+    }
+    require_model();
+    job->stream = stream;
+    submit(job);
+
+    const std::string id = now_id("chatcmpl-");
+    const int64_t created_at = unix_now();
+    auto usage = [](const GenJob& j) {
+        return json{{"prompt_tokens", j.prompt_tokens}, {"completion_tokens", j.completion_tokens},
+                    {"total_tokens", j.prompt_tokens + j.completion_tokens}};
+    };
+    if (!stream) {
+        job->wait();
+        observe_ttft(*job);
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        reply_json(res, {{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
+                         {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
+                                                   {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
+                         {"usage", usage(*job)}});
+        return;
+    }
+    auto chunk = [id, created_at, this](json delta, json finish) {
+        return json{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created_at}, {"model", model_id},
+                    {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish)},
+                                              {"logprobs", nullptr}}})}};
+    };
+    std::string head = sse(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+    stream_job(
+        res, job, head, [chunk](const std::string& piece) { return sse(chunk({{"content", piece}}, nullptr)); },
+        [chunk, include_usage, usage, id, created_at, this](const GenJob& j) {
+            std::string out;
+            if (!j.error.empty()) {
+                out += sse(error_json(HttpError{j.error_status, j.error, default_type(j.error_status), "", ""}));
+            } else {
+                out += sse(chunk(json::object(), j.finish_reason));
+                if (include_usage)
+                    out += sse({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created_at}, {"model", model_id},
+                                {"choices", json::array()}, {"usage", usage(j)}});
+            }
+            out += "data: [DONE]\n\n";
+            return out;
+        });
+}
+
+void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    std::string query = require_string(body, "query");
+    std::string mode = get_string(body, "mode").value_or("local_kb");
+    if (mode != "local_kb") throw bad_request("only mode 'local_kb' is supported", "mode");
+    std::string name = validate_kb(require_string(body, "kb_name"), "kb_name");
+    kb::KbSettings st = kb::load_kb_settings(root);
+    kb::SearchOptions so;
+    so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
+    so.score_threshold = get_number(body, "score_threshold", -1e9, 1e9);
+    if (!so.score_threshold) so.score_threshold = st.score_threshold;
+    so.mode = get_string(body, "search_mode").value_or(st.search_mode);
+    bool stream = get_bool(body, "stream").value_or(true);
+    bool return_direct = get_bool(body, "return_direct").value_or(false) || !gen;
+    get_string(body, "model");
+    get_string(body, "prompt_name");
+    auto job = std::make_shared<GenJob>();
+    std::vector<tokenizer::ChatMessage> history;
+    if (const json* h = field(body, "history")) history = parse_messages(*h, "history", false);
+    // Chatchat sends max_tokens 0 or null for "the default".
+    if (auto mt = body.find("max_tokens"); mt != body.end() && mt->is_number_integer() && mt->get<int64_t>() == 0) body.erase(mt);
+    parse_sampling(body, *job);
+
+    std::vector<kb::SearchHit> hits;
+    {
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        std::lock_guard<std::mutex> elk(embed_mu);
+        std::string em = "";
+        for (auto& k : kb::list_knowledge_bases(root))
+            if (k.name == name && k.in_db) em = k.embed_model.empty() ? "none" : k.embed_model;
+        if (em.empty()) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
+        kb::KnowledgeBase base(root, name, embedder_for(em));
+        for (auto& h : base.search(query, so))
+            if (h.kept) hits.push_back(std::move(h));
+    }
+    // Chatchat's format_reference: "出处 [i] [file](download url) \n\n<chunk>\n\n".
+    json docs = json::array();
+    for (size_t i = 0; i < hits.size(); ++i) {
+        httplib::Params p{{"knowledge_base_name", name}, {"file_name", hits[i].file_name}};
+        std::string url = "/knowledge_base/download_doc?" + httplib::detail::params_to_query_str(p);
+        docs.push_back("出处 [" + std::to_string(i + 1) + "] [" + hits[i].file_name + "](" + url + ") \n\n" + hits[i].text + "\n\n");
+    }
+    const std::string id = now_id("chat");
+    const int64_t created_at = unix_now();
+    auto frame = [id, created_at, this](const std::string& object, const std::string& content, json extra) {
+        json j{{"id", id}, {"object", object}, {"model", gen ? json(model_id) : json(nullptr)}, {"created", created_at},
+               {"status", nullptr}, {"message_type", 1}, {"message_id", nullptr}, {"is_ref", false}};
+        for (auto& [k, v] : extra.items()) j[k] = v;
+        if (object == "chat.completion.chunk")
+            j["choices"] = json::array({{{"delta", {{"content", content}, {"tool_calls", json::array()}}}, {"role", "assistant"}}});
+        else
+            j["choices"] = json::array({{{"message", {{"role", "assistant"}, {"content", content}, {"finish_reason", "stop"},
+                                                     {"tool_calls", json::array()}}}}});
+        return j;
+    };
+    if (return_direct) {
+        // Retrieval-only (Chatchat's return_direct; also when no model is loaded).
+        json j = frame("chat.completion", "", {{"docs", docs}});
+        if (stream) res.set_content(sse(j), "text/event-stream");
+        else reply_json(res, j);
+        return;
+    }
+    if (docs.empty()) docs.push_back("<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>");
+    job->messages = history;
+    job->messages.push_back({"user", rag::build_user_message(query, hits)});
+    job->stream = stream;
+    submit(job);
+    if (!stream) {
+        job->wait();
+        observe_ttft(*job);
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        reply_json(res, frame("chat.completion", job->text, {{"docs", docs}, {"finish_reason", job->finish_reason},
+                                                             {"usage", {{"prompt_tokens", job->prompt_tokens}, {"completion_tokens", job->completion_tokens},
+                                                                        {"total_tokens", job->prompt_tokens + job->completion_tokens}}}}));
+        return;
+    }
+    std::string head = sse(frame("chat.completion.chunk", "", {{"docs", docs}}));
+    stream_job(
+        res, job, head, [frame](const std::string& piece) { return sse(frame("chat.completion.chunk", piece, json::object())); },
+        [frame](const GenJob& j) {
+            if (!j.error.empty()) return sse({{"error", j.error}});
+            json f = frame("chat.completion.chunk", "", {{"finish_reason", j.finish_reason}});
+            f["choices"][0]["finish_reason"] = j.finish_reason;
+            return sse(f) + "data: [DONE]\n\n";
+        });
+}
+
+void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    if (!embedder) throw HttpError{503, "no embedding model (start pdsd serve with --embed-model NAME)", "service_unavailable", "model", "model_not_loaded"};
+    const json* input = field(body, "input");
+    if (!input) throw bad_request("'input' is required", "input");
+    std::vector<std::string> texts;
+    if (input->is_string()) texts.push_back(input->get<std::string>());
+    else if (input->is_array()) {
+        for (auto& x : *input) {
+            if (!x.is_string()) throw bad_request("'input' must be a string or an array of strings (token arrays are not supported)", "input");
+            texts.push_back(x.get<std::string>());
+        }
+    } else throw bad_request("'input' must be a string or an array of strings", "input");
+    if (texts.empty() || texts.size() > 2048) throw bad_request("'input' must hold 1 to 2048 strings", "input");
+    std::string fmt = get_string(body, "encoding_format").value_or("float");
+    if (fmt != "float" && fmt != "base64") throw bad_request("'encoding_format' must be float or base64", "encoding_format");
+    get_string(body, "model");
+    if (field(body, "dimensions")) throw bad_request("'dimensions' is not supported", "dimensions");
+    std::vector<std::vector<float>> vecs;
+    {
+        std::lock_guard<std::mutex> lk(embed_mu);
+        vecs = embedder->embed(texts, /*is_query=*/false);
+    }
+    // usage: tokens of the chat model's tokenizer when one is loaded, else UTF-8 bytes.
+    int64_t tokens = 0;
+    for (auto& t : texts) tokens += tok ? static_cast<int64_t>(tok->encode(t).size()) : static_cast<int64_t>(t.size());
+    json data = json::array();
+    for (size_t i = 0; i < vecs.size(); ++i) {
+        json e{{"object", "embedding"}, {"index", i}};
+        if (fmt == "base64") e["embedding"] = base64(vecs[i].data(), vecs[i].size() * sizeof(float));  // little-endian float32
+        else e["embedding"] = vecs[i];
+        data.push_back(std::move(e));
+    }
+    reply_json(res, {{"object", "list"}, {"data", data}, {"model", embedder->name()},
+                     {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+}
+
+void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& res) {
+    if (!req.is_multipart_form_data()) throw bad_request("upload_docs takes multipart/form-data (files, knowledge_base_name, ...)");
+    auto value = [&](const char* key) { return req.has_file(key) ? req.get_file_value(key).content : std::string(); };
+    std::string name = validate_kb(value("knowledge_base_name"));
+    bool override_files = form_bool(value("override"), "override");
+    std::string tvs = value("to_vector_store");
+    bool to_vector_store = tvs.empty() ? true : form_bool(tvs, "to_vector_store");
+    int64_t chunk_size = -1, chunk_overlap = -1;
+    auto to_int = [](const std::string& s, const char* key) -> int64_t {
+        if (s.empty()) return -1;
+        try {
+            size_t pos = 0;
+            long long v = std::stoll(s, &pos);
+            if (pos != s.size() || v < 0) throw std::invalid_argument(s);
+            return v;
+        } catch (const std::exception&) {
+            throw bad_request(std::string("'") + key + "' must be a non-negative integer", key);
+        }
+    };
+    chunk_size = to_int(value("chunk_size"), "chunk_size");
+    chunk_overlap = to_int(value("chunk_overlap"), "chunk_overlap");
+    auto range = req.files.equal_range("files");
+    if (range.first == range.second) throw bad_request("no 'files' part in the upload", "files");
+    // Validate every name before writing anything.
+    std::vector<std::pair<std::string, const httplib::MultipartFormData*>> files;
+    for (auto it = range.first; it != range.second; ++it) files.emplace_back(safe_relative_name(it->second.filename, "files"), &it->second);
+
+    std::unique_lock<std::shared_mutex> lk(kb_mu);
+    kb::KbPaths paths{root};
+    bool exists = false;
+    for (auto& k : kb::list_knowledge_bases(root)) exists = exists || (k.name == name && k.in_db);
+    if (!exists) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+    const fs::path content = paths.content_dir(name);
+    fs::create_directories(content);
+    json failed = json::object();
+    for (auto& [rel, part] : files) {
+        check_no_symlinks(content, rel);
+        fs::path dst = content / rel;
+        // Belt and braces: the normalised path stays under content/.
+        std::string d = dst.lexically_normal().string(), c = (content / "").lexically_normal().string();
+        if (d.compare(0, c.size(), c) != 0) throw HttpError{400, "invalid file name '" + rel + "'", "invalid_request_error", "files", "invalid_file_name"};
+        if (fs::exists(dst) && !override_files && fs::file_size(dst) == part->content.size()) {
+            failed[rel] = "文件 " + rel + " 已存在。";
+            continue;
+        }
+        fs::create_directories(dst.parent_path());
+        write_file_atomic(dst.string(), part->content);
+    }
+    if (to_vector_store) {
+        kb::UpdateOptions u;
+        u.kb_names = {name};
+        u.mode = kb::UpdateMode::increment;
+        u.chunk_size = chunk_size > 0 ? chunk_size : -1;
+        u.chunk_overlap = chunk_overlap;
+        u.progress = false;
+        for (auto& list_kb : kb::list_knowledge_bases(root))
+            if (list_kb.name == name) u.embed_model = list_kb.embed_model;
+        kb::UpdateReport r = kb::update_knowledge_bases(root, u);
+        for (auto& f : r.files)
+            if (f.action == "failed" || f.action == "skipped") {
+                for (auto& [rel, part] : files)
+                    if (rel == f.file) failed[rel] = f.note.empty() ? f.action : f.note;
+            }
+    }
+    reply_json(res, {{"code", 200}, {"msg", "文件上传与向量化完成"}, {"data", {{"failed_files", failed}}}});
+}
+
+std::string Server::Impl::metrics_text() {
+    std::ostringstream m;
+    auto hist = [&](const std::string& name, const std::string& labels, const Histogram& h) {
+        std::string sep = labels.empty() ? "" : ",";
+        for (size_t i = 0; i < kBuckets.size(); ++i)
+            m << name << "_bucket{" << labels << sep << "le=\"" << kBuckets[i] << "\"} " << h.counts[i] << "\n";
+        m << name << "_bucket{" << labels << sep << "le=\"+Inf\"} " << h.count << "\n";
+        m << name << "_sum" << (labels.empty() ? "" : "{" + labels + "}") << " " << h.sum << "\n";
+        m << name << "_count" << (labels.empty() ? "" : "{" + labels + "}") << " " << h.count << "\n";
+    };
+    std::lock_guard<std::mutex> lk(metrics.mu);
+    m << "# HELP pdsd_http_requests_total HTTP requests by route and status.\n# TYPE pdsd_http_requests_total counter\n";
+    for (auto& [k, v] : metrics.requests) m << "pdsd_http_requests_total{route=\"" << k.first << "\",status=\"" << k.second << "\"} " << v << "\n";
+    m << "# HELP pdsd_http_request_duration_seconds Time from request to the end of the response.\n"
+         "# TYPE pdsd_http_request_duration_seconds histogram\n";
+    for (auto& [route, h] : metrics.latency) hist("pdsd_http_request_duration_seconds", "route=\"" + route + "\"", h);
+    m << "# HELP pdsd_time_to_first_token_seconds Queue wait + prefill until the first generated token.\n"
+         "# TYPE pdsd_time_to_first_token_seconds histogram\n";
+    hist("pdsd_time_to_first_token_seconds", "", metrics.ttft);
+    m << "# HELP pdsd_generated_tokens_total Generated tokens (eos included).\n# TYPE pdsd_generated_tokens_total counter\n"
+      << "pdsd_generated_tokens_total " << stats.generated_tokens.load() << "\n";
+    m << "# HELP pdsd_prompt_tokens_total Prompt tokens of generation requests.\n# TYPE pdsd_prompt_tokens_total counter\n"
+      << "pdsd_prompt_tokens_total " << stats.prompt_tokens.load() << "\n";
+    m << "# HELP pdsd_generations_total Finished generations by outcome.\n# TYPE pdsd_generations_total counter\n"
+      << "pdsd_generations_total{outcome=\"completed\"} " << stats.completed.load() << "\n"
+      << "pdsd_generations_total{outcome=\"cancelled\"} " << stats.cancelled.load() << "\n"
+      << "pdsd_generations_total{outcome=\"rejected\"} " << stats.rejected.load() << "\n";
+    m << "# HELP pdsd_generation_batches_total Model runs (one request, or a batch of greedy requests).\n"
+         "# TYPE pdsd_generation_batches_total counter\n"
+      << "pdsd_generation_batches_total " << stats.batches.load() << "\n"
+      << "# HELP pdsd_generation_batch_rows_total Requests run, summed over model runs.\n# TYPE pdsd_generation_batch_rows_total counter\n"
+      << "pdsd_generation_batch_rows_total " << stats.batch_rows.load() << "\n";
+    m << "# HELP pdsd_generation_queue_depth Generation requests waiting or running.\n# TYPE pdsd_generation_queue_depth gauge\n"
+      << "pdsd_generation_queue_depth " << (queue ? queue->depth() : 0) << "\n";
+    return m.str();
+}
+
+// ---- Server ------------------------------------------------------------------------------------
+
+Server::Server(ServeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Server::~Server() { stop(); }
+
+int Server::bind() {
+    auto& im = *impl_;
+    if (im.o.port == 0) im.port = im.http.bind_to_any_port(im.o.host);
+    else im.port = im.http.bind_to_port(im.o.host, im.o.port) ? im.o.port : -1;
+    if (im.port <= 0)
+        throw IoError(ErrorInfo{}.at(im.o.host + ":" + std::to_string(im.o.port)).msg("cannot listen")
+                          .hint("the port is taken or the address is not local; pick another --port"));
+    im.http.raise_backlog(1024);
+    return im.port;
+}
+
+void Server::listen() { impl_->http.listen_after_bind(); }
+
+void Server::stop() {
+    auto& im = *impl_;
+    if (im.stopping.exchange(true)) return;
+    if (im.queue) im.queue->stop();   // cancels generations so open streams end
+    im.http.stop();
+}
+
+std::string Server::url() const {
+    std::string host = impl_->o.host.find(':') != std::string::npos ? "[" + impl_->o.host + "]" : impl_->o.host;
+    return "http://" + host + ":" + std::to_string(impl_->port);
+}
+
+void Server::pause_worker(bool paused) {
+    if (impl_->queue) impl_->queue->set_paused(paused);
+}
+
+namespace {
+std::atomic<bool> g_sigterm{false};  // the one piece of state the SIGTERM handler touches
+extern "C" void on_sigterm(int) { g_sigterm.store(true); }
+}  // namespace
+
+bool run_server(const ServeOptions& options) {
+    // Ctrl-C sets pdsd's interrupt flag (main's SIGINT handler); SIGTERM sets g_sigterm. A
+    // watcher thread polls both and stops the server (signal handlers may do nothing more).
+    install_interrupt_handler();
+    struct sigaction sa {};
+    sa.sa_handler = on_sigterm;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+
+    Server server(options);
+    server.bind();
+    log::info(kComp, "listening on " + server.url() + (options.api_key.empty() ? "" : " (API key required)"));
+    if (options.api_key.empty() && options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1")
+        log::warn(kComp, "listening on " + options.host + " without --api-key: anyone who can reach this address can use the model and change the knowledge bases");
+    std::fprintf(stderr, "pdsd serve: %s\n", server.url().c_str());
+    std::fflush(stderr);
+
+    std::atomic<bool> done{false}, by_sigint{false};
+    std::thread watcher([&] {
+        while (!done) {
+            if (interrupt_requested() || g_sigterm) {
+                by_sigint = interrupt_requested();
+                log::info(kComp, by_sigint ? "interrupted: shutting down" : "SIGTERM: shutting down");
+                server.stop();
+                return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+    });
+    server.listen();
+    done = true;
+    watcher.join();
+    server.stop();
+    log::info(kComp, "stopped");
+    if (by_sigint) clear_interrupt();
+    return by_sigint;
+}
+
+}  // namespace pdsd::serve
