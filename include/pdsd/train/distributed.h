@@ -3,10 +3,11 @@
 // RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT.
 //
 // Rendezvous and communication go through libtorch's c10d::TCPStore (its header and symbols
-// ship in the PyPI wheel). The wheel does not ship gloo's headers (c10d/ProcessGroupGloo.hpp
-// includes <gloo/...>) nor the CUDA toolkit headers c10d/ProcessGroupNCCL.hpp needs, so pdsd
-// cannot construct ProcessGroupGloo / ProcessGroupNCCL from C++ against the wheel. It
-// all-reduces through the store instead: each rank publishes its flattened fp64 buffer under
+// ship in the PyPI wheel). The wheel has ProcessGroupGloo's symbols but not gloo's headers
+// (c10d/ProcessGroupGloo.hpp includes <gloo/...>), so it cannot be constructed from C++;
+// ProcessGroupNCCL could be (nccl.h and the CUDA headers come with the nvidia-* pip packages)
+// but is untested without a multi-GPU machine and not written. pdsd all-reduces through the
+// store instead, on CPU and CUDA alike: each rank publishes its flattened fp64 buffer under
 // a per-call key and every rank adds all buffers in rank order. The result is bit-identical on
 // every rank. The traffic per optimizer step is one buffer of the trainable LoRA gradients
 // (Qwen2.5-0.5B q,v r=8: 540,672 values = 4.3 MB per rank), small next to a step's compute;

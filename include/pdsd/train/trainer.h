@@ -16,6 +16,11 @@
 //   trainer_log.jsonl, train_results.json, all_results.json (+ eval_results.json),
 //   training_loss.png (+ training_eval_loss.png) when plot_loss.
 //
+// Gradient checkpointing (train/checkpointing.h) per decoder layer unless
+// disable_gradient_checkpointing (LLaMA-Factory's default). Data parallel (train/distributed.h)
+// when the launcher sets WORLD_SIZE > 1: the step's micro-batches are dealt out to the ranks,
+// gradients summed (normalised by the global target-token count), rank 0 writes the outputs.
+//
 // Resume: from resume_from_checkpoint, or automatically from the newest checkpoint-N in
 // output_dir (unless overwrite_output_dir). Refused (ConfigError) when the data, the base
 // model or a hyper-parameter that changes the trajectory differs from the checkpoint's.
