@@ -63,6 +63,8 @@ public:
             model::BertEmbedOptions mo;
             mo.dtype = options_.dtype;
             mo.max_length = max_tokens_;
+            // A/B switch for benchmarks: PDSD_EMBED_PADDED=1 runs padded batches.
+            if (const char* pad = std::getenv("PDSD_EMBED_PADDED"); pad && std::string(pad) == "1") mo.packed = false;
             log::info("kb", log::cat("loading embedding model ", dir_.string(), " (", options_.dtype, ")"));
             model_ = model::BertEmbedder::load(dir_.string(), mo);
         }
