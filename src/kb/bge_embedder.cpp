@@ -112,7 +112,9 @@ std::unique_ptr<Embedder> make_bge(const std::string& spec) {
     if (const char* md = std::getenv("PDSD_MODELS_DIR"); md && *md && p.is_relative()) cands.push_back(fs::path(md) / p);
     for (auto& c : cands) {
         if (!is_bert_folder(c)) continue;
-        fs::path abs = fs::weakly_canonical(fs::absolute(c));
+        // Not canonical(): a symlinked folder (e.g. into a hub cache snapshot) keeps the
+        // name it was given, which names the vector store.
+        fs::path abs = fs::absolute(c).lexically_normal();
         std::string name = abs.filename().string();
         if (name.empty()) name = abs.parent_path().filename().string();
         return std::make_unique<BgeEmbedder>(abs, name);
