@@ -63,6 +63,8 @@ public:
             model::BertEmbedOptions mo;
             mo.dtype = options_.dtype;
             mo.max_length = max_tokens_;
+            // A/B switch for benchmarks: PDSD_EMBED_PADDED=1 runs padded batches.
+            if (const char* pad = std::getenv("PDSD_EMBED_PADDED"); pad && std::string(pad) == "1") mo.packed = false;
             log::info("kb", log::cat("loading embedding model ", dir_.string(), " (", options_.dtype, ")"));
             model_ = model::BertEmbedder::load(dir_.string(), mo);
         }
@@ -110,7 +112,9 @@ std::unique_ptr<Embedder> make_bge(const std::string& spec) {
     if (const char* md = std::getenv("PDSD_MODELS_DIR"); md && *md && p.is_relative()) cands.push_back(fs::path(md) / p);
     for (auto& c : cands) {
         if (!is_bert_folder(c)) continue;
-        fs::path abs = fs::weakly_canonical(fs::absolute(c));
+        // Not canonical(): a symlinked folder (e.g. into a hub cache snapshot) keeps the
+        // name it was given, which names the vector store.
+        fs::path abs = fs::absolute(c).lexically_normal();
         std::string name = abs.filename().string();
         if (name.empty()) name = abs.parent_path().filename().string();
         return std::make_unique<BgeEmbedder>(abs, name);

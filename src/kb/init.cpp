@@ -22,7 +22,10 @@ top_k: 3                 # chunks returned per search (Chatchat VECTOR_SEARCH_TO
 # (Chatchat's 0-2 "distance" threshold is NOT used; see docs/knowledge_base.md.)
 score_threshold: 0.0
 search_mode: bm25        # bm25 | dense | hybrid
-embed_model: none        # none = BM25 only; hash-ngram = test embedder (no semantics)
+embed_model: none        # none = BM25 only; a bge/BERT model folder, or its name under <root>/models
+                         # (e.g. bge-large-zh-v1.5); hash-ngram = test embedder (no semantics)
+query_instruction: auto  # dense queries: auto (bge's instruction) | none | the text to prepend
+embed_dtype: fp32        # fp32 (HF's numbers) | bf16 (faster on AMX/AVX512-BF16 CPUs)
 )";
 
 const char* kModelSettings = R"(# pdsd model settings (pdsd init writes this file once; edit freely).

@@ -208,13 +208,39 @@ public:
                 if (s.empty() || s.size() > max_length_ || s.size() > static_cast<size_t>(cfg_.max_position_embeddings))
                     throw UsageError(ErrorInfo{}.at("embed_ids").expected("1.." + std::to_string(max_length_) + " ids")
                                          .found(std::to_string(s.size())));
-                if (!batch.empty() && tokens + s.size() > opt_.max_batch_tokens) break;
+                // packed: real tokens; padded: batch x longest (the first, sorted longest first)
+                size_t cost = opt_.packed ? tokens + s.size() : (batch.size() + 1) * (batch.empty() ? s.size() : batch[0]->size());
+                if (!batch.empty() && cost > opt_.max_batch_tokens) break;
                 batch.push_back(&s);
                 tokens += s.size();
             }
-            at::Tensor h = run_packed(batch, offsets).to(at::kFloat).contiguous();   // [T, H]
-            at::Tensor idx = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong);
-            at::Tensor cls = l2_normalize(h.index_select(0, idx)).contiguous();   // [B, H]
+            at::Tensor cls;   // [B, H]
+            if (opt_.packed) {
+                at::Tensor h = run_packed(batch, offsets).to(at::kFloat).contiguous();   // [T, H]
+                at::Tensor idx = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong);
+                cls = l2_normalize(h.index_select(0, idx)).contiguous();
+            } else {
+                const int64_t B = static_cast<int64_t>(batch.size()), L = static_cast<int64_t>(batch[0]->size());
+                std::vector<int64_t> flat(static_cast<size_t>(B * L), tok_ ? tok_->pad_id() : cfg_.pad_token_id);
+                std::vector<uint8_t> m(static_cast<size_t>(B * L), 0);
+                bool padded = false;
+                for (int64_t r = 0; r < B; ++r) {
+                    const auto& sq = *batch[static_cast<size_t>(r)];
+                    for (size_t c = 0; c < sq.size(); ++c) {
+                        if (sq[c] < 0 || sq[c] >= cfg_.vocab_size)
+                            throw UsageError(ErrorInfo{}.at("token id").expected("< " + std::to_string(cfg_.vocab_size))
+                                                 .found(std::to_string(sq[c])));
+                        flat[static_cast<size_t>(r * L) + c] = sq[c];
+                        m[static_cast<size_t>(r * L) + c] = 1;
+                    }
+                    padded |= static_cast<int64_t>(sq.size()) < L;
+                }
+                at::Tensor t_ids = at::from_blob(flat.data(), {B, L}, at::kLong);
+                at::Tensor t_mask;
+                if (padded) t_mask = at::from_blob(m.data(), {B, L}, at::kBool);
+                cls = l2_normalize(run(t_ids, t_mask).select(1, 0).to(at::kFloat)).contiguous();
+                stats_.padded_tokens += static_cast<size_t>(B * L) - tokens;
+            }
             const float* p = cls.data_ptr<float>();
             for (size_t r = 0; r < batch.size(); ++r) out[order[i + r]].assign(p + r * H, p + (r + 1) * H);
             stats_.batches += 1;

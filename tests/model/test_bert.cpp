@@ -76,6 +76,18 @@ TEST(Bert, PackedLengthSortedBatchesGiveTheSameVectors) {
     EXPECT_THROW(model->embed({"text"}), ConfigError);   // no vocab in this folder
 }
 
+TEST(Bert, PaddedBatchesGiveTheSameVectorsAsPacked) {
+    model::BertEmbedOptions o;
+    o.packed = false;
+    o.max_batch = 2;
+    auto padded = model::BertEmbedder::load(test::golden("tiny-bert"), o);
+    auto packed = model::BertEmbedder::load(test::golden("tiny-bert"));
+    std::vector<std::vector<int32_t>> rows{{101, 5, 6, 7, 102}, {101, 8, 102}, {101, 9, 10, 11, 12, 13, 102}};
+    auto a = padded->embed_ids(rows), b = packed->embed_ids(rows);
+    for (size_t r = 0; r < rows.size(); ++r) EXPECT_LT(max_abs_diff(a[r], b[r]), 1e-5f);
+    EXPECT_GT(padded->stats().padded_tokens, 0u);
+}
+
 TEST(Bert, Bf16IsCloseToFp32) {
     model::BertEmbedOptions o;
     o.dtype = "bf16";

@@ -26,7 +26,8 @@ struct BertEmbedOptions {
     size_t max_length = 0;           // tokens incl. [CLS]/[SEP]; 0: min(tokenizer model_max_length,
                                      // max_position_embeddings)
     size_t max_batch = 256;          // sequences per forward
-    size_t max_batch_tokens = 16384; // tokens per forward (sequences are packed: no padding)
+    size_t max_batch_tokens = 16384; // tokens per forward (packed: real tokens; padded: batch x longest)
+    bool packed = true;              // false: classic padded batches with an attention mask
 };
 
 struct BertEmbedStats {
