@@ -32,10 +32,26 @@ import tempfile
 
 try:
     import numpy as np
+    import llama_cpp.llama_cpp as llama_c
     from llama_cpp import Llama
 except Exception as e:  # noqa: BLE001
     print(f"SKIP: llama-cpp-python not importable ({e})")
     sys.exit(77)
+
+# llama.cpp's AMX "extra buffer" kernels for Q8_0 (picked on CPUs with AMX, such as the
+# Sapphire Rapids VM this was written on) crash in ggml_backend_amx_mul_mat with
+# llama-cpp-python 0.3.36, on pdsd's files and on the same bytes quantised by gguf-py alike.
+# Weight repacking into extra buffer types is turned off: plain CPU kernels, same math.
+_default_params = llama_c.llama_model_default_params
+
+
+def _params_without_extra_bufts():
+    p = _default_params()
+    p.use_extra_bufts = False
+    return p
+
+
+llama_c.llama_model_default_params = _params_without_extra_bufts
 
 TOL = {"bf16": 2e-2, "f16": 1e-2, "q8_0": 6e-2}
 GREEDY_STEPS = 8
