@@ -19,6 +19,7 @@ namespace {
 struct ExportCli {
     std::string config;
     bool no_verify = false;
+    std::string gguf_type = "bf16";
 };
 }  // namespace
 
@@ -27,11 +28,15 @@ void register_export(CLI::App& app, Registry& registry) {
     auto* cmd = app.add_subcommand("export", "merge LoRA adapters into the base model and write a HF model folder");
     cmd->add_option("--config", opts->config, "LLaMA-Factory YAML (examples/merge_lora/*.yaml); also accepted as the first argument");
     cmd->add_flag("--no_verify,--no-verify", opts->no_verify, "skip the self-check of the merged weights against base + adapter");
+    cmd->add_option("--gguf_type,--gguf-type", opts->gguf_type,
+                    "with --export_format gguf: type of the 2D weights in model-<type>.gguf (bf16|f16|q8_0)")
+        ->capture_default_str();
     cmd->allow_extras();
     cmd->footer(
         "LLaMA-Factory keys, as --key value (after the YAML): model_name_or_path, adapter_name_or_path (comma-separated, "
         "applied in order), template (qwen), finetuning_type (lora), export_dir, export_size (GB per shard, "
-        "fractions allowed), export_dtype (auto|bf16|fp16|fp32), export_legacy_format (false only), default_system.");
+        "fractions allowed), export_dtype (auto|bf16|fp16|fp32), export_legacy_format (false only), default_system, export_format "
+        "(safetensors|gguf: also writes model-<gguf_type>.gguf for llama.cpp).");
     registry.add(cmd, [cmd, opts] {
         LfArgs args;
         args.data.template_name = "";
@@ -46,6 +51,7 @@ void register_export(CLI::App& app, Registry& registry) {
         schema.apply_overrides(extras);
         exporter::ExportOptions o = exporter::options_from_lf(args);
         o.verify = !opts->no_verify;
+        o.gguf_type = opts->gguf_type;
         exporter::ExportReport r = exporter::run_export(o);
         std::printf("export_dir: %s\n", r.export_dir.c_str());
         std::printf("dtype: %s\n", r.output_dtype.c_str());
@@ -62,6 +68,10 @@ void register_export(CLI::App& app, Registry& registry) {
             }
         } else {
             std::printf("self-check: skipped\n");
+        }
+        if (!r.gguf_file.empty()) {
+            std::printf("gguf: %s (%s, %llu bytes)\n", r.gguf_file.c_str(), opts->gguf_type.c_str(),
+                        static_cast<unsigned long long>(r.gguf_bytes));
         }
         for (const auto& f : r.files) std::printf("  %s\n", f.c_str());
     });

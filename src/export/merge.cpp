@@ -6,6 +6,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/core/safetensors.h"
 #include "pdsd/core/version.h"
+#include "pdsd/export/gguf.h"
 #include "pdsd/lora/adapter.h"
 #include "pdsd/model/weights.h"
 
@@ -206,11 +207,10 @@ ExportOptions options_from_lf(const LfArgs& a) {
         throw UsageError(ErrorInfo{}.at("export_legacy_format").expected("false").found("true")
                              .hint("pdsd writes safetensors only; pickle .bin checkpoints can run code when loaded"));
     }
-    if (a.export_.export_format != "safetensors") {
-        throw UsageError(ErrorInfo{}.at("export_format").expected("safetensors").found(a.export_.export_format)
-                             .hint("GGUF export is not implemented; convert the merged folder with llama.cpp's "
-                                   "convert_hf_to_gguf.py"));
+    if (a.export_.export_format != "safetensors" && a.export_.export_format != "gguf") {
+        throw UsageError(ErrorInfo{}.at("export_format").expected("safetensors or gguf").found(a.export_.export_format));
     }
+    o.export_format = a.export_.export_format;
     if (a.export_.export_device != "cpu" && a.export_.export_device != "auto") {
         throw UsageError(ErrorInfo{}.at("export_device").expected("cpu or auto").found(a.export_.export_device));
     }
@@ -228,6 +228,10 @@ ExportReport run_export(const ExportOptions& o) {
     fs::path final_dir = fs::absolute(fs::path(o.export_dir)).lexically_normal();
     if (final_dir.filename().empty()) final_dir = final_dir.parent_path();
     check_target(final_dir);
+    if (o.export_format != "safetensors" && o.export_format != "gguf") {
+        throw UsageError(ErrorInfo{}.at("export_format").expected("safetensors or gguf").found(o.export_format));
+    }
+    if (o.export_format == "gguf") (void)parse_gguf_type(o.gguf_type);  // validate before any work
     if (!fs::exists(o.model_name_or_path)) {
         throw IoError(ErrorInfo{o.model_name_or_path}.msg("base model not found")
                           .hint("model_name_or_path must be a local Hugging Face model folder"));
@@ -380,6 +384,17 @@ ExportReport run_export(const ExportOptions& o) {
     if (o.verify && !adapters.empty()) {
         rep.verify = verify_export(o, tmp.path.string(), &base);
         check_merged_logits(o, tmp.path.string(), base, *rep.verify);
+    }
+
+    // GGUF beside the safetensors, converted from the verified merged folder.
+    if (o.export_format == "gguf") {
+        GgufOptions go;
+        go.type = parse_gguf_type(o.gguf_type);
+        go.name = final_dir.filename().string();
+        rep.gguf_file = std::string("model-") + gguf_type_name(go.type) + ".gguf";
+        GgufReport gr = write_gguf(tmp.path.string(), (tmp.path / rep.gguf_file).string(), go);
+        rep.gguf_bytes = gr.file_bytes;
+        files.push_back(rep.gguf_file);
     }
 
     // Manifest: size and sha256 of every file, written last.

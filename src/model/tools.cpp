@@ -14,6 +14,8 @@
 
 #include <filesystem>
 
+#include <dlfcn.h>
+
 namespace fs = std::filesystem;
 
 namespace pdsd::model {
@@ -100,6 +102,13 @@ int64_t init_random_checkpoint(const InitOptions& o) {
     return n_params;
 }
 
+std::string blas_sgemm_provider() {
+    void* sym = ::dlsym(RTLD_DEFAULT, "sgemm_");
+    Dl_info info{};
+    if (!sym || !::dladdr(sym, &info) || !info.dli_fname) return "";
+    return info.dli_fname;
+}
+
 nlohmann::json bench_generation(const BenchOptions& o) {
     Generator gen = Generator::load(o.model_dir, o.device, o.dtype);
     const LoadedModel& lm = gen.model();
@@ -124,7 +133,7 @@ nlohmann::json bench_generation(const BenchOptions& o) {
     }
     int64_t decode_steps = std::max<int64_t>(0, o.new_tokens - 1);
     return {{"model", o.model_dir}, {"device", lm.device.str()}, {"dtype", c10::toString(lm.dtype)},
-            {"threads", at::get_num_threads()}, {"batch", o.batch}, {"prompt_len", o.prompt_len},
+            {"threads", at::get_num_threads()}, {"blas", blas_sgemm_provider()}, {"batch", o.batch}, {"prompt_len", o.prompt_len},
             {"new_tokens", o.new_tokens}, {"prefill_s", best_prefill}, {"decode_s", best_decode},
             {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_len) / best_prefill},
             {"decode_tokens_per_s", decode_steps ? static_cast<double>(o.batch * decode_steps) / best_decode : 0.0}};

@@ -38,10 +38,14 @@ struct ExportOptions {
     bool verify = true;                              // self-check after writing
     int64_t verify_probes = 4;                       // probe vectors per adapted weight
     uint64_t verify_logits_max_bytes = 8000000000ULL; // logits check only when an fp32 copy of the model fits this
+    // export_format "gguf": the merged folder also gets `model-<gguf_type>.gguf` (export/gguf.h),
+    // converted from the merged safetensors before the folder is renamed into place.
+    std::string export_format = "safetensors";       // safetensors | gguf
+    std::string gguf_type = "bf16";                  // bf16 | f16 | q8_0 (2D weights; norms and biases F32)
 };
 
 // Reads LLaMA-Factory export args (finetuning_type must be "lora", export_legacy_format
-// false, export_format safetensors) into ExportOptions. Throws UsageError / ConfigError.
+// false, export_format safetensors or gguf) into ExportOptions. Throws UsageError / ConfigError.
 ExportOptions options_from_lf(const LfArgs& args);
 
 struct VerifyReport {
@@ -66,6 +70,8 @@ struct ExportReport {
     uint64_t bytes_total = 0;          // tensor bytes written
     std::string output_dtype;          // "bfloat16" ... (config.json torch_dtype)
     std::optional<VerifyReport> verify;
+    std::string gguf_file;             // relative to export_dir; empty unless export_format gguf
+    uint64_t gguf_bytes = 0;
 };
 
 // Runs the whole export. Throws pdsd::Error; on any error the final export_dir is untouched.

@@ -46,4 +46,9 @@ struct BenchOptions {
 // {"prefill_tokens_per_s", "decode_tokens_per_s", "prefill_s", "decode_s", ...}.
 nlohmann::json bench_generation(const BenchOptions& options);
 
+// Path of the shared object whose `sgemm_` this process calls (dladdr of the global symbol),
+// "" when none is loaded. libtorch_cpu.so means torch's bundled MKL; a system libblas/OpenBLAS
+// here means link order let it interpose torch's BLAS (slow fp32 decode; see src/CMakeLists.txt).
+std::string blas_sgemm_provider();
+
 }  // namespace pdsd::model
