@@ -155,6 +155,7 @@ def main():
         if order.index("sources") < order.index("body"):
             sys.exit(f"FAIL: sources above the answer: {order}")
 
+        driver.execute_script("document.querySelector('.msg.user').scrollIntoView();")
         os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
         driver.save_screenshot(a.screenshot)
         print(f"screenshot: {a.screenshot}")
