@@ -4,6 +4,7 @@
 // last_hidden_state and the L2-normalised <s> vector within 1e-5, and the kb embedder.
 #include "pdsd/core/error.h"
 #include "pdsd/core/json_io.h"
+#include "pdsd/core/safetensors.h"
 #include "pdsd/kb/embedder.h"
 #include "pdsd/model/bert.h"
 #include "pdsd/tokenizer/xlmr_tokenizer.h"
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <filesystem>
@@ -138,4 +140,37 @@ TEST(Xlmr, KbEmbedderDetectsXlmRobertaFolder) {
     std::vector<float> want = reference()["batch"]["cls"].get<std::vector<float>>();
     want.resize(32);
     EXPECT_LT(max_abs_diff(d[0], want), 1e-5f);
+}
+
+// XLMRobertaForMaskedLM-style checkpoints keep the encoder under "roberta.": same numbers.
+TEST(Xlmr, RobertaPrefixedCheckpointLoads) {
+    test::TempDir d;
+    for (const char* f : {"config.json", "sentencepiece.bpe.model", "tokenizer_config.json"})
+        std::filesystem::copy_file(fixture() + "/" + f, d.file(f));
+    Checkpoint ck = Checkpoint::open(fixture());
+    std::vector<TensorView> views;
+    for (const auto& n : ck.names()) {
+        const auto& info = ck.info(n);
+        views.push_back({"roberta." + n, info.dtype, info.shape, ck.data(n), info.nbytes()});
+    }
+    write_safetensors(d.file("model.safetensors"), views);
+    auto a = model::BertEmbedder::load(fixture())->embed({"你好，世界！", "pdsd kb -r"});
+    auto b = model::BertEmbedder::load(d.str())->embed({"你好，世界！", "pdsd kb -r"});
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]);
+}
+
+// A <pad> written in the text is a token whose position stays padding_idx and does not
+// advance the following positions (HF create_position_ids_from_input_ids): the packed
+// embed() path and the padded forward() path agree on it.
+TEST(Xlmr, PadTokenInsideTextKeepsPaddingPosition) {
+    auto model = model::BertEmbedder::load(fixture());
+    std::string text = "知识库 <pad> 重建 <pad><pad> 失败";
+    auto e = model->xlmr_tokenizer()->encode(text);
+    ASSERT_EQ(std::count(e.ids.begin(), e.ids.end(), tokenizer::XlmrTokenizer::kPad), 3);
+    std::vector<int64_t> ids(e.ids.begin(), e.ids.end()), mask(ids.size(), 1);
+    std::vector<float> cls;
+    model->forward(ids, mask, 1, static_cast<int64_t>(ids.size()), &cls);
+    auto v = model->embed({text});
+    EXPECT_LT(max_abs_diff(v[0], cls), 1e-6f);
 }
