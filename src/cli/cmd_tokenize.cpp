@@ -16,6 +16,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/tokenizer/tokenizer.h"
 #include "pdsd/tokenizer/wordpiece.h"
+#include "pdsd/tokenizer/xlmr_tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -112,9 +113,10 @@ bool is_wordpiece_folder(const std::string& dir) {
 }
 
 // WordPiece models (bge/BERT): ids with [CLS] ... [SEP], truncated to model_max_length,
-// as HF `tokenizer(text, truncation=True)["input_ids"]`.
-void run_wordpiece(const TokenizeOptions& o) {
-    tokenizer::WordPieceTokenizer tok = tokenizer::WordPieceTokenizer::load(o.tokenizer);
+// as HF `tokenizer(text, truncation=True)["input_ids"]`. XLM-R (bge-m3, a folder with
+// sentencepiece.bpe.model): <s> ... </s> the same way.
+template <class Tok>
+void run_encoder(const Tok& tok, const TokenizeOptions& o) {
     auto ids_of = [&](const std::string& t) {
         auto ids = tok.encode(t).ids;
         return ids_json(std::vector<tokenizer::TokenId>(ids.begin(), ids.end()));
@@ -137,8 +139,12 @@ void run_wordpiece(const TokenizeOptions& o) {
 }
 
 void run_tokenize(const TokenizeOptions& o) {
+    if (tokenizer::has_xlmr_tokenizer(o.tokenizer)) {
+        run_encoder(tokenizer::XlmrTokenizer::load(o.tokenizer), o);
+        return;
+    }
     if (is_wordpiece_folder(o.tokenizer)) {
-        run_wordpiece(o);
+        run_encoder(tokenizer::WordPieceTokenizer::load(o.tokenizer), o);
         return;
     }
     auto t0 = std::chrono::steady_clock::now();

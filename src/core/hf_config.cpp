@@ -146,9 +146,9 @@ BertConfig parse_bert_config(const json& j, const std::string& source) {
     BertConfig c;
     std::string model_type;
     read_field(j, "model_type", model_type, source);
-    if (!model_type.empty() && model_type != "bert") {
-        throw ConfigError(ErrorInfo{source}.at("key 'model_type'").expected("\"bert\"").found("\"" + model_type + "\"")
-                              .hint("the embedding model must be a BERT-family model such as bge-large-zh-v1.5"));
+    if (!model_type.empty() && model_type != "bert" && model_type != "xlm-roberta" && model_type != "roberta") {
+        throw ConfigError(ErrorInfo{source}.at("key 'model_type'").expected("\"bert\" or \"xlm-roberta\"").found("\"" + model_type + "\"")
+                              .hint("the embedding model must be a BERT-family model such as bge-large-zh-v1.5 or bge-m3"));
     }
     read_field(j, "vocab_size", c.vocab_size, source);
     read_field(j, "hidden_size", c.hidden_size, source);

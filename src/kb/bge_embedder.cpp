@@ -1,4 +1,5 @@
-// The "bge" embedder: a BERT model folder (bge-*-zh-v1.5, bge-*-en-v1.5, ...) run by
+// The "bge" embedder: a BERT model folder (bge-*-zh-v1.5, bge-*-en-v1.5, ...) or an
+// XLM-RoBERTa one (bge-m3: config model_type "xlm-roberta", sentencepiece.bpe.model) run by
 // model/bert.h; CLS pooling + L2 normalisation there. Registered through
 // register_embedder_factory like any other embedder; the torch code stays in src/model.
 #include "bge_embedder.h"
@@ -10,6 +11,7 @@
 #include "pdsd/kb/embedder.h"
 #include "pdsd/model/bert.h"
 #include "pdsd/tokenizer/wordpiece.h"
+#include "pdsd/tokenizer/xlmr_tokenizer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -36,9 +38,17 @@ class BgeEmbedder final : public Embedder {
 public:
     BgeEmbedder(const fs::path& dir, std::string name) : dir_(dir), name_(std::move(name)) {
         cfg_ = load_bert_config(dir.string());
-        tok_ = std::make_unique<tokenizer::WordPieceTokenizer>(tokenizer::WordPieceTokenizer::load(dir.string()));
-        max_tokens_ = static_cast<size_t>(cfg_.max_position_embeddings);
-        if (tok_->options().model_max_length) max_tokens_ = std::min(max_tokens_, tok_->options().model_max_length);
+        xlmr_ = tokenizer::is_xlm_roberta_config(dir.string());
+        if (xlmr_) {
+            // RoBERTa positions start at pad_token_id + 1: bge-m3 (8194 positions) holds 8192 tokens.
+            xtok_ = std::make_unique<tokenizer::XlmrTokenizer>(tokenizer::XlmrTokenizer::load(dir.string()));
+            max_tokens_ = static_cast<size_t>(std::max<int64_t>(2, cfg_.max_position_embeddings - cfg_.pad_token_id - 1));
+            if (xtok_->model_max_length()) max_tokens_ = std::min(max_tokens_, xtok_->model_max_length());
+        } else {
+            tok_ = std::make_unique<tokenizer::WordPieceTokenizer>(tokenizer::WordPieceTokenizer::load(dir.string()));
+            max_tokens_ = static_cast<size_t>(cfg_.max_position_embeddings);
+            if (tok_->options().model_max_length) max_tokens_ = std::min(max_tokens_, tok_->options().model_max_length);
+        }
         configure(EmbedderOptions{});
     }
 
@@ -48,7 +58,8 @@ public:
         options_ = o;
         std::string n = lower(name_);
         if (o.query_instruction == "auto") {
-            instruction_ = n.find("bge") == std::string::npos ? ""
+            // bge-m3 (XLM-R) embeds queries as they are: no instruction.
+            instruction_ = xlmr_ || n.find("bge") == std::string::npos ? ""
                            : n.find("zh") != std::string::npos ? kZhInstruction
                            : n.find("en") != std::string::npos ? kEnInstruction : "";
         } else if (o.query_instruction == "none") {
@@ -78,29 +89,37 @@ public:
     int dim() const override { return static_cast<int>(cfg_.hidden_size); }
     std::string name() const override { return name_; }
     size_t max_tokens() const override { return max_tokens_; }
-    size_t token_count(const std::string& text) const override { return tok_->encode(text, 0).full_length; }
+    size_t token_count(const std::string& text) const override {
+        return xtok_ ? xtok_->encode(text, 0).full_length : tok_->encode(text, 0).full_length;
+    }
 
 private:
     fs::path dir_;
     std::string name_;
     BertConfig cfg_;
-    std::unique_ptr<tokenizer::WordPieceTokenizer> tok_;
+    bool xlmr_ = false;
+    std::unique_ptr<tokenizer::WordPieceTokenizer> tok_;   // BERT
+    std::unique_ptr<tokenizer::XlmrTokenizer> xtok_;       // XLM-R
     std::unique_ptr<model::BertEmbedder> model_;
     EmbedderOptions options_;
     std::string instruction_;
     size_t max_tokens_ = 512;
 };
 
-// A folder with a BERT config.json (model_type "bert" or a Bert* architecture).
+// A folder with a BERT or XLM-R config.json (model_type "bert" / "xlm-roberta" / "roberta",
+// or a Bert* / XLMRoberta* architecture).
 bool is_bert_folder(const fs::path& d) {
     std::error_code ec;
     if (!fs::is_directory(d, ec) || !fs::exists(d / "config.json", ec)) return false;
     try {
         nlohmann::json j = read_json_file((d / "config.json").string());
-        if (j.value("model_type", "") == "bert") return true;
+        std::string mt = j.value("model_type", "");
+        if (mt == "bert" || mt == "xlm-roberta" || mt == "roberta") return true;
+        if (!mt.empty()) return false;
         if (j.contains("architectures") && j["architectures"].is_array())
             for (auto& a : j["architectures"])
-                if (a.is_string() && a.get<std::string>().rfind("Bert", 0) == 0) return true;
+                if (a.is_string() && (a.get<std::string>().rfind("Bert", 0) == 0 || a.get<std::string>().rfind("XLMRoberta", 0) == 0))
+                    return true;
     } catch (const Error&) {
     }
     return false;

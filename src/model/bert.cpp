@@ -1,11 +1,13 @@
-// BertModel forward in ATen ops (see include/pdsd/model/bert.h). fp32 by default so
-// that embeddings match Hugging Face within 1e-5; bf16 on request.
+// BertModel / XLMRobertaModel forward in ATen ops (see include/pdsd/model/bert.h). fp32 by
+// default so that embeddings match Hugging Face within 1e-5; bf16 on request. The two
+// families share everything but the position ids (pos_offset_) and the tokenizer.
 #include "pdsd/model/bert.h"
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/hf_config.h"
 #include "pdsd/core/safetensors.h"
 #include "pdsd/model/weights.h"
+#include "pdsd/tokenizer/xlmr_tokenizer.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/add.h>
@@ -62,15 +64,30 @@ public:
         if (dtype_ == c10::kHalf) throw UsageError(ErrorInfo{}.at("embed dtype").expected("fp32 or bf16").found(o.dtype));
 
         fs::path d(dir);
-        if (fs::exists(d / "vocab.txt") || fs::exists(d / "tokenizer.json"))
+        roberta_ = tokenizer::is_xlm_roberta_config(dir);
+        if (roberta_) {
+            // RoBERTa: position ids start at padding_idx + 1 (create_position_ids_from_input_ids),
+            // so a sequence holds at most max_position_embeddings - padding_idx - 1 tokens.
+            pad_id_ = cfg_.pad_token_id;
+            pos_offset_ = pad_id_ + 1;
+            if (pos_offset_ >= cfg_.max_position_embeddings)
+                throw ConfigError(ErrorInfo{dir + "/config.json"}.at("pad_token_id").expected("< max_position_embeddings - 1"));
+            // A tokenizer.json-only folder throws there (sentencepiece.bpe.model is required).
+            if (tokenizer::has_xlmr_tokenizer(dir) || fs::exists(d / "tokenizer.json"))
+                xtok_.emplace(tokenizer::XlmrTokenizer::load(dir));
+        } else if (fs::exists(d / "vocab.txt") || fs::exists(d / "tokenizer.json")) {
             tok_.emplace(tokenizer::WordPieceTokenizer::load(dir));
-        size_t ml = static_cast<size_t>(cfg_.max_position_embeddings);
+        }
+        size_t ml = static_cast<size_t>(cfg_.max_position_embeddings - pos_offset_);
         if (tok_ && tok_->options().model_max_length) ml = std::min(ml, tok_->options().model_max_length);
+        if (xtok_ && xtok_->model_max_length()) ml = std::min(ml, xtok_->model_max_length());
         if (o.max_length) ml = std::min(ml, o.max_length);
         max_length_ = ml;
 
         Checkpoint ck = Checkpoint::open(dir);
-        std::string prefix = ck.contains("embeddings.word_embeddings.weight") ? "" : "bert.";
+        // HF names: BertModel / XLMRobertaModel without a prefix, *For* heads under "bert." / "roberta.".
+        std::string prefix = ck.contains("embeddings.word_embeddings.weight") ? ""
+                             : ck.contains("roberta.embeddings.word_embeddings.weight") ? "roberta." : "bert.";
         auto get = [&](const std::string& name, std::vector<int64_t> shape) {
             std::string full = prefix + name;
             if (!ck.contains(full))
@@ -112,7 +129,15 @@ public:
         const int64_t B = ids.size(0), L = ids.size(1), H = cfg_.hidden_size, nh = cfg_.num_attention_heads;
         const int64_t hd = H / nh;
         const double eps = cfg_.layer_norm_eps;
-        at::Tensor x = at::embedding(word_, ids).add_(pos_type_.narrow(0, 0, L));
+        at::Tensor x = at::embedding(word_, ids);
+        if (roberta_) {
+            // HF create_position_ids_from_input_ids: non-pad tokens count up from pad+1,
+            // pad tokens (by id) get position pad.
+            at::Tensor m = ids.ne(pad_id_).to(at::kLong);
+            x.add_(at::embedding(pos_type_, m.cumsum(1).mul_(m).add_(pad_id_)));
+        } else {
+            x.add_(pos_type_.narrow(0, 0, L));
+        }
         x = at::layer_norm(x, {H}, emb_ln_.w, emb_ln_.b, eps);
         // SDPA boolean mask, true = may attend: [B, 1, 1, L] broadcast over heads and queries.
         std::optional<at::Tensor> am;
@@ -139,13 +164,15 @@ public:
         offsets.clear();
         for (const auto* s : seqs) {
             offsets.push_back(static_cast<int64_t>(ids.size()));
+            int64_t counted = 0;   // non-pad tokens so far (RoBERTa positions)
             for (size_t c = 0; c < s->size(); ++c) {
                 int32_t id = (*s)[c];
                 if (id < 0 || id >= cfg_.vocab_size)
                     throw UsageError(ErrorInfo{}.at("token id").expected("< " + std::to_string(cfg_.vocab_size))
                                          .found(std::to_string(id)));
                 ids.push_back(id);
-                pos.push_back(static_cast<int64_t>(c));
+                if (!roberta_) pos.push_back(static_cast<int64_t>(c));
+                else pos.push_back(id == pad_id_ ? pad_id_ : pad_id_ + (++counted));   // as run()
             }
         }
         const int64_t T = static_cast<int64_t>(ids.size());
@@ -178,11 +205,12 @@ public:
     }
 
     std::vector<std::vector<float>> embed(const std::vector<std::string>& texts) override {
-        if (!tok_)
-            throw ConfigError(ErrorInfo{}.at("embedding model").msg("the model folder has no vocab.txt or tokenizer.json"));
+        if (!tok_ && !xtok_)
+            throw ConfigError(ErrorInfo{}.at("embedding model").msg(roberta_ ? "the model folder has no sentencepiece.bpe.model"
+                                                                             : "the model folder has no vocab.txt or tokenizer.json"));
         std::vector<std::vector<int32_t>> ids(texts.size());
         for (size_t i = 0; i < texts.size(); ++i) {
-            auto e = tok_->encode(texts[i], max_length_);
+            auto e = tok_ ? tok_->encode(texts[i], max_length_) : xtok_->encode(texts[i], max_length_);
             if (e.truncated()) ++stats_.truncated;
             ids[i] = std::move(e.ids);
         }
@@ -205,7 +233,7 @@ public:
             size_t tokens = 0;
             while (i + batch.size() < order.size() && batch.size() < opt_.max_batch) {
                 const auto& s = ids[order[i + batch.size()]];
-                if (s.empty() || s.size() > max_length_ || s.size() > static_cast<size_t>(cfg_.max_position_embeddings))
+                if (s.empty() || s.size() > max_length_ || s.size() > static_cast<size_t>(cfg_.max_position_embeddings - pos_offset_))
                     throw UsageError(ErrorInfo{}.at("embed_ids").expected("1.." + std::to_string(max_length_) + " ids")
                                          .found(std::to_string(s.size())));
                 // packed: real tokens; padded: batch x longest (the first, sorted longest first)
@@ -270,6 +298,7 @@ public:
     int64_t hidden_size() const override { return cfg_.hidden_size; }
     size_t max_length() const override { return max_length_; }
     const tokenizer::WordPieceTokenizer* tokenizer() const override { return tok_ ? &*tok_ : nullptr; }
+    const tokenizer::XlmrTokenizer* xlmr_tokenizer() const override { return xtok_ ? &*xtok_ : nullptr; }
     const BertEmbedStats& stats() const override { return stats_; }
 
 private:
@@ -277,7 +306,11 @@ private:
     BertConfig cfg_;
     std::string gelu_approx_ = "none";
     c10::ScalarType dtype_ = c10::kFloat;
-    std::optional<tokenizer::WordPieceTokenizer> tok_;
+    std::optional<tokenizer::WordPieceTokenizer> tok_;    // BERT
+    std::optional<tokenizer::XlmrTokenizer> xtok_;        // XLM-R (sentencepiece)
+    bool roberta_ = false;
+    int64_t pad_id_ = 0;        // RoBERTa padding_idx (config pad_token_id)
+    int64_t pos_offset_ = 0;    // first position id: 0 (BERT) or padding_idx + 1 (RoBERTa)
     size_t max_length_ = 512;
     at::Tensor word_, pos_, type_, pos_type_;
     Norm emb_ln_;
@@ -289,7 +322,8 @@ private:
 
 std::unique_ptr<BertEmbedder> BertEmbedder::load(const std::string& model_dir, const BertEmbedOptions& options) {
     if (!fs::is_directory(model_dir))
-        throw IoError(ErrorInfo{model_dir}.msg("not a model folder").expected("config.json + model.safetensors (+ vocab.txt)"));
+        throw IoError(ErrorInfo{model_dir}.msg("not a model folder")
+                          .expected("config.json + model.safetensors (+ vocab.txt or sentencepiece.bpe.model)"));
     return std::make_unique<BertEmbedderImpl>(model_dir, options);
 }
 

@@ -10,9 +10,17 @@
 // Forward: post-LN BERT, exact (erf) GELU, padding keys masked out of attention,
 // position ids 0..L-1, token_type_ids 0. Embedding = hidden state of [CLS] of the last
 // layer, L2-normalised (bge's pooling; no pooler dense layer).
+//
+// XLM-RoBERTa (config model_type "xlm-roberta" or "roberta": bge-m3, xlm-roberta-*) is the
+// same encoder: parameters without prefix or under "roberta.", position ids
+// padding_idx+1, +2, ... skipping tokens whose id is padding_idx (HF
+// create_position_ids_from_input_ids), token_type_embeddings of one row, <s> pooled.
+// Its tokenizer is tokenizer/xlmr_tokenizer.h (sentencepiece.bpe.model); max length
+// max_position_embeddings - padding_idx - 1 (8192 for bge-m3).
 #pragma once
 
 #include "pdsd/tokenizer/wordpiece.h"
+#include "pdsd/tokenizer/xlmr_tokenizer.h"
 
 #include <cstdint>
 #include <memory>
@@ -60,6 +68,8 @@ public:
     // nullptr when the folder has no vocab.txt/tokenizer.json (then only embed_ids and
     // forward work; embed throws ConfigError).
     virtual const tokenizer::WordPieceTokenizer* tokenizer() const = 0;
+    // The XLM-R tokenizer (nullptr for BERT models, or without sentencepiece.bpe.model).
+    virtual const tokenizer::XlmrTokenizer* xlmr_tokenizer() const = 0;
     // Counters since load (what the last embed() calls cost).
     virtual const BertEmbedStats& stats() const = 0;
 };
