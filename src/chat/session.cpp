@@ -1,6 +1,8 @@
 #include "pdsd/chat/session.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/log.h"
+#include "pdsd/core/proc_clock.h"
 
 #include <algorithm>
 
@@ -68,6 +70,10 @@ Answer ChatSession::ask(const std::string& question, const TextCallback& on_text
 
     std::vector<int32_t> ids32 = tokenizer_->encode(render_prompt(user_message));
     std::vector<int64_t> prompt(ids32.begin(), ids32.end());
+    if (log::enabled(log::Level::debug)) {
+        log::debug("chat", log::cat("prompt encoded (", prompt.size(), " tokens) at ", proc_clock::stamp()));
+    }
+    bool first_token = true;
     std::string emitted, pending;
     auto emit = [&](size_t n) {
         if (n == 0) return;
@@ -76,6 +82,10 @@ Answer ChatSession::ask(const std::string& question, const TextCallback& on_text
         pending.erase(0, n);
     };
     auto on_token = [&](int64_t tok) {
+        if (first_token && log::enabled(log::Level::debug)) {
+            log::debug("chat", "first token at " + proc_clock::stamp());  // time to first token
+        }
+        first_token = false;
         if (interrupt_requested()) {
             answer.interrupted = true;
             return false;

@@ -5,6 +5,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
+#include "pdsd/core/proc_clock.h"
 #include "pdsd/core/version.h"
 
 #include <ATen/Parallel.h>
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
 
     try {
         log::init(verbose ? "debug" : log_level);
+        log::debug("pdsd", "main() running at " + proc_clock::stamp());  // libraries loaded, options parsed
         at::set_num_threads(threads);  // explicit: a process may start with 1 intra-op thread
         install_interrupt_handler();
         // Run the most deeply nested parsed subcommand that has a runner.

@@ -434,14 +434,25 @@ struct Tokenizer::Impl {
         normalized_matcher.build(&added, true, nfc);
     }
 
-    void add_merge(const std::string& a, const std::string& b, uint32_t rank, const std::string& where) {
-        auto ia = token_to_id.find(a), ib = token_to_id.find(b), ic = token_to_id.find(a + b);
-        if (ia == token_to_id.end() || ib == token_to_id.end() || ic == token_to_id.end()) {
-            throw FormatError(ErrorInfo{source}.at(where)
-                                  .msg("merge '" + a + " " + b + "' uses a token that is not in the vocab")
+    // `where()` names the merge in an error; it is only called on failure (building a string
+    // per merge cost ~10% of loading a 151k-merge tokenizer).
+    template <typename Where>
+    void add_merge(std::string_view a, std::string_view b, uint32_t rank, const Where& where) {
+        // One reused key buffer: unordered_map<std::string> lookups need a std::string in C++17.
+        thread_local std::string key;
+        auto lookup = [&](std::string_view x, std::string_view y) {
+            key.assign(x.data(), x.size());
+            key.append(y.data(), y.size());
+            auto it = token_to_id.find(key);
+            return it == token_to_id.end() ? TokenId(-1) : it->second;
+        };
+        TokenId ia = lookup(a, {}), ib = lookup(b, {}), ic = lookup(a, b);
+        if (ia < 0 || ib < 0 || ic < 0) {
+            throw FormatError(ErrorInfo{source}.at(where())
+                                  .msg("merge '" + std::string(a) + " " + std::string(b) + "' uses a token that is not in the vocab")
                                   .hint("vocab and merges must come from the same tokenizer"));
         }
-        merges.insert(ia->second, ib->second, rank, ic->second);
+        merges.insert(ia, ib, rank, ic);
     }
 
     // BPE of one pre-token's bytes; appends ids to out.
@@ -690,7 +701,86 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
     auto impl = std::make_unique<Tokenizer::Impl>();
     impl->source = path;
     auto t0 = std::chrono::steady_clock::now();
-    nlohmann::json j = read_json_file(path);
+    // The vocab (151k entries) and merges (151k) are streamed out of the parser through its
+    // callback instead of being built into the DOM (a std::map of 151k json values, walked
+    // and freed again: ~2/3 of the load time); the small rest (normalizer, pre-tokenizer,
+    // added tokens, model options) stays in the DOM. Depths are nlohmann's: keys of the root
+    // object are at 1, of "model" at 2, vocab entries and merges at 3, [a, b] merge parts at 4.
+    std::vector<std::pair<std::string, TokenId>> vocab_entries;
+    std::vector<std::pair<std::string, std::string>> merge_entries;  // (a, b)
+    bool bad_vocab_value = false, bad_merge = false;
+    size_t bad_merge_index = 0;
+    std::string top_key, model_key, vocab_key;
+    vocab_entries.reserve(160000);
+    merge_entries.reserve(160000);
+    using PE = nlohmann::json::parse_event_t;
+    auto callback = [&](int depth, PE event, nlohmann::json& parsed) -> bool {
+        if (event == PE::key) {
+            if (depth == 1) top_key = parsed.get<std::string>();
+            else if (depth == 2) model_key = parsed.get<std::string>();
+        }
+        if (depth < 3 || top_key != "model") return true;
+        if (model_key == "vocab" && depth == 3) {
+            if (event == PE::key) {
+                vocab_key = std::move(parsed.get_ref<std::string&>());
+                return false;  // not stored in the DOM
+            }
+            if (event == PE::value) {
+                if (parsed.is_number_integer()) vocab_entries.emplace_back(std::move(vocab_key), parsed.get<TokenId>());
+                else bad_vocab_value = true;
+                return false;
+            }
+            if (event == PE::object_end || event == PE::array_end) {  // a nested value: not an id
+                bad_vocab_value = true;
+                return false;
+            }
+            return true;
+        }
+        if (model_key == "merges") {
+            if (depth == 3 && event == PE::value) {
+                if (parsed.is_string()) {
+                    const auto& m = parsed.get_ref<const std::string&>();
+                    auto sp = m.find(' ');
+                    if (sp == std::string::npos) {
+                        if (!bad_merge) bad_merge_index = merge_entries.size();
+                        bad_merge = true;
+                    } else {
+                        merge_entries.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+                    }
+                } else {
+                    if (!bad_merge) bad_merge_index = merge_entries.size();
+                    bad_merge = true;
+                }
+                return false;
+            }
+            if (depth == 3 && event == PE::array_end) {  // ["a", "b"] form (tokenizers >= 0.20)
+                if (parsed.size() == 2 && parsed[0].is_string() && parsed[1].is_string()) {
+                    merge_entries.emplace_back(std::move(parsed[0].get_ref<std::string&>()),
+                                               std::move(parsed[1].get_ref<std::string&>()));
+                } else {
+                    if (!bad_merge) bad_merge_index = merge_entries.size();
+                    bad_merge = true;
+                }
+                return false;
+            }
+            if (depth == 3 && event == PE::object_end) {
+                if (!bad_merge) bad_merge_index = merge_entries.size();
+                bad_merge = true;
+                return false;
+            }
+        }
+        return true;
+    };
+    std::string text = read_file(path);
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(text.begin(), text.end(), callback);
+    } catch (const nlohmann::json::exception&) {
+        j = parse_json(text, path);  // rethrows the syntax error with line/column (FormatError)
+        throw FormatError(ErrorInfo{path}.msg("malformed tokenizer file"));
+    }
+    text.clear();
+    text.shrink_to_fit();
     auto t1 = std::chrono::steady_clock::now();
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) {
         throw FormatError(ErrorInfo{path}.msg("not a tokenizers file").expected("an object with \"model\""));
@@ -717,31 +807,26 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
     impl->nfc = parse_normalizer(j.value("normalizer", nlohmann::json()), path);
     check_pre_tokenizer(j.value("pre_tokenizer", nlohmann::json()), path);
 
-    const auto& vocab = model.at("vocab");
-    if (!vocab.is_object()) throw FormatError(ErrorInfo{path}.at("model.vocab").msg("expected an object"));
-    impl->token_to_id.reserve(vocab.size() * 2);
-    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-        auto id = it.value().get<TokenId>();
-        impl->set_token(id, it.key());
-        impl->token_to_id[it.key()] = id;
+    if (!model.contains("vocab") || !model["vocab"].is_object() || !model["vocab"].empty() || bad_vocab_value) {
+        throw FormatError(ErrorInfo{path}.at("model.vocab").msg("expected an object token -> integer id"));
     }
-    const auto& merges = model.at("merges");
-    impl->merges.reserve(merges.size());
+    impl->token_to_id.reserve(vocab_entries.size() * 2);
+    for (auto& [token, id] : vocab_entries) {
+        impl->set_token(id, token);
+        impl->token_to_id[std::move(token)] = id;
+    }
+    vocab_entries = {};
+    if (!model.contains("merges") || !model["merges"].is_array() || !model["merges"].empty() || bad_merge) {
+        throw FormatError(ErrorInfo{path}.at("model.merges[" + std::to_string(bad_merge_index) + "]")
+                              .msg("malformed merge").expected("\"a b\" or [\"a\", \"b\"]"));
+    }
+    impl->merges.reserve(merge_entries.size());
     uint32_t rank = 0;
-    for (const auto& m : merges) {
-        std::string where = "model.merges[" + std::to_string(rank) + "]";
-        if (m.is_string()) {
-            const auto& s = m.get_ref<const std::string&>();
-            auto sp = s.find(' ');
-            if (sp == std::string::npos) throw FormatError(ErrorInfo{path}.at(where).msg("merge without a space"));
-            impl->add_merge(s.substr(0, sp), s.substr(sp + 1), rank, where);
-        } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-            impl->add_merge(m[0].get<std::string>(), m[1].get<std::string>(), rank, where);
-        } else {
-            throw FormatError(ErrorInfo{path}.at(where).msg("malformed merge").expected("\"a b\" or [\"a\", \"b\"]"));
-        }
+    for (const auto& [a, b] : merge_entries) {
+        impl->add_merge(a, b, rank, [rank] { return "model.merges[" + std::to_string(rank) + "]"; });
         ++rank;
     }
+    merge_entries = {};
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
         size_t k = 0;
         for (const auto& t : j["added_tokens"]) {
@@ -784,11 +869,11 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_vocab_merges(const std::s
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
         auto sp = line.find(' ');
-        std::string where = "line " + std::to_string(line_no);
+        auto where = [line_no] { return "line " + std::to_string(line_no); };
         if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos) {
-            throw FormatError(ErrorInfo{merges_path}.at(where).msg("malformed merge").expected("\"a b\"").found(line));
+            throw FormatError(ErrorInfo{merges_path}.at(where()).msg("malformed merge").expected("\"a b\"").found(line));
         }
-        impl->add_merge(line.substr(0, sp), line.substr(sp + 1), rank++, where);
+        impl->add_merge(std::string_view(line).substr(0, sp), std::string_view(line).substr(sp + 1), rank++, where);
     }
     // Added tokens: tokenizer_config.json's added_tokens_decoder, as transformers reads it.
     std::string config_path = (fs::path(dir) / "tokenizer_config.json").string();

@@ -283,5 +283,41 @@ TEST(Tokenizer, MissingOrUnsupportedFilesThrow) {
     EXPECT_THROW(Tokenizer::load(dir.file("tokenizer.json")), FormatError);
 }
 
+// The loader streams model.vocab and model.merges out of the parser: malformed entries there
+// must still fail as FormatError, and a syntax error keeps its line/column.
+TEST(Tokenizer, MalformedVocabOrMergesThrowFormatError) {
+    test::TempDir dir;
+    const nlohmann::json good = read_json_file(qwen_dir() + "/tokenizer.json");
+    auto expect_format_error = [&](const nlohmann::json& tj, const std::string& what) {
+        write_file_atomic(dir.file("tokenizer.json"), tj.dump());
+        EXPECT_THROW(Tokenizer::load(dir.file("tokenizer.json")), FormatError) << what;
+    };
+    nlohmann::json tj = good;
+    tj["model"]["vocab"]["!"] = "not an id";
+    expect_format_error(tj, "string id");
+    tj = good;
+    tj["model"]["vocab"]["!"] = nlohmann::json::array({1, 2});
+    expect_format_error(tj, "array id");
+    tj = good;
+    tj["model"]["merges"][3] = "nospace";
+    expect_format_error(tj, "merge without a space");
+    tj = good;
+    tj["model"]["merges"][3] = nlohmann::json::array({"a"});
+    expect_format_error(tj, "one-part merge");
+    tj = good;
+    tj["model"]["merges"][3] = "zzzzqq qqzzzz";
+    expect_format_error(tj, "merge of unknown tokens");
+    tj = good;
+    tj["model"]["vocab"] = nlohmann::json::array();
+    expect_format_error(tj, "vocab not an object");
+    write_file_atomic(dir.file("tokenizer.json"), good.dump().substr(0, 5000));
+    try {
+        Tokenizer::load(dir.file("tokenizer.json"));
+        ADD_FAILURE() << "truncated file loaded";
+    } catch (const FormatError& e) {
+        EXPECT_NE(std::string(e.what()).find("line 1"), std::string::npos) << e.what();
+    }
+}
+
 }  // namespace
 }  // namespace pdsd::tokenizer
