@@ -65,7 +65,7 @@ a=[set(l.rstrip('\n').split('\t'))-{''} for l in open('$W/flat10.txt', encoding=
 b=[set(l.rstrip('\n').split('\t'))-{''} for l in open('$W/ivf10.txt', encoding='utf-8')]
 r=[len(x&y)/len(x) for x,y in zip(a,b) if x]
 print(f'{sum(r)/len(r):.4f}')")
-  echo "ivf nprobe $np recall@10_vs_flat $rec dense $(echo "$L" | sed -E 's/.*(p50_ms .*)/\1/')"
+  echo "ivf nprobe $np recall@10_vs_flat $rec dense $(echo "$L" | sed -E 's/.*( p50_ms .*)/\1/')"
 done
 if [ -n "${PDSD_BENCH_QUERY_MODEL:-}" ]; then
   python3 -c "

@@ -62,7 +62,7 @@ struct KbSettings {
     std::string vector_index = "auto";      // auto | flat | ivf
     int64_t ivf_min_chunks = 50000;
     int64_t ivf_nlist = 0;                  // 0: 4*sqrt(n), at most n/39 and 65536
-    int64_t ivf_nprobe = 0;                 // lists probed per query; 0: default (see kIvfDefaultNprobe)
+    int64_t ivf_nprobe = 0;                 // lists probed per query; 0: ceil(nlist / 4)
 };
 KbSettings load_kb_settings(const std::string& root);
 
