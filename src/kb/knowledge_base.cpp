@@ -1032,6 +1032,8 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     // max(BM25, dense) rather than the sum.
     struct DenseResult { std::vector<float> dist; std::vector<fidx_t> labels; };
     auto dense_search = [&im, &o, &query, depth]() {
+        DenseResult r;
+        auto q = im.embedder->embed({query}, true);   // a torch model keeps its own threads
         // One query gains nothing from FAISS's OpenMP regions, and their worker threads
         // spin after each one: measured on the 100k x 1024 IVF (nprobe 32), CPU per query
         // 24 ms with the default team vs 6 ms single-threaded. The setting is per
@@ -1041,8 +1043,6 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             OmpSingle() { omp_set_num_threads(1); }
             ~OmpSingle() { omp_set_num_threads(prev); }
         } omp_single;
-        DenseResult r;
-        auto q = im.embedder->embed({query}, true);
         fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(im.index->ntotal)));
         if (k <= 0) return r;
         r.dist.resize(static_cast<size_t>(k));
