@@ -2,7 +2,14 @@
 # Knowledge-base search latency: pdsd BM25 (SQLite FTS5) and hybrid (BM25 + FAISS flat
 # IP, hash-ngram test embedder) on ~100k chunks of Chinese man-page text, 2 threads,
 # vs Chatchat's per-query BM25 rebuild (jieba + rank_bm25) in Python when its venv exists.
+# Then hybrid at bge-large's width: the same chunks with the 1024-d hash-ngram-1024 test
+# embedder (no model run; a real model's query embedding is timed separately, see
+# PDSD_BENCH_QUERY_MODEL), exact flat vs IVF (IndexIVFFlat), wall and CPU percentiles,
+# and the IVF's recall@10 against flat at several nprobe.
 #   bench/kb_search_bench.sh [build/pdsd] [ROWS]
+# Env: PDSD_BENCH_DIR (keep corpus + KBs), PDSD_CHATCHAT_VENV, PDSD_BENCH_SKIP_256=1
+# (skip the original 256-d section), PDSD_BENCH_QUERY_MODEL (a bge folder: time its
+# query embedding, batch of the queries, reported apart from retrieval).
 set -euo pipefail
 PDSD=${1:-build/pdsd}
 ROWS=${2:-100000}
@@ -15,15 +22,59 @@ export PDSD_ROOT="$R"
 if [ ! -d "$R/knowledge_base/bench/content" ]; then
   python3 "$HERE/kb_gen_corpus.py" "$R/knowledge_base/bench/content" "$W/queries.txt" --rows "$ROWS"
 fi
+echo "machine: $(nproc) cpus, $(lscpu | sed -n 's/^Model name: *//p'), load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
+if [ -z "${PDSD_BENCH_SKIP_256:-}" ]; then
 T0=$(date +%s.%N)
-taskset -c 0,1 "$PDSD" -t 2 kb -r -n bench -e hash-ngram --no-progress | tail -1
+# The original 256-d measurement, exact flat as before (auto would pick IVF at 100k).
+taskset -c 0,1 "$PDSD" -t 2 kb -r -n bench -e hash-ngram --vector-index flat --no-progress | tail -1
 T1=$(date +%s.%N)
 echo "rebuild_s $(echo "$T1 - $T0" | bc)"
-BM=$(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n bench --queries "$W/queries.txt" --mode bm25)
 HY=$(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n bench --queries "$W/queries.txt" --mode hybrid)
+fi
+BM=$(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n bench --queries "$W/queries.txt" --mode bm25)
 echo "pdsd $BM"
-echo "pdsd $HY"
+[ -n "${HY:-}" ] && echo "pdsd $HY"
 bm_p50=$(echo "$BM" | sed -E 's/.*p50_ms ([0-9.]+).*/\1/')
+
+# ---- 1024-d: flat vs IVF -------------------------------------------------------
+for kb in b1024flat b1024ivf; do
+  if [ ! -d "$R/knowledge_base/$kb/content" ]; then
+    mkdir -p "$R/knowledge_base/$kb"
+    cp -r "$R/knowledge_base/bench/content" "$R/knowledge_base/$kb/content"
+  fi
+done
+for v in flat ivf; do
+  T0=$(date +%s.%N)
+  taskset -c 0,1 "$PDSD" -t 2 kb -r -n b1024$v -e hash-ngram-1024 --vector-index $v --no-progress | tail -1
+  T1=$(date +%s.%N)
+  echo "rebuild_1024_${v}_s $(echo "$T1 - $T0" | bc)"
+done
+for v in flat ivf; do
+  for m in dense hybrid; do
+    echo "pdsd1024 $(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n b1024$v --queries "$W/queries.txt" --mode $m)"
+  done
+done
+# Recall@10 of IVF vs exact flat (dense lists, top_k 10), per nprobe.
+taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n b1024flat --queries "$W/queries.txt" --mode dense --top_k 10 \
+  --dump-hits "$W/flat10.txt" >/dev/null
+for np in ${PDSD_BENCH_NPROBES:-8 16 32 64 128}; do
+  L=$(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n b1024ivf --queries "$W/queries.txt" --mode dense --top_k 10 \
+      --nprobe $np --dump-hits "$W/ivf10.txt")
+  rec=$(python3 -c "
+a=[set(l.rstrip('\n').split('\t'))-{''} for l in open('$W/flat10.txt', encoding='utf-8')]
+b=[set(l.rstrip('\n').split('\t'))-{''} for l in open('$W/ivf10.txt', encoding='utf-8')]
+r=[len(x&y)/len(x) for x,y in zip(a,b) if x]
+print(f'{sum(r)/len(r):.4f}')")
+  echo "ivf nprobe $np recall@10_vs_flat $rec dense $(echo "$L" | sed -E 's/.*( p50_ms .*)/\1/')"
+done
+if [ -n "${PDSD_BENCH_QUERY_MODEL:-}" ]; then
+  python3 -c "
+import json
+for l in open('$W/queries.txt', encoding='utf-8'):
+    if l.strip(): print(json.dumps(l.strip(), ensure_ascii=False))" > "$W/queries.jsonl"
+  echo "query embedding (not part of retrieval): $(taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb embed -e "$PDSD_BENCH_QUERY_MODEL" --jsonl "$W/queries.jsonl" --query)"
+fi
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import jieba, rank_bm25" 2>/dev/null; then
   PY=$(taskset -c 0,1 "$VENV/bin/python" "$HERE/kb_python_bm25.py" "$R/knowledge_base/bench/content" "$W/queries.txt")
   echo "$PY"

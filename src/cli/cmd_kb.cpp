@@ -27,6 +27,7 @@ struct KbOpts {
     bool recreate = false, increment = false, update_in_db = false, prune_db = false, prune_folder = false;
     std::vector<std::string> kb_names;
     std::string embed_model;
+    std::string vector_index;
     int64_t chunk_size = -1, chunk_overlap = -1;
     bool no_progress = false;
 };
@@ -52,6 +53,7 @@ kb::UpdateOptions update_options(const KbOpts& o) {
     u.prune_db = o.prune_db;
     u.prune_folder = o.prune_folder;
     u.embed_model = o.embed_model;
+    u.vector_index = o.vector_index;
     u.chunk_size = o.chunk_size;
     u.chunk_overlap = o.chunk_overlap;
     u.progress = !o.no_progress;
@@ -88,6 +90,8 @@ void register_kb(CLI::App& app, Registry& registry) {
     kbc->add_flag("--prune-folder", o->prune_folder, "delete files in content/ that are not in the database");
     kbc->add_option("-n,--kb-name", o->kb_names, "knowledge base(s) to process (repeatable; default: all)");
     kbc->add_option("-e,--embed-model", o->embed_model, "embedding model ('none' = BM25 only; default: kb_settings.yaml)");
+    kbc->add_option("--vector-index", o->vector_index,
+                    "dense index when built from scratch: auto | flat | ivf (default: kb_settings.yaml vector_index)");
     kbc->add_option("--chunk_size", o->chunk_size, "characters per chunk (default: kb_settings.yaml, 750)");
     kbc->add_option("--chunk_overlap", o->chunk_overlap, "overlap characters (default: kb_settings.yaml, 150)");
     kbc->add_flag("--no-progress", o->no_progress, "no progress output");
@@ -128,8 +132,8 @@ void register_kb(CLI::App& app, Registry& registry) {
     registry.add(rm, [o, fo2] { print_report(kb::remove_files(kb::resolve_root(o->root), fo2->kb, fo2->files, update_options(*o))); });
 
     struct SearchOpts {
-        std::string kb, query, mode, queries_file;
-        int64_t top_k = -1;
+        std::string kb, query, mode, queries_file, dump_hits;
+        int64_t top_k = -1, nprobe = 0;
         double threshold = 0, prune = 0.02;
         bool has_threshold = false, explain = false, json = false;
     };
@@ -147,6 +151,9 @@ void register_kb(CLI::App& app, Registry& registry) {
     search->add_flag("--explain", so->explain, "show every candidate's scores and why it was kept or dropped");
     search->add_flag("--json", so->json, "JSON output");
     search->add_option("--queries", so->queries_file, "run every line of FILE as a query and print latency p50/p95 (benchmark)");
+    search->add_option("--nprobe", so->nprobe, "IVF vector stores: lists probed per query (default: kb_settings.yaml ivf_nprobe)");
+    search->add_option("--dump-hits", so->dump_hits,
+                       "with --queries: write each query's kept hits as one line of file#chunk_index, tab-separated");
     registry.add(search, [o, so, th] {
         std::string root = kb::resolve_root(o->root);
         kb::KbSettings st = kb::load_kb_settings(root);
@@ -157,6 +164,7 @@ void register_kb(CLI::App& app, Registry& registry) {
         opt.mode = so->mode.empty() ? st.search_mode : so->mode;
         opt.explain = so->explain;
         opt.bm25_prune_df_ratio = so->prune;
+        opt.nprobe = so->nprobe;
         if (!so->queries_file.empty()) {
             std::ifstream in(so->queries_file);
             if (!in) throw IoError(ErrorInfo{so->queries_file}.msg("cannot read"));
@@ -168,25 +176,40 @@ void register_kb(CLI::App& app, Registry& registry) {
                 return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
             };
             std::vector<double> ms, cms;
-            std::string line;
+            std::string line, dump;
             size_t hits = 0;
             while (std::getline(in, line)) {
                 if (line.empty()) continue;
                 auto t0 = std::chrono::steady_clock::now();
                 double c0 = cpu_ms();
-                hits += base.search(line, opt).size();
+                auto found = base.search(line, opt);
                 cms.push_back(cpu_ms() - c0);
                 ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+                hits += found.size();
+                if (!so->dump_hits.empty()) {
+                    for (size_t i = 0; i < found.size(); ++i)
+                        dump += (i ? "\t" : "") + found[i].file_name + "#" + std::to_string(found[i].chunk_index);
+                    dump += "\n";
+                }
             }
+            if (!so->dump_hits.empty()) write_file_atomic(so->dump_hits, dump);
             if (ms.empty()) throw DataError(ErrorInfo{so->queries_file}.msg("no queries"));
             std::sort(ms.begin(), ms.end());
             std::sort(cms.begin(), cms.end());
             auto pct = [](const std::vector<double>& v, double p) {
                 return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
             };
-            std::printf("mode %s chunks %lld queries %zu hits %zu p50_ms %.3f p95_ms %.3f max_ms %.3f cpu_p50_ms %.3f cpu_p95_ms %.3f\n",
+            std::string index_note;
+            if (opt.mode != "bm25") {
+                auto vi = base.vector_index_info();
+                index_note = " index " + vi.type + " dim " + std::to_string(vi.dim);
+                if (vi.type == "ivf")
+                    index_note += " nlist " + std::to_string(vi.nlist) + " nprobe " +
+                                  std::to_string(opt.nprobe > 0 ? std::min(opt.nprobe, vi.nlist) : vi.nprobe);
+            }
+            std::printf("mode %s chunks %lld queries %zu hits %zu p50_ms %.3f p95_ms %.3f max_ms %.3f cpu_p50_ms %.3f cpu_p95_ms %.3f%s\n",
                         opt.mode.c_str(), static_cast<long long>(base.chunk_count()), ms.size(), hits, pct(ms, 0.5),
-                        pct(ms, 0.95), ms.back(), pct(cms, 0.5), pct(cms, 0.95));
+                        pct(ms, 0.95), ms.back(), pct(cms, 0.5), pct(cms, 0.95), index_note.c_str());
             return;
         }
         if (so->query.empty()) throw UsageError(ErrorInfo{}.msg("no query given").hint("pdsd kb search -n KB \"query\""));

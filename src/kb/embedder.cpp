@@ -55,6 +55,13 @@ void register_embedder_factory(const std::string& name, EmbedderFactory factory)
 std::unique_ptr<Embedder> make_embedder(const std::string& name) {
     if (name.empty() || name == "none") return nullptr;
     if (name == "hash-ngram") return std::make_unique<HashNgramEmbedder>();
+    if (name.rfind("hash-ngram-", 0) == 0) {
+        std::string d = name.substr(11);
+        if (!d.empty() && d.size() <= 5 && d.find_first_not_of("0123456789") == std::string::npos) {
+            int dim = std::stoi(d);
+            if (dim >= 8 && dim <= 65536) return std::make_unique<HashNgramEmbedder>(dim);
+        }
+    }
     static std::once_flag builtins;
     std::call_once(builtins, [] { register_bge_embedder(); });
     std::lock_guard<std::mutex> lock(registry_mutex());
@@ -63,7 +70,7 @@ std::unique_ptr<Embedder> make_embedder(const std::string& name) {
         if (auto e = it->second(name)) return e;
     for (auto& [key, factory] : registry())
         if (auto e = factory(name)) return e;
-    std::string known = "none, hash-ngram";
+    std::string known = "none, hash-ngram, hash-ngram-<dim>";
     for (auto& [k, v] : registry()) known += ", " + k;
     throw ConfigError(ErrorInfo{}.at("embed_model")
                           .msg("no embedding model implementation named '" + name + "'")

@@ -12,10 +12,14 @@
 #include "pdsd/kb/text.h"
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/index_io.h>
 
 #include <iconv.h>
 #include <unistd.h>
@@ -354,6 +358,180 @@ TEST_F(KbStore, StaleVectorStoreIsDetectedAndRepairedByIncrement) {
     update_knowledge_bases(root, quiet(UpdateMode::increment, "hash-ngram"));
     KnowledgeBase kb2(root, "t");
     EXPECT_EQ(kb2.search("升级说明", o).at(0).file_name, "新增.txt");
+}
+
+// ---- IVF vector store (large KBs) -----------------------------------------------
+// The IVF threshold is set low (ivf_min_chunks 100) so a few hundred generated rows
+// get an IndexIVFFlat; a second KB over the same files gets the exact flat index.
+
+class KbIvf : public ::testing::Test {
+protected:
+    test::TempDir dir;
+    std::string root;
+    std::vector<std::pair<std::string, std::string>> rows;   // (file#chunk_index, text)
+    uint64_t rng = 88172645463325252ull;
+    std::string rand_text(size_t n) {
+        static const std::u32string pool = U"的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你能而子那得着下自之年过发后里道行所然家种事方多经么去法学如都同现当没动面起看定天还进好小部其些主样理心本前开但因只从想实日";
+        std::u32string t;
+        for (size_t i = 0; i < n; ++i) {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+            t += pool[rng % pool.size()];
+        }
+        return u32_to_utf8(t);
+    }
+    // CSV file `name` with `n` rows (one chunk each) into both KBs' content folders.
+    void csv(const std::string& name, size_t n) {
+        std::string body = "编号,内容\n";
+        for (size_t i = 0; i < n; ++i) {
+            std::string t = rand_text(40 + i % 30);
+            body += std::to_string(i) + "," + t + "\n";
+            // A CSV row's chunk text is its "column: value" lines.
+            rows.push_back({name + "#" + std::to_string(i), "编号: " + std::to_string(i) + "\n内容: " + t});
+        }
+        for (const char* kb : {"ivf", "flat"}) write(KbPaths{root}.content_dir(kb) + "/" + name, body);
+    }
+    void SetUp() override {
+        root = dir.str();
+        write(root + "/kb_settings.yaml", "vector_index: auto\nivf_min_chunks: 100\nivf_nprobe: 3\n");
+        for (int f = 0; f < 8; ++f) csv("f" + std::to_string(f) + ".csv", 60);
+    }
+    UpdateOptions opts(UpdateMode m, const std::string& kb, const std::string& vi = "") {
+        UpdateOptions o = quiet(m, "hash-ngram");
+        o.kb_names = {kb};
+        o.vector_index = vi;
+        return o;
+    }
+    static std::vector<std::string> keys(const std::vector<SearchHit>& h) {
+        std::vector<std::string> k;
+        for (auto& x : h) k.push_back(x.file_name + "#" + std::to_string(x.chunk_index));
+        return k;
+    }
+    // Mean recall@10 of `kb` at `nprobe` against the flat KB, over every 8th row as a query.
+    double recall_vs_flat(int64_t nprobe) {
+        KnowledgeBase ivf(root, "ivf"), flat(root, "flat");
+        SearchOptions o;
+        o.mode = "dense";
+        o.top_k = 10;
+        o.nprobe = nprobe;
+        SearchOptions of = o;
+        of.nprobe = 0;
+        double sum = 0;
+        size_t n = 0;
+        for (size_t i = 0; i < rows.size(); i += 8, ++n) {
+            std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 30);   // 10 CJK characters
+            auto a = keys(ivf.search(q, o)), b = keys(flat.search(q, of));
+            size_t common = 0;
+            for (auto& k : a) common += std::count(b.begin(), b.end(), k);
+            sum += b.empty() ? 1.0 : double(common) / double(b.size());
+        }
+        return sum / double(n);
+    }
+};
+
+TEST_F(KbIvf, LargeBuildUsesIvfAndAnswersLikeFlat) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "flat", "flat"));   // --vector-index flat
+    KnowledgeBase ivf(root, "ivf"), flat(root, "flat");
+    auto vi = ivf.vector_index_info();
+    EXPECT_EQ(vi.type, "ivf");
+    EXPECT_EQ(vi.dim, 256);
+    EXPECT_EQ(vi.nlist, 12);   // min(4*sqrt(480), 480/39)
+    EXPECT_EQ(vi.nprobe, 3);   // kb_settings.yaml ivf_nprobe
+    EXPECT_EQ(vi.ntotal, 480);
+    EXPECT_EQ(flat.vector_index_info().type, "flat");
+    // Planted queries: a row's own text is its nearest vector, found with any nprobe.
+    SearchOptions o;
+    o.mode = "dense";
+    o.nprobe = 2;
+    for (size_t i = 0; i < rows.size(); i += 37) {
+        auto h = ivf.search(rows[i].second, o);
+        ASSERT_FALSE(h.empty());
+        EXPECT_EQ(keys(h)[0], rows[i].first);
+        EXPECT_NEAR(*h[0].cosine, 1.0, 1e-4);
+    }
+    // Probing every list is exhaustive: the flat answer.
+    EXPECT_GE(recall_vs_flat(12), 0.99);
+    // The configured nprobe (3 of 12 lists) still finds most of the exact top 10.
+    double r3 = recall_vs_flat(0);
+    EXPECT_GE(r3, 0.5);
+    EXPECT_LE(recall_vs_flat(1), r3 + 1e-9);
+    // Hybrid works over IVF too.
+    o.mode = "hybrid";
+    o.nprobe = 0;
+    auto hy = ivf.search(rows[5].second, o);
+    ASSERT_FALSE(hy.empty());
+    EXPECT_EQ(keys(hy)[0], rows[5].first);
+}
+
+TEST_F(KbIvf, IncrementKeepsIvfIdsConsistent) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    // Remove one file, change another, add a new one; -i keeps adding to the trained IVF.
+    fs::remove(KbPaths{root}.content_dir("ivf") + "/f0.csv");
+    write(KbPaths{root}.content_dir("ivf") + "/f1.csv", "编号,内容\n0,固件升级说明：先备份配置再上传固件包\n");
+    write(KbPaths{root}.content_dir("ivf") + "/新增.csv", "编号,内容\n0,证书过期时请在管理页面重新签发证书\n");
+    auto r = update_knowledge_bases(root, opts(UpdateMode::increment, "ivf"));
+    EXPECT_EQ(r.count("removed"), 1u);
+    EXPECT_EQ(r.count("updated"), 1u);
+    EXPECT_EQ(r.count("added"), 1u);
+    KnowledgeBase kb(root, "ivf");   // dense search checks index_matches_db (throws if not)
+    auto vi = kb.vector_index_info();
+    EXPECT_EQ(vi.type, "ivf");
+    EXPECT_EQ(vi.nlist, 12);          // the trained lists are kept, not retrained
+    EXPECT_EQ(vi.ntotal, kb.chunk_count());
+    EXPECT_EQ(vi.ntotal, 480 - 120 + 2);
+    SearchOptions o;
+    o.mode = "dense";
+    o.top_k = 400;
+    o.nprobe = 12;   // exhaustive: every vector left in the index is a candidate
+    auto all = kb.search("编号: 0\n内容: 固件升级说明：先备份配置再上传固件包", o);
+    ASSERT_FALSE(all.empty());
+    EXPECT_EQ(all[0].file_name, "f1.csv");
+    for (auto& h : all) {
+        EXPECT_NE(h.file_name, "f0.csv");                               // removed ids are gone
+        if (h.file_name == "f1.csv") EXPECT_EQ(h.chunk_index, 0);       // old f1 rows are gone
+    }
+    o.top_k = 1;
+    o.nprobe = 0;
+    EXPECT_EQ(kb.search("编号: 0\n内容: 证书过期时请在管理页面重新签发证书", o).at(0).file_name, "新增.csv");
+}
+
+TEST_F(KbIvf, StaleIvfIsDetectedAndRebuiltAndOtherIndexTypesAreRefused) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    std::string idx = KbPaths{root}.index_path("ivf", "hash-ngram");
+    std::string old_index = read_file(idx);
+    write(KbPaths{root}.content_dir("ivf") + "/新增.csv", "编号,内容\n0,新增文件：升级说明\n");
+    update_knowledge_bases(root, opts(UpdateMode::increment, "ivf"));
+    write(idx, old_index);   // a kill between the DB commit and the index rename
+    SearchOptions o;
+    o.mode = "dense";
+    EXPECT_THROW(KnowledgeBase(root, "ivf").search("升级", o), DataError);
+    update_knowledge_bases(root, opts(UpdateMode::increment, "ivf"));   // re-embeds from SQLite
+    {
+        KnowledgeBase kb(root, "ivf");
+        EXPECT_EQ(kb.vector_index_info().type, "ivf");
+        EXPECT_EQ(kb.search("编号: 0\n内容: 新增文件：升级说明", o).at(0).file_name, "新增.csv");
+    }
+    // A FAISS file of another type (a bare IndexFlatL2) is a FormatError.
+    {
+        faiss::IndexFlatL2 other(256);
+        faiss::write_index(&other, idx.c_str());
+    }
+    EXPECT_THROW(KnowledgeBase(root, "ivf").search("升级", o), FormatError);
+}
+
+TEST(KbSettingsTest, VectorIndexSettingIsValidated) {
+    test::TempDir d;
+    write(d.file("kb_settings.yaml"), "vector_index: hnsw\n");
+    EXPECT_THROW(load_kb_settings(d.str()), ConfigError);
+    write(d.file("kb_settings.yaml"), "vector_index: ivf\nivf_min_chunks: 10\nivf_nprobe: 8\n");
+    auto s = load_kb_settings(d.str());
+    EXPECT_EQ(s.vector_index, "ivf");
+    EXPECT_EQ(s.ivf_min_chunks, 10);
+    EXPECT_EQ(s.ivf_nprobe, 8);
+    EXPECT_EQ(make_embedder("hash-ngram-1024")->dim(), 1024);
+    EXPECT_EQ(make_embedder("hash-ngram-1024")->name(), "hash-ngram-1024");
+    EXPECT_EQ(make_embedder("hash-ngram")->name(), "hash-ngram");
+    EXPECT_THROW(make_embedder("hash-ngram-x"), ConfigError);
 }
 
 TEST(KbEmbedder, HashNgramIsDeterministicAndNormalised) {

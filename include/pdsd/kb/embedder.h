@@ -44,20 +44,24 @@ public:
 
 // Deterministic, model-free embedder for tests and benchmarks ("hash-ngram"): hashed
 // character 1- and 2-grams into `dim` buckets, L2-normalised. Texts sharing characters
-// get higher cosine; it has no semantics beyond that.
+// get higher cosine; it has no semantics beyond that. "hash-ngram" is 256-d;
+// "hash-ngram-<dim>" (e.g. hash-ngram-1024, bge-large's width) gives other widths, so
+// search at a real model's dimension can be benchmarked without running a model.
 class HashNgramEmbedder : public Embedder {
 public:
     explicit HashNgramEmbedder(int dim = 256) : dim_(dim) {}
     std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) override;
     int dim() const override { return dim_; }
-    std::string name() const override { return "hash-ngram"; }
+    // "hash-ngram" for the default 256-d, else "hash-ngram-<dim>".
+    std::string name() const override { return dim_ == 256 ? "hash-ngram" : "hash-ngram-" + std::to_string(dim_); }
 
 private:
     int dim_;
 };
 
 // Factory for `-e/--embed-model NAME`. Returns nullptr for "none" (BM25 only);
-// "hash-ngram" gives HashNgramEmbedder; other names are looked up in the registered
+// "hash-ngram" gives HashNgramEmbedder (256-d), "hash-ngram-<dim>" one of that dim
+// (8..65536); other names are looked up in the registered
 // factories: first the one registered under exactly that name, then every factory in
 // name order, each of which may decline by returning nullptr. Built in: "bge", which
 // accepts a BERT model folder (config.json with model_type bert + model.safetensors +

@@ -54,6 +54,15 @@ struct KbSettings {
     std::string embed_model = "none";      // none | hash-ngram | a BERT/bge folder or a name under <root>/models
     std::string query_instruction = "auto"; // dense queries: auto (bge's) | none | the text to prepend
     std::string embed_dtype = "fp32";       // fp32 | bf16
+    // Dense index (docs/knowledge_base.md, "Vector index"): auto = exact flat below
+    // ivf_min_chunks chunks, IVF at or above; flat = always exact (IndexIDMap(IndexFlatIP));
+    // ivf = always IndexIVFFlat (inner product, ids stored in the inverted lists).
+    // The type is chosen when the vector store is built from scratch (kb -r, or a
+    // re-embed of a stale store); kb -i keeps adding to the existing index.
+    std::string vector_index = "auto";      // auto | flat | ivf
+    int64_t ivf_min_chunks = 50000;
+    int64_t ivf_nlist = 0;                  // 0: 4*sqrt(n), at most n/39 and 65536
+    int64_t ivf_nprobe = 0;                 // lists probed per query; 0: ceil(nlist / 4)
 };
 KbSettings load_kb_settings(const std::string& root);
 
@@ -77,6 +86,7 @@ struct UpdateOptions {
     bool prune_db = false;       // delete DB entries of files gone from content/
     bool prune_folder = false;   // delete files in content/ that are not in the DB
     std::string embed_model;     // "" -> kb_settings.yaml's; "none" -> BM25 only
+    std::string vector_index;    // "" -> kb_settings.yaml's vector_index (auto | flat | ivf)
     int64_t chunk_size = -1;     // -1 -> settings
     int64_t chunk_overlap = -1;
     bool progress = true;
@@ -133,6 +143,9 @@ struct SearchOptions {
     // KBs with >= 20000 chunks: query terms found in more than this fraction of the
     // chunks are dropped while a rarer term remains (speed; 1.0 = never).
     double bm25_prune_df_ratio = 0.02;
+    // IVF vector stores: inverted lists probed per query; 0 = kb_settings.yaml's
+    // ivf_nprobe; >= nlist = exhaustive (the exact flat result). Ignored for flat.
+    int64_t nprobe = 0;
 };
 
 struct SearchHit {
@@ -164,6 +177,10 @@ public:
     const std::string& name() const;
     const std::string& embed_model() const;   // "none" when BM25 only
     int64_t chunk_count() const;
+    // The dense index type, "flat" or "ivf" (nlist, nprobe filled for ivf); loads the
+    // vector store (throws as dense search does when there is none).
+    struct VectorIndexInfo { std::string type; int64_t ntotal = 0, dim = 0, nlist = 0, nprobe = 0; };
+    VectorIndexInfo vector_index_info() const;
 
 private:
     struct Impl;
