@@ -19,7 +19,6 @@ namespace {
 struct ExportCli {
     std::string config;
     bool no_verify = false;
-    std::string gguf_type = "bf16";
 };
 }  // namespace
 
@@ -28,15 +27,12 @@ void register_export(CLI::App& app, Registry& registry) {
     auto* cmd = app.add_subcommand("export", "merge LoRA adapters into the base model and write a HF model folder");
     cmd->add_option("--config", opts->config, "LLaMA-Factory YAML (examples/merge_lora/*.yaml); also accepted as the first argument");
     cmd->add_flag("--no_verify,--no-verify", opts->no_verify, "skip the self-check of the merged weights against base + adapter");
-    cmd->add_option("--gguf_type,--gguf-type", opts->gguf_type,
-                    "with --export_format gguf: type of the 2D weights in model-<type>.gguf (bf16|f16|q8_0)")
-        ->capture_default_str();
     cmd->allow_extras();
     cmd->footer(
         "LLaMA-Factory keys, as --key value (after the YAML): model_name_or_path, adapter_name_or_path (comma-separated, "
         "applied in order), template (qwen), finetuning_type (lora), export_dir, export_size (GB per shard, "
         "fractions allowed), export_dtype (auto|bf16|fp16|fp32), export_legacy_format (false only), default_system, export_format "
-        "(safetensors|gguf: also writes model-<gguf_type>.gguf for llama.cpp).");
+        "(safetensors|gguf: also writes model-<gguf_type>.gguf for llama.cpp), gguf_type (bf16|f16|q8_0).");
     registry.add(cmd, [cmd, opts] {
         LfArgs args;
         args.data.template_name = "";
@@ -51,7 +47,6 @@ void register_export(CLI::App& app, Registry& registry) {
         schema.apply_overrides(extras);
         exporter::ExportOptions o = exporter::options_from_lf(args);
         o.verify = !opts->no_verify;
-        o.gguf_type = opts->gguf_type;
         exporter::ExportReport r = exporter::run_export(o);
         std::printf("export_dir: %s\n", r.export_dir.c_str());
         std::printf("dtype: %s\n", r.output_dtype.c_str());
@@ -70,7 +65,7 @@ void register_export(CLI::App& app, Registry& registry) {
             std::printf("self-check: skipped\n");
         }
         if (!r.gguf_file.empty()) {
-            std::printf("gguf: %s (%s, %llu bytes)\n", r.gguf_file.c_str(), opts->gguf_type.c_str(),
+            std::printf("gguf: %s (%s, %llu bytes)\n", r.gguf_file.c_str(), args.export_.gguf_type.c_str(),
                         static_cast<unsigned long long>(r.gguf_bytes));
         }
         for (const auto& f : r.files) std::printf("  %s\n", f.c_str());

@@ -71,6 +71,7 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
     s.add("export_device", &e.export_device, "device used for merging (cpu)");
     s.add("export_dtype", &e.export_dtype, "auto | bf16 | fp16 | fp32 (pdsd)");
     s.add("export_format", &e.export_format, "safetensors | gguf (pdsd)");
+    s.add("gguf_type", &e.gguf_type, "bf16 | f16 | q8_0: weight type of the GGUF file (pdsd)");
 
     s.add_ignored("deepspeed", "pdsd uses its own single-process or c10d data-parallel trainer");
     s.add_ignored("flash_attn", "pdsd always uses torch scaled_dot_product_attention (flash kernels on CUDA)");

@@ -193,6 +193,7 @@ ExportOptions options_from_lf(const LfArgs& a) {
     o.default_system = a.data.default_system;
     o.export_dir = a.export_.export_dir;
     o.export_dtype = a.export_.export_dtype;
+    o.gguf_type = a.export_.gguf_type;
     if (o.model_name_or_path.empty()) {
         throw UsageError(ErrorInfo{}.at("model_name_or_path").msg("missing").hint("the base model folder, e.g. Qwen/Qwen2.5-0.5B-Instruct downloaded locally"));
     }

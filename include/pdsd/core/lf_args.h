@@ -86,6 +86,7 @@ struct LfExportArgs {
     std::string export_device = "cpu";
     std::string export_dtype = "auto";              // pdsd: auto | bf16 | fp16 | fp32
     std::string export_format = "safetensors";      // pdsd: safetensors | gguf
+    std::string gguf_type = "bf16";                 // pdsd, with export_format gguf: bf16 | f16 | q8_0
 };
 
 struct LfArgs {
