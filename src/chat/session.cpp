@@ -1,4 +1,5 @@
 #include "pdsd/chat/session.h"
+#include "pdsd/chat/stop_strings.h"
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
@@ -8,12 +9,10 @@
 
 namespace pdsd::chat {
 
-namespace {
-// Length of the longest suffix of `text` that is a proper prefix of some stop string:
-// those bytes are held back, since the next token may complete the stop string.
 size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string>& stops) {
     size_t best = 0;
     for (const auto& s : stops) {
+        if (s.empty()) continue;
         for (size_t n = std::min(s.size() - 1, text.size()); n > best; --n) {
             if (text.compare(text.size() - n, n, s, 0, n) == 0) {
                 best = n;
@@ -32,7 +31,6 @@ size_t find_stop(const std::string& text, const std::vector<std::string>& stops)
     }
     return first;
 }
-}  // namespace
 
 ChatSession::ChatSession(model::Generator* generator, const tokenizer::Tokenizer* tokenizer,
                          const kb::KnowledgeBase* kb, ChatOptions options)

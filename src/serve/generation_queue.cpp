@@ -1,6 +1,7 @@
 // Generation worker and bounded queue; see generation_queue.h.
 #include "generation_queue.h"
 
+#include "pdsd/chat/stop_strings.h"
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
 
@@ -8,32 +9,6 @@
 
 namespace pdsd::serve {
 
-namespace {
-// Length of the longest suffix of `text` that is a proper prefix of a stop string: those
-// bytes are held back, since the next token may complete the stop string.
-size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string>& stops) {
-    size_t best = 0;
-    for (const auto& s : stops) {
-        if (s.empty()) continue;
-        for (size_t n = std::min(s.size() - 1, text.size()); n > best; --n) {
-            if (text.compare(text.size() - n, n, s, 0, n) == 0) {
-                best = n;
-                break;
-            }
-        }
-    }
-    return best;
-}
-
-size_t find_stop(const std::string& text, const std::vector<std::string>& stops) {
-    size_t first = std::string::npos;
-    for (const auto& s : stops) {
-        if (s.empty()) continue;
-        first = std::min(first, text.find(s));
-    }
-    return first;
-}
-}  // namespace
 
 // ---- GenJob ---------------------------------------------------------------------------------
 
@@ -218,13 +193,13 @@ struct RowStream {
             size_t hold = 0;
             if (!job->stop.empty()) {
                 std::string all = emitted + pending;
-                size_t stop = find_stop(all, job->stop);
+                size_t stop = chat::find_stop(all, job->stop);
                 if (stop != std::string::npos) {
                     emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
                     stopped_by_string = true;
                     return false;
                 }
-                hold = stop_prefix_suffix(all, job->stop);
+                hold = chat::stop_prefix_suffix(all, job->stop);
             }
             size_t ready = pending.size() > hold ? pending.size() - hold : 0;
             emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
@@ -234,7 +209,7 @@ struct RowStream {
     void finish(const model::GenerationResult& r, QueueStats& stats) {
         std::vector<tokenizer::TokenId> gen(r.tokens.begin(), r.tokens.end());
         std::string text = tok->decode(gen, /*skip_special_tokens=*/true);
-        size_t stop = find_stop(text, job->stop);
+        size_t stop = chat::find_stop(text, job->stop);
         if (stop != std::string::npos) text.resize(stop);
         // Whatever is still held back (the tail, or U+FFFD replacements of a cut character).
         if (!job->cancelled && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
