@@ -45,16 +45,15 @@ logging_steps: 1
 save_steps: 100000
 bf16: true
 YAML
-# steady state: tokens and time between the 5th and the last log line
+# steady state: tokens and time between the 5th and the last log line. elapsed_time has whole
+# seconds only; throughput = tokens / seconds since the start, so the seconds come from it.
 tps_of() {
   "$PY" - "$1" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
-def secs(s):
-    h, m, x = s.split(":")[-3:]; return int(h) * 3600 + int(m) * 60 + int(x)
 a, b = rows[4], rows[-1]
-dt = max(1, secs(b["elapsed_time"]) - secs(a["elapsed_time"]))
-print(round((b["total_tokens"] - a["total_tokens"]) / dt))
+ta, tb = a["total_tokens"] / a["throughput"], b["total_tokens"] / b["throughput"]
+print(round((b["total_tokens"] - a["total_tokens"]) / (tb - ta)))
 PYEOF
 }
 declare -A PDSD_TPS PDSD_MEM HF_TPS HF_MEM
@@ -77,7 +76,7 @@ import sys, time, torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model
 path, seq, steps, bs, gc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "on"
-m = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
+m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
 if gc:
     m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     m.enable_input_require_grads()

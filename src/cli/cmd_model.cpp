@@ -46,6 +46,7 @@ void register_model(CLI::App& app, Registry& registry) {
     cb->add_option("--runs", bench->runs, "timed runs after one warm-up (best is reported)")->capture_default_str();
     cb->add_option("--device", bench->device, "cpu | cuda | cuda:N")->capture_default_str();
     cb->add_option("--dtype", bench->dtype, "bf16 | fp16 | fp32 (default fp32 on CPU, bf16 on CUDA)");
+    cb->add_option("--cuda-graph", bench->cuda_graph, "CUDA: replay decode steps from a captured graph")->capture_default_str();
     registry.add(cb, [=] { std::cout << model::bench_generation(*bench).dump() << "\n"; });
 
     auto dump = std::make_shared<train::LogitsDumpOptions>();

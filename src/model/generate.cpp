@@ -1,6 +1,7 @@
 #include "pdsd/model/generate.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/model/decode_graph.h"
 #include "pdsd/model/loader.h"
 
 #include <ATen/ATen.h>
@@ -55,7 +56,7 @@ Resolved resolve(const GenerationOptions& o, const LoadedModel& lm) {
     return r;
 }
 
-// One row's next token from its logits (V) fp32 CPU; `seen` = prompt + generated ids.
+// One sampled row's next token from its logits (V) fp32 CPU; `seen` = prompt + generated ids.
 int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved& r, at::Generator& gen) {
     if (r.repetition_penalty != 1.0 && !seen.empty()) {
         // HF RepetitionPenaltyLogitsProcessor: score < 0 ? score * p : score / p.
@@ -64,7 +65,6 @@ int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved
         s = at::where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty);
         logits = logits.index_copy(0, idx, s);
     }
-    if (r.greedy) return logits.argmax().item<int64_t>();
     logits = logits / r.temperature;
     const double neg_inf = -std::numeric_limits<double>::infinity();
     if (r.top_k > 0 && r.top_k < logits.size(0)) {
@@ -86,6 +86,45 @@ int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved
     return at::multinomial(probs, 1, false, gen).item<int64_t>();
 }
 
+// Next token of every row that is not done (`pad` for done rows). last (B, V) logits on the
+// model's device. Greedy rows stay on the device (repetition penalty by gather/scatter, argmax)
+// and only B ids come back; sampling copies the fp32 rows to the CPU for `pick`.
+std::vector<int64_t> choose(const at::Tensor& last, const std::vector<std::vector<int64_t>>& seen,
+                            const std::vector<bool>& done, const Resolved& r, at::Generator& gen, int64_t pad) {
+    const int64_t B = last.size(0);
+    at::Tensor rows = last.to(at::kFloat);  // (B, V): HF processes fp32 logits
+    std::vector<int64_t> chosen(static_cast<size_t>(B), pad);
+    if (r.greedy) {
+        if (r.repetition_penalty != 1.0) {
+            // (B, S) ids seen per row, short rows padded with their own first id (a repeated
+            // id gathers and scatters the same value).
+            size_t S = 0;
+            for (const auto& v : seen) S = std::max(S, v.size());
+            std::vector<int64_t> flat;
+            flat.reserve(static_cast<size_t>(B) * S);
+            for (const auto& v : seen) {
+                flat.insert(flat.end(), v.begin(), v.end());
+                flat.insert(flat.end(), S - v.size(), v.empty() ? 0 : v.front());
+            }
+            at::Tensor idx = at::tensor(flat, at::kLong).view({B, static_cast<int64_t>(S)}).to(rows.device());
+            at::Tensor s = rows.gather(1, idx);
+            s = at::where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty);
+            rows = rows.scatter(1, idx, s);
+        }
+        at::Tensor best = rows.argmax(-1).to(at::kCPU);  // (B): the one host synchronisation
+        const int64_t* bp = best.data_ptr<int64_t>();
+        for (int64_t b = 0; b < B; ++b) {
+            if (!done[static_cast<size_t>(b)]) chosen[static_cast<size_t>(b)] = bp[b];
+        }
+        return chosen;
+    }
+    rows = rows.to(at::kCPU);
+    for (int64_t b = 0; b < B; ++b) {
+        if (!done[static_cast<size_t>(b)]) chosen[static_cast<size_t>(b)] = pick(rows[b], seen[static_cast<size_t>(b)], r, gen);
+    }
+    return chosen;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -95,6 +134,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 struct Generator::Impl {
     std::shared_ptr<LoadedModel> lm;
     KVCache cache;
+    std::unique_ptr<DecodeGraph> graph;  // decode steps of `cache` (CUDA), captured on first use
     std::vector<int64_t> fed;  // batch-1 tokens whose keys/values are in `cache` (empty: none reusable)
 };
 
@@ -112,6 +152,7 @@ Generator Generator::load(const std::string& dir, const std::string& device, con
 
 LoadedModel& Generator::model() { return *impl_->lm; }
 void Generator::release_cache() {
+    impl_->graph.reset();  // before the cache it points into
     impl_->cache = KVCache{};
     impl_->fed.clear();
 }
@@ -172,6 +213,7 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
         int64_t need = P + max_new;
         bool fresh = c.batch() != B || c.max_len() < need;
         if (fresh) {
+            impl_->graph.reset();
             c = KVCache{};  // free the old one before allocating
             int64_t len = std::min(((need + 255) / 256) * 256, std::max(need, lm.config.max_position_embeddings));
             c = KVCache::allocate(lm.config, B, len, lm.model->options());
@@ -196,17 +238,16 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
     auto t0 = std::chrono::steady_clock::now();
     ForwardOptions fo;
     fo.last_logits_only = true;
-    at::Tensor logits = lm.model->forward(ids.narrow(1, reuse, P - reuse), padded ? mask : at::Tensor(),
-                                          pos.narrow(1, reuse, P - reuse), cache, fo).logits;  // (B, 1, V)
+    const bool graphs = cache && options.cuda_graph && DecodeGraph::supported(lm.model->options().device());
+    at::Tensor last = lm.model->forward(ids.narrow(1, reuse, P - reuse), padded ? mask : at::Tensor(),
+                                        pos.narrow(1, reuse, P - reuse), cache, fo).logits.select(1, 0);  // (B, V)
     std::vector<int64_t> fed = prompts[0];  // batch 1: tokens now in the cache
     for (int64_t step = 0; step < max_new && active > 0; ++step) {
-        at::Tensor rows = logits.select(1, 0).to(at::kCPU).to(at::kFloat);  // (B, V)
-        std::vector<int64_t> chosen(static_cast<size_t>(B), pad);
+        std::vector<int64_t> chosen = choose(last, seen, done, r, gen, pad);
         for (int64_t b = 0; b < B; ++b) {
             size_t i = static_cast<size_t>(b);
             if (done[i]) continue;
-            int64_t tok = pick(rows[b], seen[i], r, gen);
-            chosen[i] = tok;
+            int64_t tok = chosen[i];
             seen[i].push_back(tok);
             results[i].tokens.push_back(tok);
             bool stop = false;
@@ -233,13 +274,17 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
         at::Tensor next_p = at::tensor(next_pos, at::kLong).unsqueeze(1);
         for (auto& p : next_pos) ++p;
         fed.push_back(chosen[0]);
-        if (cache) {
-            logits = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits;
+        if (graphs) {
+            if (!impl_->graph || !impl_->graph->matches(*cache)) impl_->graph = std::make_unique<DecodeGraph>(lm.model, *cache);
+            last = impl_->graph->step(next, next_p, cache->length);
+            cache->length += 1;
+        } else if (cache) {
+            last = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits.select(1, 0);
         } else {
             all_ids = at::cat({all_ids, next}, 1);
             all_mask = at::cat({all_mask, at::ones({B, 1}, at::kLong)}, 1);
             at::Tensor all_pos = (all_mask.cumsum(1) - 1).clamp_min(0);
-            logits = lm.model->forward(all_ids, padded ? all_mask : at::Tensor(), all_pos, nullptr, fo).logits;
+            last = lm.model->forward(all_ids, padded ? all_mask : at::Tensor(), all_pos, nullptr, fo).logits.select(1, 0);
         }
     }
     if (cache && B == 1) impl_->fed = std::move(fed);

@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <limits>
 #include <string>
 
 namespace pdsd::model {
@@ -68,7 +70,7 @@ Qwen2AttentionImpl::Qwen2AttentionImpl(const Qwen2Config& c, at::TensorOptions o
 }
 
 at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                       const at::Tensor& mask, KVCache* cache, int64_t layer) {
+                                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed) {
     const int64_t B = x.size(0), T = x.size(1);
     at::Tensor q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);  // (B, nh, T, hd)
     at::Tensor k = k_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
@@ -76,6 +78,20 @@ at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
     at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);                     // (B, 1, T, hd)
     q = q * c + rotate_half(q) * s;
     k = k * c + rotate_half(k) * s;
+    if (fixed) {
+        // T == 1. Query head h reads key/value head h / g (g = nh / nkv, heads grouped in
+        // order), so the g query heads of one kv head form the rows of one small matmul
+        // against that head's whole cache: no repeated keys. Scores and softmax in fp32.
+        const int64_t g = n_heads / n_kv;  // scores below are (B, nkv, g, max_len)
+        cache->k[layer].index_copy_(2, fixed->slot, k);  // k (B, nkv, 1, hd) into position slot
+        cache->v[layer].index_copy_(2, fixed->slot, v);
+        at::Tensor qg = q.reshape({B, n_kv, g, head_dim}).to(at::kFloat);                 // (B, nkv, g, hd)
+        at::Tensor kt = cache->k[layer].to(at::kFloat).transpose(2, 3);                   // (B, nkv, hd, M)
+        at::Tensor scores = at::matmul(qg, kt) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (B, nkv, g, M)
+        at::Tensor p = at::softmax(scores + fixed->bias, -1);                              // bias (B, 1, 1, M)
+        at::Tensor a = at::matmul(p, cache->v[layer].to(at::kFloat)).to(x.scalar_type());  // (B, nkv, g, hd)
+        return o_proj(a.reshape({B, 1, n_heads * head_dim}));  // (B, 1, H)
+    }
     if (cache) {
         const int64_t past = cache->length, L = past + T;
         cache->k[layer].narrow(2, past, T).copy_(k);
@@ -112,8 +128,8 @@ Qwen2DecoderLayerImpl::Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOpt
 }
 
 at::Tensor Qwen2DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                          const at::Tensor& mask, KVCache* cache, int64_t layer) {
-    at::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer);  // (B, T, H)
+                                          const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed) {
+    at::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer, fixed);  // (B, T, H)
     return h + mlp(post_attention_layernorm(h));                                      // (B, T, H)
 }
 
@@ -183,10 +199,7 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const a
             pos = at::arange(past, L, at::TensorOptions().dtype(at::kLong).device(dev)).unsqueeze(0).expand({B, T});
         }
     }
-    // cos/sin in fp32 (HF disables autocast here), then cast to the model dtype.
-    at::Tensor freqs = pos.to(dev).to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // (B, T, hd/2)
-    at::Tensor emb = at::cat({freqs, freqs}, -1);                                               // (B, T, hd)
-    at::Tensor cos = emb.cos().to(options_.dtype()), sin = emb.sin().to(options_.dtype());
+    auto [cos, sin] = rotary(pos.to(dev));  // (B, T, hd) each
 
     // Attention mask (B, 1, T, L), true = attend: causal AND key is a real token; a query may
     // always see itself so that padded query rows do not become NaN (their outputs are unused).
@@ -220,8 +233,38 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const a
     if (cache) cache->length = L;
 
     if (opts.last_logits_only) h = h.narrow(1, T - 1, 1);  // (B, 1, H)
-    out.logits = lm_head ? lm_head(h) : at::linear(h, model->embed_tokens->weight);  // (B, T|1, V)
+    out.logits = logits_of(h);  // (B, T|1, V)
     return out;
+}
+
+std::pair<at::Tensor, at::Tensor> Qwen2ForCausalLMImpl::rotary(const at::Tensor& pos) const {
+    // cos/sin in fp32 (HF disables autocast here), then cast to the model dtype.
+    at::Tensor freqs = pos.to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});  // (B, T, hd/2)
+    at::Tensor emb = at::cat({freqs, freqs}, -1);                                      // (B, T, hd)
+    return {emb.cos().to(options_.dtype()), emb.sin().to(options_.dtype())};
+}
+
+at::Tensor Qwen2ForCausalLMImpl::logits_of(const at::Tensor& h) {
+    return lm_head ? lm_head(h) : at::linear(h, model->embed_tokens->weight);
+}
+
+at::Tensor Qwen2ForCausalLMImpl::decode_fixed(const at::Tensor& ids, const at::Tensor& pos, const at::Tensor& slot,
+                                              KVCache& cache) {
+    const int64_t M = cache.max_len();
+    cache.key_mask.index_fill_(1, slot, true);  // the new token is real
+    // A key is visible when it is a real token at or before this step's slot; later positions
+    // may hold a previous generation's keys.
+    at::Tensor upto = at::arange(M, at::TensorOptions().dtype(at::kLong).device(slot.device())) <= slot;  // (M)
+    at::Tensor visible = cache.key_mask & upto.unsqueeze(0);                                                // (B, M)
+    FixedSlot fixed{slot, at::zeros(visible.sizes(), at::TensorOptions().dtype(at::kFloat).device(slot.device()))
+                              .masked_fill_(visible.logical_not(), -std::numeric_limits<float>::infinity())
+                              .view({visible.size(0), 1, 1, M})};
+    auto [cos, sin] = rotary(pos);  // (B, 1, hd)
+    at::Tensor h = model->embed_tokens(ids);  // (B, 1, H)
+    for (size_t i = 0; i < model->layers.size(); ++i) {
+        h = model->layers[i]->forward(h, cos, sin, at::Tensor(), &cache, static_cast<int64_t>(i), &fixed);
+    }
+    return logits_of(model->norm(h)).select(1, 0);  // (B, V)
 }
 
 }  // namespace pdsd::model

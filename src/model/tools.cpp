@@ -3,6 +3,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/log.h"
+#include "pdsd/model/decode_graph.h"
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/weights.h"
@@ -124,6 +125,7 @@ nlohmann::json bench_generation(const BenchOptions& o) {
     go.do_sample = false;
     go.repetition_penalty = 1.0;
     go.eos_token_id = std::vector<int64_t>{};
+    go.cuda_graph = o.cuda_graph;
     double best_prefill = 1e30, best_decode = 1e30;
     for (int64_t run = 0; run <= o.runs; ++run) {  // run 0 warms up
         auto res = gen.generate_batch(prompts, go);
@@ -133,7 +135,8 @@ nlohmann::json bench_generation(const BenchOptions& o) {
     }
     int64_t decode_steps = std::max<int64_t>(0, o.new_tokens - 1);
     return {{"model", o.model_dir}, {"device", lm.device.str()}, {"dtype", c10::toString(lm.dtype)},
-            {"threads", at::get_num_threads()}, {"blas", blas_sgemm_provider()}, {"batch", o.batch}, {"prompt_len", o.prompt_len},
+            {"threads", at::get_num_threads()}, {"blas", blas_sgemm_provider()},
+            {"cuda_graph", o.cuda_graph && DecodeGraph::supported(lm.device)}, {"batch", o.batch}, {"prompt_len", o.prompt_len},
             {"new_tokens", o.new_tokens}, {"prefill_s", best_prefill}, {"decode_s", best_decode},
             {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_len) / best_prefill},
             {"decode_tokens_per_s", decode_steps ? static_cast<double>(o.batch * decode_steps) / best_decode : 0.0}};

@@ -5,6 +5,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include <nlohmann/json.hpp>
+#include "pdsd/model/decode_graph.h"
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/tools.h"
@@ -98,6 +99,32 @@ TEST(Qwen2, KvCacheStepsEqualFullForward) {
     }
     EXPECT_EQ(cache.length, T);
     EXPECT_LT(max_diff_unpadded(at::cat(parts, 1), full, mask), 1e-4);
+}
+
+// The fixed-shape step that CUDA graphs replay (decode_fixed through DecodeGraph, eager here):
+// same logits as HF's full forward, with left padding, and keys beyond the slot ignored even
+// when the cache holds garbage there (a previous generation's keys).
+TEST(Qwen2, FixedSlotDecodeStepsEqualFullForward) {
+    torch::NoGradGuard ng;
+    auto lm = tiny();
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), pos = ref.get("position_ids");
+    KVCache cache = KVCache::allocate(lm->config, 2, 32, lm->model->options());
+    for (auto& t : cache.k) t.normal_(0, 50);
+    for (auto& t : cache.v) t.normal_(0, 50);
+    cache.key_mask.fill_(true);
+    const int64_t T = ids.size(1), P = 9;
+    std::vector<at::Tensor> parts{lm->model->forward(ids.narrow(1, 0, P), mask.narrow(1, 0, P), pos.narrow(1, 0, P), &cache).logits};
+    DecodeGraph step(lm->model, cache, /*capture=*/false);
+    EXPECT_TRUE(step.matches(cache));
+    for (int64_t t = P; t < T; ++t) {
+        parts.push_back(step.step(ids.narrow(1, t, 1), pos.narrow(1, t, 1), cache.length).unsqueeze(1));  // (B, 1, V)
+        cache.length += 1;
+    }
+    EXPECT_LT(max_diff_unpadded(at::cat(parts, 1), ref.get("logits"), mask), 1e-4);
+    EXPECT_THROW(step.step(ids.narrow(1, 0, 1), pos.narrow(1, 0, 1), 32), ShapeError);
+    KVCache other = KVCache::allocate(lm->config, 2, 32, lm->model->options());
+    EXPECT_FALSE(step.matches(other));
 }
 
 TEST(Qwen2, GreedyReproducesHfWithAndWithoutCache) {

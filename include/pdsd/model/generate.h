@@ -41,6 +41,9 @@ struct GenerationOptions {
     // Stop ids; unset: generation_config.json's eos_token_id, else config.json's. Empty = never.
     std::optional<std::vector<int64_t>> eos_token_id;
     bool use_cache = true;  // false: recompute the whole sequence each step (slow; for tests)
+    // CUDA with the cache: replay each decode step from a CUDA graph captured on the first
+    // step (model/decode_graph.h); false launches the kernels one by one.
+    bool cuda_graph = true;
     // Single prompt with the cache: keep the keys/values of the longest common prefix with the
     // previous call's sequence (prompt + generated tokens) and prefill only the rest. Multi-turn
     // chat then prefills just the new turn.

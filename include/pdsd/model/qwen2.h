@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 namespace pdsd::model {
@@ -40,6 +41,14 @@ struct KVCache {
     int64_t batch() const { return key_mask.defined() ? key_mask.size(0) : 0; }
     int64_t max_len() const { return key_mask.defined() ? key_mask.size(1) : 0; }
     void reset() { length = 0; has_padding = false; }
+};
+
+// Fixed-shape decode (CUDA graphs, model/cuda_graph.h): the step's keys/values go to cache
+// position `slot` and attention covers all max_len positions with an additive `bias`, so no
+// shape depends on the step and nothing reads a device value on the host.
+struct FixedSlot {
+    at::Tensor slot;  // (1) int64 on the model's device: the cache position written this step
+    at::Tensor bias;  // (B, 1, 1, max_len) fp32: 0 where a key may be seen, -inf elsewhere
 };
 
 // y = x W^T + b, with HF's parameter names "weight" (out, in) and optional "bias" (out).
@@ -76,8 +85,10 @@ public:
     Qwen2AttentionImpl(const Qwen2Config& c, at::TensorOptions options);
     // x (B, T, H); cos/sin (B, T, head_dim); mask: bool (B, 1, T, L) or undefined (causal);
     // cache: writes this step's k/v at positions [past, past+T) of layer `layer`.
+    // fixed (T == 1, cache required): write at fixed->slot instead and attend over the whole
+    // cache with fixed->bias (mask is then ignored).
     at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask, KVCache* cache, int64_t layer);
+                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed = nullptr);
     Proj q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
     int64_t n_heads, n_kv, head_dim;
 };
@@ -95,7 +106,7 @@ class Qwen2DecoderLayerImpl : public torch::nn::Module {
 public:
     Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOptions options);
     at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask, KVCache* cache, int64_t layer);
+                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed = nullptr);
     RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
     Qwen2Attention self_attn{nullptr};
     Qwen2MLP mlp{nullptr};
@@ -140,6 +151,12 @@ public:
                           const at::Tensor& position_ids = {}, KVCache* cache = nullptr,
                           ForwardOptions opts = {});
 
+    // One decode step with fixed shapes and no host synchronisation, so it can be captured in
+    // a CUDA graph: ids (B, 1) int64 and position_ids (B, 1) int64 on the model's device;
+    // slot (1) int64 = the cache position to fill (the caller keeps cache.length in step).
+    // Marks key_mask[:, slot] as a real token. Returns logits (B, V) in the model dtype.
+    at::Tensor decode_fixed(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& slot, KVCache& cache);
+
     const Qwen2Config& config() const { return config_; }
     at::TensorOptions options() const { return options_; }
 
@@ -147,6 +164,10 @@ public:
     Proj lm_head{nullptr};  // only when !tie_word_embeddings
 
 private:
+    // cos, sin (B, T, head_dim) in the model dtype for position ids (B, T); fp32 math as HF.
+    std::pair<at::Tensor, at::Tensor> rotary(const at::Tensor& position_ids) const;
+    at::Tensor logits_of(const at::Tensor& h);  // (..., H) -> (..., V)
+
     Qwen2Config config_;
     at::TensorOptions options_;
     at::Tensor inv_freq_;  // (head_dim/2) fp32 on the model's device

@@ -39,6 +39,7 @@ struct BenchOptions {
     int64_t new_tokens = 64;
     int64_t batch = 1;
     int64_t runs = 3;         // best of `runs` after one warm-up
+    bool cuda_graph = true;   // GenerationOptions::cuda_graph
     uint64_t seed = 0;
 };
 
