@@ -86,7 +86,18 @@ at::Tensor DecodeGraph::step(const at::Tensor& ids, const at::Tensor& position_i
             c10::cuda::device_synchronize();
             m.graph = std::make_unique<at::cuda::CUDAGraph>();
             m.graph->capture_begin();
-            m.logits = m.run();
+            try {
+                m.logits = m.run();
+            } catch (...) {
+                // End the capture even though it is broken, or the stream stays in capture
+                // mode and every later kernel on the device fails.
+                try {
+                    m.graph->capture_end();
+                } catch (...) {
+                }
+                m.graph.reset();
+                throw;
+            }
             m.graph->capture_end();
         }
         c10::cuda::device_synchronize();

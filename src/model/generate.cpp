@@ -1,6 +1,7 @@
 #include "pdsd/model/generate.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/log.h"
 #include "pdsd/model/decode_graph.h"
 #include "pdsd/model/loader.h"
 
@@ -135,6 +136,7 @@ struct Generator::Impl {
     std::shared_ptr<LoadedModel> lm;
     KVCache cache;
     std::unique_ptr<DecodeGraph> graph;  // decode steps of `cache` (CUDA), captured on first use
+    bool graph_failed = false;           // a capture failed once: decode kernel by kernel from then on
     std::vector<int64_t> fed;  // batch-1 tokens whose keys/values are in `cache` (empty: none reusable)
 };
 
@@ -238,7 +240,7 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
     auto t0 = std::chrono::steady_clock::now();
     ForwardOptions fo;
     fo.last_logits_only = true;
-    const bool graphs = cache && options.cuda_graph && DecodeGraph::supported(lm.model->options().device());
+    bool graphs = cache && options.cuda_graph && !impl_->graph_failed && DecodeGraph::supported(lm.model->options().device());
     at::Tensor last = lm.model->forward(ids.narrow(1, reuse, P - reuse), padded ? mask : at::Tensor(),
                                         pos.narrow(1, reuse, P - reuse), cache, fo).logits.select(1, 0);  // (B, V)
     std::vector<int64_t> fed = prompts[0];  // batch 1: tokens now in the cache
@@ -274,17 +276,32 @@ std::vector<GenerationResult> Generator::generate_batch(const std::vector<std::v
         at::Tensor next_p = at::tensor(next_pos, at::kLong).unsqueeze(1);
         for (auto& p : next_pos) ++p;
         fed.push_back(chosen[0]);
-        if (graphs) {
-            if (!impl_->graph || !impl_->graph->matches(*cache)) impl_->graph = std::make_unique<DecodeGraph>(lm.model, *cache);
-            last = impl_->graph->step(next, next_p, cache->length);
-            cache->length += 1;
-        } else if (cache) {
-            last = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits.select(1, 0);
-        } else {
+        // One decode step from the captured graph; false when graphs are off or failed.
+        auto graph_step = [&]() -> bool {
+            if (!graphs) return false;
+            try {
+                if (!impl_->graph || !impl_->graph->matches(*cache)) impl_->graph = std::make_unique<DecodeGraph>(lm.model, *cache);
+                last = impl_->graph->step(next, next_p, cache->length);
+                cache->length += 1;
+                return true;
+            } catch (const c10::Error& e) {
+                // Graphs are only a speed-up: if this libtorch/driver cannot capture, say so once
+                // and go on without them. A failed capture leaves the cache as the eager step
+                // expects (at most this step's keys written at the same slot).
+                log::warn("generate", log::cat("CUDA graph capture failed, decoding without graphs: ", e.what_without_backtrace()));
+                impl_->graph.reset();
+                impl_->graph_failed = true;
+                graphs = false;
+                return false;
+            }
+        };
+        if (!cache) {
             all_ids = at::cat({all_ids, next}, 1);
             all_mask = at::cat({all_mask, at::ones({B, 1}, at::kLong)}, 1);
             at::Tensor all_pos = (all_mask.cumsum(1) - 1).clamp_min(0);
             last = lm.model->forward(all_ids, padded ? all_mask : at::Tensor(), all_pos, nullptr, fo).logits.select(1, 0);
+        } else if (!graph_step()) {
+            last = lm.model->forward(next, at::Tensor(), next_p, cache, fo).logits.select(1, 0);
         }
     }
     if (cache && B == 1) impl_->fed = std::move(fed);

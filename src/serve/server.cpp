@@ -24,6 +24,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <sstream>
@@ -177,6 +178,15 @@ void check_no_symlinks(const fs::path& content, const std::string& rel) {
         if (fs::is_symlink(fs::symlink_status(p, ec)))
             throw HttpError{400, "invalid file name '" + rel + "': a path component is a symlink", "invalid_request_error", "", "invalid_file_name"};
     }
+}
+
+// The embed model of knowledge base `name` as recorded in info.db ("none" = BM25 only), or
+// nothing when the database does not know it (a bare folder is not a knowledge base here).
+std::optional<std::string> db_embed_model(const std::string& root, const std::string& name) {
+    for (auto& k : kb::list_knowledge_bases(root)) {
+        if (k.name == name && k.in_db) return k.embed_model.empty() ? std::string("none") : k.embed_model;
+    }
+    return std::nullopt;
 }
 
 std::string validate_kb(const std::string& kb, const char* param = "knowledge_base_name") {
@@ -594,9 +604,7 @@ void Server::Impl::setup() {
         std::string embed = get_string(body, "embed_model").value_or("");
         get_string(body, "kb_info");
         std::unique_lock<std::shared_mutex> lk(kb_mu);
-        for (auto& k : kb::list_knowledge_bases(root)) {
-            if (k.name == name && k.in_db) throw HttpError{409, "已存在同名知识库 " + name, "invalid_request_error", "knowledge_base_name", "kb_exists"};
-        }
+        if (db_embed_model(root, name)) throw HttpError{409, "已存在同名知识库 " + name, "invalid_request_error", "knowledge_base_name", "kb_exists"};
         kb::KbPaths paths{root};
         fs::create_directories(paths.content_dir(name));
         kb::UpdateOptions u;
@@ -623,9 +631,7 @@ void Server::Impl::setup() {
         if (!req.has_param("knowledge_base_name")) throw bad_request("'knowledge_base_name' is required", "knowledge_base_name");
         std::string name = validate_kb(req.get_param_value("knowledge_base_name"));
         std::shared_lock<std::shared_mutex> lk(kb_mu);
-        bool exists = false;
-        for (auto& k : kb::list_knowledge_bases(root)) exists = exists || (k.name == name && k.in_db);
-        if (!exists) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        if (!db_embed_model(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
         json data = json::array();
         int64_t no = 0;
         for (auto& f : kb::list_kb_files(root, name)) {
@@ -653,10 +659,7 @@ void Server::Impl::setup() {
             std::vector<kb::SearchHit> hits;
             {
                 std::lock_guard<std::mutex> elk(embed_mu);
-                std::string em = "none";
-                for (auto& k : kb::list_knowledge_bases(root))
-                    if (k.name == name && k.in_db) em = k.embed_model.empty() ? "none" : k.embed_model;
-                kb::KnowledgeBase base(root, name, embedder_for(em));
+                kb::KnowledgeBase base(root, name, embedder_for(db_embed_model(root, name).value_or("none")));
                 hits = base.search(query, so);
             }
             for (auto& h : hits) {
@@ -842,11 +845,9 @@ void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) 
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::lock_guard<std::mutex> elk(embed_mu);
-        std::string em = "";
-        for (auto& k : kb::list_knowledge_bases(root))
-            if (k.name == name && k.in_db) em = k.embed_model.empty() ? "none" : k.embed_model;
-        if (em.empty()) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
-        kb::KnowledgeBase base(root, name, embedder_for(em));
+        std::optional<std::string> em = db_embed_model(root, name);
+        if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
+        kb::KnowledgeBase base(root, name, embedder_for(*em));
         for (auto& h : base.search(query, so))
             if (h.kept) hits.push_back(std::move(h));
     }
@@ -968,9 +969,7 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
 
     std::unique_lock<std::shared_mutex> lk(kb_mu);
     kb::KbPaths paths{root};
-    bool exists = false;
-    for (auto& k : kb::list_knowledge_bases(root)) exists = exists || (k.name == name && k.in_db);
-    if (!exists) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+    if (!db_embed_model(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
     const fs::path content = paths.content_dir(name);
     fs::create_directories(content);
     json failed = json::object();
