@@ -9,12 +9,18 @@ OUT=${OUT:-/tmp/pdsd-gpu-out}; mkdir -p "$OUT"
 B=$PWD/.gpu
 mkdir -p /tmp/pdsdlib && tar -C /tmp/pdsdlib -xJf "$B/libs.tar.xz"
 TL=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-export LD_LIBRARY_PATH=$TL:/tmp/pdsdlib
-export PDSD=$B/pdsd PDSD_FIXTURES=$B/fixtures PYTHON=python3 MODEL=/tmp/qwen05
+# The bundled Debian libraries only for pdsd's own binaries: in a global LD_LIBRARY_PATH their
+# older libexpat/libssl/libz would shadow the ones the machine's Python modules need.
+mkdir -p /tmp/pdsd-bin
+for exe in pdsd test_model_gpu; do
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s:/tmp/pdsdlib exec %s/%s "$@"\n' "$TL" "$B" "$exe" >/tmp/pdsd-bin/$exe
+  chmod +x /tmp/pdsd-bin/$exe
+done
+export PDSD=/tmp/pdsd-bin/pdsd PDSD_FIXTURES=$B/fixtures PYTHON=python3 MODEL=/tmp/qwen05 PEER_LOG_DIR=$OUT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-ldd "$PDSD" | grep "not found" && { echo "missing libraries"; exit 1; }
+LD_LIBRARY_PATH=$TL:/tmp/pdsdlib ldd "$B/pdsd" | grep "not found" && { echo "missing libraries"; exit 1; }
 t0=$SECONDS
-"$B/test_model_gpu" --gtest_color=no 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) " 
+/tmp/pdsd-bin/test_model_gpu --gtest_color=no 2>&1 | tee "$OUT/test_gpu.log" | grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED) " 
 echo "tests: $((SECONDS - t0)) s"
 bash bench/gpu_bench.sh cuda 2>&1 | tee "$OUT/gen_bench.log" | grep -v '^{'
 echo "generation bench: $((SECONDS - t0)) s"

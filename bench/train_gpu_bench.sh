@@ -62,7 +62,7 @@ for gc in on off; do
   rm -rf "$W/out"
   "$PDSD" train "$W/cfg.yaml" --disable_gradient_checkpointing $disable 2>"$W/pdsd_$gc.log" >/dev/null || {
     tail -20 "$W/pdsd_$gc.log"; exit 1; }
-  PDSD_TPS[$gc]=$(tps_of "$W/out/trainer_log.jsonl")
+  PDSD_TPS[$gc]=$(tps_of "$W/out/trainer_log.jsonl" || echo 0)
   PDSD_MEM[$gc]=$(sed -n 's/.*peak CUDA memory allocated: \([0-9.e+-]*\) GiB.*/\1/p' "$W/pdsd_$gc.log")
   est=$(sed -n 's/.*peak CUDA memory allocated: .*(estimate \([0-9.e+-]*\) GiB).*/\1/p' "$W/pdsd_$gc.log")
   echo "pdsd train, checkpointing $gc: ${PDSD_TPS[$gc]} tokens/s, peak ${PDSD_MEM[$gc]} GiB (dry-run estimate $est GiB) (batch $BS x $SEQ, $STEPS steps)"
@@ -71,7 +71,7 @@ done
 # Peer: transformers + PEFT, same shapes, same token count per step, autocast bf16; checkpointing
 # as LLaMA-Factory enables it (non-reentrant, enable_input_require_grads).
 for gc in on off; do
-  out=$("$PY" - "$W/model" "$SEQ" "$STEPS" "$BS" "$gc" <<'PYEOF' 2>/dev/null || echo "n/a n/a"
+  out=$("$PY" - "$W/model" "$SEQ" "$STEPS" "$BS" "$gc" <<'PYEOF' 2>"${PEER_LOG_DIR:-$W}/hf_${SEQ}_$gc.log" || echo "n/a n/a"
 import sys, time, torch
 from transformers import AutoModelForCausalLM
 from peft import LoraConfig, get_peft_model

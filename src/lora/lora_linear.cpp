@@ -29,6 +29,13 @@ void LoraLinearImpl::reset_parameters() {
 }
 
 at::Tensor LoraLinearImpl::apply(const at::Tensor& x, const at::Tensor& base_out) {
+    const c10::ScalarType act = x.scalar_type();
+    if (autocast && act != lora_A->weight.scalar_type() && (act == at::kBFloat16 || act == at::kHalf)) {
+        at::Tensor xin = x;
+        if (hyper.dropout > 0.0 && lora_A->is_training()) xin = at::dropout(xin, hyper.dropout, /*train=*/true);
+        at::Tensor delta = at::linear(at::linear(xin, lora_A->weight.to(act)), lora_B->weight.to(act));  // (..., out)
+        return base_out + delta * hyper.scaling();
+    }
     at::Tensor xin = x.to(lora_A->weight.scalar_type());  // PEFT _cast_input_dtype
     if (hyper.dropout > 0.0 && lora_A->is_training()) xin = at::dropout(xin, hyper.dropout, /*train=*/true);
     at::Tensor delta = at::linear(at::linear(xin, lora_A->weight), lora_B->weight);  // (..., out)

@@ -11,6 +11,8 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <optional>
 #endif
 
 namespace pdsd::model {
@@ -66,6 +68,10 @@ bool DecodeGraph::matches(const KVCache& cache) const {
 
 at::Tensor DecodeGraph::step(const at::Tensor& ids, const at::Tensor& position_ids, int64_t slot) {
     Impl& m = *impl_;
+#ifdef PDSD_WITH_CUDA
+    std::optional<c10::cuda::CUDAGuard> on_device;  // syncs and streams below use the model's GPU
+    if (m.capture) on_device.emplace(m.ids.device());
+#endif
     if (slot < 0 || slot >= m.max_len) {
         throw ShapeError(ErrorInfo{}.at("decode step").expected("a cache slot in [0, " + std::to_string(m.max_len) + ")")
                              .found(std::to_string(slot)));
@@ -85,7 +91,8 @@ at::Tensor DecodeGraph::step(const at::Tensor& ids, const at::Tensor& position_i
             for (int i = 0; i < 2; ++i) m.run();
             c10::cuda::device_synchronize();
             m.graph = std::make_unique<at::cuda::CUDAGraph>();
-            m.graph->capture_begin();
+            // Thread-local capture: CUDA calls from other threads (a server's) do not break it.
+            m.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
             try {
                 m.logits = m.run();
             } catch (...) {

@@ -67,24 +67,29 @@ int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved
         logits = logits.index_copy(0, idx, s);
     }
     logits = logits / r.temperature;
-    const double neg_inf = -std::numeric_limits<double>::infinity();
+    // Candidates: with top-k only tokens scoring at least the k-th score can be drawn (HF's
+    // TopKLogitsWarper keeps ties), so top-p, softmax and the draw run over those few instead
+    // of all V: sorting and sampling 151,936 entries cost ~25 ms a token on one core.
+    at::Tensor cand;  // (C) token ids, ascending; undefined = every token
     if (r.top_k > 0 && r.top_k < logits.size(0)) {
-        // HF TopKLogitsWarper: drop everything below the k-th largest score.
         at::Tensor kth = std::get<0>(logits.topk(r.top_k)).select(0, r.top_k - 1);
-        logits = logits.masked_fill(logits < kth, neg_inf);
+        cand = (logits >= kth).nonzero().select(1, 0);  // (C), C >= k
+        logits = logits.index_select(0, cand);          // (C)
     }
     if (r.top_p < 1.0) {
         // HF TopPLogitsWarper: sort ascending, drop the low tail whose mass is <= 1 - top_p,
-        // always keeping the most likely token.
+        // always keeping the most likely token. Tokens outside the top-k have zero mass, so
+        // doing this over the candidates only removes the same tokens.
         auto sorted = logits.sort(/*dim=*/0, /*descending=*/false);
         at::Tensor cum = std::get<0>(sorted).softmax(0).cumsum(0);
         at::Tensor remove = cum <= (1.0 - r.top_p);
         remove.index_put_({-1}, false);
         at::Tensor remove_orig = at::zeros_like(remove).scatter(0, std::get<1>(sorted), remove);
-        logits = logits.masked_fill(remove_orig, neg_inf);
+        logits = logits.masked_fill(remove_orig, -std::numeric_limits<double>::infinity());
     }
     at::Tensor probs = logits.softmax(0);
-    return at::multinomial(probs, 1, false, gen).item<int64_t>();
+    int64_t i = at::multinomial(probs, 1, false, gen).item<int64_t>();
+    return cand.defined() ? cand[i].item<int64_t>() : i;
 }
 
 // Next token of every row that is not done (`pad` for done rows). last (B, V) logits on the

@@ -15,8 +15,10 @@ namespace pdsd::model {
 KVCache KVCache::allocate(const Qwen2Config& c, int64_t batch, int64_t max_len, at::TensorOptions options) {
     KVCache cache;
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-        cache.k.push_back(at::empty({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));  // (B, nkv, max, hd)
-        cache.v.push_back(at::empty({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));
+        // Zeros, not empty: the fixed-shape decode (decode_fixed) multiplies every slot by a
+        // zero weight or adds -inf to it, and a recycled CUDA block may hold NaN/Inf bit patterns.
+        cache.k.push_back(at::zeros({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));  // (B, nkv, max, hd)
+        cache.v.push_back(at::zeros({batch, c.num_key_value_heads, max_len, c.head_dim()}, options));
     }
     cache.key_mask = at::zeros({batch, max_len}, options.dtype(at::kBool));  // (B, max)
     return cache;
@@ -189,6 +191,18 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const a
         if (padded) mask_in = cache->key_mask.narrow(1, 0, L);
     } else if (mask_in.defined()) {
         padded = !mask_in.all().item<bool>();
+        if (padded && T > 1) {
+            // Right padding only (training batches): a real query never sees the pad keys after
+            // it under the causal mask, so plain causal attention is exact at every real
+            // position and keeps SDPA on its fused kernels (a bool mask with GQA forces the
+            // math kernel and its (B, nh, T, T) scores). Pad positions' outputs are unused.
+            at::Tensor m = mask_in.to(at::kByte);
+            bool right_only = (m.narrow(1, 1, T - 1) <= m.narrow(1, 0, T - 1)).all().item<bool>();
+            if (right_only) {
+                padded = false;
+                mask_in = at::Tensor();
+            }
+        }
     }
 
     at::Tensor pos = position_ids;  // (B, T)

@@ -126,6 +126,7 @@ nlohmann::json bench_generation(const BenchOptions& o) {
     go.repetition_penalty = 1.0;
     go.eos_token_id = std::vector<int64_t>{};
     go.cuda_graph = o.cuda_graph;
+    go.reuse_prefix = false;  // the same prompt every run: reusing its keys would time a 1-token prefill
     double best_prefill = 1e30, best_decode = 1e30;
     for (int64_t run = 0; run <= o.runs; ++run) {  // run 0 warms up
         auto res = gen.generate_batch(prompts, go);

@@ -309,7 +309,11 @@ TrainResult run_sft(const TrainOptions& opt) {
     if (world > 1 && dev.is_cuda()) dev = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(denv.local_rank));  // cuda:LOCAL_RANK
     c10::ScalarType dtype = c10::kFloat;
     if (dev.is_cuda() && ta.bf16) dtype = c10::kBFloat16;
-    if (dev.is_cuda() && ta.fp16) dtype = c10::kHalf;
+    if (dev.is_cuda() && ta.fp16) {
+        throw ConfigError(ErrorInfo{}.at("fp16").expected("bf16: true, or neither (fp32), on CUDA").found("fp16: true")
+                              .hint("fp16 training needs loss scaling, which pdsd does not do yet; GPUs without bf16 "
+                                    "(V100, T4) can train in fp32"));
+    }
     if (!dev.is_cuda() && (ta.bf16 || ta.fp16)) {
         log::info(kComp, "bf16/fp16 requested on CPU: computing in fp32 (CPU has no fast half-precision matmul)");
     }
@@ -481,6 +485,9 @@ TrainResult run_sft(const TrainOptions& opt) {
     lora::LoraHyper hyper{a.finetuning.lora_rank, static_cast<double>(a.finetuning.lora_alpha()), a.finetuning.lora_dropout,
                           a.finetuning.use_rslora};
     lora::LoraAttachment att = lora::attach_lora(net, hyper, targets, at::TensorOptions().dtype(at::kFloat).device(dev));
+    if (dtype != c10::kFloat) {
+        for (auto& layer : att.layers) layer->autocast = true;  // bf16 matmuls, fp32 master weights
+    }
     if (!a.model.adapter_name_or_path.empty()) {
         if (a.model.adapter_name_or_path.size() > 1) {
             throw ConfigError(ErrorInfo{}.at("adapter_name_or_path").expected("one adapter to continue training")

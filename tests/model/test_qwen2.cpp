@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <set>
 
 using namespace pdsd;
 using namespace pdsd::model;
@@ -207,6 +208,34 @@ TEST(Qwen2, SamplingStopsAndSeeds) {
     auto e = gen.generate(prompt, g);
     EXPECT_EQ(e.reason, StopReason::eos);
     EXPECT_EQ(e.tokens.back(), g.eos_token_id->at(0));
+}
+
+// Top-k sampling draws only among the k best first tokens (logits from a plain forward), and
+// does draw several of them across seeds.
+TEST(Qwen2, TopKSamplingStaysInTheTopK) {
+    torch::NoGradGuard ng;
+    Reference ref;
+    std::vector<int64_t> prompt = row(ref.get("input_ids"), 0);
+    auto lm = tiny();
+    at::Tensor ids = at::tensor(prompt, at::kLong).unsqueeze(0);
+    at::Tensor last = lm->model->forward(ids).logits[0][-1];  // (V)
+    at::Tensor top = std::get<1>(last.topk(3));
+    std::set<int64_t> allowed(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + 3), drawn;
+    Generator gen(lm);
+    GenerationOptions o;
+    o.do_sample = true;
+    o.temperature = 5.0;  // flatten, so that all three get drawn
+    o.top_k = 3;
+    o.top_p = 1.0;
+    o.repetition_penalty = 1.0;
+    o.max_new_tokens = 1;
+    for (uint64_t seed = 0; seed < 40; ++seed) {
+        o.seed = seed;
+        int64_t t = gen.generate(prompt, o).tokens.at(0);
+        EXPECT_TRUE(allowed.count(t)) << "seed " << seed << " drew " << t;
+        drawn.insert(t);
+    }
+    EXPECT_GE(drawn.size(), 2u);
 }
 
 TEST(Qwen2, LoaderReportsEveryProblemAtOnce) {

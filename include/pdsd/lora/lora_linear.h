@@ -53,6 +53,11 @@ public:
     LoraWeight lora_A{nullptr};  // weight (r, in)
     LoraWeight lora_B{nullptr};  // weight (out, r)
     LoraHyper hyper;
+    // Mixed-precision training as under torch.autocast (LLaMA-Factory's bf16 on CUDA): with
+    // half-precision activations the two matmuls run in that dtype on casts of the fp32
+    // weights (gradients reach the fp32 weights through the casts). Off: PEFT's eager rule,
+    // x cast to the weights' dtype.
+    bool autocast = false;
 };
 TORCH_MODULE(LoraLinear);
 
