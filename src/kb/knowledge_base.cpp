@@ -10,6 +10,7 @@
 #include "pdsd/kb/loader.h"
 #include "pdsd/kb/splitter.h"
 #include "pdsd/kb/text.h"
+#include "ivf_fp16.h"
 #include "sqlite_db.h"
 
 #include <faiss/IndexFlat.h>
@@ -27,6 +28,7 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <limits>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -945,7 +947,84 @@ struct KnowledgeBase::Impl {
     std::shared_ptr<Embedder> embedder;
     std::unique_ptr<faiss::Index> index;
     bool index_loaded = false;
-    std::unique_ptr<Stmt> fts, chunk, vocab;
+    // IVF only, on AVX-512 CPUs: the fp16 copy of the lists that single-query search scans
+    // (ivf_fp16.h); null -> FAISS's own search.
+    std::unique_ptr<detail::Fp16Ivf> fp16;
+    std::unique_ptr<Stmt> fts, chunk, vocab, inst;
+    // BM25 scored here from FTS5's postings (SearchOptions::bm25_scorer): each chunk's
+    // length in tokens (FTS5's docsize), the row count and mean length, loaded on first use.
+    std::unordered_map<int64_t, uint32_t> doc_len;
+    int64_t fts_rows = 0;
+    double avg_len = 0;
+    bool doc_len_loaded = false;
+
+    void load_doc_len() {
+        if (doc_len_loaded) return;
+        // %_docsize.sz: one SQLite varint per FTS5 column (one column here).
+        Stmt s(*db, "SELECT id, sz FROM " + fts_table(kb.id) + "_docsize");
+        uint64_t tokens = 0;
+        doc_len.reserve(static_cast<size_t>(chunks) + 16);
+        while (s.step()) {
+            size_t n = 0;
+            const unsigned char* p = s.blob(1, n);
+            uint64_t v = 0;
+            for (size_t i = 0; i < n && i < 9; ++i) {
+                if (i == 8) { v = (v << 8) | p[i]; break; }
+                v = (v << 7) | (p[i] & 0x7f);
+                if (!(p[i] & 0x80)) break;
+            }
+            doc_len[s.i64(0)] = static_cast<uint32_t>(v);
+            tokens += v;
+        }
+        fts_rows = static_cast<int64_t>(doc_len.size());
+        avg_len = fts_rows ? static_cast<double>(tokens) / static_cast<double>(fts_rows) : 0.0;
+        inst = std::make_unique<Stmt>(*db, "SELECT doc FROM temp.kb_inst WHERE term = ?");
+        doc_len_loaded = true;
+    }
+
+    // The BM25 list from postings: for each term (in the given order, the order FTS5's
+    // bm25() sums its phrases in) the instance rows give the chunk ids and term
+    // frequencies, scored with FTS5's own formula (fts5_aux.c: k1 1.2, b 0.75,
+    // idf = ln((N - df + 0.5) / (df + 0.5)), at least 1e-6), so the scores are FTS5's
+    // -bm25() bit for bit. Skips what costs FTS5 time: a docsize B-tree lookup, an
+    // auxiliary-function call per matching row and sorting every match.
+    std::vector<std::pair<double, int64_t>> bm25_postings(const std::vector<std::pair<int64_t, std::string>>& terms,
+                                                         size_t depth) {
+        load_doc_len();
+        constexpr double k1 = 1.2, b = 0.75;
+        std::unordered_map<int64_t, double> score;
+        score.reserve(4096);
+        for (auto& [df, term] : terms) {
+            double idf = std::log((static_cast<double>(fts_rows) - static_cast<double>(df) + 0.5) / (static_cast<double>(df) + 0.5));
+            if (idf <= 0.0) idf = 1e-6;
+            int64_t cur = -1;
+            double tf = 0;
+            auto flush = [&] {
+                if (cur < 0) return;
+                auto it = doc_len.find(cur);
+                double D = it == doc_len.end() ? avg_len : static_cast<double>(it->second);
+                score[cur] += idf * ((tf * (k1 + 1.0)) / (tf + k1 * (1 - b + b * D / avg_len)));
+            };
+            inst->bind(1, term);
+            while (inst->step()) {
+                int64_t doc = inst->i64(0);
+                if (doc != cur) { flush(); cur = doc; tf = 0; }
+                tf += 1.0;
+            }
+            flush();
+            inst->reset();
+        }
+        std::vector<std::pair<double, int64_t>> out;
+        out.reserve(score.size());
+        for (auto& [id, s] : score) out.push_back({s, id});
+        auto better = [](const std::pair<double, int64_t>& a, const std::pair<double, int64_t>& c) {
+            return a.first > c.first || (a.first == c.first && a.second < c.second);
+        };
+        size_t n = std::min(depth, out.size());
+        std::partial_sort(out.begin(), out.begin() + static_cast<ptrdiff_t>(n), out.end(), better);
+        out.resize(n);
+        return out;
+    }
 
     void load_dense() {
         if (index_loaded) return;
@@ -964,9 +1043,26 @@ struct KnowledgeBase::Impl {
                                 .hint("run pdsd kb -i -n " + kb.name + " to bring it up to date"));
         if (index->d != embedder->dim())
             throw FormatError(ErrorInfo{ip}.expected("dim " + std::to_string(embedder->dim())).found("dim " + std::to_string(index->d)));
-        if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get()))
+        if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get())) {
             ivf->nprobe = ivf_default_nprobe(settings, ivf->nlist);
+            build_fp16(*ivf);
+        }
         index_loaded = true;
+    }
+
+    void build_fp16(const IndexIVFFlat& ivf) {
+        auto* lists = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf.invlists);
+        auto* quant = dynamic_cast<const faiss::IndexFlat*>(ivf.quantizer);
+        if (!lists || !quant || ivf.metric_type != faiss::METRIC_INNER_PRODUCT ||
+            !detail::Fp16Ivf::supported(static_cast<size_t>(ivf.d)))
+            return;
+        std::vector<detail::Fp16Ivf::List> ls(ivf.nlist);
+        for (size_t l = 0; l < ivf.nlist; ++l)
+            ls[l] = {reinterpret_cast<const float*>(lists->get_codes(l)), lists->get_ids(l), lists->list_size(l)};
+        auto t0 = std::chrono::steady_clock::now();
+        fp16 = std::make_unique<detail::Fp16Ivf>(static_cast<size_t>(ivf.d), quant->get_xb(), ls);
+        log::debug("kb", log::cat("fp16 IVF copy: ", fp16->bytes() >> 20, " MiB in ",
+                                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s"));
     }
 };
 
@@ -993,6 +1089,7 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
     impl_->db->exec("PRAGMA cache_size = -65536");
     impl_->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, " + fts_table(impl_->kb.id) + ", 'row')");
     impl_->vocab = std::make_unique<Stmt>(*impl_->db, "SELECT doc FROM temp.kb_vocab WHERE term = ?");
+    impl_->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_inst USING fts5vocab(main, " + fts_table(impl_->kb.id) + ", 'instance')");
     impl_->chunk = std::make_unique<Stmt>(*impl_->db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE id = ?");
 }
 
@@ -1052,7 +1149,10 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             faiss::SearchParametersIVF sp;
             sp.nprobe = static_cast<size_t>(o.nprobe > 0 ? o.nprobe : static_cast<int64_t>(ivf->nprobe));
             sp.nprobe = std::min(sp.nprobe, ivf->nlist);
-            ivf->search(1, q[0].data(), k, r.dist.data(), r.labels.data(), &sp);
+            if (im.fp16 && o.fp16_ivf)
+                im.fp16->search(q[0].data(), sp.nprobe, static_cast<size_t>(k), r.dist.data(), r.labels.data());
+            else
+                ivf->search(1, q[0].data(), k, r.dist.data(), r.labels.data(), &sp);
         } else {
             im.index->search(1, q[0].data(), k, r.dist.data(), r.labels.data());
         }
@@ -1069,32 +1169,43 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
         // while rarer terms remain (their IDF is small, and their posting lists are what
         // makes FTS5 slow); see docs/knowledge_base.md.
         std::vector<std::string> terms = distinct_query_terms(query);
-        if (im.chunks >= kPruneMinChunks && terms.size() > 1) {
-            std::vector<std::pair<int64_t, std::string>> df;
+        if (o.bm25_scorer != "auto" && o.bm25_scorer != "fts5" && o.bm25_scorer != "postings")
+            throw UsageError(ErrorInfo{}.at("bm25_scorer").expected("auto, fts5 or postings").found(o.bm25_scorer));
+        const bool large = im.chunks >= kPruneMinChunks;
+        const bool postings = o.bm25_scorer == "postings" || (o.bm25_scorer == "auto" && large);
+        std::vector<std::pair<int64_t, std::string>> df;   // (chunks containing the term, term), rarest first
+        if (postings || (large && terms.size() > 1)) {
             for (auto& t : terms) {
                 im.vocab->bind(1, t);
                 df.push_back({im.vocab->step() ? im.vocab->i64(0) : 0, t});
                 im.vocab->reset();
             }
             std::sort(df.begin(), df.end());
-            const int64_t limit = static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(im.chunks));
-            std::vector<std::string> kept;
-            for (auto& [n, t] : df)
-                if (n > 0 && (n <= limit || kept.empty())) kept.push_back(t);
-            terms = kept;
+            const int64_t limit = large ? static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(im.chunks))
+                                        : std::numeric_limits<int64_t>::max();
+            std::vector<std::pair<int64_t, std::string>> kept;
+            for (auto& e : df)
+                if (e.first > 0 && (e.first <= limit || kept.empty())) kept.push_back(e);
+            df = std::move(kept);
+            terms.clear();
+            for (auto& e : df) terms.push_back(e.second);
         }
-        std::string expr = match_expression(terms);
-        if (!expr.empty()) {
-            im.fts->bind(1, expr).bind(2, depth);
-            while (im.fts->step()) {
-                int64_t id = im.fts->i64(0);
-                auto& h = cand[id];
-                h.chunk_id = id;
-                h.bm25 = -im.fts->f64(1);   // FTS5 bm25() is lower-is-better and negative
-                bm25_list.push_back(id);
-                h.bm25_rank = bm25_list.size();
+        auto add_bm25 = [&](int64_t id, double s) {
+            auto& h = cand[id];
+            h.chunk_id = id;
+            h.bm25 = s;
+            bm25_list.push_back(id);
+            h.bm25_rank = bm25_list.size();
+        };
+        if (postings) {
+            for (auto& [s, id] : im.bm25_postings(df, depth)) add_bm25(id, s);
+        } else {
+            std::string expr = match_expression(terms);
+            if (!expr.empty()) {
+                im.fts->bind(1, expr).bind(2, depth);
+                while (im.fts->step()) add_bm25(im.fts->i64(0), -im.fts->f64(1));   // FTS5 bm25() is lower-is-better and negative
+                im.fts->reset();
             }
-            im.fts->reset();
         }
     }
     if (o.mode != "bm25") {
