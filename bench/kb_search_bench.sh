@@ -78,6 +78,37 @@ r=[len(x&y)/len(x) for x,y in zip(a,b) if x]
 print(f'{sum(r)/len(r):.4f}')")
   echo "ivf nprobe $np recall@10_vs_flat $rec dense $(echo "$L" | sed -E 's/.*( p50_ms .*)/\1/')"
 done
+
+# ---- issue #7: fast paths vs the old ones on the 1024-d IVF KB ---------------------
+# old = FAISS's fp32 IVF scan (--ivf-scan faiss) + FTS5 MATCH/bm25() (--bm25-scorer fts5);
+# new (default) = fp16 IVF copy scanned with AVX-512 + BM25 scored from the postings;
+# int8 = the int8 IVF copy (--ivf-scan int8).
+S() { taskset -c 0,1 "$PDSD" -t 2 --log-level warn kb search -n b1024ivf --queries "$W/queries.txt" "$@"; }
+echo "fast load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "fast bm25 old(fts5)      $(S --mode bm25 --bm25-scorer fts5)"
+echo "fast bm25 new(postings)  $(S --mode bm25)"
+NEW_HY_P50=
+for np in ${PDSD_BENCH_FAST_NPROBES:-32 64 128 317}; do
+  echo "fast nprobe $np dense  old(faiss)  $(S --mode dense --nprobe $np --ivf-scan faiss)"
+  echo "fast nprobe $np dense  new(fp16)   $(S --mode dense --nprobe $np --ivf-scan fp16)"
+  echo "fast nprobe $np dense  new(int8)   $(S --mode dense --nprobe $np --ivf-scan int8)"
+  echo "fast nprobe $np hybrid old         $(S --mode hybrid --nprobe $np --ivf-scan faiss --bm25-scorer fts5)"
+  L=$(S --mode hybrid --nprobe $np)
+  echo "fast nprobe $np hybrid new(default) $L"
+  echo "fast nprobe $np hybrid new(int8)   $(S --mode hybrid --nprobe $np --ivf-scan int8)"
+  [ "$np" = 317 ] && NEW_HY_P50=$(echo "$L" | sed -E 's/.* p50_ms ([0-9.]+).*/\1/')
+  # recall@10 vs flat of each kernel, and agreement with FAISS's own IVF answer
+  for k in faiss fp16 int8; do
+    S --mode dense --top_k 10 --nprobe $np --ivf-scan $k --dump-hits "$W/k_$k.txt" >/dev/null
+  done
+  python3 -c "
+def rd(p): return [set(l.rstrip('\n').split('\t'))-{''} for l in open(p, encoding='utf-8')]
+fl, fa, f16, i8 = rd('$W/flat10.txt'), rd('$W/k_faiss.txt'), rd('$W/k_fp16.txt'), rd('$W/k_int8.txt')
+r = lambda x, y: sum(len(p & q) / len(p) for p, q in zip(x, y) if p) / sum(1 for p in x if p)
+print(f'fast nprobe $np recall@10_vs_flat faiss {r(fl, fa):.4f} fp16 {r(fl, f16):.4f} int8 {r(fl, i8):.4f}; '
+      f'agreement_with_faiss fp16 {r(fa, f16):.4f} int8 {r(fa, i8):.4f}')"
+done
+echo "fast load after $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -n "${PDSD_BENCH_QUERY_MODEL:-}" ]; then
   python3 -c "
 import json

@@ -10,7 +10,7 @@
 #include "pdsd/kb/loader.h"
 #include "pdsd/kb/splitter.h"
 #include "pdsd/kb/text.h"
-#include "ivf_fp16.h"
+#include "ivf_compact.h"
 #include "sqlite_db.h"
 
 #include <faiss/IndexFlat.h>
@@ -93,7 +93,10 @@ KbSettings load_kb_settings(const std::string& root) {
     schema.add("ivf_min_chunks", &s.ivf_min_chunks, "auto: IVF when a full build embeds at least this many chunks");
     schema.add("ivf_nlist", &s.ivf_nlist, "IVF inverted lists (0: 4*sqrt(n), at most n/39)");
     schema.add("ivf_nprobe", &s.ivf_nprobe, "IVF lists probed per query (0: default)");
+    schema.add("ivf_scan", &s.ivf_scan, "IVF search kernel: int8 | fp16 (compact copies, AVX-512) | faiss");
     schema.load_yaml(path);
+    if (s.ivf_scan != "fp16" && s.ivf_scan != "int8" && s.ivf_scan != "faiss")
+        throw ConfigError(ErrorInfo{path}.at("ivf_scan").expected("fp16, int8 or faiss").found(s.ivf_scan));
     if (s.vector_index != "auto" && s.vector_index != "flat" && s.vector_index != "ivf")
         throw ConfigError(ErrorInfo{path}.at("vector_index").expected("auto, flat or ivf").found(s.vector_index));
     if (s.ivf_min_chunks < 1 || s.ivf_nlist < 0 || s.ivf_nprobe < 0)
@@ -947,9 +950,9 @@ struct KnowledgeBase::Impl {
     std::shared_ptr<Embedder> embedder;
     std::unique_ptr<faiss::Index> index;
     bool index_loaded = false;
-    // IVF only, on AVX-512 CPUs: the fp16 copy of the lists that single-query search scans
-    // (ivf_fp16.h); null -> FAISS's own search.
-    std::unique_ptr<detail::Fp16Ivf> fp16;
+    // IVF only, on AVX-512 CPUs: the compact copies of the lists that single-query search
+    // scans (ivf_compact.h), made on first use; null -> FAISS's own search.
+    std::unique_ptr<detail::CompactIvf> fp16, int8;
     std::unique_ptr<Stmt> fts, chunk, vocab, inst;
     // BM25 scored here from FTS5's postings (SearchOptions::bm25_scorer): each chunk's
     // length in tokens (FTS5's docsize), the row count and mean length, loaded on first use.
@@ -1045,24 +1048,33 @@ struct KnowledgeBase::Impl {
             throw FormatError(ErrorInfo{ip}.expected("dim " + std::to_string(embedder->dim())).found("dim " + std::to_string(index->d)));
         if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get())) {
             ivf->nprobe = ivf_default_nprobe(settings, ivf->nlist);
-            build_fp16(*ivf);
         }
         index_loaded = true;
+        compact(settings.ivf_scan);   // the configured copy now, not in the first query (~0.3-0.9 s at 100k x 1024)
     }
 
-    void build_fp16(const IndexIVFFlat& ivf) {
-        auto* lists = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf.invlists);
-        auto* quant = dynamic_cast<const faiss::IndexFlat*>(ivf.quantizer);
-        if (!lists || !quant || ivf.metric_type != faiss::METRIC_INNER_PRODUCT ||
-            !detail::Fp16Ivf::supported(static_cast<size_t>(ivf.d)))
-            return;
-        std::vector<detail::Fp16Ivf::List> ls(ivf.nlist);
-        for (size_t l = 0; l < ivf.nlist; ++l)
+    // The compact copy for `scan` ("fp16" | "int8"), built on first use; null when this
+    // CPU / index cannot use one (then FAISS searches).
+    const detail::CompactIvf* compact(const std::string& scan) {
+        using detail::CompactIvf;
+        auto* ivf = as_ivf(*index);
+        if (!ivf || (scan != "fp16" && scan != "int8")) return nullptr;
+        const CompactIvf::Codes codes = scan == "fp16" ? CompactIvf::Codes::fp16 : CompactIvf::Codes::int8;
+        auto& slot = codes == CompactIvf::Codes::fp16 ? fp16 : int8;
+        if (slot) return slot.get();
+        auto* lists = dynamic_cast<const faiss::ArrayInvertedLists*>(ivf->invlists);
+        auto* quant = dynamic_cast<const faiss::IndexFlat*>(ivf->quantizer);
+        if (!lists || !quant || ivf->metric_type != faiss::METRIC_INNER_PRODUCT ||
+            !CompactIvf::supported(codes, static_cast<size_t>(ivf->d)))
+            return nullptr;
+        std::vector<CompactIvf::List> ls(ivf->nlist);
+        for (size_t l = 0; l < ivf->nlist; ++l)
             ls[l] = {reinterpret_cast<const float*>(lists->get_codes(l)), lists->get_ids(l), lists->list_size(l)};
         auto t0 = std::chrono::steady_clock::now();
-        fp16 = std::make_unique<detail::Fp16Ivf>(static_cast<size_t>(ivf.d), quant->get_xb(), ls);
-        log::debug("kb", log::cat("fp16 IVF copy: ", fp16->bytes() >> 20, " MiB in ",
+        slot = std::make_unique<CompactIvf>(codes, static_cast<size_t>(ivf->d), quant->get_xb(), ls);
+        log::debug("kb", log::cat(scan, " IVF copy: ", slot->bytes() >> 20, " MiB in ",
                                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s"));
+        return slot.get();
     }
 };
 
@@ -1128,7 +1140,11 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     // the index is loaded and checked against the DB before), so the wall time is about
     // max(BM25, dense) rather than the sum.
     struct DenseResult { std::vector<float> dist; std::vector<fidx_t> labels; };
-    auto dense_search = [&im, &o, &query, depth]() {
+    const std::string scan = o.ivf_scan.empty() ? im.settings.ivf_scan : o.ivf_scan;
+    if (scan != "fp16" && scan != "int8" && scan != "faiss")
+        throw UsageError(ErrorInfo{}.at("ivf_scan").expected("fp16, int8 or faiss").found(scan));
+    const detail::CompactIvf* compact = nullptr;   // set after load_dense, before dense_search runs
+    auto dense_search = [&im, &o, &query, &compact, depth]() {
         DenseResult r;
         auto q = im.embedder->embed({query}, true);   // a torch model keeps its own threads
         // One query gains nothing from FAISS's OpenMP regions, and their worker threads
@@ -1149,8 +1165,8 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             faiss::SearchParametersIVF sp;
             sp.nprobe = static_cast<size_t>(o.nprobe > 0 ? o.nprobe : static_cast<int64_t>(ivf->nprobe));
             sp.nprobe = std::min(sp.nprobe, ivf->nlist);
-            if (im.fp16 && o.fp16_ivf)
-                im.fp16->search(q[0].data(), sp.nprobe, static_cast<size_t>(k), r.dist.data(), r.labels.data());
+            if (compact)
+                compact->search(q[0].data(), sp.nprobe, static_cast<size_t>(k), r.dist.data(), r.labels.data());
             else
                 ivf->search(1, q[0].data(), k, r.dist.data(), r.labels.data(), &sp);
         } else {
@@ -1159,8 +1175,9 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
         return r;
     };
     std::future<DenseResult> dense_future;
-    if (o.mode == "hybrid") {
+    if (o.mode == "hybrid" && o.hybrid_parallel) {
         im.load_dense();
+        compact = im.compact(scan);
         dense_future = std::async(std::launch::async, dense_search);
     }
 
@@ -1214,6 +1231,7 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             r = dense_future.get();
         } else {
             im.load_dense();
+            compact = im.compact(scan);
             r = dense_search();
         }
         for (size_t i = 0; i < r.labels.size(); ++i) {

@@ -520,20 +520,22 @@ TEST_F(KbIvf, StaleIvfIsDetectedAndRebuiltAndOtherIndexTypesAreRefused) {
     EXPECT_THROW(KnowledgeBase(root, "ivf").search("升级", o), FormatError);
 }
 
-// The fp16 copy of the IVF lists (SearchOptions::fp16_ivf, AVX-512 CPUs; elsewhere both
-// runs below take FAISS's path and agree trivially) answers like FAISS's fp32 scan: same
-// probed lists, the same top 10, exact fp32 cosines.
-TEST_F(KbIvf, Fp16IvfScanAnswersLikeFaiss) {
+// The compact copies of the IVF lists (SearchOptions::ivf_scan fp16 / int8, AVX-512
+// CPUs; elsewhere every run below takes FAISS's path and they agree trivially) answer like
+// FAISS's fp32 scan: same probed lists, the same top 10, exact fp32 cosines.
+TEST_F(KbIvf, CompactIvfScansAnswerLikeFaiss) {
     update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
     KnowledgeBase ivf(root, "ivf");
     size_t swapped = 0;
+    for (const char* scan : {"fp16", "int8"})
     for (int64_t nprobe : {1, 3, 12}) {
         SearchOptions a;
+        a.ivf_scan = scan;
         a.mode = "dense";
         a.top_k = 10;
         a.nprobe = nprobe;
         SearchOptions b = a;
-        b.fp16_ivf = false;
+        b.ivf_scan = "faiss";
         for (size_t i = 0; i < rows.size(); i += 11) {
             std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 24);
             auto x = ivf.search(q, a), y = ivf.search(q, b);
@@ -552,7 +554,34 @@ TEST_F(KbIvf, Fp16IvfScanAnswersLikeFaiss) {
             }
         }
     }
-    EXPECT_LE(swapped, 3u);
+    EXPECT_LE(swapped, 6u);
+    SearchOptions bad;
+    bad.mode = "dense";
+    bad.ivf_scan = "bf16";
+    EXPECT_THROW(ivf.search("升级", bad), UsageError);
+}
+
+// Hybrid with the dense search on a second thread (default) returns exactly what the
+// one-thread order returns.
+TEST_F(KbIvf, HybridParallelEqualsSerial) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    KnowledgeBase kb(root, "ivf");
+    SearchOptions par;
+    par.mode = "hybrid";
+    par.top_k = 8;
+    par.explain = true;
+    SearchOptions ser = par;
+    ser.hybrid_parallel = false;
+    for (size_t i = 1; i < rows.size(); i += 53) {
+        std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 15);
+        auto a = kb.search(q, par), b = kb.search(q, ser);
+        ASSERT_EQ(a.size(), b.size());
+        for (size_t j = 0; j < a.size(); ++j) {
+            EXPECT_EQ(a[j].chunk_id, b[j].chunk_id);
+            EXPECT_EQ(a[j].score, b[j].score);
+            EXPECT_EQ(a[j].kept, b[j].kept);
+        }
+    }
 }
 
 // BM25 scored from the postings (SearchOptions::bm25_scorer "postings", the default for

@@ -1,7 +1,7 @@
-// Half-precision IVF scan (see ivf_fp16.h). The kernels are compiled for AVX-512F with
+// Compact IVF scan, fp16 or int8 codes (see ivf_compact.h). The kernels are compiled for AVX-512F with
 // GCC's target attribute and only called after a runtime CPU check, so the library
 // still runs on CPUs without AVX-512 (search then stays on FAISS's path).
-#include "ivf_fp16.h"
+#include "ivf_compact.h"
 
 #include "pdsd/core/error.h"
 
@@ -17,6 +17,7 @@ namespace pdsd::kb::detail {
 namespace {
 
 #define PDSD_AVX512 __attribute__((target("avx512f")))
+#define PDSD_AVX512BW __attribute__((target("avx512f,avx512bw")))
 
 // Horizontal sum. (Not _mm512_reduce_add_ps nor the unmasked fp16 conversions: GCC 12's
 // versions start from "undefined" registers and -Wuninitialized flags them.)
@@ -63,30 +64,66 @@ PDSD_AVX512 void to_f16(const float* x, uint16_t* out, size_t d) {
                             _mm512_maskz_cvtps_ph(0xFFFF, _mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-}  // namespace
-
-bool Fp16Ivf::supported(size_t dim) {
-    static const bool cpu = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx512f") != 0;
-    }();
-    return cpu && dim > 0 && dim % 16 == 0;
+// int8 row `a` . int16 query `q` (the int8-quantized query widened), int32 sum, d % 32 == 0.
+PDSD_AVX512BW int32_t dot_i8(const int8_t* a, const int16_t* q, size_t d) {
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        __m512i a0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)));
+        __m512i a1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i + 32)));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(a0, _mm512_loadu_si512(q + i)));
+        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(a1, _mm512_loadu_si512(q + i + 32)));
+    }
+    for (; i < d; i += 32) {
+        __m512i a0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(a0, _mm512_loadu_si512(q + i)));
+    }
+    alignas(64) int32_t t[16];
+    _mm512_store_si512(t, _mm512_add_epi32(s0, s1));
+    int32_t sum = 0;
+    for (int32_t x : t) sum += x;
+    return sum;
 }
 
-Fp16Ivf::Fp16Ivf(size_t dim, const float* centroids, const std::vector<List>& lists)
-    : dim_(dim), centroids_(centroids), lists_(lists) {
-    if (!supported(dim))
-        throw InternalError(ErrorInfo{}.at("Fp16Ivf").expected("an AVX-512F CPU and dim % 16 == 0")
+// Symmetric int8 quantization of one row: out_i = round(x_i / scale), scale = max|x| / 127.
+float quantize_i8(const float* x, size_t d, int8_t* out) {
+    float m = 0;
+    for (size_t i = 0; i < d; ++i) m = std::max(m, std::fabs(x[i]));
+    float scale = m > 0 ? m / 127.0f : 1.0f;
+    for (size_t i = 0; i < d; ++i) out[i] = static_cast<int8_t>(std::lrintf(x[i] / scale));
+    return scale;
+}
+
+
+}  // namespace
+
+bool CompactIvf::supported(Codes codes, size_t dim) {
+    static const bool f = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f") != 0);
+    static const bool bw = __builtin_cpu_supports("avx512bw") != 0;
+    if (codes == Codes::fp16) return f && dim > 0 && dim % 16 == 0;
+    return f && bw && dim > 0 && dim % 32 == 0;
+}
+
+CompactIvf::CompactIvf(Codes codes, size_t dim, const float* centroids, const std::vector<List>& lists)
+    : codes_(codes), dim_(dim), centroids_(centroids), lists_(lists) {
+    if (!supported(codes, dim))
+        throw InternalError(ErrorInfo{}.at("CompactIvf").expected("an AVX-512 CPU, dim % 16 == 0 (fp16) or % 32 == 0 (int8)")
                                 .found("dim " + std::to_string(dim)));
     offset_.resize(lists_.size() + 1, 0);
     for (size_t l = 0; l < lists_.size(); ++l) offset_[l + 1] = offset_[l] + lists_[l].size;
-    half_.resize(offset_.back() * dim_);
+    const size_t n = offset_.back();
+    if (codes_ == Codes::fp16) half_.resize(n * dim_);
+    else { int8_.resize(n * dim_); scale_.resize(n); }
     for (size_t l = 0; l < lists_.size(); ++l)
-        for (size_t r = 0; r < lists_[l].size; ++r)
-            to_f16(lists_[l].codes + r * dim_, half_.data() + (offset_[l] + r) * dim_, dim_);
+        for (size_t r = 0; r < lists_[l].size; ++r) {
+            const float* x = lists_[l].codes + r * dim_;
+            size_t row = offset_[l] + r;
+            if (codes_ == Codes::fp16) to_f16(x, half_.data() + row * dim_, dim_);
+            else scale_[row] = quantize_i8(x, dim_, int8_.data() + row * dim_);
+        }
 }
 
-void Fp16Ivf::search(const float* q, size_t nprobe, size_t k, float* dist, int64_t* labels) const {
+void CompactIvf::search(const float* q, size_t nprobe, size_t k, float* dist, int64_t* labels) const {
     const size_t nlist = lists_.size();
     for (size_t i = 0; i < k; ++i) { dist[i] = -std::numeric_limits<float>::infinity(); labels[i] = -1; }
     if (k == 0 || nlist == 0) return;
@@ -100,16 +137,25 @@ void Fp16Ivf::search(const float* q, size_t nprobe, size_t k, float* dist, int64
     };
     std::nth_element(cs.begin(), cs.begin() + static_cast<ptrdiff_t>(nprobe - 1), cs.end(), better);
 
-    // 2. Scan the probed lists in fp16, keeping the best R = k + rerank_extra rows in a
+    // 2. Scan the probed lists in fp16 / int8, keeping the best R rows in a
     //    min-heap (front = the worst kept), as (score, global row).
-    const size_t R = k + rerank_extra;
+    const size_t R = codes_ == Codes::fp16 ? k + 32 : 2 * k + 64;
+    std::vector<int16_t> q16;
+    float q_scale = 1;
+    if (codes_ == Codes::int8) {
+        std::vector<int8_t> q8(dim_);
+        q_scale = quantize_i8(q, dim_, q8.data());
+        q16.assign(q8.begin(), q8.end());
+    }
     std::vector<std::pair<float, size_t>> heap;
     heap.reserve(R + 1);
     auto worse_first = [](const std::pair<float, size_t>& a, const std::pair<float, size_t>& b) { return a.first > b.first; };
     for (size_t p = 0; p < nprobe; ++p) {
         const size_t l = cs[p].second;
         for (size_t row = offset_[l]; row < offset_[l + 1]; ++row) {
-            float s = dot_f16(half_.data() + row * dim_, q, dim_);
+            float s = codes_ == Codes::fp16
+                          ? dot_f16(half_.data() + row * dim_, q, dim_)
+                          : scale_[row] * q_scale * static_cast<float>(dot_i8(int8_.data() + row * dim_, q16.data(), dim_));
             if (heap.size() < R) {
                 heap.push_back({s, row});
                 std::push_heap(heap.begin(), heap.end(), worse_first);
