@@ -95,7 +95,7 @@ for np in ${PDSD_BENCH_FAST_NPROBES:-32 64 128 317}; do
   echo "fast nprobe $np hybrid old         $(S --mode hybrid --nprobe $np --ivf-scan faiss --bm25-scorer fts5)"
   L=$(S --mode hybrid --nprobe $np)
   echo "fast nprobe $np hybrid new(default) $L"
-  echo "fast nprobe $np hybrid new(int8)   $(S --mode hybrid --nprobe $np --ivf-scan int8)"
+  echo "fast nprobe $np hybrid new(fp16)   $(S --mode hybrid --nprobe $np --ivf-scan fp16)"
   [ "$np" = 317 ] && NEW_HY_P50=$(echo "$L" | sed -E 's/.* p50_ms ([0-9.]+).*/\1/')
   # recall@10 vs flat of each kernel, and agreement with FAISS's own IVF answer
   for k in faiss fp16 int8; do
