@@ -143,6 +143,8 @@ if [ -z "${PDSD_BENCH_SKIP_PY_BM25:-}" ] && [ -x "$VENV/bin/python" ] && "$VENV/
   py_cached=$(echo "$PY" | sed -E 's/.*cached_index_query_ms_p50 ([0-9.]+).*/\1/')
   echo "ratio chatchat_rebuild_per_query / pdsd_bm25_p50 = $(echo "scale=0; $py_ms / $bm_p50" | bc)x"
   echo "ratio python_cached_bm25 / pdsd_bm25_p50 = $(echo "scale=1; $py_cached / $bm_p50" | bc)x"
+elif [ -n "${PDSD_BENCH_SKIP_PY_BM25:-}" ]; then
+  echo "python BM25-only peer skipped (PDSD_BENCH_SKIP_PY_BM25)"
 else
   echo "python peer skipped: no $VENV with jieba + rank_bm25"
 fi

@@ -951,7 +951,9 @@ struct KnowledgeBase::Impl {
     std::unique_ptr<faiss::Index> index;
     bool index_loaded = false;
     // IVF only, on AVX-512 CPUs: the compact copies of the lists that single-query search
-    // scans (ivf_compact.h), made on first use; null -> FAISS's own search.
+    // scans (ivf_compact.h); the configured one is made with the index, another on first
+    // use; null -> FAISS's own search. Like the index, they are not refreshed when the KB
+    // is updated by another process while this object is open.
     std::unique_ptr<detail::CompactIvf> fp16, int8;
     std::unique_ptr<Stmt> fts, chunk, vocab, inst;
     // BM25 scored here from FTS5's postings (SearchOptions::bm25_scorer): each chunk's
@@ -1046,9 +1048,8 @@ struct KnowledgeBase::Impl {
                                 .hint("run pdsd kb -i -n " + kb.name + " to bring it up to date"));
         if (index->d != embedder->dim())
             throw FormatError(ErrorInfo{ip}.expected("dim " + std::to_string(embedder->dim())).found("dim " + std::to_string(index->d)));
-        if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get())) {
+        if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get()))
             ivf->nprobe = ivf_default_nprobe(settings, ivf->nlist);
-        }
         index_loaded = true;
         compact(settings.ivf_scan);   // the configured copy now, not in the first query (~0.3-0.9 s at 100k x 1024)
     }
