@@ -79,6 +79,12 @@ public:
         auto p = reinterpret_cast<const char*>(sqlite3_column_text(st_, c));
         return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(st_, c))) : std::string();
     }
+    // A BLOB column's bytes, valid until the next step/reset; n = its length.
+    const unsigned char* blob(int c, size_t& n) const {
+        auto p = static_cast<const unsigned char*>(sqlite3_column_blob(st_, c));
+        n = static_cast<size_t>(sqlite3_column_bytes(st_, c));
+        return p;
+    }
 
 private:
     void check(int rc) { if (rc != SQLITE_OK) db_.fail(sql_); }

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include <faiss/IndexFlat.h>
@@ -517,6 +518,104 @@ TEST_F(KbIvf, StaleIvfIsDetectedAndRebuiltAndOtherIndexTypesAreRefused) {
         faiss::write_index(&other, idx.c_str());
     }
     EXPECT_THROW(KnowledgeBase(root, "ivf").search("升级", o), FormatError);
+}
+
+// The compact copies of the IVF lists (SearchOptions::ivf_scan fp16 / int8, AVX-512
+// CPUs; elsewhere every run below takes FAISS's path and they agree trivially) answer like
+// FAISS's fp32 scan: same probed lists, the same top 10, exact fp32 cosines.
+TEST_F(KbIvf, CompactIvfScansAnswerLikeFaiss) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    KnowledgeBase ivf(root, "ivf");
+    size_t swapped = 0;
+    for (const char* scan : {"fp16", "int8"})
+    for (int64_t nprobe : {1, 3, 12}) {
+        SearchOptions a;
+        a.ivf_scan = scan;
+        a.mode = "dense";
+        a.top_k = 10;
+        a.nprobe = nprobe;
+        SearchOptions b = a;
+        b.ivf_scan = "faiss";
+        for (size_t i = 0; i < rows.size(); i += 11) {
+            std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 24);
+            auto x = ivf.search(q, a), y = ivf.search(q, b);
+            ASSERT_EQ(x.size(), y.size());
+            // Rank by rank the same cosine; the same chunk unless two chunks' cosines tie
+            // to within fp32 summation-order rounding (the two paths add in other orders).
+            for (size_t j = 0; j < x.size(); ++j) {
+                EXPECT_NEAR(*x[j].cosine, *y[j].cosine, 1e-6) << "nprobe " << nprobe << " query " << q << " rank " << j;
+                if (x[j].chunk_id != y[j].chunk_id) {
+                    bool tie = (j + 1 < x.size() && std::abs(*y[j].cosine - *y[j + 1].cosine) < 1e-6) ||
+                               (j > 0 && std::abs(*y[j].cosine - *y[j - 1].cosine) < 1e-6) || j + 1 == x.size();
+                    EXPECT_TRUE(tie) << "nprobe " << nprobe << " query " << q << " rank " << j << " cosine " << *x[j].cosine
+                                     << " vs " << *y[j].cosine;
+                    ++swapped;
+                }
+            }
+        }
+    }
+    EXPECT_LE(swapped, 6u);
+    SearchOptions bad;
+    bad.mode = "dense";
+    bad.ivf_scan = "bf16";
+    EXPECT_THROW(ivf.search("升级", bad), UsageError);
+}
+
+// Hybrid with the dense search on a second thread (default) returns exactly what the
+// one-thread order returns.
+TEST_F(KbIvf, HybridParallelEqualsSerial) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    KnowledgeBase kb(root, "ivf");
+    SearchOptions par;
+    par.mode = "hybrid";
+    par.top_k = 8;
+    par.explain = true;
+    SearchOptions ser = par;
+    ser.hybrid_parallel = false;
+    for (size_t i = 1; i < rows.size(); i += 53) {
+        std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 15);
+        auto a = kb.search(q, par), b = kb.search(q, ser);
+        ASSERT_EQ(a.size(), b.size());
+        for (size_t j = 0; j < a.size(); ++j) {
+            EXPECT_EQ(a[j].chunk_id, b[j].chunk_id);
+            EXPECT_EQ(a[j].score, b[j].score);
+            EXPECT_EQ(a[j].kept, b[j].kept);
+        }
+    }
+}
+
+// BM25 scored from the postings (SearchOptions::bm25_scorer "postings", the default for
+// KBs >= 20000 chunks) gives every matching chunk FTS5's own -bm25() score.
+TEST_F(KbIvf, PostingsBm25ScoresEqualFts5Bm25) {
+    update_knowledge_bases(root, opts(UpdateMode::recreate, "ivf"));
+    KnowledgeBase kb(root, "ivf");
+    SearchOptions p;
+    p.mode = "bm25";
+    p.explain = true;        // every candidate, not only the kept ones
+    p.candidates = 100000;   // every matching chunk: no cut among equal scores
+    p.bm25_scorer = "postings";
+    SearchOptions f = p;
+    f.bm25_scorer = "fts5";
+    size_t compared = 0;
+    for (size_t i = 3; i < rows.size(); i += 29) {
+        std::string q = rows[i].second.substr(rows[i].second.find("内容: ") + 8, 18);   // 6 CJK characters, 5 bigrams
+        auto x = kb.search(q, p), y = kb.search(q, f);
+        ASSERT_EQ(x.size(), y.size()) << q;
+        ASSERT_FALSE(x.empty());
+        std::map<int64_t, double> sy;
+        for (auto& h : y) sy[h.chunk_id] = *h.bm25;
+        for (size_t j = 0; j < x.size(); ++j) {
+            ASSERT_TRUE(sy.count(x[j].chunk_id)) << q;
+            EXPECT_NEAR(*x[j].bm25, sy[x[j].chunk_id], 1e-9 * std::abs(sy[x[j].chunk_id]));
+            EXPECT_EQ(x[j].chunk_id, y[j].chunk_id);   // same order (ties by chunk id in both)
+            EXPECT_EQ(x[j].kept, y[j].kept);
+            ++compared;
+        }
+        EXPECT_EQ(x[0].file_name + "#" + std::to_string(x[0].chunk_index), rows[i].first);   // the row itself ranks first
+    }
+    EXPECT_GT(compared, 100u);
+    p.bm25_scorer = "lucene";
+    EXPECT_THROW(kb.search("升级", p), UsageError);
 }
 
 TEST(KbSettingsTest, VectorIndexSettingIsValidated) {

@@ -63,6 +63,12 @@ struct KbSettings {
     int64_t ivf_min_chunks = 50000;
     int64_t ivf_nlist = 0;                  // 0: 4*sqrt(n), at most n/39 and 65536
     int64_t ivf_nprobe = 0;                 // lists probed per query; 0: ceil(nlist / 4)
+    // IVF search kernel: int8 | fp16 = a compact copy of the lists (the configured one made
+    // when the index is loaded, another on first use; +25 % / +50 % of the index's memory)
+    // scanned with AVX-512, the best candidates rescored in fp32 (same probed lists and
+    // exact fp32 scores as FAISS; src/kb/ivf_compact.h); faiss = FAISS's own fp32 scan.
+    // CPUs without AVX-512 (or dims not a multiple of 32 / 16) always use faiss.
+    std::string ivf_scan = "int8";
 };
 KbSettings load_kb_settings(const std::string& root);
 
@@ -146,6 +152,17 @@ struct SearchOptions {
     // IVF vector stores: inverted lists probed per query; 0 = kb_settings.yaml's
     // ivf_nprobe; >= nlist = exhaustive (the exact flat result). Ignored for flat.
     int64_t nprobe = 0;
+    // IVF vector stores: "" = kb_settings.yaml's ivf_scan; fp16 | int8 | faiss (see KbSettings).
+    std::string ivf_scan = "";
+    // How the BM25 list is scored: "fts5" = FTS5 MATCH + ORDER BY bm25(); "postings" =
+    // the terms' postings read from FTS5 (fts5vocab 'instance') and scored here with FTS5's
+    // formula (identical scores, several times faster at 100k chunks; query terms that
+    // are not single FTS5 tokens are dropped, as the pruning of large KBs does anyway);
+    // "auto" = postings for KBs with >= 20000 chunks, fts5 below.
+    std::string bm25_scorer = "auto";
+    // Hybrid: run the dense search on a second thread beside BM25 (wall ~ max of the two
+    // on an idle 2-core box); false: one after the other on the calling thread.
+    bool hybrid_parallel = true;
 };
 
 struct SearchHit {
