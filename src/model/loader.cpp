@@ -65,8 +65,9 @@ namespace {
 // step) waits for one fix in Qwen2ForCausalLMImpl::forward: with last_logits_only and T > 1
 // the lm_head input is h.narrow(1, T - 1, 1), whose strides make at::linear take the bmm path,
 // and ATen's bf16 oneDNN bmm copies the transposed 151936x896 tied weight element by element
-// (~20 s of CPU per prefill here). With a plain contiguous (B, 1, H) input, bf16 prefill of a
-// 34-token chat prompt took 0.8-1.3 s of CPU against fp32's 2.1-2.9 s (docs/benchmarks.md).
+// (~20 s of CPU per prefill here). With a plain contiguous (B, 1, H) input instead, `pdsd chat
+// -q` took 0.9 s to the first token in bf16 against 2.3 s in fp32 (docs/benchmarks.md). Flip
+// this with that fix.
 constexpr bool kBf16CpuDefault = false;
 }  // namespace
 
