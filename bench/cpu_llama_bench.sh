@@ -6,7 +6,7 @@
 #   bench/cpu_llama_bench.sh [PROMPT_LEN=128] [NEW=32] [THREADS=2]
 # Env: PDSD (build/pdsd), PYTHON (.venv python, HF side), LLAMA_PYTHON (python with llama_cpp),
 #      MODEL (checkpoint folder, made when missing), GGUF_TYPES (bf16 f16), PDSD_DTYPES (fp32 bf16),
-#      RUNS (timed runs after a warm-up, best reported; 3).
+#      RUNS (timed runs after a warm-up, best reported; 3), SKIP_HF=1 (leave HF out).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pdsd=${PDSD:-$here/build/pdsd}
@@ -39,8 +39,10 @@ for t in $gtypes; do
     --prompt-len "$plen" --new "$new" --threads "$threads" --runs "$runs")
   res["llama-$t"]=$r; echo "llama.cpp $t (load $l): $r"
 done
-l=$(load); r=$(OMP_NUM_THREADS=$threads "$py" "$here/bench/hf_generate_bench.py" --model "$model" --prompt-len "$plen" --new "$new" --threads "$threads" --runs "$runs")
-res["hf-fp32"]=$r; echo "hf fp32 (load $l): $r"
+if [ "${SKIP_HF:-0}" != 1 ]; then
+  l=$(load); r=$(OMP_NUM_THREADS=$threads "$py" "$here/bench/hf_generate_bench.py" --model "$model" --prompt-len "$plen" --new "$new" --threads "$threads" --runs "$runs")
+  res["hf-fp32"]=$r; echo "hf fp32 (load $l): $r"
+fi
 echo "load average after: $(load)"
 args=()
 for k in "${!res[@]}"; do args+=("$k" "${res[$k]}"); done

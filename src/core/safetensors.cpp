@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <limits>
 
+#include <cerrno>
+#include <sys/mman.h>
+
 namespace pdsd {
 
 namespace fs = std::filesystem;
@@ -167,6 +170,19 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
 SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     header_ = parse_safetensors_header(file_.data(), file_.size(), path);
     for (size_t i = 0; i < header_.tensors.size(); ++i) index_[header_.tensors[i].name] = i;
+}
+
+void SafetensorsFile::allow_private_writes() {
+    if (file_.size() == 0) return;
+    // The mapping is MAP_PRIVATE, so PROT_WRITE is allowed even though the file was opened
+    // read-only; mmap returned a page-aligned start.
+    if (::mprotect(const_cast<uint8_t*>(file_.data()), file_.size(), PROT_READ | PROT_WRITE) != 0) {
+        throw IoError(ErrorInfo{file_.path()}.msg(std::string("cannot make the mapping copy-on-write: ") + std::strerror(errno)));
+    }
+}
+
+void Checkpoint::allow_private_writes() {
+    for (auto& s : shards_) s->allow_private_writes();
 }
 
 const TensorInfo* SafetensorsFile::find(const std::string& name) const {

@@ -7,9 +7,15 @@
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <set>
 #include <sstream>
+
+#include <sys/mman.h>
+#include <unistd.h>
 
 namespace pdsd::model {
 
@@ -46,12 +52,35 @@ c10::Device parse_device(const std::string& name) {
     throw UsageError(ErrorInfo{}.at("--device").expected("cpu, cuda or cuda:N").found("'" + name + "'"));
 }
 
-c10::ScalarType resolve_dtype(const std::string& dtype, const c10::Device& device) {
-    if (dtype.empty()) return device.is_cpu() ? c10::kFloat : c10::kBFloat16;
-    return parse_dtype_name(dtype);
+bool cpu_has_native_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
 }
 
-void load_weights(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
+namespace {
+// bf16 as the CPU default for bf16 checkpoints (zero-copy load, half the bytes per decode
+// step) waits for one fix in Qwen2ForCausalLMImpl::forward: with last_logits_only and T > 1
+// the lm_head input is h.narrow(1, T - 1, 1), whose strides make at::linear take the bmm path,
+// and ATen's bf16 oneDNN bmm copies the transposed 151936x896 tied weight element by element
+// (~20 s of CPU per prefill here). With a plain contiguous (B, 1, H) input instead, `pdsd chat
+// -q` took 0.9 s to the first token in bf16 against 2.3 s in fp32 (docs/benchmarks.md). Flip
+// this with that fix.
+constexpr bool kBf16CpuDefault = false;
+}  // namespace
+
+c10::ScalarType resolve_dtype(const std::string& dtype, const c10::Device& device,
+                              std::optional<c10::ScalarType> stored) {
+    if (!dtype.empty()) return parse_dtype_name(dtype);
+    if (!device.is_cpu()) return c10::kBFloat16;
+    return kBf16CpuDefault && stored == c10::kBFloat16 && cpu_has_native_bf16() ? c10::kBFloat16 : c10::kFloat;
+}
+
+namespace {
+// Names/shapes check shared by both load_weights forms; throws one ShapeError.
+void check_names_and_shapes(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
     auto params = model.named_parameters(/*recurse=*/true);
     std::set<std::string> expected;
     std::vector<std::string> missing, unexpected, misshaped;
@@ -88,10 +117,57 @@ void load_weights(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
                              .found(found)
                              .hint("is config.json the one this checkpoint was saved with?"));
     }
+}
+}  // namespace
+
+void load_weights(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
+    check_names_and_shapes(model, ck);
     at::NoGradGuard no_grad;
-    for (auto& p : params) {
+    for (auto& p : model.named_parameters(/*recurse=*/true)) {
         p.value().copy_(checkpoint_tensor(ck, p.key()));  // converts dtype and device in one copy
     }
+}
+
+size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights) {
+    check_names_and_shapes(model, *ck);
+    at::NoGradGuard no_grad;
+    size_t mapped = 0;
+    bool writable = false;
+    uintptr_t lo = UINTPTR_MAX, hi = 0;  // byte range of the mapped tensors, for the readahead hint
+    for (auto& p : model.named_parameters(/*recurse=*/true)) {
+        at::Tensor& param = p.value();
+        const TensorInfo& info = ck->info(p.key());
+        const uint8_t* bytes = ck->data(p.key());
+        const auto elem = static_cast<uintptr_t>(dtype_size(info.dtype));
+        if (map_weights && param.device().is_cpu() && param.scalar_type() == to_scalar_type(info.dtype) &&
+            reinterpret_cast<uintptr_t>(bytes) % elem == 0) {
+            if (!writable) {  // once, before the first view: a stray in-place write must not fault
+                ck->allow_private_writes();
+                writable = true;
+            }
+            // The view's deleter holds the Checkpoint (and so the mapping) until the last
+            // parameter viewing it is freed. The empty placeholder's memory is released here.
+            at::Tensor view = at::from_blob(const_cast<uint8_t*>(bytes), info.shape, [ck](void*) {},
+                                            param.options());
+            param.set_data(view);
+            ++mapped;
+            lo = std::min(lo, reinterpret_cast<uintptr_t>(bytes));
+            hi = std::max(hi, reinterpret_cast<uintptr_t>(bytes) + info.nbytes());
+        } else {
+            param.copy_(checkpoint_tensor(*ck, p.key()));  // converts dtype and device in one copy
+        }
+    }
+    if (mapped > 0) {
+        // Nothing was read yet: on a cold page cache the first forward would fault the file in
+        // 4 KiB at a time. Ask the kernel to start reading it now, asynchronously (a hint:
+        // failure is harmless, and on a warm cache it costs a page-cache walk). Shards: the
+        // range may span several mappings and the gaps between them; madvise then fails with
+        // ENOMEM after advising the mapped parts, which is what we want.
+        const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+        lo &= ~(page - 1);
+        ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_WILLNEED);
+    }
+    return mapped;
 }
 
 LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options) {
@@ -101,16 +177,21 @@ LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options) {
     lm.config = load_qwen2_config(dir);
     lm.generation = load_generation_config(dir);
     lm.device = parse_device(options.device);
-    lm.dtype = resolve_dtype(options.dtype, lm.device);
-    Checkpoint ck = Checkpoint::open(dir);
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir));
+    std::optional<c10::ScalarType> stored;
+    if (ck->contains("model.embed_tokens.weight")) stored = to_scalar_type(ck->info("model.embed_tokens.weight").dtype);
+    lm.dtype = resolve_dtype(options.dtype, lm.device, stored);
     at::NoGradGuard no_grad;
+    // Parameters are created uninitialised (at::empty: address space only, no page is touched),
+    // then each becomes a view of the mapping or receives one converting copy.
     lm.model = Qwen2ForCausalLM(lm.config, at::TensorOptions().dtype(lm.dtype).device(lm.device));
-    load_weights(*lm.model, ck);
+    size_t mapped = load_weights(*lm.model, ck, options.map_weights);
     lm.model->eval();
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info("model", log::cat("loaded ", dir, " (", lm.config.num_hidden_layers, " layers, hidden ",
                                 lm.config.hidden_size, ") on ", lm.device.str(), " as ", c10::toString(lm.dtype),
-                                " in ", s, " s", lm.config.pdsd_random_weights ? " [random weights]" : ""));
+                                " in ", s, " s", mapped ? log::cat(", ", mapped, " tensors mapped from the file without a copy") : std::string(),
+                                lm.config.pdsd_random_weights ? " [random weights]" : ""));
     return lm;
 }
 

@@ -274,6 +274,12 @@ TEST(Qwen2, InitWritesALoadableRandomCheckpoint) {
     int64_t n = init_random_checkpoint(o);
     auto lm = load_qwen2(dir.str());
     EXPECT_TRUE(lm.config.pdsd_random_weights);
+    // The default CPU dtype is the one resolve_dtype gives a bf16 checkpoint (see loader.h).
+    EXPECT_EQ(lm.dtype, resolve_dtype("", torch::kCPU, torch::kBFloat16));
+    EXPECT_EQ(resolve_dtype("", torch::kCUDA, torch::kFloat), torch::kBFloat16);
+    EXPECT_EQ(resolve_dtype("", torch::kCPU, torch::kFloat), torch::kFloat);
+    EXPECT_EQ(resolve_dtype("", torch::kCPU), torch::kFloat);
+    EXPECT_EQ(resolve_dtype("fp16", torch::kCPU, torch::kBFloat16), torch::kHalf);
     int64_t total = 0;
     for (const auto& p : lm.model->named_parameters()) total += p.value().numel();
     EXPECT_EQ(total, n);
@@ -293,11 +299,56 @@ TEST(Qwen2, InitWritesALoadableRandomCheckpoint) {
     u.out_dir = untied.file("out");
     init_random_checkpoint(u);
     EXPECT_TRUE(Checkpoint::open(u.out_dir).contains("lm_head.weight"));
-    auto lu = load_qwen2(u.out_dir);
+    LoadOptions fp32;
+    fp32.dtype = "fp32";  // exact comparison below: fp32 matmuls
+    auto lu = load_qwen2(u.out_dir, fp32);
     ASSERT_TRUE(lu.model->lm_head);
     torch::NoGradGuard ng;
     at::Tensor ids = torch::tensor({{1, 2, 3}}, torch::kLong);
     at::Tensor h = lu.model->forward(ids, {}, {}, nullptr, ForwardOptions{true, false}).hidden_states.back();
     EXPECT_TRUE(torch::allclose(lu.model->forward(ids).logits, torch::matmul(h, lu.model->lm_head->weight.t()), 1e-5, 1e-6));
     EXPECT_THROW(qwen2_preset("gpt2"), UsageError);
+}
+
+TEST(Qwen2, SameDtypeCpuLoadMapsTheFileCopyOnWrite) {
+    // tiny-qwen2 is stored in bf16: loaded as bf16 on the CPU, every parameter is a view of
+    // the mapping; as fp32 none is (one converting copy each).
+    test::TempDir dir;
+    for (const char* f : {"config.json", "generation_config.json", "model.safetensors"}) {
+        std::filesystem::copy_file(test::golden(std::string("tiny-qwen2/") + f), dir.file(f));
+    }
+    const std::string before = read_file(dir.file("model.safetensors"));
+    const Qwen2Config cfg = load_qwen2_config(dir.str());
+    torch::NoGradGuard ng;
+    auto ck = std::make_shared<Checkpoint>(Checkpoint::open(dir.str()));
+    Qwen2ForCausalLM mapped(cfg, torch::TensorOptions().dtype(torch::kBFloat16));
+    size_t n = load_weights(*mapped, ck, /*map_weights=*/true);
+    EXPECT_EQ(n, mapped->named_parameters().size());
+    for (const auto& p : mapped->named_parameters()) {
+        EXPECT_EQ(p.value().data_ptr(), static_cast<const void*>(ck->data(p.key()))) << p.key();
+    }
+    EXPECT_EQ(mapped->model->layers[0]->self_attn->q_proj->weight.data_ptr(),
+              static_cast<const void*>(ck->data("model.layers.0.self_attn.q_proj.weight")));  // module member too
+    Qwen2ForCausalLM fp32(cfg, torch::TensorOptions().dtype(torch::kFloat));
+    EXPECT_EQ(load_weights(*fp32, ck, true), 0u);
+    Qwen2ForCausalLM copied(cfg, torch::TensorOptions().dtype(torch::kBFloat16));
+    EXPECT_EQ(load_weights(*copied, ck, /*map_weights=*/false), 0u);
+
+    ck.reset();  // the parameters keep the mapping alive
+    at::Tensor ids = torch::tensor({{1, 2, 3, 4}}, torch::kLong);
+    at::Tensor a = mapped->forward(ids).logits;
+    EXPECT_TRUE(torch::equal(a, copied->forward(ids).logits));  // same bytes, same kernels
+    EXPECT_TRUE(torch::allclose(a.to(torch::kFloat), fp32->forward(ids).logits, 0.05, 0.05));
+
+    // An in-place update (training) copies the page privately: no fault, file unchanged.
+    at::Tensor w = mapped->model->embed_tokens->weight;
+    w.add_(1.0);
+    EXPECT_TRUE(torch::equal(w, copied->model->embed_tokens->weight + 1.0));
+    EXPECT_EQ(read_file(dir.file("model.safetensors")), before);
+
+    // load_qwen2 maps by default on the CPU when bf16 is asked for a bf16 checkpoint.
+    LoadOptions o;
+    o.dtype = "bf16";
+    auto lm = load_qwen2(dir.str(), o);
+    EXPECT_TRUE(torch::equal(lm.model->forward(ids).logits, a));
 }

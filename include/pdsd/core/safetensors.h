@@ -64,6 +64,11 @@ public:
     const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
     const TensorInfo* find(const std::string& name) const;   // nullptr when absent
     const uint8_t* data(const TensorInfo& t) const { return file_.data() + header_.data_start + t.begin; }
+    // Makes the mapping writable copy-on-write (mprotect PROT_READ|PROT_WRITE on the
+    // MAP_PRIVATE mapping): a write to a tensor's bytes then copies the touched 4 KiB pages
+    // privately instead of faulting; the file on disk never changes. Used when model
+    // parameters are views of the mapping (model/loader.h). Throws IoError on failure.
+    void allow_private_writes();
 
 private:
     MappedFile file_;
@@ -84,6 +89,8 @@ public:
     const uint8_t* data(const std::string& name) const;
     const std::string& file_of(const std::string& name) const;  // which shard holds it
     const std::string& source() const { return source_; }
+    // SafetensorsFile::allow_private_writes() on every shard.
+    void allow_private_writes();
 
 private:
     std::string source_;
