@@ -76,8 +76,14 @@ public:
             mo.max_length = max_tokens_;
             // A/B switch for benchmarks: PDSD_EMBED_PADDED=1 runs padded batches.
             if (const char* pad = std::getenv("PDSD_EMBED_PADDED"); pad && std::string(pad) == "1") mo.packed = false;
+            // PDSD_EMBED_BATCH_TOKENS=N: tokens per forward (default model::BertEmbedOptions').
+            if (const char* bt = std::getenv("PDSD_EMBED_BATCH_TOKENS"); bt && std::atol(bt) > 0)
+                mo.max_batch_tokens = static_cast<size_t>(std::atol(bt));
+            // PDSD_EMBED_UNFUSED=1: at::linear + at::gelu instead of oneDNN's pre-packed fused linear.
+            if (const char* uf = std::getenv("PDSD_EMBED_UNFUSED"); uf && std::string(uf) == "1") mo.fused_linear = false;
             log::info("kb", log::cat("loading embedding model ", dir_.string(), " (", options_.dtype, ")"));
             model_ = model::BertEmbedder::load(dir_.string(), mo);
+            if (options_.dtype == "auto") log::info("kb", log::cat("embedding dtype auto -> ", model_->dtype()));
         }
         if (!is_query || instruction_.empty()) return model_->embed(texts);
         std::vector<std::string> q;

@@ -25,7 +25,7 @@ search_mode: bm25        # bm25 | dense | hybrid
 embed_model: none        # none = BM25 only; a bge/BERT model folder, or its name under <root>/models
                          # (e.g. bge-large-zh-v1.5); hash-ngram = test embedder (no semantics)
 query_instruction: auto  # dense queries: auto (bge's instruction) | none | the text to prepend
-embed_dtype: fp32        # fp32 (HF's numbers) | bf16 (faster on AMX/AVX512-BF16 CPUs)
+embed_dtype: auto        # auto: bf16 on AVX512-BF16/AMX CPUs (cosine >= 0.999 to fp32), else fp32 | fp32 (HF's numbers) | bf16
 )";
 
 const char* kModelSettings = R"(# pdsd model settings (pdsd init writes this file once; edit freely).

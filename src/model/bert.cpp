@@ -5,6 +5,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/hf_config.h"
+#include "pdsd/core/log.h"
 #include "pdsd/core/safetensors.h"
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/xlmr_tokenizer.h"
@@ -13,6 +14,8 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/index_select.h>
@@ -20,9 +23,13 @@
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <numeric>
@@ -34,9 +41,87 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// oneDNN's fused linear (the ops torch.compile's CPU freezing pass emits), looked up once in
+// the dispatcher: mkldnn::_reorder_linear_weight packs a weight into oneDNN's blocked layout
+// once at load (at::linear re-packs a bf16 weight, or copies the bias into the output for
+// fp32, on every call); mkldnn::_linear_pointwise runs x W^T + b with GELU fused as a
+// post-op, .binary with the residual add fused. Same fp32 numbers as at::linear (~1e-6);
+// in bf16 the GELU/add are applied to the fp32 accumulator before the bf16 rounding.
+// Absent (a build without oneDNN) or failing at load: plain at::linear + at::gelu.
+struct OneDnnOps {
+    std::optional<c10::OperatorHandle> reorder, pointwise, binary;
+    static const OneDnnOps& get() {
+        static const OneDnnOps ops = [] {
+            OneDnnOps o;
+            auto& d = c10::Dispatcher::singleton();
+            o.reorder = d.findSchema({"mkldnn::_reorder_linear_weight", ""});
+            o.pointwise = d.findSchema({"mkldnn::_linear_pointwise", ""});
+            o.binary = d.findSchema({"mkldnn::_linear_pointwise", "binary"});
+            if (!o.reorder || !o.pointwise || !o.binary) o.reorder.reset();
+            return o;
+        }();
+        return ops;
+    }
+    bool available() const { return reorder.has_value(); }
+};
+
+at::Tensor call_op(const c10::OperatorHandle& op, torch::jit::Stack s) {
+    op.callBoxed(&s);
+    return s.at(0).toTensor();
+}
+
+// AVX512-BF16 or AMX-BF16: oneDNN runs bf16 matmuls natively (without them bf16 is
+// emulated and slower than fp32).
+bool cpu_has_fast_bf16() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+    return false;
+#endif
+}
+
+// PDSD_EMBED_PROFILE=1: wall seconds per step of the packed forward (CPU ops are
+// synchronous, so lap times are op times), logged after each embed_ids call.
+struct Timer {
+    bool on;
+    std::chrono::steady_clock::time_point t = std::chrono::steady_clock::now();
+    explicit Timer(bool o) : on(o) {}
+    void lap(double& acc) {
+        if (!on) return;
+        auto n = std::chrono::steady_clock::now();
+        acc += std::chrono::duration<double>(n - t).count();
+        t = n;
+    }
+};
+const char* const kProfNames[] = {"embeddings", "qkv linear", "attention", "attn out+add+LN", "intermediate+GELU",
+                                  "output+add+LN", "tokenize", "(attention: pad)", "(attention: sdpa)"};
+
 struct Linear {
-    at::Tensor w, b;   // [out, in], [out]
-    at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, w, b); }
+    at::Tensor w, b;   // [out, in], [out]; w is oneDNN-packed when `packed` (then only the fused ops read it)
+    bool packed = false;
+
+    // Packs w for mkldnn::_linear_pointwise (throws c10::Error when oneDNN refuses).
+    void pack() {
+        w = call_op(*OneDnnOps::get().reorder, {w, c10::IValue()});
+        packed = true;
+    }
+    // x [T, in] -> [T, out]
+    at::Tensor operator()(const at::Tensor& x) const {
+        if (!packed) return at::linear(x, w, b);
+        return call_op(*OneDnnOps::get().pointwise,
+                       {x, w, b, std::string("none"), c10::List<std::optional<at::Scalar>>(), c10::IValue()});
+    }
+    // gelu(x W^T + b); approximate: "none" (erf) | "tanh"
+    at::Tensor gelu(const at::Tensor& x, const std::string& approximate) const {
+        if (!packed) return at::gelu(at::linear(x, w, b), approximate);
+        return call_op(*OneDnnOps::get().pointwise,
+                       {x, w, b, std::string("gelu"), c10::List<std::optional<at::Scalar>>(), approximate});
+    }
+    // x W^T + b + residual (residual [T, out], same dtype)
+    at::Tensor add(const at::Tensor& x, const at::Tensor& residual) const {
+        if (!packed) return at::linear(x, w, b).add_(residual);
+        return call_op(*OneDnnOps::get().binary, {x, residual, w, b, std::string("add")});
+    }
 };
 struct Norm {
     at::Tensor w, b;   // [hidden]
@@ -60,8 +145,10 @@ public:
             throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_act").expected("gelu").found(cfg_.hidden_act));
         if (cfg_.hidden_size % cfg_.num_attention_heads != 0)
             throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_size").expected("a multiple of num_attention_heads"));
-        dtype_ = parse_dtype_name(o.dtype);
-        if (dtype_ == c10::kHalf) throw UsageError(ErrorInfo{}.at("embed dtype").expected("fp32 or bf16").found(o.dtype));
+        dtype_name_ = o.dtype == "auto" ? (cpu_has_fast_bf16() ? "bf16" : "fp32") : o.dtype;
+        dtype_ = parse_dtype_name(dtype_name_);
+        if (dtype_ == c10::kHalf) throw UsageError(ErrorInfo{}.at("embed dtype").expected("fp32, bf16 or auto").found(o.dtype));
+        dtype_name_ = dtype_ == c10::kBFloat16 ? "bf16" : "fp32";
 
         fs::path d(dir);
         roberta_ = tokenizer::is_xlm_roberta_config(dir);
@@ -120,6 +207,27 @@ public:
             L.out_ln = {get(p + "output.LayerNorm.weight", {H}), get(p + "output.LayerNorm.bias", {H})};
             layers_.push_back(std::move(L));
         }
+        if (const char* p = std::getenv("PDSD_EMBED_PROFILE"); p && std::string(p) == "1") prof_on_ = true;
+        if (o.fused_linear && OneDnnOps::get().available() && !layers_.empty()) {
+            // Probe the three fused ops on copies of layer 0 first (a CPU without bf16 support
+            // accepts the packing and refuses the matmul); then pack every linear.
+            try {
+                c10::InferenceMode guard;
+                Layer probe = layers_[0];   // pack() replaces probe's tensors, not layer 0's
+                probe.inter.pack();
+                probe.out.pack();
+                at::Tensor x = at::zeros({1, H}, word_.options());
+                probe.inter(x);
+                probe.out.add(probe.inter.gelu(x, gelu_approx_), x);
+                for (auto& L : layers_)
+                    for (Linear* lin : {&L.qkv, &L.attn_out, &L.inter, &L.out}) lin->pack();
+            } catch (const c10::Error& e) {
+                for (auto& L : layers_)
+                    for (Linear* lin : {&L.qkv, &L.attn_out, &L.inter, &L.out})
+                        if (lin->packed) throw InternalError(ErrorInfo{dir}.msg(std::string("oneDNN packing failed half-way: ") + e.what_without_backtrace()));
+                log::warn("bert", log::cat("oneDNN fused linear unavailable (", e.what_without_backtrace(), "); using at::linear"));
+            }
+        }
         // token_type_ids are all 0: fold that row into the position table once.
         pos_type_ = pos_.add(type_[0]).contiguous();
     }
@@ -142,15 +250,69 @@ public:
         // SDPA boolean mask, true = may attend: [B, 1, 1, L] broadcast over heads and queries.
         std::optional<at::Tensor> am;
         if (mask.defined()) am = mask.view({B, 1, 1, L});
+        x = x.reshape({B * L, H});   // the linears see [B*L, H]
         for (const auto& ly : layers_) {
             at::Tensor qkv = ly.qkv(x).view({B, L, 3, nh, hd}).permute({2, 0, 3, 1, 4});   // [3, B, nh, L, hd]
             at::Tensor a = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], am);     // [B, nh, L, hd]
-            a = a.transpose(1, 2).reshape({B, L, H});
-            x = at::layer_norm(ly.attn_out(a).add_(x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
-            at::Tensor h = at::gelu(ly.inter(x), gelu_approx_);
-            x = at::layer_norm(ly.out(h).add_(x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
+            a = a.transpose(1, 2).reshape({B * L, H});
+            x = at::layer_norm(ly.attn_out.add(a, x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
+            at::Tensor h = ly.inter.gelu(x, gelu_approx_);
+            x = at::layer_norm(ly.out.add(h, x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
         }
-        return x;
+        return x.view({B, L, H});
+    }
+
+    // Attention runs on groups of consecutive (length-sorted) sequences of the packed batch,
+    // padded to the group's longest with a key-padding mask: one SDPA call per group. (One
+    // call per sequence was 2x (fp32) to 4x (bf16) slower than batched SDPA on this CPU;
+    // padding here costs only attention, never the linears.) A group closes at
+    // kAttnGroupMax sequences or when padding would exceed 1/8 of its tokens.
+    struct AttnGroup {
+        int64_t first_row = 0, tokens = 0;   // packed rows [first_row, first_row + tokens)
+        int64_t count = 0, max_len = 0;      // sequences, longest (= padded length)
+        // With padding: gather [count * max_len] = packed row of each padded row (a padding
+        // row repeats its sequence's last token: finite values, masked as a key, its
+        // output dropped), scatter [tokens] = padded row of each of the group's packed rows.
+        at::Tensor gather, scatter;
+        at::Tensor mask;                     // [count, 1, 1, max_len] bool, true = real key; undefined: no padding
+    };
+    static constexpr int64_t kAttnGroupMax = 16;
+
+    static std::vector<AttnGroup> attention_groups(const std::vector<const std::vector<int32_t>*>& seqs,
+                                                   const std::vector<int64_t>& offsets) {
+        std::vector<AttnGroup> groups;
+        size_t i = 0;
+        while (i < seqs.size()) {
+            AttnGroup g;
+            g.first_row = offsets[i];
+            size_t j = i;
+            while (j < seqs.size() && g.count < kAttnGroupMax) {
+                const int64_t len = static_cast<int64_t>(seqs[j]->size());
+                const int64_t ml = std::max(g.max_len, len), tok = g.tokens + len;
+                if (g.count > 0 && (g.count + 1) * ml * 7 > tok * 8) break;   // > 1/8 padding
+                g.max_len = ml;
+                g.tokens = tok;
+                ++g.count;
+                ++j;
+            }
+            if (g.count * g.max_len != g.tokens) {
+                std::vector<int64_t> ga, sc;
+                std::vector<uint8_t> mk(static_cast<size_t>(g.count * g.max_len), 0);
+                for (int64_t b = 0; b < g.count; ++b) {
+                    const size_t k = i + static_cast<size_t>(b);
+                    const int64_t len = static_cast<int64_t>(seqs[k]->size());
+                    for (int64_t c = 0; c < g.max_len; ++c) ga.push_back(offsets[k] + std::min(c, len - 1));
+                    for (int64_t c = 0; c < len; ++c) sc.push_back(b * g.max_len + c);
+                    std::fill_n(mk.begin() + b * g.max_len, len, uint8_t{1});
+                }
+                g.gather = at::from_blob(ga.data(), {g.count * g.max_len}, at::kLong).clone();
+                g.scatter = at::from_blob(sc.data(), {g.tokens}, at::kLong).clone();
+                g.mask = at::from_blob(mk.data(), {g.count, 1, 1, g.max_len}, at::kBool).clone();
+            }
+            groups.push_back(std::move(g));
+            i = j;
+        }
+        return groups;
     }
 
     // Packed ("unpadded") forward of whole sequences: every linear, LayerNorm and GELU
@@ -178,22 +340,37 @@ public:
         const int64_t T = static_cast<int64_t>(ids.size());
         at::Tensor t_ids = at::from_blob(ids.data(), {T}, at::kLong);
         at::Tensor t_pos = at::from_blob(pos.data(), {T}, at::kLong);
+        const std::vector<AttnGroup> groups = attention_groups(seqs, offsets);
+        Timer tm(prof_on_);
         at::Tensor x = at::embedding(word_, t_ids).add_(at::embedding(pos_type_, t_pos));
         x = at::layer_norm(x, {H}, emb_ln_.w, emb_ln_.b, eps);
-        std::vector<at::Tensor> parts(seqs.size());
+        tm.lap(prof_[0]);
         for (const auto& ly : layers_) {
             at::Tensor qkv = ly.qkv(x);   // [T, 3H]
-            for (size_t i = 0; i < seqs.size(); ++i) {
-                const int64_t len = static_cast<int64_t>(seqs[i]->size());
-                // [len, 3, nh, hd] -> [3, 1, nh, len, hd]
-                at::Tensor s = qkv.narrow(0, offsets[i], len).view({len, 3, nh, hd}).permute({1, 2, 0, 3}).unsqueeze(1);
-                at::Tensor a = at::scaled_dot_product_attention(s[0], s[1], s[2]);   // [1, nh, len, hd]
-                parts[i] = a.squeeze(0).transpose(0, 1).reshape({len, H});
+            tm.lap(prof_[1]);
+            at::Tensor a = at::empty({T, H}, x.options());   // attention output [T, H], packed like x
+            for (const auto& g : groups) {
+                const int64_t Bg = g.count, Lg = g.max_len;
+                // [Bg * Lg, 3H]: one gather (few big ops: on a busy 2-core box every extra
+                // parallel region waits for both threads to be scheduled)
+                at::Tensor padded = g.mask.defined() ? qkv.index_select(0, g.gather) : qkv.narrow(0, g.first_row, g.tokens);
+                tm.lap(prof_[7]);
+                at::Tensor q = padded.view({Bg, Lg, 3, nh, hd}).permute({2, 0, 3, 1, 4});   // [3, Bg, nh, Lg, hd]
+                std::optional<at::Tensor> m;
+                if (g.mask.defined()) m = g.mask;
+                at::Tensor o = at::scaled_dot_product_attention(q[0], q[1], q[2], m).transpose(1, 2).reshape({Bg * Lg, H});
+                tm.lap(prof_[8]);
+                at::Tensor dst = a.narrow(0, g.first_row, g.tokens);
+                if (g.mask.defined()) at::index_select_out(dst, o, 0, g.scatter);
+                else dst.copy_(o);
             }
-            at::Tensor a = at::cat(parts, 0);   // [T, H]
-            x = at::layer_norm(ly.attn_out(a).add_(x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
-            at::Tensor h = at::gelu(ly.inter(x), gelu_approx_);
-            x = at::layer_norm(ly.out(h).add_(x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
+            tm.lap(prof_[2]);
+            x = at::layer_norm(ly.attn_out.add(a, x), {H}, ly.attn_ln.w, ly.attn_ln.b, eps);
+            tm.lap(prof_[3]);
+            at::Tensor h = ly.inter.gelu(x, gelu_approx_);   // [T, I]
+            tm.lap(prof_[4]);
+            x = at::layer_norm(ly.out.add(h, x), {H}, ly.out_ln.w, ly.out_ln.b, eps);
+            tm.lap(prof_[5]);
         }
         return x;
     }
@@ -209,11 +386,13 @@ public:
             throw ConfigError(ErrorInfo{}.at("embedding model").msg(roberta_ ? "the model folder has no sentencepiece.bpe.model"
                                                                              : "the model folder has no vocab.txt or tokenizer.json"));
         std::vector<std::vector<int32_t>> ids(texts.size());
+        Timer tm(prof_on_);
         for (size_t i = 0; i < texts.size(); ++i) {
             auto e = tok_ ? tok_->encode(texts[i], max_length_) : xtok_->encode(texts[i], max_length_);
             if (e.truncated()) ++stats_.truncated;
             ids[i] = std::move(e.ids);
         }
+        tm.lap(prof_[6]);
         return embed_ids(ids);
     }
 
@@ -244,9 +423,9 @@ public:
             }
             at::Tensor cls;   // [B, H]
             if (opt_.packed) {
-                at::Tensor h = run_packed(batch, offsets).to(at::kFloat).contiguous();   // [T, H]
+                at::Tensor h = run_packed(batch, offsets);   // [T, H]
                 at::Tensor idx = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong);
-                cls = l2_normalize(h.index_select(0, idx)).contiguous();
+                cls = l2_normalize(h.index_select(0, idx).to(at::kFloat)).contiguous();   // [CLS] rows only
             } else {
                 const int64_t B = static_cast<int64_t>(batch.size()), L = static_cast<int64_t>(batch[0]->size());
                 std::vector<int64_t> flat(static_cast<size_t>(B * L), tok_ ? tok_->pad_id() : cfg_.pad_token_id);
@@ -277,6 +456,11 @@ public:
             stats_.texts += batch.size();
             i += batch.size();
         }
+        if (prof_on_) {
+            std::string m = "profile (s, cumulative):";
+            for (size_t k = 0; k < 9; ++k) m += log::cat(" ", kProfNames[k], " ", prof_[k], ";");
+            log::info("bert", m);
+        }
         return out;
     }
 
@@ -296,6 +480,7 @@ public:
     }
 
     int64_t hidden_size() const override { return cfg_.hidden_size; }
+    std::string dtype() const override { return dtype_name_; }
     size_t max_length() const override { return max_length_; }
     const tokenizer::WordPieceTokenizer* tokenizer() const override { return tok_ ? &*tok_ : nullptr; }
     const tokenizer::XlmrTokenizer* xlmr_tokenizer() const override { return xtok_ ? &*xtok_ : nullptr; }
@@ -306,6 +491,7 @@ private:
     BertConfig cfg_;
     std::string gelu_approx_ = "none";
     c10::ScalarType dtype_ = c10::kFloat;
+    std::string dtype_name_ = "fp32";
     std::optional<tokenizer::WordPieceTokenizer> tok_;    // BERT
     std::optional<tokenizer::XlmrTokenizer> xtok_;        // XLM-R (sentencepiece)
     bool roberta_ = false;
@@ -316,6 +502,8 @@ private:
     Norm emb_ln_;
     std::vector<Layer> layers_;
     BertEmbedStats stats_;
+    bool prof_on_ = false;
+    mutable double prof_[9] = {};   // seconds per kProfNames step
 };
 
 }  // namespace

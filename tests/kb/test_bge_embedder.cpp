@@ -61,6 +61,21 @@ TEST(BgeEmbedder, ChineseQueryInstructionIsPrepended) {
     EXPECT_NEAR(dot(e3->embed({"安装"}, true)[0], e3->embed({"安装"}, false)[0]), 1.0, 1e-6);
 }
 
+// kb_settings' default embed_dtype "auto" (bf16 on AVX512-BF16/AMX CPUs, else fp32) stays
+// within cosine 0.999 of fp32 for every text.
+TEST(BgeEmbedder, AutoDtypeDefaultStaysWithinCosine0999OfFp32) {
+    test::TempDir tmp;
+    EXPECT_EQ(kb::EmbedderOptions{}.dtype, "auto");
+    auto a = kb::make_embedder(make_model(tmp, "bge-tiny-zh"));
+    auto f = kb::make_embedder(make_model(tmp, "bge-tiny-zh-fp32"));
+    kb::EmbedderOptions o;
+    o.dtype = "fp32";
+    f->configure(o);
+    std::vector<std::string> texts{"中文 hello", "一", "如何安装软件包？请先更新索引，然后安装。", "hello world 123 abc"};
+    auto va = a->embed(texts, false), vf = f->embed(texts, false);
+    for (size_t i = 0; i < texts.size(); ++i) EXPECT_GE(dot(va[i], vf[i]), 0.999) << texts[i];
+}
+
 TEST(BgeEmbedder, UnknownNamesAreConfigErrors) {
     EXPECT_THROW(kb::make_embedder("bge-large-zh-v1.5-not-here"), ConfigError);
     EXPECT_THROW(kb::make_embedder(test::golden("tiny-qwen2")), ConfigError);   // not a BERT folder

@@ -103,6 +103,53 @@ TEST(Bert, Bf16IsCloseToFp32) {
     }
 }
 
+// The oneDNN path (weights packed at load, bias/GELU/residual add fused into the matmul)
+// against at::linear + at::gelu + add: same fp32 numbers, packed and padded forward.
+TEST(Bert, FusedLinearMatchesPlainLinear) {
+    model::BertEmbedOptions plain_o;
+    plain_o.fused_linear = false;
+    auto plain = model::BertEmbedder::load(test::golden("tiny-bert"), plain_o);
+    auto fused = model::BertEmbedder::load(test::golden("tiny-bert"));
+    std::vector<std::vector<int32_t>> rows{{101, 5, 6, 7, 102}, {101, 8, 102}, {101, 9, 10, 11, 12, 13, 102}};
+    auto a = plain->embed_ids(rows), b = fused->embed_ids(rows);
+    for (size_t r = 0; r < rows.size(); ++r) EXPECT_LT(max_abs_diff(a[r], b[r]), 1e-5f) << "row " << r;
+    Checkpoint ref = Checkpoint::open(test::golden("tiny-bert.reference.safetensors"));
+    std::vector<float> ca, cb;
+    auto ha = plain->forward(i64(ref, "input_ids"), i64(ref, "attention_mask"), 3, 12, &ca);
+    auto hb = fused->forward(i64(ref, "input_ids"), i64(ref, "attention_mask"), 3, 12, &cb);
+    EXPECT_LT(max_abs_diff(ha, hb), 1e-5f);
+    EXPECT_LT(max_abs_diff(ca, cb), 1e-5f);
+}
+
+// bf16 (fused, the "auto" choice on AVX512-BF16/AMX CPUs) within cosine 0.999 of fp32 per
+// text; "auto" resolves to one of the two.
+TEST(Bert, Bf16PackedEmbeddingsWithinCosine0999OfFp32) {
+    model::BertEmbedOptions bo;
+    bo.dtype = "bf16";
+    auto bf = model::BertEmbedder::load(test::golden("tiny-bert"), bo);
+    auto fp = model::BertEmbedder::load(test::golden("tiny-bert"));
+    EXPECT_EQ(bf->dtype(), "bf16");
+    EXPECT_EQ(fp->dtype(), "fp32");
+    std::vector<std::vector<int32_t>> rows;
+    for (int n = 3; n <= 120; n += 13) {
+        std::vector<int32_t> r{101};
+        for (int k = 0; k < n; ++k) r.push_back(200 + (k * 37 + n) % 700);
+        r.push_back(102);
+        rows.push_back(r);
+    }
+    auto a = fp->embed_ids(rows), b = bf->embed_ids(rows);
+    for (size_t r = 0; r < rows.size(); ++r) {
+        double dot = 0;
+        for (size_t k = 0; k < a[r].size(); ++k) dot += double(a[r][k]) * b[r][k];
+        EXPECT_GE(dot, 0.999) << "row " << r << " (" << rows[r].size() << " tokens)";
+    }
+    bo.dtype = "auto";
+    auto au = model::BertEmbedder::load(test::golden("tiny-bert"), bo);
+    EXPECT_TRUE(au->dtype() == "bf16" || au->dtype() == "fp32") << au->dtype();
+    bo.dtype = "fp16";
+    EXPECT_THROW(model::BertEmbedder::load(test::golden("tiny-bert"), bo), UsageError);
+}
+
 TEST(Bert, MissingTensorsAndFoldersAreReported) {
     EXPECT_THROW(model::BertEmbedder::load("/nonexistent"), IoError);
     EXPECT_THROW(model::BertEmbedder::load(test::golden("tiny-qwen2")), ConfigError);   // model_type qwen2

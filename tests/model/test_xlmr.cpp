@@ -129,6 +129,9 @@ TEST(Xlmr, PackedEmbedFromTextGivesTheHfClsVectors) {
 TEST(Xlmr, KbEmbedderDetectsXlmRobertaFolder) {
     auto e = kb::make_embedder(fixture());
     ASSERT_NE(e, nullptr);
+    kb::EmbedderOptions o;
+    o.dtype = "fp32";   // HF's numbers (the default "auto" is bf16 on AVX512-BF16/AMX CPUs)
+    e->configure(o);
     EXPECT_EQ(e->dim(), 32);
     EXPECT_EQ(e->max_tokens(), 64u);
     EXPECT_EQ(e->token_count("你好，世界！"), reference()["ids"][0].size());

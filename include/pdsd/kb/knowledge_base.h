@@ -53,7 +53,7 @@ struct KbSettings {
     std::string search_mode = "bm25";   // bm25 | dense | hybrid
     std::string embed_model = "none";      // none | hash-ngram | a BERT/bge folder or a name under <root>/models
     std::string query_instruction = "auto"; // dense queries: auto (bge's) | none | the text to prepend
-    std::string embed_dtype = "fp32";       // fp32 | bf16
+    std::string embed_dtype = "auto";       // auto (bf16 on AVX512-BF16/AMX CPUs, else fp32) | fp32 | bf16
     // Dense index (docs/knowledge_base.md, "Vector index"): auto = exact flat below
     // ivf_min_chunks chunks, IVF at or above; flat = always exact (IndexIDMap(IndexFlatIP));
     // ivf = always IndexIVFFlat (inner product, ids stored in the inverted lists).

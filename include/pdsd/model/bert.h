@@ -30,12 +30,16 @@
 namespace pdsd::model {
 
 struct BertEmbedOptions {
-    std::string dtype = "fp32";      // compute dtype: fp32 | bf16 (weights converted once)
+    std::string dtype = "fp32";      // compute dtype: fp32 | bf16 (weights converted once) | auto:
+                                     // bf16 where the CPU has AVX512-BF16 or AMX-BF16, else fp32
     size_t max_length = 0;           // tokens incl. [CLS]/[SEP]; 0: min(tokenizer model_max_length,
                                      // max_position_embeddings)
     size_t max_batch = 256;          // sequences per forward
     size_t max_batch_tokens = 16384; // tokens per forward (packed: real tokens; padded: batch x longest)
     bool packed = true;              // false: classic padded batches with an attention mask
+    bool fused_linear = true;        // oneDNN linear with weights pre-packed at load and bias, GELU
+                                     // and the residual add fused into the matmul (when this
+                                     // libtorch has oneDNN); false: at::linear + at::gelu + add
 };
 
 struct BertEmbedStats {
@@ -64,6 +68,8 @@ public:
                                        int64_t seq, std::vector<float>* cls) = 0;
 
     virtual int64_t hidden_size() const = 0;
+    // The compute dtype in use: "fp32" or "bf16" ("auto" resolved).
+    virtual std::string dtype() const = 0;
     virtual size_t max_length() const = 0;
     // nullptr when the folder has no vocab.txt/tokenizer.json (then only embed_ids and
     // forward work; embed throws ConfigError).
