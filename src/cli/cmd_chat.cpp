@@ -181,7 +181,7 @@ void register_chat(CLI::App& app, Registry& registry) {
     auto* cmd = app.add_subcommand("chat", "chat with a Qwen2.5 model in the terminal, plain or over a knowledge base (RAG)");
     cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model (default: model_settings.yaml's llm_model_path)");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
-    cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: fp32 on CPU, bf16 on CUDA; on CPU a checkpoint stored in this dtype is mapped, not copied)");
+    cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32; on CPU a checkpoint stored in this dtype is mapped, not copied)");
     cmd->add_option("--adapter", o->adapter, "LoRA adapter folder (PEFT) applied at load time, without merging");
     cmd->add_option("-q,--question", o->question, "answer this one question and exit (answer text alone on stdout)");
     cmd->add_option("--system", o->system, "system prompt (default: Qwen2.5's)");

@@ -20,7 +20,7 @@ void register_serve(CLI::App& app, Registry& registry) {
     cmd->add_option("--model-name", o->model_name, "model id in /v1/models (default: the folder name)");
     cmd->add_option("--adapter", o->adapter_dir, "LoRA adapter folder applied at load time, without merging");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
-    cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: fp32 on CPU, bf16 on CUDA)");
+    cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32)");
     cmd->add_option("-e,--embed-model", o->embed_model, "embedding model for /v1/embeddings and dense search (default: kb_settings.yaml)");
     cmd->add_option("--root", o->root, "data root of the knowledge bases (default: $PDSD_ROOT, else ./data)");
     cmd->add_option("--queue-size", o->queue_size, "generation requests waiting or running before 429")->capture_default_str();

@@ -88,7 +88,7 @@ KbSettings load_kb_settings(const std::string& root) {
     schema.add("search_mode", &s.search_mode, "bm25 | dense | hybrid");
     schema.add("embed_model", &s.embed_model, "embedding model, or none");
     schema.add("query_instruction", &s.query_instruction, "prepended to dense queries: auto | none | text");
-    schema.add("embed_dtype", &s.embed_dtype, "compute dtype of the embedding model: fp32 | bf16");
+    schema.add("embed_dtype", &s.embed_dtype, "compute dtype of the embedding model: auto (bf16 on CPUs with native bf16, else fp32) | fp32 | bf16");
     schema.add("vector_index", &s.vector_index, "dense index: auto | flat | ivf");
     schema.add("ivf_min_chunks", &s.ivf_min_chunks, "auto: IVF when a full build embeds at least this many chunks");
     schema.add("ivf_nlist", &s.ivf_nlist, "IVF inverted lists (0: 4*sqrt(n), at most n/39)");

@@ -61,14 +61,12 @@ bool cpu_has_native_bf16() {
 }
 
 namespace {
-// bf16 as the CPU default for bf16 checkpoints (zero-copy load, half the bytes per decode
-// step) waits for one fix in Qwen2ForCausalLMImpl::forward: with last_logits_only and T > 1
-// the lm_head input is h.narrow(1, T - 1, 1), whose strides make at::linear take the bmm path,
-// and ATen's bf16 oneDNN bmm copies the transposed 151936x896 tied weight element by element
-// (~20 s of CPU per prefill here). With a plain contiguous (B, 1, H) input instead, `pdsd chat
-// -q` took 0.9 s to the first token in bf16 against 2.3 s in fp32 (docs/benchmarks.md). Flip
-// this with that fix.
-constexpr bool kBf16CpuDefault = false;
+// bf16 is the CPU default for bf16 checkpoints (Qwen2.5's own) on CPUs with native bf16
+// (AVX512_BF16/AMX): the weights are mapped instead of copied and half the bytes move per
+// decode step; `pdsd chat -q` took 0.9 s to the first token in bf16 against 2.3 s in fp32
+// (docs/benchmarks.md). HF transformers 5 loads such checkpoints in bf16 by default too
+// (dtype "auto"). Elsewhere, and for fp32 checkpoints, fp32.
+constexpr bool kBf16CpuDefault = true;
 }  // namespace
 
 c10::ScalarType resolve_dtype(const std::string& dtype, const c10::Device& device,

@@ -246,7 +246,12 @@ ForwardOutput Qwen2ForCausalLMImpl::forward(const at::Tensor& input_ids, const a
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
     if (cache) cache->length = L;
 
-    if (opts.last_logits_only) h = h.narrow(1, T - 1, 1);  // (B, 1, H)
+    if (opts.last_logits_only) {
+        // A fresh (B, 1, H) tensor, not the narrow view: with the view's strides at::linear
+        // takes the bmm path, whose bf16 CPU kernel copied the transposed 151936 x 896 tied
+        // weight element by element on every prefill (~20 s of CPU).
+        h = at::empty({B, 1, h.size(2)}, h.options()).copy_(h.narrow(1, T - 1, 1));
+    }
     out.logits = logits_of(h);  // (B, T|1, V)
     return out;
 }

@@ -34,7 +34,7 @@ int64_t init_random_checkpoint(const InitOptions& options);
 struct BenchOptions {
     std::string model_dir;
     std::string device = "cpu";
-    std::string dtype;        // "" = fp32 on CPU, bf16 on CUDA
+    std::string dtype;        // "" = the loader's default (model/loader.h resolve_dtype)
     int64_t prompt_len = 128;
     int64_t new_tokens = 64;
     int64_t batch = 1;
