@@ -6,7 +6,7 @@
 #   bench/cpu_llama_bench.sh [PROMPT_LEN=128] [NEW=32] [THREADS=2]
 # Env: PDSD (build/pdsd), PYTHON (.venv python, HF side), LLAMA_PYTHON (python with llama_cpp),
 #      MODEL (checkpoint folder, made when missing), GGUF_TYPES (bf16 f16), PDSD_DTYPES (fp32 bf16),
-#      RUNS (timed runs after a warm-up, best reported; 3), SKIP_HF=1 (leave HF out).
+#      RUNS (timed runs after a warm-up, best reported; 3), SKIP_HF=1 (leave HF out), HF_DTYPES (fp32 bf16).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pdsd=${PDSD:-$here/build/pdsd}
@@ -40,8 +40,11 @@ for t in $gtypes; do
   res["llama-$t"]=$r; echo "llama.cpp $t (load $l): $r"
 done
 if [ "${SKIP_HF:-0}" != 1 ]; then
-  l=$(load); r=$(OMP_NUM_THREADS=$threads "$py" "$here/bench/hf_generate_bench.py" --model "$model" --prompt-len "$plen" --new "$new" --threads "$threads" --runs "$runs")
-  res["hf-fp32"]=$r; echo "hf fp32 (load $l): $r"
+  for d in ${HF_DTYPES:-fp32 bf16}; do
+    l=$(load); r=$(OMP_NUM_THREADS=$threads "$py" "$here/bench/hf_generate_bench.py" --model "$model" --prompt-len "$plen" --new "$new" \
+      --threads "$threads" --runs "$runs" --dtype "$d" 2>/dev/null)
+    res["hf-$d"]=$r; echo "hf $d (load $l): $r"
+  done
 fi
 echo "load average after: $(load)"
 args=()
@@ -55,7 +58,7 @@ for k in ("prefill_tokens_per_s", "decode_tokens_per_s"):
     print(f"{k[:-12]:12}" + "".join(f"{r[n][k]:14.2f}" for n in names))
 llamas = [n for n in names if n.startswith("llama-")]
 for p in [n for n in names if n.startswith("pdsd-")]:
-    for peer in llamas + ["hf-fp32"]:
+    for peer in llamas + ["hf-fp32", "hf-bf16"]:
         if peer in r:
             print(f"{p} / {peer}: prefill {r[p]['prefill_tokens_per_s'] / r[peer]['prefill_tokens_per_s']:.2f}x, "
                   f"decode {r[p]['decode_tokens_per_s'] / r[peer]['decode_tokens_per_s']:.2f}x")
