@@ -7,6 +7,8 @@
 #include "pdsd/core/hf_config.h"
 #include "pdsd/core/log.h"
 #include "pdsd/core/safetensors.h"
+#include "pdsd/model/loader.h"
+#include "pdsd/model/onednn.h"
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/xlmr_tokenizer.h"
 
@@ -41,44 +43,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// oneDNN's fused linear (the ops torch.compile's CPU freezing pass emits), looked up once in
-// the dispatcher: mkldnn::_reorder_linear_weight packs a weight into oneDNN's blocked layout
-// once at load (at::linear re-packs a bf16 weight, or copies the bias into the output for
-// fp32, on every call); mkldnn::_linear_pointwise runs x W^T + b with GELU fused as a
-// post-op, .binary with the residual add fused. Same fp32 numbers as at::linear (~1e-6);
-// in bf16 the GELU/add are applied to the fp32 accumulator before the bf16 rounding.
-// Absent (a build without oneDNN) or failing at load: plain at::linear + at::gelu.
-struct OneDnnOps {
-    std::optional<c10::OperatorHandle> reorder, pointwise, binary;
-    static const OneDnnOps& get() {
-        static const OneDnnOps ops = [] {
-            OneDnnOps o;
-            auto& d = c10::Dispatcher::singleton();
-            o.reorder = d.findSchema({"mkldnn::_reorder_linear_weight", ""});
-            o.pointwise = d.findSchema({"mkldnn::_linear_pointwise", ""});
-            o.binary = d.findSchema({"mkldnn::_linear_pointwise", "binary"});
-            if (!o.reorder || !o.pointwise || !o.binary) o.reorder.reset();
-            return o;
-        }();
-        return ops;
-    }
-    bool available() const { return reorder.has_value(); }
-};
-
-at::Tensor call_op(const c10::OperatorHandle& op, torch::jit::Stack s) {
-    op.callBoxed(&s);
-    return s.at(0).toTensor();
-}
-
-// AVX512-BF16 or AMX-BF16: oneDNN runs bf16 matmuls natively (without them bf16 is
-// emulated and slower than fp32).
-bool cpu_has_fast_bf16() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
-#else
-    return false;
-#endif
-}
+// Linears use oneDNN's pre-packed fused ops when available (model/onednn.h): bias + GELU and
+// bias + residual add run inside the matmul. Same fp32 numbers as at::linear (~1e-6); in bf16
+// the GELU/add are applied to the fp32 accumulator before the bf16 rounding. Absent (a build
+// without oneDNN) or failing at load: plain at::linear + at::gelu.
 
 // PDSD_EMBED_PROFILE=1: wall seconds per step of the packed forward (CPU ops are
 // synchronous, so lap times are op times), logged after each embed_ids call.
@@ -102,25 +70,23 @@ struct Linear {
 
     // Packs w for mkldnn::_linear_pointwise (throws c10::Error when oneDNN refuses).
     void pack() {
-        w = call_op(*OneDnnOps::get().reorder, {w, c10::IValue()});
+        w = onednn::pack(w);
         packed = true;
     }
     // x [T, in] -> [T, out]
     at::Tensor operator()(const at::Tensor& x) const {
         if (!packed) return at::linear(x, w, b);
-        return call_op(*OneDnnOps::get().pointwise,
-                       {x, w, b, std::string("none"), c10::List<std::optional<at::Scalar>>(), c10::IValue()});
+        return onednn::linear(x, w, b);
     }
     // gelu(x W^T + b); approximate: "none" (erf) | "tanh"
     at::Tensor gelu(const at::Tensor& x, const std::string& approximate) const {
         if (!packed) return at::gelu(at::linear(x, w, b), approximate);
-        return call_op(*OneDnnOps::get().pointwise,
-                       {x, w, b, std::string("gelu"), c10::List<std::optional<at::Scalar>>(), approximate});
+        return onednn::linear(x, w, b, "gelu", approximate);
     }
     // x W^T + b + residual (residual [T, out], same dtype)
     at::Tensor add(const at::Tensor& x, const at::Tensor& residual) const {
         if (!packed) return at::linear(x, w, b).add_(residual);
-        return call_op(*OneDnnOps::get().binary, {x, residual, w, b, std::string("add")});
+        return onednn::linear_add(x, residual, w, b);
     }
 };
 struct Norm {
@@ -145,7 +111,7 @@ public:
             throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_act").expected("gelu").found(cfg_.hidden_act));
         if (cfg_.hidden_size % cfg_.num_attention_heads != 0)
             throw ConfigError(ErrorInfo{dir + "/config.json"}.at("hidden_size").expected("a multiple of num_attention_heads"));
-        dtype_name_ = o.dtype == "auto" ? (cpu_has_fast_bf16() ? "bf16" : "fp32") : o.dtype;
+        dtype_name_ = o.dtype == "auto" ? (cpu_has_native_bf16() ? "bf16" : "fp32") : o.dtype;
         dtype_ = parse_dtype_name(dtype_name_);
         if (dtype_ == c10::kHalf) throw UsageError(ErrorInfo{}.at("embed dtype").expected("fp32, bf16 or auto").found(o.dtype));
         dtype_name_ = dtype_ == c10::kBFloat16 ? "bf16" : "fp32";
@@ -208,7 +174,7 @@ public:
             layers_.push_back(std::move(L));
         }
         if (const char* p = std::getenv("PDSD_EMBED_PROFILE"); p && std::string(p) == "1") prof_on_ = true;
-        if (o.fused_linear && OneDnnOps::get().available() && !layers_.empty()) {
+        if (o.fused_linear && onednn::available() && !layers_.empty()) {
             // Probe the three fused ops on copies of layer 0 first (a CPU without bf16 support
             // accepts the packing and refuses the matmul); then pack every linear.
             try {

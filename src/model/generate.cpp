@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <random>
 
 namespace pdsd::model {
@@ -148,6 +149,9 @@ struct Generator::Impl {
 Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_shared<Impl>()) {
     if (!model || !model->model) throw InternalError("Generator: no model");
     impl_->lm = std::move(model);
+    // CPU bf16: oneDNN-packed weights for every step. PDSD_CPU_PACK=0 keeps at::linear (A/B timing).
+    const char* pack = std::getenv("PDSD_CPU_PACK");
+    if (!pack || std::string(pack) != "0") impl_->lm->model->pack_cpu_weights();
 }
 
 Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype) {

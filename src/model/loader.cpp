@@ -54,7 +54,7 @@ c10::Device parse_device(const std::string& name) {
 
 bool cpu_has_native_bf16() {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512bf16");
+    return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
 #else
     return false;
 #endif

@@ -3,6 +3,8 @@
 #include "pdsd/model/qwen2.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/log.h"
+#include "pdsd/model/onednn.h"
 
 #include <ATen/ATen.h>
 
@@ -29,8 +31,18 @@ ProjImpl::ProjImpl(int64_t in, int64_t out, bool has_bias, at::TensorOptions opt
     if (has_bias) bias = register_parameter("bias", at::empty({out}, options), false);  // (out)
 }
 
+namespace {
+// x (..., in) through a packed weight (out, in) -> (..., out)
+at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& bias, int64_t out) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return onednn::linear(x.reshape({-1, x.size(-1)}), packed, bias).view(sizes);
+}
+}  // namespace
+
 at::Tensor ProjImpl::forward(const at::Tensor& x) {
-    at::Tensor y = at::linear(x, weight, bias);  // (..., in) -> (..., out)
+    at::Tensor y = packed.defined() && !at::GradMode::is_enabled() ? packed_linear(x, packed, bias, weight.size(0))
+                                                                   : at::linear(x, weight, bias);  // (..., in) -> (..., out)
     return adapter ? adapter(x, y) : y;
 }
 
@@ -264,7 +276,34 @@ std::pair<at::Tensor, at::Tensor> Qwen2ForCausalLMImpl::rotary(const at::Tensor&
 }
 
 at::Tensor Qwen2ForCausalLMImpl::logits_of(const at::Tensor& h) {
-    return lm_head ? lm_head(h) : at::linear(h, model->embed_tokens->weight);
+    if (lm_head) return lm_head(h);
+    if (lm_head_packed_.defined() && !at::GradMode::is_enabled()) {
+        return packed_linear(h, lm_head_packed_, at::Tensor(), model->embed_tokens->weight.size(0));
+    }
+    return at::linear(h, model->embed_tokens->weight);
+}
+
+bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
+    if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16 || !onednn::available()) return false;
+    std::vector<Proj> projs;
+    for (auto& layer : model->layers) {
+        auto& a = layer->self_attn;
+        auto& m = layer->mlp;
+        projs.insert(projs.end(), {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj, m->down_proj});
+    }
+    if (lm_head) projs.push_back(lm_head);
+    try {
+        at::NoGradGuard no_grad;
+        for (auto& p : projs) p->packed = onednn::pack(p->weight);
+        if (!lm_head) lm_head_packed_ = onednn::pack(model->embed_tokens->weight);
+    } catch (const c10::Error& e) {
+        // Only a speed-up: fall back to at::linear everywhere.
+        for (auto& p : projs) p->packed = at::Tensor();
+        lm_head_packed_ = at::Tensor();
+        log::warn("model", log::cat("oneDNN weight packing failed, using at::linear: ", e.what_without_backtrace()));
+        return false;
+    }
+    return true;
 }
 
 at::Tensor Qwen2ForCausalLMImpl::decode_fixed(const at::Tensor& ids, const at::Tensor& pos, const at::Tensor& slot,

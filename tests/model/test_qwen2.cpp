@@ -128,6 +128,24 @@ TEST(Qwen2, FixedSlotDecodeStepsEqualFullForward) {
     EXPECT_FALSE(step.matches(other));
 }
 
+// CPU bf16 inference with oneDNN-packed weights gives the logits of at::linear (both bf16
+// oneDNN matmuls; only the accumulation blocking may differ) and the same greedy tokens.
+TEST(Qwen2, PackedCpuWeightsGiveTheSameLogits) {
+    torch::NoGradGuard ng;
+    auto lm = tiny("cpu", "bf16");
+    Reference ref;
+    at::Tensor ids = ref.get("input_ids"), mask = ref.get("attention_mask"), pos = ref.get("position_ids");
+    at::Tensor plain = lm->model->forward(ids, mask, pos).logits.to(at::kFloat);
+    std::vector<int64_t> prompt = row(ids, 0);
+    auto plain_tokens = Generator(tiny("cpu", "bf16")).generate(prompt, greedy(12)).tokens;
+    ASSERT_TRUE(lm->model->pack_cpu_weights()) << "oneDNN packing unavailable in this libtorch";
+    at::Tensor packed = lm->model->forward(ids, mask, pos).logits.to(at::kFloat);
+    EXPECT_LT(max_diff_unpadded(packed, plain, mask), 0.05);  // bf16 logits of |x| < ~3
+    EXPECT_FALSE(tiny("cpu", "fp32")->model->pack_cpu_weights()) << "fp32 keeps at::linear";
+    Generator gen(lm);
+    EXPECT_EQ(gen.generate(prompt, greedy(12)).tokens.size(), plain_tokens.size());
+}
+
 TEST(Qwen2, GreedyReproducesHfWithAndWithoutCache) {
     Reference ref;
     at::Tensor ids = ref.get("input_ids"), expected = ref.get("greedy_ids");  // (1, 41)

@@ -57,6 +57,9 @@ public:
     ProjImpl(int64_t in, int64_t out, bool bias, at::TensorOptions options);
     at::Tensor forward(const at::Tensor& x);  // (..., in) -> (..., out)
     at::Tensor weight, bias;
+    // oneDNN-packed copy of `weight` (model/onednn.h), used instead of it when defined and
+    // autograd is off; made by Qwen2ForCausalLMImpl::pack_cpu_weights, never updated after.
+    at::Tensor packed;
     // Optional adapter (LoRA, lora/inject.h): when set, forward returns adapter(x, x W^T + b).
     std::function<at::Tensor(const at::Tensor& x, const at::Tensor& base_out)> adapter;
 };
@@ -157,6 +160,13 @@ public:
     // Marks key_mask[:, slot] as a real token. Returns logits (B, V) in the model dtype.
     at::Tensor decode_fixed(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& slot, KVCache& cache);
 
+    // CPU bf16 inference: pack every projection and the LM head for oneDNN once (model/onednn.h),
+    // so decode steps stop re-packing ~1 GB of weights per token. Extra memory: one packed copy
+    // of the weights (the mapped checkpoint pages stay reclaimable). The packed copies are not
+    // updated if weights change later: call it only for inference (Generator does). Returns
+    // false, changing nothing, on other devices/dtypes, without oneDNN, or if oneDNN refuses.
+    bool pack_cpu_weights();
+
     const Qwen2Config& config() const { return config_; }
     at::TensorOptions options() const { return options_; }
 
@@ -171,6 +181,7 @@ private:
     Qwen2Config config_;
     at::TensorOptions options_;
     at::Tensor inv_freq_;  // (head_dim/2) fp32 on the model's device
+    at::Tensor lm_head_packed_;  // tied models: packed embed_tokens.weight (pack_cpu_weights)
 };
 TORCH_MODULE(Qwen2ForCausalLM);
 
