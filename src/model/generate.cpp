@@ -58,15 +58,27 @@ Resolved resolve(const GenerationOptions& o, const LoadedModel& lm) {
     return r;
 }
 
-// One sampled row's next token from its logits (V) fp32 CPU; `seen` = prompt + generated ids.
-int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved& r, at::Generator& gen) {
-    if (r.repetition_penalty != 1.0 && !seen.empty()) {
-        // HF RepetitionPenaltyLogitsProcessor: score < 0 ? score * p : score / p.
-        at::Tensor idx = at::tensor(seen, at::kLong);
-        at::Tensor s = logits.index_select(0, idx);
-        s = at::where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty);
-        logits = logits.index_copy(0, idx, s);
+// HF RepetitionPenaltyLogitsProcessor on every row: score < 0 ? score * p : score / p for
+// each id the row has seen. rows (B, V) fp32 on any device; seen[b] = prompt + generated ids.
+at::Tensor apply_repetition_penalty(const at::Tensor& rows, const std::vector<std::vector<int64_t>>& seen, double penalty) {
+    // (B, S) ids, short rows padded with their own first id (a repeated id gathers and
+    // scatters the same value).
+    const int64_t B = rows.size(0);
+    size_t S = 0;
+    for (const auto& v : seen) S = std::max(S, v.size());
+    std::vector<int64_t> flat;
+    flat.reserve(static_cast<size_t>(B) * S);
+    for (const auto& v : seen) {
+        flat.insert(flat.end(), v.begin(), v.end());
+        flat.insert(flat.end(), S - v.size(), v.empty() ? 0 : v.front());
     }
+    at::Tensor idx = at::tensor(flat, at::kLong).view({B, static_cast<int64_t>(S)}).to(rows.device());
+    at::Tensor s = rows.gather(1, idx);
+    return rows.scatter(1, idx, at::where(s < 0, s * penalty, s / penalty));
+}
+
+// One sampled row's next token from its processed logits (V) fp32 CPU (penalty applied).
+int64_t pick(at::Tensor logits, const Resolved& r, at::Generator& gen) {
     logits = logits / r.temperature;
     // Candidates: with top-k only tokens scoring at least the k-th score can be drawn (HF's
     // TopKLogitsWarper keeps ties), so top-p, softmax and the draw run over those few instead
@@ -94,30 +106,15 @@ int64_t pick(at::Tensor logits, const std::vector<int64_t>& seen, const Resolved
 }
 
 // Next token of every row that is not done (`pad` for done rows). last (B, V) logits on the
-// model's device. Greedy rows stay on the device (repetition penalty by gather/scatter, argmax)
-// and only B ids come back; sampling copies the fp32 rows to the CPU for `pick`.
+// model's device. The repetition penalty runs there for all rows; greedy rows also take their
+// argmax there and only B ids come back; sampling copies the fp32 rows to the CPU for `pick`.
 std::vector<int64_t> choose(const at::Tensor& last, const std::vector<std::vector<int64_t>>& seen,
                             const std::vector<bool>& done, const Resolved& r, at::Generator& gen, int64_t pad) {
     const int64_t B = last.size(0);
     at::Tensor rows = last.to(at::kFloat);  // (B, V): HF processes fp32 logits
+    if (r.repetition_penalty != 1.0) rows = apply_repetition_penalty(rows, seen, r.repetition_penalty);
     std::vector<int64_t> chosen(static_cast<size_t>(B), pad);
     if (r.greedy) {
-        if (r.repetition_penalty != 1.0) {
-            // (B, S) ids seen per row, short rows padded with their own first id (a repeated
-            // id gathers and scatters the same value).
-            size_t S = 0;
-            for (const auto& v : seen) S = std::max(S, v.size());
-            std::vector<int64_t> flat;
-            flat.reserve(static_cast<size_t>(B) * S);
-            for (const auto& v : seen) {
-                flat.insert(flat.end(), v.begin(), v.end());
-                flat.insert(flat.end(), S - v.size(), v.empty() ? 0 : v.front());
-            }
-            at::Tensor idx = at::tensor(flat, at::kLong).view({B, static_cast<int64_t>(S)}).to(rows.device());
-            at::Tensor s = rows.gather(1, idx);
-            s = at::where(s < 0, s * r.repetition_penalty, s / r.repetition_penalty);
-            rows = rows.scatter(1, idx, s);
-        }
         at::Tensor best = rows.argmax(-1).to(at::kCPU);  // (B): the one host synchronisation
         const int64_t* bp = best.data_ptr<int64_t>();
         for (int64_t b = 0; b < B; ++b) {
@@ -127,7 +124,7 @@ std::vector<int64_t> choose(const at::Tensor& last, const std::vector<std::vecto
     }
     rows = rows.to(at::kCPU);
     for (int64_t b = 0; b < B; ++b) {
-        if (!done[static_cast<size_t>(b)]) chosen[static_cast<size_t>(b)] = pick(rows[b], seen[static_cast<size_t>(b)], r, gen);
+        if (!done[static_cast<size_t>(b)]) chosen[static_cast<size_t>(b)] = pick(rows[b], r, gen);
     }
     return chosen;
 }
