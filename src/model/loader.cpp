@@ -77,7 +77,7 @@ c10::ScalarType resolve_dtype(const std::string& dtype, const c10::Device& devic
 }
 
 namespace {
-// Names/shapes check shared by both load_weights forms; throws one ShapeError.
+// The names/shapes check of load_weights; throws one ShapeError.
 void check_names_and_shapes(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
     auto params = model.named_parameters(/*recurse=*/true);
     std::set<std::string> expected;
@@ -117,14 +117,6 @@ void check_names_and_shapes(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
     }
 }
 }  // namespace
-
-void load_weights(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
-    check_names_and_shapes(model, ck);
-    at::NoGradGuard no_grad;
-    for (auto& p : model.named_parameters(/*recurse=*/true)) {
-        p.value().copy_(checkpoint_tensor(ck, p.key()));  // converts dtype and device in one copy
-    }
-}
 
 size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights) {
     check_names_and_shapes(model, *ck);

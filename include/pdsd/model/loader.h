@@ -53,16 +53,15 @@ c10::Device parse_device(const std::string& name);
 // present) runs prefill; fp32 otherwise (bf16 matmul without those instructions is emulated).
 c10::ScalarType resolve_dtype(const std::string& dtype, const c10::Device& device,
                               std::optional<c10::ScalarType> stored = std::nullopt);
-// AVX512_BF16 (native bf16 dot products) on this CPU.
+// AVX512_BF16 or AMX-BF16 (native bf16 matmuls) on this CPU.
 bool cpu_has_native_bf16();
 
-// Copies the tensors of `ck` into `model`'s parameters (converting dtype/device). Checks all
-// names and shapes first; throws one ShapeError listing every problem. A tied model ignores a
-// stored lm_head.weight (HF does too).
-void load_weights(Qwen2ForCausalLMImpl& model, const Checkpoint& ck);
-// Same checks; then, with `map_weights`, each CPU parameter whose dtype equals the stored one
-// (and whose bytes are aligned to the element size) becomes a copy-on-write view of `ck`'s
-// mapping that keeps `ck` alive; the others are copied. Returns how many were mapped.
+// Loads the tensors of `ck` into `model`'s parameters. Checks all names and shapes first;
+// throws one ShapeError listing every problem. A tied model ignores a stored lm_head.weight
+// (HF does too). With `map_weights`, each CPU parameter whose dtype equals the stored one (and
+// whose bytes are aligned to the element size) becomes a copy-on-write view of `ck`'s mapping
+// that keeps `ck` alive; the others get one converting copy (dtype/device). Returns how many
+// were mapped.
 size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights);
 
 LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options = {});
