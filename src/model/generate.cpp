@@ -146,9 +146,12 @@ struct Generator::Impl {
 Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_shared<Impl>()) {
     if (!model || !model->model) throw InternalError("Generator: no model");
     impl_->lm = std::move(model);
-    // CPU bf16: oneDNN-packed weights for every step. PDSD_CPU_PACK=0 keeps at::linear (A/B timing).
-    const char* pack = std::getenv("PDSD_CPU_PACK");
-    if (!pack || std::string(pack) != "0") impl_->lm->model->pack_cpu_weights();
+    // CPU bf16: weights laid out once for the CPU kernels (Qwen2ForCausalLMImpl::pack_cpu_weights).
+    // For A/B timing: PDSD_CPU_PACK=0 keeps the checkpoint's pages as they are, =onednn packs
+    // for oneDNN even where the AVX512_BF16 decode kernels run (PDSD_CPU_DECODE=0 turns those off).
+    const std::string pack = std::getenv("PDSD_CPU_PACK") ? std::getenv("PDSD_CPU_PACK") : "";
+    using Layout = Qwen2ForCausalLMImpl::CpuLayout;
+    if (pack != "0") impl_->lm->model->pack_cpu_weights(pack == "onednn" ? Layout::onednn : Layout::automatic);
 }
 
 Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype) {

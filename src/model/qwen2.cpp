@@ -4,6 +4,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
+#include "pdsd/model/cpu_decode.h"
 #include "pdsd/model/onednn.h"
 
 #include <ATen/ATen.h>
@@ -41,8 +42,14 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at
 }  // namespace
 
 at::Tensor ProjImpl::forward(const at::Tensor& x) {
-    at::Tensor y = packed.defined() && !at::GradMode::is_enabled() ? packed_linear(x, packed, bias, weight.size(0))
-                                                                   : at::linear(x, weight, bias);  // (..., in) -> (..., out)
+    at::Tensor y;  // (..., in) -> (..., out)
+    if (cpu_decode::applies(x, weight)) {
+        y = cpu_decode::linear(x, {weight}, {bias})[0];  // decode rows on the CPU, bf16
+    } else if (packed.defined() && !at::GradMode::is_enabled()) {
+        y = packed_linear(x, packed, bias, weight.size(0));
+    } else {
+        y = at::linear(x, weight, bias);
+    }
     return adapter ? adapter(x, y) : y;
 }
 
@@ -61,6 +68,7 @@ RMSNormImpl::RMSNormImpl(int64_t hidden, double eps_, at::TensorOptions options)
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+    if (cpu_decode::applies(x) && weight.scalar_type() == at::kBFloat16) return cpu_decode::rms_norm(x, weight, eps);
     // HF: x.float(); x * rsqrt(mean(x^2) + eps); weight * x.to(input_dtype)
     at::Tensor xf = x.to(at::kFloat);                                     // (..., H) fp32
     at::Tensor var = xf.pow(2).mean(-1, /*keepdim=*/true);                // (..., 1)
@@ -84,14 +92,40 @@ Qwen2AttentionImpl::Qwen2AttentionImpl(const Qwen2Config& c, at::TensorOptions o
 }
 
 at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed) {
+                                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed,
+                                       const at::Tensor& residual) {
     const int64_t B = x.size(0), T = x.size(1);
+    const bool plain = !q_proj->adapter && !k_proj->adapter && !v_proj->adapter && !o_proj->adapter;
+    if (plain && cpu_decode::applies(x, q_proj->weight)) {
+        // CPU bf16 decode: q, k and v in one pass over x, rotated in place on their rows.
+        auto qkv = cpu_decode::linear(x.reshape({B * T, -1}), {q_proj->weight, k_proj->weight, v_proj->weight},
+                                      {q_proj->bias, k_proj->bias, v_proj->bias});  // (B*T, nh*hd), 2 x (B*T, nkv*hd)
+        cpu_decode::rotary_(qkv[0], head_dim, cos, sin);
+        cpu_decode::rotary_(qkv[1], head_dim, cos, sin);
+        if (cache && !fixed && !mask.defined() && T == 1) {
+            // One unpadded query per row against the filled cache, then o_proj + residual.
+            const int64_t L = cache->length + 1;
+            cache->k[layer].narrow(2, cache->length, 1).copy_(qkv[1].view({B, n_kv, 1, head_dim}));
+            cache->v[layer].narrow(2, cache->length, 1).copy_(qkv[2].view({B, n_kv, 1, head_dim}));
+            at::Tensor a = cpu_decode::attention(qkv[0], cache->k[layer], cache->v[layer], L, n_heads).view({B, 1, -1});
+            return residual.defined() ? cpu_decode::linear_add(a, o_proj->weight, residual) : o_proj(a);
+        }
+        return attend(qkv[0].view({B, T, n_heads, head_dim}).transpose(1, 2), qkv[1].view({B, T, n_kv, head_dim}).transpose(1, 2),
+                      qkv[2].view({B, T, n_kv, head_dim}).transpose(1, 2), mask, cache, layer, fixed, residual);
+    }
     at::Tensor q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);  // (B, nh, T, hd)
     at::Tensor k = k_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
     at::Tensor v = v_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
     at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);                     // (B, 1, T, hd)
     q = q * c + rotate_half(q) * s;
     k = k * c + rotate_half(k) * s;
+    return attend(q, k, v, mask, cache, layer, fixed, residual);
+}
+
+at::Tensor Qwen2AttentionImpl::attend(const at::Tensor& q, at::Tensor k, at::Tensor v, const at::Tensor& mask, KVCache* cache,
+                                      int64_t layer, const FixedSlot* fixed, const at::Tensor& residual) {
+    const int64_t B = q.size(0), T = q.size(2);
+    at::Tensor out;  // (B, T, H) before the residual
     if (fixed) {
         // T == 1. Query head h reads key/value head h / g (g = nh / nkv, heads grouped in
         // order), so the g query heads of one kv head form the rows of one small matmul
@@ -103,24 +137,26 @@ at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
         at::Tensor kt = cache->k[layer].to(at::kFloat).transpose(2, 3);                   // (B, nkv, hd, M)
         at::Tensor scores = at::matmul(qg, kt) * (1.0 / std::sqrt(static_cast<double>(head_dim)));  // (B, nkv, g, M)
         at::Tensor p = at::softmax(scores + fixed->bias, -1);                              // bias (B, 1, 1, M)
-        at::Tensor a = at::matmul(p, cache->v[layer].to(at::kFloat)).to(x.scalar_type());  // (B, nkv, g, hd)
-        return o_proj(a.reshape({B, 1, n_heads * head_dim}));  // (B, 1, H)
+        at::Tensor a = at::matmul(p, cache->v[layer].to(at::kFloat)).to(q.scalar_type());  // (B, nkv, g, hd)
+        out = o_proj(a.reshape({B, 1, n_heads * head_dim}));  // (B, 1, H)
+    } else {
+        if (cache) {
+            const int64_t past = cache->length, L = past + T;
+            cache->k[layer].narrow(2, past, T).copy_(k);
+            cache->v[layer].narrow(2, past, T).copy_(v);
+            k = cache->k[layer].narrow(2, 0, L);  // (B, nkv, L, hd), a view of the static cache
+            v = cache->v[layer].narrow(2, 0, L);
+        }
+        // Undefined mask: plain causal attention (T > 1, nothing cached before) or a single
+        // unpadded query that may see every key (T == 1).
+        bool is_causal = !mask.defined() && T > 1;
+        std::optional<at::Tensor> m;
+        if (mask.defined()) m = mask;
+        at::Tensor a = at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, std::nullopt,
+                                                        /*enable_gqa=*/n_kv != n_heads);  // (B, nh, T, hd)
+        out = o_proj(a.transpose(1, 2).reshape({B, T, n_heads * head_dim}));            // (B, T, H)
     }
-    if (cache) {
-        const int64_t past = cache->length, L = past + T;
-        cache->k[layer].narrow(2, past, T).copy_(k);
-        cache->v[layer].narrow(2, past, T).copy_(v);
-        k = cache->k[layer].narrow(2, 0, L);  // (B, nkv, L, hd), a view of the static cache
-        v = cache->v[layer].narrow(2, 0, L);
-    }
-    // Undefined mask: plain causal attention (T > 1, nothing cached before) or a single
-    // unpadded query that may see every key (T == 1).
-    bool is_causal = !mask.defined() && T > 1;
-    std::optional<at::Tensor> m;
-    if (mask.defined()) m = mask;
-    at::Tensor a = at::scaled_dot_product_attention(q, k, v, m, 0.0, is_causal, std::nullopt,
-                                                    /*enable_gqa=*/n_kv != n_heads);  // (B, nh, T, hd)
-    return o_proj(a.transpose(1, 2).reshape({B, T, n_heads * head_dim}));             // (B, T, H)
+    return residual.defined() ? residual + out : out;
 }
 
 Qwen2MLPImpl::Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options) {
@@ -129,8 +165,14 @@ Qwen2MLPImpl::Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options) {
     down_proj = register_module("down_proj", Proj(c.intermediate_size, c.hidden_size, false, options));
 }
 
-at::Tensor Qwen2MLPImpl::forward(const at::Tensor& x) {
-    return down_proj(at::silu(gate_proj(x)) * up_proj(x));  // (B, T, I) -> (B, T, H)
+at::Tensor Qwen2MLPImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
+    if (!gate_proj->adapter && !up_proj->adapter && !down_proj->adapter && cpu_decode::applies(x, gate_proj->weight)) {
+        // CPU bf16 decode: gate, up and SiLU in one pass, the residual added by down_proj's kernel.
+        at::Tensor a = cpu_decode::silu_mul(x, gate_proj->weight, up_proj->weight);  // (B, T, I)
+        return residual.defined() ? cpu_decode::linear_add(a, down_proj->weight, residual) : down_proj(a);
+    }
+    at::Tensor y = down_proj(at::silu(gate_proj(x)) * up_proj(x));  // (B, T, I) -> (B, T, H)
+    return residual.defined() ? residual + y : y;
 }
 
 Qwen2DecoderLayerImpl::Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOptions options) {
@@ -143,8 +185,8 @@ Qwen2DecoderLayerImpl::Qwen2DecoderLayerImpl(const Qwen2Config& c, at::TensorOpt
 
 at::Tensor Qwen2DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                           const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed) {
-    at::Tensor h = x + self_attn(input_layernorm(x), cos, sin, mask, cache, layer, fixed);  // (B, T, H)
-    return h + mlp(post_attention_layernorm(h));                                      // (B, T, H)
+    at::Tensor h = self_attn(input_layernorm(x), cos, sin, mask, cache, layer, fixed, /*residual=*/x);  // x + attn(...)
+    return mlp(post_attention_layernorm(h), /*residual=*/h);                                         // h + mlp(...)
 }
 
 Qwen2ModelImpl::Qwen2ModelImpl(const Qwen2Config& c, at::TensorOptions options) {
@@ -277,14 +319,17 @@ std::pair<at::Tensor, at::Tensor> Qwen2ForCausalLMImpl::rotary(const at::Tensor&
 
 at::Tensor Qwen2ForCausalLMImpl::logits_of(const at::Tensor& h) {
     if (lm_head) return lm_head(h);
+    const at::Tensor& tied = model->embed_tokens->weight;  // (V, H)
+    if (cpu_decode::applies(h, tied)) return cpu_decode::linear(h, {tied}, {})[0];
     if (lm_head_packed_.defined() && !at::GradMode::is_enabled()) {
-        return packed_linear(h, lm_head_packed_, at::Tensor(), model->embed_tokens->weight.size(0));
+        return packed_linear(h, lm_head_packed_, at::Tensor(), tied.size(0));
     }
-    return at::linear(h, model->embed_tokens->weight);
+    return at::linear(h, tied);
 }
 
-bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
-    if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16 || !onednn::available()) return false;
+bool Qwen2ForCausalLMImpl::pack_cpu_weights(CpuLayout layout) {
+    if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16) return false;
+    if (layout == CpuLayout::automatic) layout = cpu_decode::cpu_supported() ? CpuLayout::huge_pages : CpuLayout::onednn;
     std::vector<Proj> projs;
     for (auto& layer : model->layers) {
         auto& a = layer->self_attn;
@@ -292,8 +337,19 @@ bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
         projs.insert(projs.end(), {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj, m->down_proj});
     }
     if (lm_head) projs.push_back(lm_head);
+    at::NoGradGuard no_grad;
+    if (layout == CpuLayout::huge_pages) {
+        if (!cpu_decode::cpu_supported()) return false;
+        std::vector<at::Tensor> weights;
+        for (auto& p : projs) weights.push_back(p->weight.contiguous());
+        weights.push_back(model->embed_tokens->weight.contiguous());  // lookup, and the tied LM head
+        std::vector<at::Tensor> copies = cpu_decode::copy_to_huge_pages(weights);
+        for (size_t i = 0; i < projs.size(); ++i) projs[i]->weight.set_data(copies[i]);
+        model->embed_tokens->weight.set_data(copies.back());
+        return true;
+    }
+    if (!onednn::available()) return false;
     try {
-        at::NoGradGuard no_grad;
         for (auto& p : projs) p->packed = onednn::pack(p->weight);
         if (!lm_head) lm_head_packed_ = onednn::pack(model->embed_tokens->weight);
     } catch (const c10::Error& e) {

@@ -89,18 +89,26 @@ public:
     // x (B, T, H); cos/sin (B, T, head_dim); mask: bool (B, 1, T, L) or undefined (causal);
     // cache: writes this step's k/v at positions [past, past+T) of layer `layer`.
     // fixed (T == 1, cache required): write at fixed->slot instead and attend over the whole
-    // cache with fixed->bias (mask is then ignored).
+    // cache with fixed->bias (mask is then ignored). With a residual (B, T, H): returns
+    // residual + attention (fused into o_proj on the CPU decode path).
     at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed = nullptr);
+                       const at::Tensor& mask, KVCache* cache, int64_t layer, const FixedSlot* fixed = nullptr,
+                       const at::Tensor& residual = {});
     Proj q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
     int64_t n_heads, n_kv, head_dim;
+
+private:
+    // Everything after the rotary embedding: q (B, nh, T, hd), k/v (B, nkv, T, hd).
+    at::Tensor attend(const at::Tensor& q, at::Tensor k, at::Tensor v, const at::Tensor& mask, KVCache* cache,
+                      int64_t layer, const FixedSlot* fixed, const at::Tensor& residual);
 };
 TORCH_MODULE(Qwen2Attention);
 
 class Qwen2MLPImpl : public torch::nn::Module {
 public:
     Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options);
-    at::Tensor forward(const at::Tensor& x);  // (B, T, H) -> (B, T, H)
+    // (B, T, H) -> (B, T, H); with a residual (B, T, H) returns residual + mlp(x).
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& residual = {});
     Proj gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(Qwen2MLP);
@@ -160,12 +168,19 @@ public:
     // Marks key_mask[:, slot] as a real token. Returns logits (B, V) in the model dtype.
     at::Tensor decode_fixed(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& slot, KVCache& cache);
 
-    // CPU bf16 inference: pack every projection and the LM head for oneDNN once (model/onednn.h),
-    // so decode steps stop re-packing ~1 GB of weights per token. Extra memory: one packed copy
-    // of the weights (the mapped checkpoint pages stay reclaimable). The packed copies are not
-    // updated if weights change later: call it only for inference (Generator does). Returns
-    // false, changing nothing, on other devices/dtypes, without oneDNN, or if oneDNN refuses.
-    bool pack_cpu_weights();
+    // CPU bf16 inference: lay the weights out once for the CPU kernels that will read them.
+    //   huge_pages: every projection and the LM head/embedding copied into one transparent-
+    //     huge-page mapping (model/cpu_decode.h), the parameters re-pointed at the copies.
+    //     Decode steps stream them through the AVX512_BF16 kernels; longer inputs (prefill)
+    //     take at::linear. The default where cpu_decode::cpu_supported().
+    //   onednn: a oneDNN-packed copy of each (model/onednn.h) used by every forward, so
+    //     decode steps stop re-packing ~1 GB of weights per token. The default elsewhere.
+    // Extra memory: one copy of the weights either way (the mapped checkpoint pages become
+    // reclaimable). Copies are not updated if weights change later: call it only for
+    // inference (Generator does). Returns false, changing nothing, on other devices/dtypes,
+    // when the layout is unavailable, or if oneDNN refuses.
+    enum class CpuLayout { automatic, huge_pages, onednn };
+    bool pack_cpu_weights(CpuLayout layout = CpuLayout::automatic);
 
     const Qwen2Config& config() const { return config_; }
     at::TensorOptions options() const { return options_; }

@@ -1,0 +1,470 @@
+// See cpu_decode.h. The kernels are compiled for AVX512F/BW + AVX512_BF16 with target
+// attributes and only called after a runtime CPU check, so the binary still runs anywhere.
+#include "pdsd/model/cpu_decode.h"
+
+#include "pdsd/core/error.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+
+#include <atomic>
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include <sys/mman.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define PDSD_GEMV_X86 1
+// GCC 12 warns about the deliberately undefined upper lanes (_mm256_undefined_pd) inside
+// _mm512_reduce_add_ps once it is inlined; the lanes are never read.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace pdsd::model::cpu_decode {
+namespace {
+
+using bf16 = uint16_t;  // raw bits; at::BFloat16 has the same layout
+
+inline float to_float(bf16 h) {
+    uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// Round to nearest even, NaN to the quiet NaN: c10::BFloat16's own conversion.
+inline bf16 to_bf16(float f) {
+    if (std::isnan(f)) return 0x7FC0;
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return static_cast<bf16>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+inline float round_bf16_scalar(float f) { return to_float(to_bf16(f)); }
+
+constexpr int64_t kBlockRows = 4;  // weight rows per kernel call: 4 row streams, 4 x MR accumulators
+
+#ifdef PDSD_GEMV_X86
+// out[m * NR + r] = dot(x[m, :K], w[r, :K]) for r < NR, m < MR; fp32 sums of bf16 pair
+// products. `next` = the rows after this block (the next call's), prefetched into L2 while
+// this block streams, so the reads run ahead across page boundaries.
+template <int NR, int MR>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void dot_block(const bf16* x, int64_t ldx, const bf16* w,
+                                                                     int64_t K, float* out) {
+    __m512 acc[MR][NR];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_setzero_ps();
+    }
+    const bf16* next = w + NR * K;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512i wv[NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+            _mm_prefetch(reinterpret_cast<const char*>(next + r * K + k), _MM_HINT_T1);
+            wv[r] = _mm512_loadu_si512(w + r * K + k);
+        }
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; ++m) {
+            __m512bh xv = (__m512bh)_mm512_loadu_si512(x + m * ldx + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], (__m512bh)wv[r], xv);
+        }
+    }
+    if (k < K) {  // K % 32 elements left: masked loads read zeros past the row end
+        const __mmask32 tail = static_cast<__mmask32>((1ull << (K - k)) - 1);
+        __m512i wv[NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) wv[r] = _mm512_maskz_loadu_epi16(tail, w + r * K + k);
+#pragma GCC unroll 4
+        for (int m = 0; m < MR; ++m) {
+            __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(tail, x + m * ldx + k);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], (__m512bh)wv[r], xv);
+        }
+    }
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) out[m * NR + r] = _mm512_reduce_add_ps(acc[m][r]);
+    }
+}
+
+template <int NR>
+void dot_block_rows(const bf16* x, int64_t ldx, int64_t mr, const bf16* w, int64_t K, float* out) {
+    switch (mr) {
+        case 1: dot_block<NR, 1>(x, ldx, w, K, out); break;
+        case 2: dot_block<NR, 2>(x, ldx, w, K, out); break;
+        case 3: dot_block<NR, 3>(x, ldx, w, K, out); break;
+        default: dot_block<NR, 4>(x, ldx, w, K, out); break;
+    }
+}
+#endif
+
+// dots[m * ld + j] = x[m] . w[j] for j < nr <= kBlockRows rows, m < M; any M (groups of 4
+// rows of x share one pass over the block, which then stays in L1/L2 for the next group).
+void dot_rows(const bf16* x, int64_t M, const bf16* w, int64_t nr, int64_t K, float* dots, int64_t ld) {
+#ifdef PDSD_GEMV_X86
+    float tmp[4 * kBlockRows];
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int64_t mr = std::min<int64_t>(4, M - m0);
+        if (nr == kBlockRows) {
+            dot_block_rows<4>(x + m0 * K, K, mr, w, K, tmp);
+            for (int64_t m = 0; m < mr; ++m) {
+                for (int64_t j = 0; j < 4; ++j) dots[(m0 + m) * ld + j] = tmp[m * 4 + j];
+            }
+        } else {
+            for (int64_t j = 0; j < nr; ++j) {
+                dot_block_rows<1>(x + m0 * K, K, mr, w + j * K, K, tmp);
+                for (int64_t m = 0; m < mr; ++m) dots[(m0 + m) * ld + j] = tmp[m];
+            }
+        }
+    }
+#else
+    (void)x, (void)M, (void)w, (void)nr, (void)K, (void)dots, (void)ld;
+    throw InternalError("cpu_decode: kernels not compiled for this architecture");
+#endif
+}
+
+enum class Epilogue { bias, silu_mul, add };
+
+// One weight matrix (or the gate/up pair) and where its rows go.
+struct Segment {
+    const bf16* w = nullptr;   // (n, K)
+    const bf16* w2 = nullptr;  // silu_mul: the up weight (n, K)
+    const bf16* bias = nullptr;
+    const bf16* residual = nullptr;  // add: (M, n)
+    bf16* y = nullptr;               // (M, n)
+    int64_t n = 0;
+};
+
+constexpr int64_t kChunkRows = 64;  // rows per work item: 16 blocks
+
+#ifdef PDSD_GEMV_X86
+// fp32 <-> bf16 on 16 lanes, with c10's rounding (nearest even; NaN -> 0x7FC0).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_bf16(const bf16* p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i bf16_bits(__m512 v) {  // in the low 16 bits
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb)), 16);
+    return _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), r, _mm512_set1_epi32(0x7FC0));
+}
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 round_bf16(__m512 v) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(v), 16));
+}
+
+// The epilogue of rows [r0, r0 + n) of segment s for input row m: dots/dots2 hold their fp32
+// sums (dots2: the up projection for silu_mul). 16 outputs per step; SiLU's exp is scalar.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void finish_rows(Epilogue epi, const Segment& s, int64_t m, int64_t r0,
+                                                                     int64_t n, const float* dots, const float* dots2) {
+    bf16* y = s.y + m * s.n + r0;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(k, dots + i);
+        if (epi == Epilogue::bias && s.bias) v = _mm512_add_ps(v, load_bf16(s.bias + r0 + i, k));
+        if (epi == Epilogue::add) v = _mm512_add_ps(round_bf16(v), load_bf16(s.residual + m * s.n + r0 + i, k));
+        if (epi == Epilogue::silu_mul) {
+            alignas(64) float g[16];
+            _mm512_store_ps(g, round_bf16(v));
+            for (float& e : g) e = e / (1.0f + std::exp(-e));  // at::silu in fp32
+            v = _mm512_mul_ps(round_bf16(_mm512_load_ps(g)), round_bf16(_mm512_maskz_loadu_ps(k, dots2 + i)));
+        }
+        _mm256_mask_storeu_epi16(y + i, k, _mm512_cvtepi32_epi16(bf16_bits(v)));
+    }
+}
+#else
+void finish_rows(Epilogue, const Segment&, int64_t, int64_t, int64_t, const float*, const float*) {
+    throw InternalError("cpu_decode: kernels not compiled for this architecture");
+}
+#endif
+
+// Runs every row of every segment on the intra-op threads. The rows are cut into chunks of
+// 64 within each segment; threads take chunks from a shared counter until none is left, so a
+// thread that started late or streams slower takes fewer. A call of one chunk runs inline.
+void run(const bf16* x, int64_t M, int64_t K, const std::vector<Segment>& segs, Epilogue epi) {
+    std::vector<std::pair<size_t, int64_t>> chunks;  // (segment, first row)
+    for (size_t i = 0; i < segs.size(); ++i) {
+        for (int64_t r = 0; r < segs[i].n; r += kChunkRows) chunks.emplace_back(i, r);
+    }
+    const auto n_chunks = static_cast<int64_t>(chunks.size());
+    std::atomic<int64_t> next{0};
+    auto worker = [&](int64_t, int64_t) {
+        std::vector<float> dots(static_cast<size_t>(M * kChunkRows)), dots2(dots.size());
+        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
+            const Segment& s = segs[chunks[static_cast<size_t>(c)].first];
+            const int64_t r0 = chunks[static_cast<size_t>(c)].second, rows = std::min(kChunkRows, s.n - r0);
+            for (int64_t j = 0; j < rows; j += kBlockRows) {
+                const int64_t nr = std::min(kBlockRows, rows - j);
+                dot_rows(x, M, s.w + (r0 + j) * K, nr, K, dots.data() + j, kChunkRows);
+                if (epi == Epilogue::silu_mul) dot_rows(x, M, s.w2 + (r0 + j) * K, nr, K, dots2.data() + j, kChunkRows);
+            }
+            for (int64_t m = 0; m < M; ++m) {
+                finish_rows(epi, s, m, r0, rows, dots.data() + m * kChunkRows, dots2.data() + m * kChunkRows);
+            }
+        }
+    };
+    if (n_chunks <= 1) {
+        worker(0, 1);
+    } else {
+        at::parallel_for(0, at::get_num_threads(), 1, worker);
+    }
+}
+
+const bf16* ptr(const at::Tensor& t) { return t.defined() ? static_cast<const bf16*>(t.data_ptr()) : nullptr; }
+
+void check_weight(const at::Tensor& w, int64_t K) {
+    if (w.scalar_type() != at::kBFloat16 || !w.device().is_cpu() || !w.is_contiguous() || w.dim() != 2 || w.size(1) != K) {
+        throw InternalError("cpu_decode: weights must be contiguous CPU bf16 (N, " + std::to_string(K) + ")");
+    }
+}
+
+// x (..., K) as contiguous (M, K) rows, and the output shape (..., n).
+at::Tensor rows_of(const at::Tensor& x) { return x.reshape({-1, x.size(-1)}).contiguous(); }
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
+    auto s = x.sizes().vec();
+    s.back() = n;
+    return s;
+}
+
+}  // namespace
+
+bool cpu_supported() {
+    static const bool ok = [] {
+#ifdef PDSD_GEMV_X86
+        const char* env = std::getenv("PDSD_CPU_DECODE");
+        if (env && std::string(env) == "0") return false;
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512bf16");
+#else
+        return false;
+#endif
+    }();
+    return ok;
+}
+
+bool applies(const at::Tensor& x, const at::Tensor& weight) {
+    if (!x.defined() || x.dim() < 1 || x.scalar_type() != at::kBFloat16 || !x.device().is_cpu()) return false;
+    const int64_t K = x.size(-1);
+    if (K == 0 || x.numel() / K > kMaxRows) return false;
+    if (at::GradMode::is_enabled() && (x.requires_grad() || (weight.defined() && weight.requires_grad()))) return false;
+    if (weight.defined() && (weight.scalar_type() != at::kBFloat16 || !weight.device().is_cpu() || !weight.is_contiguous() ||
+                             weight.dim() != 2 || weight.size(1) != K)) {
+        return false;
+    }
+    return cpu_supported();
+}
+
+std::vector<at::Tensor> linear(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                               const std::vector<at::Tensor>& biases) {
+    at::Tensor xr = rows_of(x);
+    const int64_t M = xr.size(0), K = xr.size(1);
+    std::vector<Segment> segs;
+    std::vector<at::Tensor> outs;
+    for (size_t i = 0; i < weights.size(); ++i) {
+        check_weight(weights[i], K);
+        const int64_t n = weights[i].size(0);
+        outs.push_back(at::empty({M, n}, xr.options()));
+        Segment s;
+        s.w = ptr(weights[i]);
+        s.bias = i < biases.size() ? ptr(biases[i]) : nullptr;
+        s.y = static_cast<bf16*>(outs.back().data_ptr());
+        s.n = n;
+        segs.push_back(s);
+    }
+    run(ptr(xr), M, K, segs, Epilogue::bias);
+    for (size_t i = 0; i < outs.size(); ++i) outs[i] = outs[i].view(out_shape(x, weights[i].size(0)));
+    return outs;
+}
+
+at::Tensor silu_mul(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up) {
+    at::Tensor xr = rows_of(x);
+    const int64_t M = xr.size(0), K = xr.size(1), n = w_gate.size(0);
+    check_weight(w_gate, K);
+    check_weight(w_up, K);
+    if (w_up.size(0) != n) throw InternalError("cpu_decode::silu_mul: gate and up weights differ in rows");
+    at::Tensor y = at::empty({M, n}, xr.options());
+    std::vector<Segment> segs(1);
+    segs[0].w = ptr(w_gate);
+    segs[0].w2 = ptr(w_up);
+    segs[0].y = static_cast<bf16*>(y.data_ptr());
+    segs[0].n = n;
+    run(ptr(xr), M, K, segs, Epilogue::silu_mul);
+    return y.view(out_shape(x, n));
+}
+
+at::Tensor linear_add(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& residual) {
+    at::Tensor xr = rows_of(x);
+    const int64_t M = xr.size(0), K = xr.size(1);
+    check_weight(weight, K);
+    const int64_t n = weight.size(0);
+    at::Tensor res = residual.to(at::kBFloat16).reshape({-1, n}).contiguous();
+    if (res.size(0) != M) throw InternalError("cpu_decode::linear_add: residual rows differ from the input's");
+    at::Tensor y = at::empty({M, n}, xr.options());
+    std::vector<Segment> segs(1);
+    segs[0].w = ptr(weight);
+    segs[0].residual = ptr(res);
+    segs[0].y = static_cast<bf16*>(y.data_ptr());
+    segs[0].n = n;
+    run(ptr(xr), M, K, segs, Epilogue::add);
+    return y.view(out_shape(x, n));
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+    at::Tensor xr = rows_of(x);
+    const int64_t M = xr.size(0), H = xr.size(1);
+    if (weight.numel() != H || weight.scalar_type() != at::kBFloat16 || !weight.is_contiguous()) {
+        throw InternalError("cpu_decode::rms_norm: weight must be contiguous bf16 (" + std::to_string(H) + ")");
+    }
+    at::Tensor y = at::empty_like(xr);
+    const bf16* xp = ptr(xr);
+    const bf16* w = ptr(weight);
+    bf16* yp = static_cast<bf16*>(y.data_ptr());
+    for (int64_t m = 0; m < M; ++m) {
+        const bf16* row = xp + m * H;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < H; ++i) ss += to_float(row[i]) * to_float(row[i]);
+        const float r = 1.0f / std::sqrt(ss / static_cast<float>(H) + static_cast<float>(eps));  // at::rsqrt
+        for (int64_t i = 0; i < H; ++i) yp[m * H + i] = to_bf16(to_float(w[i]) * round_bf16_scalar(to_float(row[i]) * r));
+    }
+    return y.view(x.sizes());
+}
+
+void rotary_(at::Tensor& x, int64_t head_dim, const at::Tensor& cos, const at::Tensor& sin) {
+    if (!x.is_contiguous() || x.scalar_type() != at::kBFloat16 || x.dim() != 2 || x.size(1) % head_dim != 0 || head_dim % 2) {
+        throw InternalError("cpu_decode::rotary_: x must be contiguous bf16 (rows, heads * head_dim)");
+    }
+    at::Tensor c = rows_of(cos.to(at::kBFloat16)), sn = rows_of(sin.to(at::kBFloat16));
+    const int64_t R = x.size(0), heads = x.size(1) / head_dim, half = head_dim / 2;
+    if (c.size(0) != R || c.size(1) != head_dim || sn.sizes() != c.sizes()) {
+        throw InternalError("cpu_decode::rotary_: cos/sin must be (rows, head_dim)");
+    }
+    bf16* xp = static_cast<bf16*>(x.data_ptr());
+    for (int64_t r = 0; r < R; ++r) {
+        const bf16* cr = ptr(c) + r * head_dim;
+        const bf16* sr = ptr(sn) + r * head_dim;
+        for (int64_t h = 0; h < heads; ++h) {
+            bf16* v = xp + (r * heads + h) * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+                const float a = to_float(v[i]), b = to_float(v[i + half]);  // rotate_half: [-b, a]
+                v[i] = to_bf16(round_bf16_scalar(a * to_float(cr[i])) + round_bf16_scalar(-b * to_float(sr[i])));
+                v[i + half] = to_bf16(round_bf16_scalar(b * to_float(cr[i + half])) + round_bf16_scalar(a * to_float(sr[i + half])));
+            }
+        }
+    }
+}
+
+namespace {
+// dot(a, b) over n bf16 values, in fp32.
+#ifdef PDSD_GEMV_X86
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) float dot_bf16(const bf16* a, const bf16* b, int64_t n) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(b + i));
+    }
+    if (i < n) {
+        const __mmask32 tail = static_cast<__mmask32>((1ull << (n - i)) - 1);
+        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(tail, a + i), (__m512bh)_mm512_maskz_loadu_epi16(tail, b + i));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+#else
+float dot_bf16(const bf16* a, const bf16* b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += to_float(a[i]) * to_float(b[i]);
+    return s;
+}
+#endif
+}  // namespace
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t L, int64_t n_heads) {
+    at::Tensor qr = rows_of(q);
+    const int64_t B = qr.size(0);
+    if (k_cache.dim() != 4 || !k_cache.is_contiguous() || !v_cache.is_contiguous() || k_cache.sizes() != v_cache.sizes() ||
+        k_cache.size(0) != B || k_cache.scalar_type() != at::kBFloat16 || L < 1 || L > k_cache.size(2)) {
+        throw InternalError("cpu_decode::attention: caches must be contiguous bf16 (B, n_kv, max_len, hd) holding L keys");
+    }
+    const int64_t n_kv = k_cache.size(1), M = k_cache.size(2), hd = k_cache.size(3), group = n_heads / n_kv;
+    if (qr.size(1) != n_heads * hd || n_heads % n_kv) throw InternalError("cpu_decode::attention: q must be (B, n_heads * hd)");
+    at::Tensor out = at::empty({B, n_heads * hd}, qr.options());
+    const bf16 *qp = ptr(qr), *kp = ptr(k_cache), *vp = ptr(v_cache);
+    bf16* op = static_cast<bf16*>(out.data_ptr());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    // One (row, head) pair per task; worth threads only once the cache is long.
+    const int64_t grain = std::max<int64_t>(1, 4096 / L);
+    at::parallel_for(0, B * n_heads, grain, [&](int64_t t0, int64_t t1) {
+        std::vector<float> p(static_cast<size_t>(L)), acc(static_cast<size_t>(hd));
+        for (int64_t t = t0; t < t1; ++t) {
+            const int64_t b = t / n_heads, h = t % n_heads, g = h / group;
+            const bf16* qh = qp + (b * n_heads + h) * hd;
+            const bf16* kh = kp + (b * n_kv + g) * M * hd;
+            const bf16* vh = vp + (b * n_kv + g) * M * hd;
+            float mx = -INFINITY;
+            for (int64_t j = 0; j < L; ++j) mx = std::max(mx, p[static_cast<size_t>(j)] = dot_bf16(qh, kh + j * hd, hd) * scale);
+            float sum = 0.0f;
+            for (int64_t j = 0; j < L; ++j) sum += p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx);
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int64_t j = 0; j < L; ++j) {
+                const float w = p[static_cast<size_t>(j)];
+                const bf16* vj = vh + j * hd;
+                for (int64_t d = 0; d < hd; ++d) acc[static_cast<size_t>(d)] += w * to_float(vj[d]);
+            }
+            for (int64_t d = 0; d < hd; ++d) op[(b * n_heads + h) * hd + d] = to_bf16(acc[static_cast<size_t>(d)] / sum);
+        }
+    });
+    return out;
+}
+
+std::vector<at::Tensor> copy_to_huge_pages(const std::vector<at::Tensor>& tensors) {
+    constexpr size_t kHuge = size_t{2} << 20, kAlign = 4096;  // each tensor page-aligned
+    std::vector<size_t> offsets;
+    size_t total = 0;
+    for (const auto& t : tensors) {
+        if (!t.device().is_cpu() || !t.is_contiguous()) throw InternalError("copy_to_huge_pages: CPU contiguous tensors only");
+        offsets.push_back(total);
+        total += (t.nbytes() + kAlign - 1) / kAlign * kAlign;
+    }
+    if (total == 0) return {};
+    // Over-allocate by one huge page so the start can be aligned to 2 MiB (THP needs aligned
+    // 2 MiB ranges). MAP_NORESERVE: the pages are written once, right below.
+    const size_t len = total + kHuge;
+    void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
+        throw IoError(ErrorInfo{}.at("model weights").msg("cannot map " + std::to_string(len >> 20) + " MiB of memory")
+                          .hint("free memory, or set PDSD_CPU_PACK=0 to decode from the checkpoint's own pages"));
+    }
+    struct Mapping {
+        void* p;
+        size_t n;
+        Mapping(void* p_, size_t n_) : p(p_), n(n_) {}
+        Mapping(const Mapping&) = delete;
+        Mapping& operator=(const Mapping&) = delete;
+        ~Mapping() { ::munmap(p, n); }
+    };
+    auto mapping = std::make_shared<Mapping>(raw, len);
+    auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + kHuge - 1) & ~(uintptr_t{kHuge} - 1));
+    ::madvise(base, total, MADV_HUGEPAGE);  // a hint: 4 KiB pages still work where THP is off
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const at::Tensor& t = tensors[i];
+        at::Tensor view = at::from_blob(base + offsets[i], t.sizes(), [mapping](void*) {}, t.options());
+        view.copy_(t);
+        out.push_back(view);
+    }
+    return out;
+}
+
+}  // namespace pdsd::model::cpu_decode
