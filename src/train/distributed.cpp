@@ -1,5 +1,8 @@
-// Store-based data parallelism for the LoRA trainer; see distributed.h for why a store.
+// Data parallelism for the LoRA trainer: the store backend, and the choice of backend; see
+// distributed.h. The NCCL backend is in distributed_nccl.cpp (CUDA builds only).
 #include "pdsd/train/distributed.h"
+
+#include "distributed_session.h"
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
@@ -35,40 +38,49 @@ int64_t env_int(const char* name, int64_t dflt) {
     throw ConfigError(ErrorInfo{}.at(std::string("environment variable ") + name).expected("an integer").found(s));
 }
 
+}  // namespace
+
+StoreSession::StoreSession(const DistEnv& env, std::chrono::milliseconds timeout) : world(env.world_size) {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(env.master_port);
+    o.isServer = serving = env.rank == 0 && !env.agent_store;
+    o.numWorkers = env.agent_store ? std::nullopt : std::optional<std::size_t>(static_cast<std::size_t>(env.world_size));
+    o.waitWorkers = !env.agent_store;
+    o.timeout = timeout;
+    c10::intrusive_ptr<c10d::Store> tcp;
+    try {
+        tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    } catch (const std::exception& e) {
+        throw IoError(ErrorInfo{env.master_addr + ":" + std::to_string(env.master_port)}
+                          .msg(std::string("cannot join the c10d TCPStore: ") + e.what())
+                          .hint("check MASTER_ADDR / MASTER_PORT and that every rank was started"));
+    }
+    store = c10::make_intrusive<c10d::PrefixStore>("pdsd/" + env.run_prefix, tcp);
+}
+
+// Rank 0 serves the store (without torchrun's agent): it waits, up to 60 s, until every
+// rank has said goodbye, so that no rank loses the server in the middle of a last call.
+StoreSession::~StoreSession() {
+    try {
+        store->add("bye", 1);
+        if (!serving) return;
+        const auto t0 = std::chrono::steady_clock::now();
+        while (store->add("bye", 0) < world && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    } catch (const std::exception&) {  // the others are gone already: nothing to wait for
+    }
+}
+
+namespace {
+
 class StoreDataParallel final : public DataParallel {
 public:
-    StoreDataParallel(const DistEnv& env, std::chrono::milliseconds timeout) : rank_(env.rank), world_(env.world_size) {
-        c10d::TCPStoreOptions o;
-        o.port = static_cast<std::uint16_t>(env.master_port);
-        o.isServer = serving_ = env.rank == 0 && !env.agent_store;
-        o.numWorkers = env.agent_store ? std::nullopt : std::optional<std::size_t>(static_cast<std::size_t>(env.world_size));
-        o.waitWorkers = !env.agent_store;
-        o.timeout = timeout;
-        c10::intrusive_ptr<c10d::Store> tcp;
-        try {
-            tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
-        } catch (const std::exception& e) {
-            throw IoError(ErrorInfo{env.master_addr + ":" + std::to_string(env.master_port)}
-                              .msg(std::string("cannot join the c10d TCPStore: ") + e.what())
-                              .hint("check MASTER_ADDR / MASTER_PORT and that every rank was started"));
-        }
-        store_ = c10::make_intrusive<c10d::PrefixStore>("pdsd/" + env.run_prefix, tcp);
+    StoreDataParallel(const DistEnv& env, std::chrono::milliseconds timeout)
+        : rank_(env.rank), world_(env.world_size), session_(env, timeout), store_(session_.store) {
         barrier();
-        log::info(kComp, log::cat("rank ", rank_, " of ", world_, " joined ", env.master_addr, ":", env.master_port));
-    }
-
-    // Rank 0 serves the store (without torchrun's agent): it waits, up to 60 s, until every
-    // rank has said goodbye, so that no rank loses the server in the middle of a last call.
-    ~StoreDataParallel() override {
-        try {
-            store_->add("bye", 1);
-            if (!serving_) return;
-            const auto t0 = std::chrono::steady_clock::now();
-            while (store_->add("bye", 0) < world_ && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
-                std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            }
-        } catch (const std::exception&) {  // the others are gone already: nothing to wait for
-        }
+        log::info(kComp, log::cat("rank ", rank_, " of ", world_, " joined ", env.master_addr, ":", env.master_port,
+                                  " (all-reduce through the store)"));
     }
 
     int64_t rank() const override { return rank_; }
@@ -106,7 +118,7 @@ public:
 private:
     int64_t rank_, world_;
     int64_t seq_ = 0;
-    bool serving_ = false;
+    StoreSession session_;
     c10::intrusive_ptr<c10d::Store> store_;
 };
 
@@ -133,9 +145,49 @@ DistEnv dist_env_from_environment() {
     return e;
 }
 
-std::unique_ptr<DataParallel> make_data_parallel(const DistEnv& env, std::chrono::milliseconds timeout) {
-    if (env.world_size <= 1) return nullptr;
+bool nccl_compiled() {
+#ifdef PDSD_WITH_NCCL
+    return true;
+#else
+    return false;
+#endif
+}
+
+DistBackend choose_backend(const c10::Device& device) {
+    const std::string v = env_or("PDSD_DIST_BACKEND", "");
+    if (v == "store") return DistBackend::store;
+    if (v == "nccl") {
+        if (!nccl_compiled()) {
+            throw ConfigError(ErrorInfo{}.at("PDSD_DIST_BACKEND").msg("this pdsd was built without NCCL").found("nccl")
+                                  .hint("build against a CUDA libtorch with nccl.h found (the PyPI wheel's nvidia-nccl), or use store"));
+        }
+        if (!device.is_cuda()) {
+            throw ConfigError(ErrorInfo{}.at("PDSD_DIST_BACKEND").msg("NCCL needs CUDA devices").found("nccl on " + device.str())
+                                  .hint("use store on the CPU"));
+        }
+        return DistBackend::nccl;
+    }
+    if (!v.empty()) throw ConfigError(ErrorInfo{}.at("PDSD_DIST_BACKEND").expected("store or nccl").found(v));
+    return device.is_cuda() && nccl_compiled() ? DistBackend::nccl : DistBackend::store;
+}
+
+std::unique_ptr<DataParallel> make_backend(DistBackend backend, const DistEnv& env, std::chrono::milliseconds timeout,
+                                           const c10::Device& device) {
+    if (backend == DistBackend::nccl) {
+#ifdef PDSD_WITH_NCCL
+        return make_nccl_data_parallel(env, timeout, device);
+#else
+        throw ConfigError(ErrorInfo{}.at("data parallel backend").msg("this pdsd was built without NCCL").found("nccl"));
+#endif
+    }
     return std::make_unique<StoreDataParallel>(env, timeout);
+}
+
+std::unique_ptr<DataParallel> make_data_parallel(const DistEnv& env, std::chrono::milliseconds timeout,
+                                                 const c10::Device& device) {
+    const DistBackend backend = choose_backend(device);  // validates PDSD_DIST_BACKEND even for one rank
+    if (env.world_size <= 1) return nullptr;
+    return make_backend(backend, env, timeout, device);
 }
 
 }  // namespace pdsd::train

@@ -419,7 +419,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         log::info(kComp, line);
     }
 
-    std::unique_ptr<DataParallel> dp = make_data_parallel(denv, std::chrono::minutes(30));
+    std::unique_ptr<DataParallel> dp = make_data_parallel(denv, std::chrono::minutes(30), dev);
     if (dp) log::info(kComp, log::cat("data parallel: ", world, " ranks, ", ta.per_device_train_batch_size, " x ",
                                       ta.gradient_accumulation_steps, " x ", world, " = ",
                                       ta.per_device_train_batch_size * ta.gradient_accumulation_steps * world, " examples per step"));

@@ -93,3 +93,19 @@ TEST(Distributed, TwoRanksAllReduceToTheSameBits) {
     EXPECT_TRUE(at::equal(out[0], (a.to(at::kDouble) + b.to(at::kDouble)).to(at::kFloat)));
     EXPECT_EQ(out[0].scalar_type(), at::kFloat);
 }
+
+TEST(Distributed, BackendIsNcclOnCudaWhenBuiltAndStoreOnTheCpu) {
+    EnvGuard g({});
+    unsetenv("PDSD_DIST_BACKEND");
+    EXPECT_EQ(train::choose_backend(c10::Device(c10::kCPU)), train::DistBackend::store);
+    EXPECT_EQ(train::choose_backend(c10::Device(c10::kCUDA, 1)),
+              train::nccl_compiled() ? train::DistBackend::nccl : train::DistBackend::store);
+    setenv("PDSD_DIST_BACKEND", "store", 1);
+    EXPECT_EQ(train::choose_backend(c10::Device(c10::kCUDA, 0)), train::DistBackend::store);
+    setenv("PDSD_DIST_BACKEND", "nccl", 1);
+    EXPECT_THROW(train::choose_backend(c10::Device(c10::kCPU)), ConfigError);  // NCCL needs CUDA
+    setenv("PDSD_DIST_BACKEND", "gloo", 1);
+    EXPECT_THROW(train::choose_backend(c10::Device(c10::kCPU)), ConfigError);
+    EXPECT_THROW(train::make_data_parallel(train::DistEnv{}, std::chrono::seconds(1)), ConfigError);  // checked for 1 rank too
+    unsetenv("PDSD_DIST_BACKEND");
+}

@@ -2,22 +2,25 @@
 // (`torchrun --nproc_per_node N --no-python pdsd train ...`) or any launcher that sets
 // RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT.
 //
-// Rendezvous and communication go through libtorch's c10d::TCPStore (its header and symbols
-// ship in the PyPI wheel). The wheel has ProcessGroupGloo's symbols but not gloo's headers
-// (c10d/ProcessGroupGloo.hpp includes <gloo/...>), so it cannot be constructed from C++;
-// ProcessGroupNCCL could be (nccl.h and the CUDA headers come with the nvidia-* pip packages)
-// but is untested without a multi-GPU machine and not written. pdsd all-reduces through the
-// store instead, on CPU and CUDA alike: each rank publishes its flattened fp64 buffer under
-// a per-call key and every rank adds all buffers in rank order. The result is bit-identical on
-// every rank. The traffic per optimizer step is one buffer of the trainable LoRA gradients
-// (Qwen2.5-0.5B q,v r=8: 540,672 values = 4.3 MB per rank), small next to a step's compute;
-// a full-parameter trainer would need a real process group.
+// Rendezvous goes through libtorch's c10d::TCPStore (its header and symbols ship in the PyPI
+// wheel); the gradients are summed by one of two backends:
+//   nccl  - c10d::ProcessGroupNCCL on the GPUs (libtorch_cuda's, as DDP uses): CUDA builds
+//           where nccl.h was found (the wheel's nvidia-nccl package has it). Default on CUDA.
+//   store - through the store itself, on CPU and CUDA alike: each rank publishes its flattened
+//           fp64 buffer under a per-call key and every rank adds all buffers in rank order, so
+//           the result is bit-identical on every rank. Per optimizer step that is one buffer of
+//           the trainable LoRA gradients (Qwen2.5-0.5B q,v r=8: 540,672 values = 4.3 MB per
+//           rank), small next to a step's compute. Default on the CPU: the wheel has
+//           ProcessGroupGloo's symbols but not gloo's headers (c10d/ProcessGroupGloo.hpp
+//           includes <gloo/...>), so Gloo cannot be constructed from C++.
+// PDSD_DIST_BACKEND=store|nccl overrides the default.
 //
 // world == 1 (no WORLD_SIZE, or 1) gives no DataParallel at all: the single-process path is
 // unchanged.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <cstdint>
@@ -51,8 +54,20 @@ public:
     virtual void barrier() = 0;
 };
 
-// Connects to the store (rank 0 serves it unless the agent does) and waits for all ranks.
-// nullptr when env.world_size == 1. `timeout`: how long a collective waits for the others.
-std::unique_ptr<DataParallel> make_data_parallel(const DistEnv& env, std::chrono::milliseconds timeout);
+enum class DistBackend { store, nccl };
+bool nccl_compiled();  // this build has the NCCL backend
+// The backend for a trainer on `device`: PDSD_DIST_BACKEND when set (ConfigError when it
+// names something unknown or unusable here), else nccl on CUDA when compiled, else store.
+DistBackend choose_backend(const c10::Device& device);
+
+// Connects to the store (rank 0 serves it unless the agent does), sets up the backend for
+// `device` and waits for all ranks. nullptr when env.world_size == 1. `timeout`: how long a
+// collective waits for the others.
+std::unique_ptr<DataParallel> make_data_parallel(const DistEnv& env, std::chrono::milliseconds timeout,
+                                                 const c10::Device& device = c10::Device(c10::kCPU));
+// The same with the backend given, and also for a world of one (tests: a one-GPU machine can
+// still run a one-rank NCCL group). ConfigError for nccl in a build without it.
+std::unique_ptr<DataParallel> make_backend(DistBackend backend, const DistEnv& env, std::chrono::milliseconds timeout,
+                                           const c10::Device& device);
 
 }  // namespace pdsd::train
