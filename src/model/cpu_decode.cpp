@@ -8,17 +8,14 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/from_blob.h>
 
 #include <atomic>
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <string>
 
-#include <sys/mman.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -425,45 +422,6 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
             for (int64_t d = 0; d < hd; ++d) op[(b * n_heads + h) * hd + d] = to_bf16(acc[static_cast<size_t>(d)] / sum);
         }
     });
-    return out;
-}
-
-std::vector<at::Tensor> copy_to_huge_pages(const std::vector<at::Tensor>& tensors) {
-    constexpr size_t kHuge = size_t{2} << 20, kAlign = 4096;  // each tensor page-aligned
-    std::vector<size_t> offsets;
-    size_t total = 0;
-    for (const auto& t : tensors) {
-        if (!t.device().is_cpu() || !t.is_contiguous()) throw InternalError("copy_to_huge_pages: CPU contiguous tensors only");
-        offsets.push_back(total);
-        total += (t.nbytes() + kAlign - 1) / kAlign * kAlign;
-    }
-    if (total == 0) return {};
-    // Over-allocate by one huge page so the start can be aligned to 2 MiB (THP needs aligned
-    // 2 MiB ranges). MAP_NORESERVE: the pages are written once, right below.
-    const size_t len = total + kHuge;
-    void* raw = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (raw == MAP_FAILED) {
-        throw IoError(ErrorInfo{}.at("model weights").msg("cannot map " + std::to_string(len >> 20) + " MiB of memory")
-                          .hint("free memory, or set PDSD_CPU_PACK=0 to decode from the checkpoint's own pages"));
-    }
-    struct Mapping {
-        void* p;
-        size_t n;
-        Mapping(void* p_, size_t n_) : p(p_), n(n_) {}
-        Mapping(const Mapping&) = delete;
-        Mapping& operator=(const Mapping&) = delete;
-        ~Mapping() { ::munmap(p, n); }
-    };
-    auto mapping = std::make_shared<Mapping>(raw, len);
-    auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + kHuge - 1) & ~(uintptr_t{kHuge} - 1));
-    ::madvise(base, total, MADV_HUGEPAGE);  // a hint: 4 KiB pages still work where THP is off
-    std::vector<at::Tensor> out;
-    for (size_t i = 0; i < tensors.size(); ++i) {
-        const at::Tensor& t = tensors[i];
-        at::Tensor view = at::from_blob(base + offsets[i], t.sizes(), [mapping](void*) {}, t.options());
-        view.copy_(t);
-        out.push_back(view);
-    }
     return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
+#include "pdsd/model/cpu_decode.h"
 #include "pdsd/model/decode_graph.h"
 #include "pdsd/model/loader.h"
 
@@ -146,12 +147,13 @@ struct Generator::Impl {
 Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_shared<Impl>()) {
     if (!model || !model->model) throw InternalError("Generator: no model");
     impl_->lm = std::move(model);
-    // CPU bf16: weights laid out once for the CPU kernels (Qwen2ForCausalLMImpl::pack_cpu_weights).
-    // For A/B timing: PDSD_CPU_PACK=0 keeps the checkpoint's pages as they are, =onednn packs
-    // for oneDNN even where the AVX512_BF16 decode kernels run (PDSD_CPU_DECODE=0 turns those off).
-    const std::string pack = std::getenv("PDSD_CPU_PACK") ? std::getenv("PDSD_CPU_PACK") : "";
-    using Layout = Qwen2ForCausalLMImpl::CpuLayout;
-    if (pack != "0") impl_->lm->model->pack_cpu_weights(pack == "onednn" ? Layout::onednn : Layout::automatic);
+    // CPU bf16: the AVX512_BF16 decode kernels (model/cpu_decode.h) read the checkpoint's
+    // tensors as they are (copying them into huge pages measured no faster and cost ~1 s of
+    // start-up); elsewhere the weights are packed once for oneDNN. PDSD_CPU_PACK=1 / 0 forces
+    // packing on / off (A/B timing; prefill then runs on the packed copies).
+    const char* env = std::getenv("PDSD_CPU_PACK");
+    const std::string pack = env ? env : "";
+    if (pack == "1" || (pack.empty() && !cpu_decode::cpu_supported())) impl_->lm->model->pack_cpu_weights();
 }
 
 Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype) {

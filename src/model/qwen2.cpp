@@ -327,9 +327,8 @@ at::Tensor Qwen2ForCausalLMImpl::logits_of(const at::Tensor& h) {
     return at::linear(h, tied);
 }
 
-bool Qwen2ForCausalLMImpl::pack_cpu_weights(CpuLayout layout) {
-    if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16) return false;
-    if (layout == CpuLayout::automatic) layout = cpu_decode::cpu_supported() ? CpuLayout::huge_pages : CpuLayout::onednn;
+bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
+    if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16 || !onednn::available()) return false;
     std::vector<Proj> projs;
     for (auto& layer : model->layers) {
         auto& a = layer->self_attn;
@@ -337,19 +336,8 @@ bool Qwen2ForCausalLMImpl::pack_cpu_weights(CpuLayout layout) {
         projs.insert(projs.end(), {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj, m->down_proj});
     }
     if (lm_head) projs.push_back(lm_head);
-    at::NoGradGuard no_grad;
-    if (layout == CpuLayout::huge_pages) {
-        if (!cpu_decode::cpu_supported()) return false;
-        std::vector<at::Tensor> weights;
-        for (auto& p : projs) weights.push_back(p->weight.contiguous());
-        weights.push_back(model->embed_tokens->weight.contiguous());  // lookup, and the tied LM head
-        std::vector<at::Tensor> copies = cpu_decode::copy_to_huge_pages(weights);
-        for (size_t i = 0; i < projs.size(); ++i) projs[i]->weight.set_data(copies[i]);
-        model->embed_tokens->weight.set_data(copies.back());
-        return true;
-    }
-    if (!onednn::available()) return false;
     try {
+        at::NoGradGuard no_grad;
         for (auto& p : projs) p->packed = onednn::pack(p->weight);
         if (!lm_head) lm_head_packed_ = onednn::pack(model->embed_tokens->weight);
     } catch (const c10::Error& e) {

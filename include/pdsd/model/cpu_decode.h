@@ -63,11 +63,4 @@ void rotary_(at::Tensor& x, int64_t head_dim, const at::Tensor& cos, const at::T
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t L,
                      int64_t n_heads);
 
-// Copies of `tensors` (CPU, contiguous, any dtype) in one anonymous mapping that asks for
-// transparent huge pages (madvise; granted by THP "always" or "madvise", the Debian
-// default). A decode step streams every weight once: with 2 MiB pages there is one TLB miss
-// per 2 MiB instead of per 4 KiB (~8% faster streaming on the reference VM). The mapping
-// is unmapped when the last returned tensor is freed.
-std::vector<at::Tensor> copy_to_huge_pages(const std::vector<at::Tensor>& tensors);
-
 }  // namespace pdsd::model::cpu_decode

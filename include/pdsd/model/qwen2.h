@@ -168,19 +168,14 @@ public:
     // Marks key_mask[:, slot] as a real token. Returns logits (B, V) in the model dtype.
     at::Tensor decode_fixed(const at::Tensor& ids, const at::Tensor& position_ids, const at::Tensor& slot, KVCache& cache);
 
-    // CPU bf16 inference: lay the weights out once for the CPU kernels that will read them.
-    //   huge_pages: every projection and the LM head/embedding copied into one transparent-
-    //     huge-page mapping (model/cpu_decode.h), the parameters re-pointed at the copies.
-    //     Decode steps stream them through the AVX512_BF16 kernels; longer inputs (prefill)
-    //     take at::linear. The default where cpu_decode::cpu_supported().
-    //   onednn: a oneDNN-packed copy of each (model/onednn.h) used by every forward, so
-    //     decode steps stop re-packing ~1 GB of weights per token. The default elsewhere.
-    // Extra memory: one copy of the weights either way (the mapped checkpoint pages become
-    // reclaimable). Copies are not updated if weights change later: call it only for
-    // inference (Generator does). Returns false, changing nothing, on other devices/dtypes,
-    // when the layout is unavailable, or if oneDNN refuses.
-    enum class CpuLayout { automatic, huge_pages, onednn };
-    bool pack_cpu_weights(CpuLayout layout = CpuLayout::automatic);
+    // CPU bf16 inference: pack every projection and the LM head for oneDNN once (model/onednn.h),
+    // so steps stop re-packing ~1 GB of weights per call. Extra memory: one packed copy of the
+    // weights (the mapped checkpoint pages stay reclaimable). The packed copies are not
+    // updated if weights change later: call it only for inference (Generator does, on CPUs
+    // without the AVX512_BF16 decode kernels, which read the checkpoint tensors as they are).
+    // Returns false, changing nothing, on other devices/dtypes, without oneDNN, or if oneDNN
+    // refuses.
+    bool pack_cpu_weights();
 
     const Qwen2Config& config() const { return config_; }
     at::TensorOptions options() const { return options_; }
