@@ -33,7 +33,9 @@ if a.no_extra_bufts:
 
     llama_c.llama_model_default_params = _params
 n_ctx = a.prompt_len + a.new + 16
-llm = Llama(model_path=a.model, n_ctx=n_ctx, n_batch=max(512, a.prompt_len), n_ubatch=max(512, a.prompt_len),
+# n_batch >= n_ctx: without logits_all, llama-cpp-python keeps `scores` as (n_batch, vocab) yet
+# writes the last logits at row n_tokens - 1, which overflows once the cache outgrows n_batch.
+llm = Llama(model_path=a.model, n_ctx=n_ctx, n_batch=max(512, n_ctx), n_ubatch=max(512, a.prompt_len),
             n_threads=a.threads, n_threads_batch=a.threads, logits_all=False, verbose=False)
 rng = np.random.default_rng(0)
 ids = rng.integers(0, min(llm.n_vocab(), 151643), a.prompt_len).tolist()

@@ -163,8 +163,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 round_bf16(__
     return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(v), 16));
 }
 
+// e^x on 16 lanes: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two for accuracy), e^r by
+// Cephes' degree-6 polynomial, times 2^n. About 1 ulp of fp32 (std::exp: 0.5), far below the
+// bf16 rounding that follows every use. x is clamped to [-87.3, 88.3]: no inf, no denormals.
+__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(_mm512_mul_ps(y, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
 // The epilogue of rows [r0, r0 + n) of segment s for input row m: dots/dots2 hold their fp32
-// sums (dots2: the up projection for silu_mul). 16 outputs per step; SiLU's exp is scalar.
+// sums (dots2: the up projection for silu_mul). 16 outputs per step.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void finish_rows(Epilogue epi, const Segment& s, int64_t m, int64_t r0,
                                                                      int64_t n, const float* dots, const float* dots2) {
     bf16* y = s.y + m * s.n + r0;
@@ -173,11 +191,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void finish_rows(Epilogue e
         __m512 v = _mm512_maskz_loadu_ps(k, dots + i);
         if (epi == Epilogue::bias && s.bias) v = _mm512_add_ps(v, load_bf16(s.bias + r0 + i, k));
         if (epi == Epilogue::add) v = _mm512_add_ps(round_bf16(v), load_bf16(s.residual + m * s.n + r0 + i, k));
-        if (epi == Epilogue::silu_mul) {
-            alignas(64) float g[16];
-            _mm512_store_ps(g, round_bf16(v));
-            for (float& e : g) e = e / (1.0f + std::exp(-e));  // at::silu in fp32
-            v = _mm512_mul_ps(round_bf16(_mm512_load_ps(g)), round_bf16(_mm512_maskz_loadu_ps(k, dots2 + i)));
+        if (epi == Epilogue::silu_mul) {  // at::silu in fp32 on the rounded gate, then the product
+            const __m512 g = round_bf16(v);
+            const __m512 sg = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+            v = _mm512_mul_ps(round_bf16(sg), round_bf16(_mm512_maskz_loadu_ps(k, dots2 + i)));
         }
         _mm256_mask_storeu_epi16(y + i, k, _mm512_cvtepi32_epi16(bf16_bits(v)));
     }
@@ -364,27 +381,85 @@ void rotary_(at::Tensor& x, int64_t head_dim, const at::Tensor& cos, const at::T
 }
 
 namespace {
-// dot(a, b) over n bf16 values, in fp32.
 #ifdef PDSD_GEMV_X86
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) float dot_bf16(const bf16* a, const bf16* b, int64_t n) {
-    __m512 acc = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(a + i), (__m512bh)_mm512_loadu_si512(b + i));
+// Attention for the query heads [h0, h0 + nq) of one kv head, nq <= 4: q (nq, 16 * V) bf16,
+// keys/values (L, 16 * V) bf16 rows, out (nq, 16 * V) bf16. p: scratch of nq * L floats.
+// Scores by VDPBF16PS, softmax with exp512, then each value row is widened once and
+// accumulated into all nq heads' fp32 sums (the heads of a GQA group share their keys).
+template <int V>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void attend_heads(const bf16* q, int64_t nq, const bf16* k,
+                                                                                const bf16* v, int64_t L, float scale,
+                                                                                float* p, bf16* out) {
+    constexpr int64_t hd = 16 * V;
+    const __mmask32 half = V % 2 ? static_cast<__mmask32>(0xFFFF) : static_cast<__mmask32>(0xFFFFFFFF);
+    for (int64_t h = 0; h < nq; ++h) {
+        float* ph = p + h * L;
+        const bf16* qh = q + h * hd;
+        for (int64_t j = 0; j < L; ++j) {
+            const bf16* kj = k + j * hd;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t d = 0; d < hd; d += 32) {  // hd = 16: one half-width step
+                const __mmask32 m = d + 32 <= hd ? static_cast<__mmask32>(0xFFFFFFFF) : half;
+                acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, qh + d), (__m512bh)_mm512_maskz_loadu_epi16(m, kj + d));
+            }
+            ph[j] = _mm512_reduce_add_ps(acc) * scale;
+        }
+        // softmax numerators in place; the sum divides at the end
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int64_t j = 0; j < L; j += 16) {
+            const __mmask16 m = L - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (L - j)) - 1);
+            mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, ph + j));
+        }
+        const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < L; j += 16) {
+            const __mmask16 m = L - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (L - j)) - 1);
+            const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ph + j), top));
+            sum = _mm512_mask_add_ps(sum, m, sum, e);
+            _mm512_mask_storeu_ps(ph + j, m, e);
+        }
+        const float inv = 1.0f / _mm512_reduce_add_ps(sum);
+        for (int64_t j = 0; j < L; ++j) ph[j] *= inv;
     }
-    if (i < n) {
-        const __mmask32 tail = static_cast<__mmask32>((1ull << (n - i)) - 1);
-        acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(tail, a + i), (__m512bh)_mm512_maskz_loadu_epi16(tail, b + i));
+    __m512 acc[4][V];
+    for (auto& a : acc) {
+        for (auto& c : a) c = _mm512_setzero_ps();
     }
-    return _mm512_reduce_add_ps(acc);
-}
-#else
-float dot_bf16(const bf16* a, const bf16* b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += to_float(a[i]) * to_float(b[i]);
-    return s;
+    for (int64_t j = 0; j < L; ++j) {
+        __m512 vv[V];
+        for (int c = 0; c < V; ++c) vv[c] = load_bf16(v + j * hd + 16 * c, 0xFFFF);
+        for (int64_t h = 0; h < nq; ++h) {
+            const __m512 w = _mm512_set1_ps(p[h * L + j]);
+            for (int c = 0; c < V; ++c) acc[h][c] = _mm512_fmadd_ps(w, vv[c], acc[h][c]);
+        }
+    }
+    for (int64_t h = 0; h < nq; ++h) {
+        for (int c = 0; c < V; ++c) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + h * hd + 16 * c), _mm512_cvtepi32_epi16(bf16_bits(acc[h][c])));
+    }
 }
 #endif
+
+// The same for any head_dim, in plain loops (head_dim not 16, 32, 64 or 128; other CPUs).
+void attend_heads_scalar(const bf16* q, int64_t nq, const bf16* k, const bf16* v, int64_t L, int64_t hd, float scale,
+                         float* p, bf16* out) {
+    std::vector<float> acc(static_cast<size_t>(hd));
+    for (int64_t h = 0; h < nq; ++h) {
+        float* ph = p + h * L;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < L; ++j) {
+            float d = 0.0f;
+            for (int64_t i = 0; i < hd; ++i) d += to_float(q[h * hd + i]) * to_float(k[j * hd + i]);
+            mx = std::max(mx, ph[j] = d * scale);
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < L; ++j) sum += ph[j] = std::exp(ph[j] - mx);
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int64_t j = 0; j < L; ++j) {
+            for (int64_t i = 0; i < hd; ++i) acc[static_cast<size_t>(i)] += ph[j] * to_float(v[j * hd + i]);
+        }
+        for (int64_t i = 0; i < hd; ++i) out[h * hd + i] = to_bf16(acc[static_cast<size_t>(i)] / sum);
+    }
+}
 }  // namespace
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t L, int64_t n_heads) {
@@ -400,26 +475,29 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
     const bf16 *qp = ptr(qr), *kp = ptr(k_cache), *vp = ptr(v_cache);
     bf16* op = static_cast<bf16*>(out.data_ptr());
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    // One (row, head) pair per task; worth threads only once the cache is long.
-    const int64_t grain = std::max<int64_t>(1, 4096 / L);
-    at::parallel_for(0, B * n_heads, grain, [&](int64_t t0, int64_t t1) {
-        std::vector<float> p(static_cast<size_t>(L)), acc(static_cast<size_t>(hd));
+    // Tasks: up to 4 query heads of one kv head of one row. Threads only once the cache is
+    // long enough to pay for waking them (~4k key rows of work per task group).
+    const int64_t chunks = (group + 3) / 4, tasks = B * n_kv * chunks;
+    const int64_t grain = std::max<int64_t>(1, 4096 / (L * std::min<int64_t>(4, group)));
+    at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
+        std::vector<float> p(static_cast<size_t>(4 * L));
         for (int64_t t = t0; t < t1; ++t) {
-            const int64_t b = t / n_heads, h = t % n_heads, g = h / group;
-            const bf16* qh = qp + (b * n_heads + h) * hd;
+            const int64_t b = t / (n_kv * chunks), g = t / chunks % n_kv, h0 = g * group + t % chunks * 4;
+            const int64_t nq = std::min<int64_t>(4, (g + 1) * group - h0);
+            const bf16* qh = qp + (b * n_heads + h0) * hd;
             const bf16* kh = kp + (b * n_kv + g) * M * hd;
             const bf16* vh = vp + (b * n_kv + g) * M * hd;
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < L; ++j) mx = std::max(mx, p[static_cast<size_t>(j)] = dot_bf16(qh, kh + j * hd, hd) * scale);
-            float sum = 0.0f;
-            for (int64_t j = 0; j < L; ++j) sum += p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx);
-            std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int64_t j = 0; j < L; ++j) {
-                const float w = p[static_cast<size_t>(j)];
-                const bf16* vj = vh + j * hd;
-                for (int64_t d = 0; d < hd; ++d) acc[static_cast<size_t>(d)] += w * to_float(vj[d]);
+            bf16* oh = op + (b * n_heads + h0) * hd;
+#ifdef PDSD_GEMV_X86
+            switch (hd) {
+                case 16: attend_heads<1>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;
+                case 32: attend_heads<2>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;
+                case 64: attend_heads<4>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;
+                case 128: attend_heads<8>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;
+                default: break;
             }
-            for (int64_t d = 0; d < hd; ++d) op[(b * n_heads + h) * hd + d] = to_bf16(acc[static_cast<size_t>(d)] / sum);
+#endif
+            attend_heads_scalar(qh, nq, kh, vh, L, hd, scale, p.data(), oh);
         }
     });
     return out;

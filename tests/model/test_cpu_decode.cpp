@@ -116,7 +116,7 @@ TEST(CpuDecode, AttentionMatchesSdpaOverTheFilledCache) {
     SKIP_WITHOUT_BF16();
     torch::NoGradGuard ng;
     for (auto [B, nh, nkv, hd, L] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{1, 14, 2, 64, 37}, {2, 4, 2, 16, 5},
-                                     {1, 28, 4, 128, 300}, {3, 2, 2, 64, 1}}) {
+                                     {1, 28, 4, 128, 300}, {3, 2, 2, 64, 1}, {1, 6, 1, 24, 9}, {1, 10, 2, 32, 70}}) {  // hd 24: plain loops
         const int64_t maxlen = L + 7;
         at::Tensor q = randn_bf16({B, nh * hd}, 1.0, 30);
         at::Tensor k = randn_bf16({B, nkv, maxlen, hd}, 1.0, 31), v = randn_bf16({B, nkv, maxlen, hd}, 1.0, 32);
