@@ -9,17 +9,16 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define PDSD_GEMV_X86 1
+#define PDSD_CPU_X86 1
 // GCC 12 warns about the deliberately undefined upper lanes (_mm256_undefined_pd) inside
 // _mm512_reduce_add_ps once it is inlined; the lanes are never read.
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -50,7 +49,7 @@ inline float round_bf16_scalar(float f) { return to_float(to_bf16(f)); }
 
 constexpr int64_t kBlockRows = 4;  // weight rows per kernel call: 4 row streams, 4 x MR accumulators
 
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
 // out[m * NR + r] = dot(x[m, :K], w[r, :K]) for r < NR, m < MR; fp32 sums of bf16 pair
 // products. `next` = the rows after this block (the next call's), prefetched into L2 while
 // this block streams, so the reads run ahead across page boundaries.
@@ -112,7 +111,7 @@ void dot_block_rows(const bf16* x, int64_t ldx, int64_t mr, const bf16* w, int64
 // dots[m * ld + j] = x[m] . w[j] for j < nr <= kBlockRows rows, m < M; any M (groups of 4
 // rows of x share one pass over the block, which then stays in L1/L2 for the next group).
 void dot_rows(const bf16* x, int64_t M, const bf16* w, int64_t nr, int64_t K, float* dots, int64_t ld) {
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
     float tmp[4 * kBlockRows];
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
         const int64_t mr = std::min<int64_t>(4, M - m0);
@@ -148,7 +147,7 @@ struct Segment {
 
 constexpr int64_t kChunkRows = 64;  // rows per work item: 16 blocks
 
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
 // fp32 <-> bf16 on 16 lanes, with c10's rounding (nearest even; NaN -> 0x7FC0).
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_bf16(const bf16* p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
@@ -257,7 +256,7 @@ std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
 
 bool cpu_supported() {
     static const bool ok = [] {
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
         const char* env = std::getenv("PDSD_CPU_DECODE");
         if (env && std::string(env) == "0") return false;
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -303,37 +302,39 @@ std::vector<at::Tensor> linear(const at::Tensor& x, const std::vector<at::Tensor
     return outs;
 }
 
+namespace {
+// One segment s (weights and inputs set, s.n rows): allocates its (M, n) output, runs it and
+// returns it shaped (..., n) like x. xr: x as contiguous rows.
+at::Tensor run_one(const at::Tensor& x, const at::Tensor& xr, Segment s, Epilogue epi) {
+    at::Tensor y = at::empty({xr.size(0), s.n}, xr.options());
+    s.y = static_cast<bf16*>(y.data_ptr());
+    run(ptr(xr), xr.size(0), xr.size(1), {s}, epi);
+    return y.view(out_shape(x, s.n));
+}
+}  // namespace
+
 at::Tensor silu_mul(const at::Tensor& x, const at::Tensor& w_gate, const at::Tensor& w_up) {
     at::Tensor xr = rows_of(x);
-    const int64_t M = xr.size(0), K = xr.size(1), n = w_gate.size(0);
-    check_weight(w_gate, K);
-    check_weight(w_up, K);
-    if (w_up.size(0) != n) throw InternalError("cpu_decode::silu_mul: gate and up weights differ in rows");
-    at::Tensor y = at::empty({M, n}, xr.options());
-    std::vector<Segment> segs(1);
-    segs[0].w = ptr(w_gate);
-    segs[0].w2 = ptr(w_up);
-    segs[0].y = static_cast<bf16*>(y.data_ptr());
-    segs[0].n = n;
-    run(ptr(xr), M, K, segs, Epilogue::silu_mul);
-    return y.view(out_shape(x, n));
+    check_weight(w_gate, xr.size(1));
+    check_weight(w_up, xr.size(1));
+    if (w_up.size(0) != w_gate.size(0)) throw InternalError("cpu_decode::silu_mul: gate and up weights differ in rows");
+    Segment s;
+    s.w = ptr(w_gate);
+    s.w2 = ptr(w_up);
+    s.n = w_gate.size(0);
+    return run_one(x, xr, s, Epilogue::silu_mul);
 }
 
 at::Tensor linear_add(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& residual) {
     at::Tensor xr = rows_of(x);
-    const int64_t M = xr.size(0), K = xr.size(1);
-    check_weight(weight, K);
-    const int64_t n = weight.size(0);
-    at::Tensor res = residual.to(at::kBFloat16).reshape({-1, n}).contiguous();
-    if (res.size(0) != M) throw InternalError("cpu_decode::linear_add: residual rows differ from the input's");
-    at::Tensor y = at::empty({M, n}, xr.options());
-    std::vector<Segment> segs(1);
-    segs[0].w = ptr(weight);
-    segs[0].residual = ptr(res);
-    segs[0].y = static_cast<bf16*>(y.data_ptr());
-    segs[0].n = n;
-    run(ptr(xr), M, K, segs, Epilogue::add);
-    return y.view(out_shape(x, n));
+    check_weight(weight, xr.size(1));
+    at::Tensor res = residual.to(at::kBFloat16).reshape({-1, weight.size(0)}).contiguous();
+    if (res.size(0) != xr.size(0)) throw InternalError("cpu_decode::linear_add: residual rows differ from the input's");
+    Segment s;
+    s.w = ptr(weight);
+    s.residual = ptr(res);
+    s.n = weight.size(0);
+    return run_one(x, xr, s, Epilogue::add);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -381,7 +382,7 @@ void rotary_(at::Tensor& x, int64_t head_dim, const at::Tensor& cos, const at::T
 }
 
 namespace {
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
 // Attention for the query heads [h0, h0 + nq) of one kv head, nq <= 4: q (nq, 16 * V) bf16,
 // keys/values (L, 16 * V) bf16 rows, out (nq, 16 * V) bf16. p: scratch of nq * L floats.
 // Scores by VDPBF16PS, softmax with exp512, then each value row is widened once and
@@ -488,7 +489,7 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k_cache, const at::T
             const bf16* kh = kp + (b * n_kv + g) * M * hd;
             const bf16* vh = vp + (b * n_kv + g) * M * hd;
             bf16* oh = op + (b * n_heads + h0) * hd;
-#ifdef PDSD_GEMV_X86
+#ifdef PDSD_CPU_X86
             switch (hd) {
                 case 16: attend_heads<1>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;
                 case 32: attend_heads<2>(qh, nq, kh, vh, L, scale, p.data(), oh); continue;

@@ -72,15 +72,19 @@ LossSum causal_lm_loss_sum(const at::Tensor& hidden, const at::Tensor& lm_weight
         out.sum = (hidden.sum() * 0).to(at::kFloat);
         return out;
     }
-    at::Tensor lab = labels.narrow(1, 1, T - 1).to(hidden.device()).reshape({-1});   // (B*(T-1)) next tokens
-    at::Tensor idx = lab.ne(kIgnoreIndex).nonzero().reshape({-1});                    // (N)
+    // The target positions are found where the labels live: labels given on the host (the
+    // trainer keeps them there) make `nonzero` a host loop instead of a device sync that would
+    // idle a GPU between micro-batches; the (N) positions then travel without a sync either.
+    at::Tensor lab = labels.narrow(1, 1, T - 1).reshape({-1});  // (B*(T-1)) next tokens
+    at::Tensor idx = lab.ne(kIgnoreIndex).nonzero().reshape({-1});  // (N)
     out.n_tokens = idx.size(0);
     if (out.n_tokens == 0) {
         out.sum = (hidden.sum() * 0).to(at::kFloat);  // keeps the graph; contributes nothing
         return out;
     }
+    at::Tensor t = lab.index_select(0, idx).to(at::kLong).to(hidden.device(), /*non_blocking=*/true);  // (N)
+    idx = idx.to(hidden.device(), /*non_blocking=*/true);
     at::Tensor h = hidden.narrow(1, 0, T - 1).reshape({B * (T - 1), H}).index_select(0, idx);  // (N, H)
-    at::Tensor t = lab.index_select(0, idx).to(at::kLong);                                     // (N)
     out.sum = ChunkedCrossEntropy::apply(h, lm_weight, t, std::max<int64_t>(1, chunk_tokens));
     return out;
 }

@@ -19,6 +19,7 @@
 #include "pdsd/train/checkpointing.h"
 #include "pdsd/train/distributed.h"
 #include "pdsd/train/loss.h"
+#include "pdsd/train/optimizer.h"
 #include "pdsd/train/schedule.h"
 #include "pdsd/train/trainer_log.h"
 
@@ -26,8 +27,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 
 #include <nlohmann/json.hpp>
 
@@ -58,9 +57,10 @@ struct Example {
 };
 
 struct Batch {
-    at::Tensor input_ids, attention_mask, labels;  // (B, T) int64 on the device
-    int64_t targets = 0;                           // shifted target tokens
-    int64_t tokens = 0;                            // real (unpadded) tokens
+    at::Tensor input_ids, attention_mask;  // (B, T) int64 on the device
+    at::Tensor labels;                     // (B, T) int64 on the host (the loss finds targets there)
+    int64_t targets = 0;                   // shifted target tokens
+    int64_t tokens = 0;                    // real (unpadded) tokens
 };
 
 std::string hex(const uint8_t* p, size_t n) {
@@ -164,9 +164,12 @@ Batch collate(const std::vector<Example>& data, const std::vector<int64_t>& idx,
         b.targets += e.targets;
         b.tokens += static_cast<int64_t>(e.ids.size());
     }
-    b.input_ids = ids.to(dev);
-    b.attention_mask = mask.to(dev);
-    b.labels = lab.to(dev);
+    // Asynchronous copies: from pageable memory CUDA stages the bytes right away, so the host
+    // tensors may go, and nothing waits for the GPU work still queued (a plain copy would
+    // synchronise the stream at every micro-batch).
+    b.input_ids = ids.to(dev, /*non_blocking=*/true);
+    b.attention_mask = mask.to(dev, /*non_blocking=*/true);
+    b.labels = lab;
     return b;
 }
 
@@ -523,10 +526,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         log::info(kComp, "gradient checkpointing: on (each decoder layer recomputed in backward; disable_gradient_checkpointing: true keeps activations)");
     }
 
-    torch::optim::AdamW optim(params, torch::optim::AdamWOptions(ta.learning_rate)
-                                          .betas({ta.adam_beta1, ta.adam_beta2})
-                                          .eps(ta.adam_epsilon)
-                                          .weight_decay(ta.weight_decay));
+    AdamW optim(params, AdamWOptions{ta.learning_rate, ta.adam_beta1, ta.adam_beta2, ta.adam_epsilon, ta.weight_decay});
 
     TrainerState state;
     state.max_steps = max_steps;
@@ -543,7 +543,6 @@ TrainResult run_sft(const TrainOptions& opt) {
         lora::Adapter ad = lora::load_adapter(resume_dir);
         att.load(ad);
         SafetensorsFile of((fs::path(resume_dir) / "optimizer.safetensors").string());
-        auto& st = optim.state();
         const int64_t step_count = resume_info.value("optimizer_step", int64_t{0});
         for (size_t i = 0; i < params.size(); ++i) {
             const TensorInfo* m1 = of.find(pnames[i] + ".exp_avg");
@@ -551,14 +550,10 @@ TrainResult run_sft(const TrainOptions& opt) {
             if (!m1 || !m2) {
                 throw FormatError(ErrorInfo{of.path()}.at(pnames[i]).msg("AdamW state missing"));
             }
-            auto s = std::make_unique<torch::optim::AdamWParamState>();
-            s->step(step_count);
             auto view = [&](const TensorInfo* ti) {
-                return at::from_blob(const_cast<uint8_t*>(of.data(*ti)), ti->shape, at::kFloat).clone().to(dev);
+                return at::from_blob(const_cast<uint8_t*>(of.data(*ti)), ti->shape, at::kFloat);
             };
-            s->exp_avg(view(m1));
-            s->exp_avg_sq(view(m2));
-            st[params[i].unsafeGetTensorImpl()] = std::move(s);
+            optim.load_state(i, view(m1), view(m2), step_count);
         }
         state = TrainerState::load((fs::path(resume_dir) / "trainer_state.json").string());
         state.max_steps = max_steps;
@@ -642,11 +637,8 @@ TrainResult run_sft(const TrainOptions& opt) {
         std::vector<TensorView> views;
         int64_t opt_step = 0;
         for (size_t i = 0; i < params.size(); ++i) {
-            auto it = optim.state().find(params[i].unsafeGetTensorImpl());
-            if (it == optim.state().end()) continue;
-            auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-            opt_step = s.step();
-            for (auto [suffix, t] : {std::pair<const char*, at::Tensor>{".exp_avg", s.exp_avg()}, {".exp_avg_sq", s.exp_avg_sq()}}) {
+            opt_step = optim.steps(i);
+            for (auto [suffix, t] : {std::pair<const char*, at::Tensor>{".exp_avg", optim.exp_avg(i)}, {".exp_avg_sq", optim.exp_avg_sq(i)}}) {
                 keep.emplace_back();
                 at::Tensor cpu = t.detach().to(at::kCPU, at::kFloat).contiguous();
                 views.push_back(model::tensor_view(pnames[i] + suffix, cpu, keep.back()));
@@ -722,7 +714,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         }
         // Loss of the step = sum of token CEs over all its micro-batches (of all ranks) / their
         // target count; the ranks' gradients are then summed.
-        double step_loss = 0;
+        at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));  // on the device: one sync a step
         int64_t step_tokens = 0;
         for (const auto& idx : micro) {
             Batch b = collate(train_set, idx, pad_id, dev);
@@ -730,9 +722,10 @@ TrainResult run_sft(const TrainOptions& opt) {
             LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight, b.labels, opt.ce_chunk_tokens);
             at::Tensor loss = ls.sum / static_cast<double>(std::max<int64_t>(1, total_targets));
             loss.backward();
-            step_loss += loss.item<double>();
+            loss_sum += loss.detach();
             step_tokens += b.tokens;
         }
+        double step_loss = loss_sum.item<double>();
         bool interrupted = interrupt_requested();
         if (dp) {
             // One all-reduce per step: [every LoRA gradient (zeros when this rank had no
@@ -763,18 +756,10 @@ TrainResult run_sft(const TrainOptions& opt) {
         }
         state.num_input_tokens_seen += step_tokens;  // all ranks (HF gathers it across processes)
         tokens_here += step_tokens;
-        double grad_norm = 0;
-        if (ta.max_grad_norm > 0) {
-            grad_norm = torch::nn::utils::clip_grad_norm_(params, ta.max_grad_norm);
-        } else {
-            std::vector<at::Tensor> norms;
-            for (auto& p : params) if (p.grad().defined()) norms.push_back(p.grad().norm());
-            grad_norm = norms.empty() ? 0.0 : at::stack(norms).norm().item<double>();
-        }
-        const double lr_now = sched.lr(step);  // LambdaLR: update step+1 runs at factor(step)
-        for (auto& g : optim.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr_now);
+        const double grad_norm = clip_grad_norm(params, ta.max_grad_norm);  // max_grad_norm <= 0: the norm only
+        optim.set_lr(sched.lr(step));  // LambdaLR: update step+1 runs at factor(step)
         optim.step();
-        optim.zero_grad(true);
+        optim.zero_grad();
         state.global_step = step + 1;
         state.epoch = static_cast<double>(epoch_i) + static_cast<double>(m1) / static_cast<double>(lay.micro_per_epoch());
         window_loss += step_loss;

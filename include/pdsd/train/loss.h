@@ -31,7 +31,8 @@ struct LossSum {
 };
 
 // hidden (B, T, H) final hidden states (after model.norm); lm_weight (V, H); labels (B, T)
-// int64 with -100 = ignored. Positions t predict labels[:, t + 1].
+// int64 with -100 = ignored, on any device (on the host, nothing waits for the GPU).
+// Positions t predict labels[:, t + 1].
 LossSum causal_lm_loss_sum(const at::Tensor& hidden, const at::Tensor& lm_weight, const at::Tensor& labels,
                            int64_t chunk_tokens = 1024);
 
