@@ -24,7 +24,7 @@
 #include "pdsd/train/trainer_log.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <torch/cuda.h>
 
@@ -172,6 +172,12 @@ Batch collate(const std::vector<Example>& data, const std::vector<int64_t>& idx,
     b.labels = lab;
     return b;
 }
+
+// The generator LoRA dropout draws from on the training device (the CPU one, or the CUDA
+// one of that GPU): its state is saved in checkpoints so a resumed run drops the same
+// activations. Key in pdsd_resume.json: "rng_cpu" / "rng_cuda".
+at::Generator dropout_generator(const c10::Device& dev) { return at::globalContext().defaultGenerator(dev); }
+std::string rng_key(const c10::Device& dev) { return dev.is_cuda() ? "rng_cuda" : "rng_cpu"; }
 
 // The seeded permutation of epoch `epoch` (same on every run and after resume).
 std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch) {
@@ -559,7 +565,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         state.max_steps = max_steps;
         start_step = state.global_step;
         {
-            std::string rng_hex = resume_info.value("rng_cpu", std::string());
+            std::string rng_hex = resume_info.value(rng_key(dev), std::string());
             if (rank > 0) {  // each rank's dropout draws differ: its own state
                 const fs::path f = fs::path(resume_dir) / ("rng_state_" + std::to_string(rank) + ".hex");
                 rng_hex = fs::exists(f) ? read_file(f.string()) : std::string();
@@ -567,7 +573,7 @@ TrainResult run_sft(const TrainOptions& opt) {
             auto bytes = unhex(rng_hex);
             if (!bytes.empty()) {
                 at::Tensor rs = at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, at::kByte).clone();
-                at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+                at::Generator gen = dropout_generator(dev);  // a handle to the global generator
                 gen.set_state(rs);
             }
         }
@@ -621,7 +627,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         if (dp) {  // ranks > 0 add their generator state (dropout), then rank 0 completes the folder
             dp->barrier();
             if (!is_main) {
-                at::Tensor rs = at::detail::getDefaultCPUGenerator().get_state();
+                at::Tensor rs = dropout_generator(dev).get_state();
                 write_file_atomic((tmp / ("rng_state_" + std::to_string(rank) + ".hex")).string(),
                                   hex(rs.data_ptr<uint8_t>(), static_cast<size_t>(rs.numel())));
             }
@@ -648,14 +654,14 @@ TrainResult run_sft(const TrainOptions& opt) {
         write_safetensors((tmp / "optimizer.safetensors").string(), views, {{"format", "pt"}, {"optimizer", "torch.optim.AdamW"}});
         TrainerState cs = state;
         cs.save((tmp / "trainer_state.json").string());
-        at::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+        at::Tensor rng = dropout_generator(dev).get_state();
         json info = {{"global_step", step},
                      {"optimizer_step", opt_step},
                      {"scheduler", {{"type", schedule_kind_name(sched.kind)}, {"last_epoch", step}, {"base_lr", sched.base_lr},
                                     {"warmup_steps", sched.warmup_steps}, {"total_steps", sched.total_steps}, {"next_lr", sched.lr(step)}}},
                      {"data_position", {{"epoch", step / steps_per_epoch}, {"step_in_epoch", step % steps_per_epoch},
                                         {"shuffle", "mt19937_64(seed * 1000003 + epoch)"}}},
-                     {"rng_cpu", hex(rng.data_ptr<uint8_t>(), static_cast<size_t>(rng.numel()))},
+                     {rng_key(dev), hex(rng.data_ptr<uint8_t>(), static_cast<size_t>(rng.numel()))},
                      {"data_sha256", data_hash},
                      {"model_sha256", model_hash},
                      {"hparams_sha256", hparams_hash},
