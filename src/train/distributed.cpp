@@ -77,7 +77,7 @@ namespace {
 class StoreDataParallel final : public DataParallel {
 public:
     StoreDataParallel(const DistEnv& env, std::chrono::milliseconds timeout)
-        : rank_(env.rank), world_(env.world_size), session_(env, timeout), store_(session_.store) {
+        : rank_(env.rank), world_(env.world_size), session_(env, timeout) {
         barrier();
         log::info(kComp, log::cat("rank ", rank_, " of ", world_, " joined ", env.master_addr, ":", env.master_port,
                                   " (all-reduce through the store)"));
@@ -92,10 +92,10 @@ public:
         const size_t nbytes = static_cast<size_t>(mine.numel()) * sizeof(double);
         std::vector<uint8_t> buf(nbytes);
         std::memcpy(buf.data(), mine.data_ptr<double>(), nbytes);
-        store_->set(base + std::to_string(rank_), buf);
+        session_.store->set(base + std::to_string(rank_), buf);
         at::Tensor acc = at::zeros_like(mine);
         for (int64_t r = 0; r < world_; ++r) {  // rank order: the same sum on every rank
-            std::vector<uint8_t> got = r == rank_ ? buf : store_->get(base + std::to_string(r));
+            std::vector<uint8_t> got = r == rank_ ? buf : session_.store->get(base + std::to_string(r));
             if (got.size() != nbytes) {
                 throw InternalError(ErrorInfo{}.at("all_reduce " + base).expected(std::to_string(nbytes) + " bytes")
                                         .found(std::to_string(got.size()) + " from rank " + std::to_string(r)));
@@ -103,9 +103,9 @@ public:
             acc += at::from_blob(got.data(), {mine.numel()}, at::kDouble);
         }
         // The last rank to finish reading removes this call's keys.
-        if (store_->add(base + "read", 1) == world_) {
-            for (int64_t r = 0; r < world_; ++r) store_->deleteKey(base + std::to_string(r));
-            store_->deleteKey(base + "read");
+        if (session_.store->add(base + "read", 1) == world_) {
+            for (int64_t r = 0; r < world_; ++r) session_.store->deleteKey(base + std::to_string(r));
+            session_.store->deleteKey(base + "read");
         }
         t.detach().copy_(acc.view(t.sizes()).to(t.device(), t.scalar_type()));
     }
@@ -119,7 +119,6 @@ private:
     int64_t rank_, world_;
     int64_t seq_ = 0;
     StoreSession session_;
-    c10::intrusive_ptr<c10d::Store> store_;
 };
 
 }  // namespace
