@@ -148,6 +148,11 @@ struct Segment {
 constexpr int64_t kChunkRows = 64;  // rows per work item: 16 blocks
 
 #ifdef PDSD_CPU_X86
+// The lanes of a 16-lane step that hold data when `left` values remain.
+inline __mmask16 lanes16(int64_t left) {
+    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
 // fp32 <-> bf16 on 16 lanes, with c10's rounding (nearest even; NaN -> 0x7FC0).
 __attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512 load_bf16(const bf16* p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
@@ -186,7 +191,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void finish_rows(Epilogue e
                                                                      int64_t n, const float* dots, const float* dots2) {
     bf16* y = s.y + m * s.n + r0;
     for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        const __mmask16 k = lanes16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, dots + i);
         if (epi == Epilogue::bias && s.bias) v = _mm512_add_ps(v, load_bf16(s.bias + r0 + i, k));
         if (epi == Epilogue::add) v = _mm512_add_ps(round_bf16(v), load_bf16(s.residual + m * s.n + r0 + i, k));
@@ -408,13 +413,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void attend_head
         // softmax numerators in place; the sum divides at the end
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int64_t j = 0; j < L; j += 16) {
-            const __mmask16 m = L - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (L - j)) - 1);
+            const __mmask16 m = lanes16(L - j);
             mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, ph + j));
         }
         const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
         __m512 sum = _mm512_setzero_ps();
         for (int64_t j = 0; j < L; j += 16) {
-            const __mmask16 m = L - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (L - j)) - 1);
+            const __mmask16 m = lanes16(L - j);
             const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, ph + j), top));
             sum = _mm512_mask_add_ps(sum, m, sum, e);
             _mm512_mask_storeu_ps(ph + j, m, e);

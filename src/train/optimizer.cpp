@@ -21,7 +21,7 @@ namespace pdsd::train {
 
 AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options) : params_(std::move(params)), options_(options) {
     for (const auto& p : params_) {
-        if (p.scalar_type() != at::kFloat || (!params_.empty() && p.device() != params_[0].device())) {
+        if (p.scalar_type() != at::kFloat || p.device() != params_.front().device()) {
             throw InternalError("AdamW: parameters must be fp32 tensors on one device");
         }
         exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));

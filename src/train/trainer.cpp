@@ -641,9 +641,8 @@ TrainResult run_sft(const TrainOptions& opt) {
         // AdamW state: "<peft name>.exp_avg" / ".exp_avg_sq" fp32 (the step count is in pdsd_resume.json).
         std::vector<at::Tensor> keep;
         std::vector<TensorView> views;
-        int64_t opt_step = 0;
+        const int64_t opt_step = params.empty() ? 0 : optim.steps(params.size() - 1);  // one read of a device counter
         for (size_t i = 0; i < params.size(); ++i) {
-            opt_step = optim.steps(i);
             for (auto [suffix, t] : {std::pair<const char*, at::Tensor>{".exp_avg", optim.exp_avg(i)}, {".exp_avg_sq", optim.exp_avg_sq(i)}}) {
                 keep.emplace_back();
                 at::Tensor cpu = t.detach().to(at::kCPU, at::kFloat).contiguous();
