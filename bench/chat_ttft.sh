@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 pdsd=${PDSD:-$here/build/pdsd}
 runs=${1:-5}; threads=${2:-2}
 model=${MODEL:-/tmp/pdsd-bench-qwen2.5-0.5b-tok}
-tok=${TOKENIZER:-/work/shared/fixtures/qwen-tokenizer}
+tok=${TOKENIZER:-$(dirname "$0")/../tests/fixtures/qwen-tokenizer}
 question=${QUESTION:-你好，请介绍一下你自己。}
 if [ ! -f "$model/model.safetensors" ]; then
   "$pdsd" --log-level warn model init --preset qwen2.5-0.5b --out "$model" --tokenizer "$tok" --seed 0 >/dev/null

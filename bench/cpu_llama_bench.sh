@@ -14,7 +14,7 @@ py=${PYTHON:-$here/.venv/bin/python}
 lpy=${LLAMA_PYTHON:-/work/venvs/llama/bin/python}
 plen=${1:-128}; new=${2:-32}; threads=${3:-2}
 model=${MODEL:-/tmp/pdsd-bench-qwen2.5-0.5b-tok}
-fixtures=${PDSD_FIXTURES:-$here/../shared/fixtures}
+fixtures=${PDSD_FIXTURES:-$here/tests/fixtures}
 gtypes=${GGUF_TYPES:-bf16 f16}
 pdtypes=${PDSD_DTYPES:-fp32 bf16}
 runs=${RUNS:-3}

@@ -10,7 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 n="${1:-100000}"
 threads="${2:-0}"
 pdsd="${PDSD:-$root/build/pdsd}"
-tok="${PDSD_TOKENIZER:-$root/../shared/fixtures/qwen-tokenizer}"
+tok="${PDSD_TOKENIZER:-$root/tests/fixtures/qwen-tokenizer}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -18,7 +18,7 @@ ldd $bins | awk '/=> \//{print $3}' | sort -u |
   grep -v -E '/torch/lib/|/nvidia/|/(libc|libm|libdl|librt|libpthread|libutil|libstdc\+\+|libgcc_s)\.so' |
   while read -r lib; do cp -L "$lib" .gpu/lib/; done
 tar -C .gpu/lib -cJf .gpu/libs.tar.xz . && rm -rf .gpu/lib
-fx=${PDSD_FIXTURES:-../shared/fixtures}
+fx=${PDSD_FIXTURES:-tests/fixtures}
 cp -r "$fx/golden/tiny-qwen2" "$fx/golden/tiny-qwen2.reference.safetensors" .gpu/fixtures/golden/
 cp -r "$fx/qwen-tokenizer" .gpu/fixtures/
 du -sh .gpu/*

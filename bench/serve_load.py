@@ -11,7 +11,7 @@ token (first content delta) percentiles. Exit 1 on any error, mismatch, or idle 
 Standard library only. Either point it at a running server (--url) or let it start one on a
 tiny random model (--pdsd BIN --fixtures DIR).
 
-  python3 bench/serve_load.py --pdsd build/pdsd --fixtures ../shared/fixtures --clients 32 --duration 5
+  python3 bench/serve_load.py --pdsd build/pdsd --fixtures tests/fixtures --clients 32 --duration 5
 """
 import argparse
 import http.client

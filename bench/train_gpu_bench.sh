@@ -4,11 +4,11 @@
 # bf16, AdamW, batch 4 x 1024 tokens, every token trained), each with gradient checkpointing on
 # and off. Prints tokens/s and peak allocated CUDA memory of all four and the ratios.
 #   bench/train_gpu_bench.sh [STEPS] [SEQ]      (run from the repository root, build/pdsd built)
-# Peer numbers measured on the reference H200 are in ../shared/reference/gpu-machine.md.
+# Peer numbers measured on the reference H200: docs/benchmarks.md.
 set -euo pipefail
 STEPS=${1:-30}; SEQ=${2:-1024}; BS=4
 ROOT=$(cd "$(dirname "$0")/.." && pwd); PDSD=${PDSD:-$ROOT/build/pdsd}
-FIX=${PDSD_FIXTURES:-$ROOT/../shared/fixtures}
+FIX=${PDSD_FIXTURES:-$ROOT/tests/fixtures}
 PY=${PYTHON:-python3}
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 "$PDSD" model init --preset qwen2.5-0.5b --tokenizer "$FIX/qwen-tokenizer" --out "$W/model" >/dev/null

@@ -10,7 +10,7 @@ scripts/setup.sh
 QUESTION=${QUESTION:-"如何安装？"}
 build/pdsd env
 TOKENIZER=models/Qwen2.5-0.5B-Instruct
-[[ -f $TOKENIZER/tokenizer.json ]] || TOKENIZER=../shared/fixtures/qwen-tokenizer
+[[ -f $TOKENIZER/tokenizer.json ]] || TOKENIZER=tests/fixtures/qwen-tokenizer
 build/pdsd data validate --dataset_dir data --dataset helpdesk_alpaca_zh,helpdesk_sharegpt_zh \
   --template qwen --cutoff_len 1024 --tokenizer "$TOKENIZER"
 build/pdsd init

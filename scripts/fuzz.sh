@@ -12,7 +12,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMP
 cmake --build "$BUILD" --target fuzz_safetensors >/dev/null
 CORPUS="$BUILD/fuzz-corpus"
 mkdir -p "$CORPUS"
-cp -n ../shared/fixtures/golden/tiny-bert.reference.safetensors "$CORPUS/" 2>/dev/null || true
+cp -n tests/fixtures/golden/tiny-bert.reference.safetensors "$CORPUS/" 2>/dev/null || true
 mkdir -p "$BUILD/artifacts"   # crash inputs land here, never in the source tree
 "$BUILD/tests/fuzz_safetensors" -max_total_time="$SECONDS_TO_RUN" -max_len=4096 -print_final_stats=1 \
   -artifact_prefix="$BUILD/artifacts/" \

@@ -11,7 +11,7 @@
 
 namespace pdsd::test {
 
-// ../shared/fixtures, or $PDSD_FIXTURES when set.
+// tests/fixtures (vendored), or $PDSD_FIXTURES when set.
 inline std::string fixtures() {
     if (const char* env = std::getenv("PDSD_FIXTURES")) return env;
     return PDSD_FIXTURES_DIR;

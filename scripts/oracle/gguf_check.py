@@ -168,7 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pdsd", required=True)
     ap.add_argument("--hf-python", required=True)
-    ap.add_argument("--fixtures", default=os.path.join(os.path.dirname(__file__), "../../../shared/fixtures"))
+    ap.add_argument("--fixtures", default=os.path.join(os.path.dirname(__file__), "../../tests/fixtures"))
     ap.add_argument("--work", default=None)
     ap.add_argument("--case", default="tiny", choices=["tiny", "qwen05", "all"])
     ap.add_argument("--types", default="bf16,f16,q8_0")

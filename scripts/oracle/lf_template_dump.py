@@ -7,7 +7,7 @@ plus hand-written tricky cases. Each case stores the dataset_info.json entry, th
 LF's converted conversation and LF's input_ids/labels.
 
   /work/venvs/lf/bin/python scripts/oracle/lf_template_dump.py \
-      --tokenizer ../shared/fixtures/qwen-tokenizer --out tests/data/golden/lf_qwen_template.json
+      --tokenizer tests/fixtures/qwen-tokenizer --out tests/data/golden/lf_qwen_template.json
   ... --check FILE   re-run and compare with FILE instead of writing (exit 1 on a difference)
 """
 import argparse
@@ -124,7 +124,7 @@ def tricky_cases():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizer", default=os.path.join(ROOT, "..", "shared", "fixtures", "qwen-tokenizer"))
+    ap.add_argument("--tokenizer", default=os.path.join(ROOT, "tests", "fixtures", "qwen-tokenizer"))
     ap.add_argument("--data", default=os.path.join(ROOT, "data"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "golden", "lf_qwen_template.json"))
     ap.add_argument("--check", help="compare against this golden instead of writing")
@@ -162,7 +162,7 @@ def main():
         "generator": "scripts/oracle/lf_template_dump.py",
         "versions": {"llamafactory": llamafactory.__version__, "transformers": transformers.__version__,
                      "tokenizers": tokenizers.__version__, "python": sys.version.split()[0]},
-        "tokenizer": "shared/fixtures/qwen-tokenizer (tokenizer.json)",
+        "tokenizer": "tests/fixtures/qwen-tokenizer (tokenizer.json)",
         "template": "qwen",
         "cases": out_cases,
     }

@@ -8,5 +8,5 @@ if [ ! -x "$py" ] || ! "$py" -c "import llamafactory" >/dev/null 2>&1; then
   exit 77
 fi
 exec "$py" "$root/scripts/oracle/lf_template_dump.py" --data "$root/data" \
-  --tokenizer "${PDSD_FIXTURES:-$root/../shared/fixtures}/qwen-tokenizer" \
+  --tokenizer "${PDSD_FIXTURES:-$root/tests/fixtures}/qwen-tokenizer" \
   --check "$root/tests/data/golden/lf_qwen_template.json"

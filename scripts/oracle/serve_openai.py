@@ -12,7 +12,7 @@ BadRequestError, a 404 route -> NotFoundError). Then SIGINT: exit status 130.
 Needs `openai` (scripts/requirements-oracle.txt). Without it, re-runs itself in the venv
 $PDSD_SERVE_VENV (default /work/venvs/serve) when that exists, else exits 77 (ctest SKIP).
 
-  python3 scripts/oracle/serve_openai.py --pdsd build/pdsd --fixtures ../shared/fixtures
+  python3 scripts/oracle/serve_openai.py --pdsd build/pdsd --fixtures tests/fixtures
 """
 import argparse
 import os

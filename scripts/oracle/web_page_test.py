@@ -12,7 +12,7 @@ textarea gets a streamed answer (text grows while the request is open) and its s
 (search_docs finds it afterwards). A screenshot is written to --screenshot.
 
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
-Usage: web_page_test.py --pdsd build/pdsd --fixtures ../shared/fixtures --screenshot OUT.png
+Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-// BertModel forward against the HF reference of ../shared/fixtures/golden/tiny-bert:
+// BertModel forward against the HF reference of tests/fixtures/golden/tiny-bert:
 // last_hidden_state and the L2-normalised [CLS] (bge pooling) within 1e-5.
 #include "pdsd/core/error.h"
 #include "pdsd/core/safetensors.h"
