@@ -7,6 +7,7 @@
 #include "commands.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/hf_config.h"
 #include "pdsd/core/lf_args.h"
 #include "pdsd/export/merge.h"
 
@@ -51,6 +52,7 @@ void register_export(CLI::App& app, Registry& registry) {
         schema.apply_overrides(extras);
         if (!opts->check_dir.empty() && args.export_.export_dir.empty()) args.export_.export_dir = opts->check_dir;
         exporter::ExportOptions o = exporter::options_from_lf(args);
+        o.model_name_or_path = resolve_model_dir(o.model_name_or_path, "model_name_or_path", {".", "data"});
         o.verify = !opts->no_verify;
         if (!opts->check_dir.empty()) {
             exporter::VerifyReport v = exporter::self_check_export(o, opts->check_dir);

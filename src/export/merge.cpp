@@ -223,7 +223,6 @@ ExportOptions options_from_lf(const LfArgs& a) {
     if (o.model_name_or_path.empty()) {
         throw UsageError(ErrorInfo{}.at("model_name_or_path").msg("missing").hint("the base model folder, e.g. Qwen/Qwen2.5-0.5B-Instruct downloaded locally"));
     }
-    o.model_name_or_path = resolve_model_dir(o.model_name_or_path, "model_name_or_path", {".", "data"});
     if (o.export_dir.empty()) {
         throw UsageError(ErrorInfo{}.at("export_dir").msg("Please specify `export_dir` to save model."));
     }
