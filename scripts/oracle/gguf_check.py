@@ -4,8 +4,9 @@ pdsd wrote and gives the logits Hugging Face transformers gives for the merged f
 
   gguf_check.py --pdsd BUILD/pdsd --hf-python .venv/bin/python --work DIR [--case tiny|qwen05|all]
 
-Run it with a Python that has llama-cpp-python and numpy (e.g. /work/venvs/llama/bin/python;
-exit 77 = SKIP when llama_cpp is missing or the HF python lacks transformers).
+Run it with a Python that has llama-cpp-python and numpy (.venv-llama/bin/python, made by
+`scripts/setup_oracles.sh llama`); exit 77 = SKIP when llama_cpp is missing or the HF python
+lacks transformers, or 1 instead when PDSD_ORACLES_REQUIRED=1 (CI: the oracle must run).
 
 Cases:
   tiny    tiny-qwen2 + a small byte-level BPE tokenizer (written here), merged with the
@@ -30,13 +31,15 @@ import subprocess
 import sys
 import tempfile
 
+SKIP_RC = 1 if os.environ.get("PDSD_ORACLES_REQUIRED") == "1" else 77  # CI: must run, not skip
+
 try:
     import numpy as np
     import llama_cpp.llama_cpp as llama_c
     from llama_cpp import Llama
 except Exception as e:  # noqa: BLE001
-    print(f"SKIP: llama-cpp-python not importable ({e})")
-    sys.exit(77)
+    print(f"SKIP: llama-cpp-python not importable ({e}); make it: scripts/setup_oracles.sh llama")
+    sys.exit(SKIP_RC)
 
 # llama.cpp's AMX "extra buffer" kernels for Q8_0 (picked on CPUs with AMX, such as the
 # Sapphire Rapids VM this was written on) crash in ggml_backend_amx_mul_mat with
@@ -176,7 +179,7 @@ def main():
     if not os.path.exists(a.hf_python) or subprocess.run(
             [a.hf_python, "-c", "import transformers, torch"], capture_output=True).returncode != 0:
         print(f"SKIP: {a.hf_python} lacks transformers/torch")
-        sys.exit(77)
+        sys.exit(SKIP_RC)
     fixtures = os.path.abspath(a.fixtures)
     work = a.work or tempfile.mkdtemp(prefix="pdsd-gguf-")
     os.makedirs(work, exist_ok=True)

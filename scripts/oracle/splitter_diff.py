@@ -5,13 +5,12 @@ Runs Chatchat's chinese_recursive_text_splitter.py (from the langchain-chatchat 
 package, imported as a file with two tiny import shims) and `pdsd kb split --json` on
 the sample documents and on generated texts, and reports every mismatch.
 
-  python3 scripts/oracle/splitter_diff.py --pdsd build/pdsd [--count 300]
+  python3 scripts/oracle/splitter_diff.py --pdsd build/pdsd [--python PY] [--count 300]
 
-Needs a venv with langchain-chatchat (--no-deps is enough) + langchain-text-splitters:
-  python3 -m venv /work/venvs/chatchat
-  /work/venvs/chatchat/bin/pip install --no-deps langchain-chatchat
-  /work/venvs/chatchat/bin/pip install langchain-text-splitters
-$PDSD_CHATCHAT_VENV overrides the venv path. Exit 77 (ctest SKIP) when it is missing.
+Runs itself again under the Chatchat venv's python: $PDSD_CHATCHAT_PYTHON, else --python,
+else .venv-chatchat/bin/python in the repository (made by `scripts/setup_oracles.sh chatchat`;
+scripts/requirements-chatchat.txt). $PDSD_CHATCHAT_VENV=DIR still means DIR/bin/python.
+Exit 77 (ctest SKIP) when it is missing, or 1 instead when PDSD_ORACLES_REQUIRED=1 (CI).
 """
 import argparse
 import glob
@@ -25,16 +24,40 @@ import sys
 import tempfile
 import types
 
-VENV = os.environ.get("PDSD_CHATCHAT_VENV", "/work/venvs/chatchat")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../.."))
+
+
+def skip(why):
+    print(f"SKIP: {why}", file=sys.stderr)
+    if os.environ.get("PDSD_ORACLES_REQUIRED") == "1":
+        print("FAIL: PDSD_ORACLES_REQUIRED=1 (CI): this oracle must run", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(77)
+
+
+def chatchat_python(argv):
+    """The python to run under: environment first, then --python, then the repository's venv."""
+    if os.environ.get("PDSD_CHATCHAT_PYTHON"):
+        return os.environ["PDSD_CHATCHAT_PYTHON"]
+    if os.environ.get("PDSD_CHATCHAT_VENV"):
+        return os.path.join(os.environ["PDSD_CHATCHAT_VENV"], "bin", "python")
+    for i, a in enumerate(argv):
+        if a == "--python" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--python="):
+            return a.split("=", 1)[1]
+    return os.path.join(ROOT, ".venv-chatchat", "bin", "python")
 
 
 def reexec_in_venv():
-    py = os.path.join(VENV, "bin", "python")
-    if os.path.realpath(sys.prefix) == os.path.realpath(VENV):
+    py = chatchat_python(sys.argv[1:])
+    # A venv's bin/python is a symlink to the system python: compare prefixes, not binaries.
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(py)))
+    if os.path.realpath(sys.prefix) == os.path.realpath(venv):
         return
-    if not os.path.exists(py):
-        print(f"SKIP: no venv at {VENV} (see the docstring)", file=sys.stderr)
-        sys.exit(77)
+    if not os.access(py, os.X_OK):
+        skip(f"no python at {py} (make it: scripts/setup_oracles.sh chatchat; "
+             f"see build/setup-oracles/chatchat.log if that failed)")
     os.execv(py, [py] + sys.argv)
 
 
@@ -42,8 +65,7 @@ def load_chatchat_splitter():
     try:
         import langchain_text_splitters
     except ImportError:
-        print("SKIP: langchain-text-splitters not installed in the venv", file=sys.stderr)
-        sys.exit(77)
+        skip(f"langchain-text-splitters not installed in {sys.prefix}")
     path = None
     for sp in sys.path:
         cand = os.path.join(sp, "chatchat/server/file_rag/text_splitter/chinese_recursive_text_splitter.py")
@@ -51,8 +73,7 @@ def load_chatchat_splitter():
             path = cand
             break
     if not path:
-        print("SKIP: langchain-chatchat not installed in the venv", file=sys.stderr)
-        sys.exit(77)
+        skip(f"langchain-chatchat not installed in {sys.prefix}")
     # Shims: the module imports langchain.text_splitter and chatchat.utils.build_logger only.
     lc = types.ModuleType("langchain")
     lts = types.ModuleType("langchain.text_splitter")
@@ -102,6 +123,7 @@ def main():
     reexec_in_venv()
     ap = argparse.ArgumentParser()
     ap.add_argument("--pdsd", required=True)
+    ap.add_argument("--python", help="python of the Chatchat venv (see the docstring)")
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--samples", default=os.path.join(os.path.dirname(__file__), "../../share/samples"))
