@@ -11,7 +11,8 @@
 # (PDSD_ORACLE_TIMEOUT seconds, default 900 each, 1800 for the llama.cpp compile).
 # Each step logs what it does and how long it took; pip's output goes to
 # build/setup-oracles/NAME.log. A venv that cannot be made is removed, so its tests skip and
-# name that log; with CI=true or PDSD_ORACLES_REQUIRED=1 the script then exits 1.
+# name that log. PDSD_ORACLES_REQUIRED names the venvs that must exist (1 or all: every one;
+# else a list such as "lf,chatchat"): when one of those fails the script exits 1.
 # Caches: pip's (~/.cache/pip) for downloads, ~/.cache/pdsd for the llama-cpp-python wheel
 # (PDSD_CACHE_DIR overrides), ccache for the llama.cpp objects when the wheel is gone.
 set -uo pipefail
@@ -23,7 +24,11 @@ LOGDIR=$ROOT/build/setup-oracles
 PIP_INSTALL=(install --disable-pip-version-check --no-input --progress-bar off --no-deps)
 
 log() { printf '[setup-oracles] %s\n' "$*" >&2; }
-required() { [[ "${CI:-}" == true || "${PDSD_ORACLES_REQUIRED:-0}" == 1 ]]; }
+# required NAME: is .venv-NAME in PDSD_ORACLES_REQUIRED ("1"/"all" = every venv)?
+required() {
+  local want=",${PDSD_ORACLES_REQUIRED:-},"; want=${want// /,}
+  [[ $want == ,1, || $want == ,all, || $want == *",$1,"* ]]
+}
 
 # What a venv was made from; a venv is rebuilt when this changes.
 stamp_text() {
@@ -89,7 +94,7 @@ build_llama() {
   version=$(sed -n 's/^llama-cpp-python==//p' scripts/requirements-llama.txt)
   step "pip install the rest of scripts/requirements-llama.txt" \
     "$venv/bin/pip" "${PIP_INSTALL[@]}" -r <(grep -v '^llama-cpp-python==' scripts/requirements-llama.txt)
-  whl=$(ls "$CACHE"/wheels/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -1)
+  whl=$(ls "$CACHE"/wheels/llama_cpp_python-"$version"-*.whl 2>/dev/null | head -1 || true)
   if [[ -z $whl ]]; then
     # Built from a fixed folder (not pip's random temporary one), so ccache and the
     # incremental CMake build folder hit when the cached wheel is gone.
@@ -167,10 +172,12 @@ for name in "${names[@]}"; do
 done
 log "done in $((SECONDS - t_all)) s${failed:+; failed: ${failed[*]}}"
 if ((${#failed[@]})); then
-  if required; then
-    log "CI: the oracle tests need these venvs; failing"
-    exit 1
-  fi
+  for name in "${failed[@]}"; do
+    if required "$name"; then
+      log "PDSD_ORACLES_REQUIRED=${PDSD_ORACLES_REQUIRED}: the oracle tests need .venv-$name; failing"
+      exit 1
+    fi
+  done
   log "their oracle tests will skip (rerun scripts/setup_oracles.sh ${failed[*]} to retry)"
 fi
 exit 0

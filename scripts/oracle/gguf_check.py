@@ -31,15 +31,14 @@ import subprocess
 import sys
 import tempfile
 
-SKIP_RC = 1 if os.environ.get("PDSD_ORACLES_REQUIRED") == "1" else 77  # CI: must run, not skip
+from oracle_required import skip  # exit 77, or 1 when PDSD_ORACLES_REQUIRED names llama
 
 try:
     import numpy as np
     import llama_cpp.llama_cpp as llama_c
     from llama_cpp import Llama
 except Exception as e:  # noqa: BLE001
-    print(f"SKIP: llama-cpp-python not importable ({e}); make it: scripts/setup_oracles.sh llama")
-    sys.exit(SKIP_RC)
+    skip("llama", f"llama-cpp-python not importable ({e}); make it: scripts/setup_oracles.sh llama")
 
 # llama.cpp's AMX "extra buffer" kernels for Q8_0 (picked on CPUs with AMX, such as the
 # Sapphire Rapids VM this was written on) crash in ggml_backend_amx_mul_mat with
@@ -178,8 +177,7 @@ def main():
     a = ap.parse_args()
     if not os.path.exists(a.hf_python) or subprocess.run(
             [a.hf_python, "-c", "import transformers, torch"], capture_output=True).returncode != 0:
-        print(f"SKIP: {a.hf_python} lacks transformers/torch")
-        sys.exit(SKIP_RC)
+        skip("llama", f"{a.hf_python} lacks transformers/torch")
     fixtures = os.path.abspath(a.fixtures)
     work = a.work or tempfile.mkdtemp(prefix="pdsd-gguf-")
     os.makedirs(work, exist_ok=True)
