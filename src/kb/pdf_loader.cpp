@@ -4,6 +4,7 @@
 #include "pdf_loader.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/kb/loader.h"
 
 #include <poppler/cpp/poppler-document.h>
 #include <poppler/cpp/poppler-page.h>
@@ -36,6 +37,7 @@ std::string pdf_to_text(const std::string& name, const std::string& bytes, std::
         }
         if (!out.empty()) out += '\n';
         out += t;
+        check_text_budget(name, out.size());   // a small PDF can draw the same text many times
     }
     if (n_empty)
         warnings.push_back(std::to_string(n_empty) + " of " + std::to_string(n) + " pages have no text layer (scanned?): page " +
