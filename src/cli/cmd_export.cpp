@@ -7,6 +7,7 @@
 #include "commands.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/hf_config.h"
 #include "pdsd/core/lf_args.h"
 #include "pdsd/export/merge.h"
 
@@ -18,6 +19,7 @@ namespace pdsd::cli {
 namespace {
 struct ExportCli {
     std::string config;
+    std::string check_dir;
     bool no_verify = false;
 };
 }  // namespace
@@ -27,6 +29,9 @@ void register_export(CLI::App& app, Registry& registry) {
     auto* cmd = app.add_subcommand("export", "merge LoRA adapters into the base model and write a HF model folder");
     cmd->add_option("--config", opts->config, "LLaMA-Factory YAML (examples/merge_lora/*.yaml); also accepted as the first argument");
     cmd->add_flag("--no_verify,--no-verify", opts->no_verify, "skip the self-check of the merged weights against base + adapter");
+    cmd->add_option("--check", opts->check_dir,
+                    "self-check an existing merged folder (pdsd's or LLaMA-Factory's) against model_name_or_path + "
+                    "adapter_name_or_path instead of exporting");
     cmd->allow_extras();
     cmd->footer(
         "LLaMA-Factory keys, as --key value (after the YAML): model_name_or_path, adapter_name_or_path (comma-separated, "
@@ -45,8 +50,21 @@ void register_export(CLI::App& app, Registry& registry) {
         }
         if (!config.empty()) schema.load_yaml(config);
         schema.apply_overrides(extras);
+        if (!opts->check_dir.empty() && args.export_.export_dir.empty()) args.export_.export_dir = opts->check_dir;
         exporter::ExportOptions o = exporter::options_from_lf(args);
+        o.model_name_or_path = resolve_model_dir(o.model_name_or_path, "model_name_or_path", {".", "data"});
         o.verify = !opts->no_verify;
+        if (!opts->check_dir.empty()) {
+            exporter::VerifyReport v = exporter::self_check_export(o, opts->check_dir);
+            std::printf("self-check: ok, %lld merged weights (max abs diff %.3g, %.3g of the tolerance), %lld other tensors "
+                        "identical to the base\n",
+                        static_cast<long long>(v.tensors_checked), v.max_abs_diff, v.max_tolerance_ratio,
+                        static_cast<long long>(v.tensors_identical));
+            if (v.logits_checked) {
+                std::printf("logits self-check: ok, max abs diff %.3g (tolerance %.3g)\n", v.logits_max_abs_diff, v.logits_tolerance);
+            }
+            return;
+        }
         exporter::ExportReport r = exporter::run_export(o);
         std::printf("export_dir: %s\n", r.export_dir.c_str());
         std::printf("dtype: %s\n", r.output_dtype.c_str());

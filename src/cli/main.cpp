@@ -1,6 +1,7 @@
 // pdsd: the command-line front end. The ONLY try/catch of the program lives here:
 // library code throws pdsd::Error subclasses, which map to exit codes
 // (1 user/data error, 2 internal error, 130 interrupted).
+#include "argv.h"
 #include "commands.h"
 
 #include "pdsd/core/error.h"
@@ -39,13 +40,16 @@ int main(int argc, char** argv) {
     cli::register_serve(app, registry);
 
     try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        int rc = app.exit(e);  // prints help/version or the parse error
-        return rc == 0 ? 0 : static_cast<int>(ExitCode::user_error);
-    }
-
-    try {
+        // LLaMA-Factory / Chatchat spellings first (cli/argv.h), then CLI11.
+        std::vector<std::string> args = cli::rewrite_argv(app, std::vector<std::string>(argv, argv + argc));
+        std::vector<char*> cargs;
+        for (auto& a : args) cargs.push_back(a.data());
+        try {
+            app.parse(static_cast<int>(cargs.size()), cargs.data());
+        } catch (const CLI::ParseError& e) {
+            int rc = app.exit(e);  // prints help/version or the parse error
+            return rc == 0 ? 0 : static_cast<int>(ExitCode::user_error);
+        }
         log::init(verbose ? "debug" : log_level);
         log::debug("pdsd", "main() running at " + proc_clock::stamp());  // libraries loaded, options parsed
         at::set_num_threads(threads);  // explicit: a process may start with 1 intra-op thread

@@ -230,11 +230,15 @@ void ConfigSchema::apply_overrides(const std::vector<std::string>& args) {
                 value = a.substr(eq + 1);
             } else {
                 key = a;
-                const Entry* e = find(key);
-                // A bool flag takes the next word only when it reads as a bool ("--bf16 false").
+                const Entry* e = find(canonical_key(key));
+                // HfArgumentParser: a bool flag takes the next word only when it reads as a bool
+                // ("--bf16 false"); bare, it means true. Ignored keys (--flash_attn,
+                // --use_fast_tokenizer, --overwrite_cache, an empty $DS_CONFIG_PATH after
+                // --deepspeed) may stand bare too.
                 bool next_is_value = i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0 &&
                                      (!e || e->kind != Kind::Bool || is_bool_word(args[i + 1]));
-                if (e && e->kind == Kind::Bool && !next_is_value) value = "true";  // a bare --flag
+                const bool may_be_bare = e && (e->kind == Kind::Bool || e->kind == Kind::Ignored);
+                if (may_be_bare && !next_is_value) value = "true";  // a bare --flag
                 else if (!next_is_value) throw ConfigError(ErrorInfo{"command line"}.at("--" + key).msg("needs a value"));
                 else value = args[++i];
             }
@@ -244,8 +248,16 @@ void ConfigSchema::apply_overrides(const std::vector<std::string>& args) {
         } else {
             throw ConfigError(ErrorInfo{"command line"}.at("'" + a + "'").expected("--key value or key=value"));
         }
-        set(key, value, "command line");
+        set(canonical_key(key), value, "command line");
     }
+}
+
+// --kebab-case spellings of snake_case keys (--output-dir = --output_dir).
+std::string ConfigSchema::canonical_key(const std::string& key) const {
+    if (find(key)) return key;
+    std::string snake = key;
+    std::replace(snake.begin(), snake.end(), '-', '_');
+    return find(snake) ? snake : key;
 }
 
 nlohmann::json ConfigSchema::to_json() const {

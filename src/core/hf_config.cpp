@@ -3,6 +3,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/json_io.h"
 
+#include <algorithm>
 #include <filesystem>
 
 namespace pdsd {
@@ -183,6 +184,36 @@ GenerationConfig parse_generation_config(const json& j, const std::string& sourc
     read_opt(j, "bos_token_id", g.bos_token_id, source);
     g.eos_token_id = read_id_list(j, "eos_token_id", source);
     return g;
+}
+
+std::string resolve_model_dir(const std::string& spec, const std::string& key, const std::vector<std::string>& roots) {
+    std::error_code ec;
+    if (spec.empty()) throw ConfigError(ErrorInfo{}.at(key).msg("is required").hint("a Hugging Face model folder (config.json + *.safetensors)"));
+    if (fs::is_directory(spec, ec)) return spec;
+    std::vector<std::string> tried = {spec};
+    const std::string base = fs::path(spec).filename().string();
+    for (const auto& root : roots) {
+        for (const std::string& name : {spec, base}) {
+            if (name.empty() || fs::path(name).is_absolute()) continue;
+            const fs::path cand = fs::path(root) / "models" / name;
+            if (std::find(tried.begin(), tried.end(), cand.string()) != tried.end()) continue;
+            if (fs::is_directory(cand, ec)) return cand.string();
+            tried.push_back(cand.string());
+        }
+    }
+    std::string looked;
+    for (const auto& t : tried) looked += (looked.empty() ? "" : ", ") + t;
+    const bool hub_like = !fs::path(spec).is_absolute() && std::count(spec.begin(), spec.end(), '/') == 1 && spec.front() != '.';
+    ErrorInfo info;
+    info.at(key).msg(hub_like ? "'" + spec + "' looks like a model hub id, and pdsd downloads nothing"
+                              : "no model folder '" + spec + "'")
+        .expected("a local folder with config.json and *.safetensors")
+        .found("none of: " + looked);
+    const std::string dest = "models/" + (base.empty() ? spec : base);
+    info.hint("fetch it once, then point " + key + " at the folder (or leave it at the hub id: pdsd looks in " + dest +
+              "): `huggingface-cli download " + spec + " --local-dir " + dest + "`, `modelscope download --model " + spec +
+              " --local_dir " + dest + "`, or `git clone https://huggingface.co/" + spec + " " + dest + "`");
+    throw ConfigError(info);
 }
 
 Qwen2Config load_qwen2_config(const std::string& dir_or_file) {

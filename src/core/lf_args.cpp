@@ -11,7 +11,7 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
 
     auto& d = a.data;
     s.add("dataset", &d.dataset, "dataset names from dataset_info.json, comma-separated");
-    s.add("eval_dataset", &d.eval_dataset, "evaluation dataset names");
+    s.add("eval_dataset", &d.eval_dataset, "evaluation dataset names (instead of a val_size split)");
     s.add("dataset_dir", &d.dataset_dir, "folder holding dataset_info.json");
     s.add("template", &d.template_name, "chat template used to render examples (qwen)");
     s.add("cutoff_len", &d.cutoff_len, "maximum tokens per example after truncation");
@@ -19,9 +19,8 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
     s.add("val_size", &d.val_size, "held-out fraction (<1) or number of examples (>=1)");
     s.add("train_on_prompt", &d.train_on_prompt, "also train on prompt tokens");
     s.add("mask_history", &d.mask_history, "train only the last turn of multi-turn examples");
-    s.add("mix_strategy", &d.mix_strategy, "how datasets are mixed (concat)");
+    s.add("mix_strategy", &d.mix_strategy, "concat | interleave_under | interleave_over (round robin)");
     s.add("default_system", &d.default_system, "system prompt used when an example has none");
-    s.add("preprocessing_num_workers", &d.preprocessing_num_workers, "tokenizer threads (0 = all cores)");
 
     auto& f = a.finetuning;
     s.add("stage", &f.stage, "training stage (sft)");
@@ -81,6 +80,7 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
     s.add_ignored("trust_remote_code", "pdsd runs no model code from the model folder");
     s.add_ignored("dataloader_num_workers", "pdsd prepares batches in-process");
     s.add_ignored("preprocessing_batch_size", "pdsd tokenizes in-process");
+    s.add_ignored("preprocessing_num_workers", "pdsd tokenizes in-process, on the fly");
     s.add_ignored("ddp_find_unused_parameters", "not needed by pdsd's data-parallel trainer");
     s.add_ignored("save_only_model", "pdsd always saves the adapter plus optimizer state");
     s.add_ignored("quantization_bit", "pdsd does not quantize at load time");

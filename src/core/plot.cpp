@@ -25,8 +25,14 @@ std::vector<double> ema_smooth(const std::vector<double>& values) {
     const double n = static_cast<double>(values.size());
     const double weight = 1.8 * (1.0 / (1.0 + std::exp(-0.05 * n)) - 0.5);
     double last = values[0];
+    bool started = std::isfinite(last);
     for (double v : values) {
-        last = last * weight + (1.0 - weight) * v;
+        if (!std::isfinite(v)) {  // a NaN/inf step is a gap; it does not poison the rest
+            out.push_back(v);
+            continue;
+        }
+        last = started ? last * weight + (1.0 - weight) * v : v;
+        started = true;
         out.push_back(last);
     }
     return out;
@@ -34,7 +40,7 @@ std::vector<double> ema_smooth(const std::vector<double>& values) {
 
 std::vector<double> nice_ticks(double lo, double hi) {
     std::vector<double> ticks;
-    if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi)) {
+    if (!(hi > lo) || !std::isfinite(lo) || !std::isfinite(hi) || !std::isfinite(hi - lo)) {
         ticks.push_back(lo);
         return ticks;
     }
@@ -48,10 +54,15 @@ std::vector<double> nice_ticks(double lo, double hi) {
             break;
         }
     }
-    const double first = std::ceil(lo / step - 1e-9) * step;
-    for (double t = first; t <= hi + step * 1e-9; t += step) {
-        ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+    // Ticks are k * step for whole k: repeated `t += step` never advances once step is below
+    // the spacing of doubles near t (a flat loss curve at 2.3 with a 1e-17 range), so count.
+    const double k_first = std::ceil(lo / step - 1e-9), k_last = std::floor(hi / step + 1e-9);
+    if (!(k_last >= k_first) || k_last - k_first > 16 || std::max(std::abs(k_first), std::abs(k_last)) > 1e15) {  // k + 1 exact
+        ticks.push_back(lo);
+        ticks.push_back(hi);
+        return ticks;
     }
+    for (double k = k_first; k <= k_last; k += 1) ticks.push_back(std::abs(k) < 0.5 ? 0.0 : k * step);
     return ticks;
 }
 
@@ -77,15 +88,25 @@ struct Range {
     double lo, hi;
 };
 
-Range data_range(const std::vector<double>& a, const std::vector<double>* b) {
-    double lo = *std::min_element(a.begin(), a.end()), hi = *std::max_element(a.begin(), a.end());
-    if (b && !b->empty()) {
-        lo = std::min(lo, *std::min_element(b->begin(), b->end()));
-        hi = std::max(hi, *std::max_element(b->begin(), b->end()));
+void finite_min_max(const std::vector<double>& v, double& lo, double& hi) {
+    for (double x : v) {
+        if (!std::isfinite(x)) continue;
+        lo = std::min(lo, x);
+        hi = std::max(hi, x);
     }
-    if (hi - lo <= 0) {  // one value: matplotlib widens a flat range
-        double pad = lo == 0 ? 1.0 : std::abs(lo) * 0.05;
-        return {lo - pad, hi + pad};
+}
+
+// Axis range of the finite values of a (and b), with matplotlib's 5% margins. A range too
+// narrow to label at the values' magnitude (a flat curve) is widened around its centre.
+Range data_range(const std::vector<double>& a, const std::vector<double>* b) {
+    double lo = INFINITY, hi = -INFINITY;
+    finite_min_max(a, lo, hi);
+    if (b) finite_min_max(*b, lo, hi);
+    if (!(lo <= hi)) return {0.0, 1.0};  // nothing finite: callers skip such plots
+    const double scale = std::max(std::abs(lo), std::abs(hi));
+    if (hi - lo <= scale * 1e-9 || !std::isfinite(hi - lo)) {
+        const double mid = lo / 2 + hi / 2, pad = scale == 0 ? 1.0 : scale * 0.05;
+        return {mid - pad, mid + pad};
     }
     double m = (hi - lo) * 0.05;  // axes.xmargin / ymargin
     return {lo - m, hi + m};
@@ -119,6 +140,10 @@ std::string render_loss_png(const LinePlot& p) {
                             .expected("the same number (>= 1) of steps and values")
                             .found(std::to_string(p.x.size()) + " steps, " + std::to_string(p.y.size()) + " values"));
     }
+    if (std::none_of(p.y.begin(), p.y.end(), [](double v) { return std::isfinite(v); })) {
+        throw DataError(ErrorInfo{}.at("loss plot '" + p.title + "'").expected("at least one finite value")
+                            .found("only NaN or infinite values").hint("the run diverged; lower learning_rate"));
+    }
     const std::vector<double> smooth = ema_smooth(p.y);
     const double W = p.width, H = p.height;
     const double L = 0.125 * W, R = 0.9 * W, T = (1 - 0.88) * H, B = (1 - 0.11) * H;  // axes box (px)
@@ -144,11 +169,20 @@ std::string render_loss_png(const LinePlot& p) {
         cairo_set_line_width(cr, 1.5 * kPt);
         cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
         cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+        bool pen_down = false;  // NaN/inf points are gaps in the line, as in matplotlib
         for (size_t i = 0; i < ys.size(); ++i) {
-            if (i == 0) cairo_move_to(cr, px(p.x[i]), py(ys[i]));
-            else cairo_line_to(cr, px(p.x[i]), py(ys[i]));
+            if (!std::isfinite(ys[i]) || !std::isfinite(p.x[i])) {
+                pen_down = false;
+                continue;
+            }
+            if (!pen_down) {
+                cairo_move_to(cr, px(p.x[i]), py(ys[i]));
+                cairo_rel_line_to(cr, 0.01, 0);  // a lone point still shows as a dot
+            } else {
+                cairo_line_to(cr, px(p.x[i]), py(ys[i]));
+            }
+            pen_down = true;
         }
-        if (ys.size() == 1) cairo_line_to(cr, px(p.x[0]) + 0.01, py(ys[0]));
         cairo_stroke(cr);
         cairo_restore(cr);
     };
@@ -266,6 +300,10 @@ std::vector<std::string> plot_trainer_state(const std::string& output_dir, const
         }
         if (p.y.empty()) {
             log::info("plot", "no metric " + key + " to plot");
+            continue;
+        }
+        if (std::none_of(p.y.begin(), p.y.end(), [](double v) { return std::isfinite(v); })) {
+            log::warn("plot", "every " + key + " value is NaN or infinite: training_" + key + ".png not drawn");
             continue;
         }
         p.title = "training " + key + " of " + output_dir;

@@ -2,6 +2,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
+#include "pdsd/core/hf_config.h"
 #include "pdsd/core/json_io.h"
 #include "pdsd/core/log.h"
 #include "pdsd/core/safetensors.h"
@@ -22,6 +23,9 @@
 #include <filesystem>
 #include <map>
 
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -116,6 +120,10 @@ void drop_pages(const void* p, size_t n) {
     if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
 }
 
+constexpr const char* kSelfCheckHint =
+    "the folder does not hold base + adapter (a wrong module mapping or scale, or a dropped layer); pdsd export never "
+    "publishes such a folder. Re-run pdsd export; if it repeats, report it with adapter_config.json";
+
 // Removes the temp folder unless released (success path renames it away first).
 struct TempFolderGuard {
     fs::path path;
@@ -148,6 +156,24 @@ void install(const fs::path& tmp, const fs::path& final_dir) {
         fs::remove_all(old, ec);
     } else {
         fs::rename(tmp, final_dir);
+    }
+}
+
+// Temp/old folders of earlier exports to `final_dir` whose process is gone (killed, power
+// loss): they can hold a whole model, so the next export removes them.
+void remove_stale_temps(const fs::path& final_dir) {
+    const std::string prefix = "." + final_dir.filename().string() + ".pdsd-";
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(final_dir.parent_path(), ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind(prefix, 0) != 0) continue;
+        const auto dash = name.find_last_of('-');
+        char* end = nullptr;
+        const long pid = std::strtol(name.c_str() + dash + 1, &end, 10);
+        if (pid <= 0 || *end != '\0' || pid == ::getpid()) continue;
+        if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
+        log::info("export", "removing " + e.path().string() + ", left by an interrupted export (process " + std::to_string(pid) + ")");
+        fs::remove_all(e.path(), ec);
     }
 }
 
@@ -275,6 +301,7 @@ ExportReport run_export(const ExportOptions& o) {
 
     // Temp folder beside the target, so the final rename stays on one file system.
     fs::create_directories(final_dir.parent_path());
+    remove_stale_temps(final_dir);
     TempFolderGuard tmp{final_dir.parent_path() / ("." + final_dir.filename().string() + ".pdsd-tmp-" + std::to_string(::getpid()))};
     fs::remove_all(tmp.path);
     fs::create_directories(tmp.path);
@@ -383,8 +410,7 @@ ExportReport run_export(const ExportOptions& o) {
 
     // Self-check on the temp folder, so a failing export never gets the final name.
     if (o.verify && !adapters.empty()) {
-        rep.verify = verify_export(o, tmp.path.string(), &base);
-        check_merged_logits(o, tmp.path.string(), base, *rep.verify);
+        rep.verify = self_check_export(o, tmp.path.string(), &base);
     }
 
     // GGUF beside the safetensors, converted from the verified merged folder.
@@ -426,6 +452,15 @@ ExportReport run_export(const ExportOptions& o) {
     return rep;
 }
 
+VerifyReport self_check_export(const ExportOptions& o, const std::string& dir, const Checkpoint* base_ck) {
+    std::optional<Checkpoint> own_base;
+    if (!base_ck) own_base.emplace(Checkpoint::open(o.model_name_or_path));
+    const Checkpoint& base = base_ck ? *base_ck : *own_base;
+    VerifyReport r = verify_export(o, dir, &base);
+    check_merged_logits(o, dir, base, r);
+    return r;
+}
+
 VerifyReport verify_export(const ExportOptions& o, const std::string& dir, const Checkpoint* base_ck) {
     std::optional<Checkpoint> own_base;
     if (!base_ck) own_base.emplace(Checkpoint::open(o.model_name_or_path));
@@ -440,13 +475,13 @@ VerifyReport verify_export(const ExportOptions& o, const std::string& dir, const
     VerifyReport r;
     std::vector<std::string> base_names = base.names(), out_names = out.names();
     if (base_names != out_names) {
-        throw DataError(ErrorInfo{dir}.msg("self-check failed: the export's tensor names differ from the base model's"));
+        throw DataError(ErrorInfo{dir}.msg("self-check failed: the export's tensor names differ from the base model's").hint(kSelfCheckHint));
     }
     for (const auto& n : base_names) {
         at::Tensor w = model::checkpoint_tensor(base, n);
         at::Tensor wo = model::checkpoint_tensor(out, n);
         if (w.sizes() != wo.sizes()) {
-            throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: shape differs from the base"));
+            throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: shape differs from the base").hint(kSelfCheckHint));
         }
         auto it = deltas.find(n);
         if (it == deltas.end()) {
@@ -456,7 +491,7 @@ VerifyReport verify_export(const ExportOptions& o, const std::string& dir, const
             drop_pages(base.data(n), base.info(n).nbytes());
             drop_pages(out.data(n), out.info(n).nbytes());
             if (!same) {
-                throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: an unadapted tensor differs from the base"));
+                throw DataError(ErrorInfo{dir}.at("tensor '" + n + "'").msg("self-check failed: an unadapted tensor differs from the base").hint(kSelfCheckHint));
             }
             r.tensors_identical++;
             continue;
@@ -493,7 +528,8 @@ VerifyReport verify_export(const ExportOptions& o, const std::string& dir, const
     if (!r.ok) {
         throw DataError(ErrorInfo{dir}.msg("self-check failed: merged weights disagree with base + adapter")
                             .expected("difference within the output dtype's rounding bound")
-                            .found(log::cat("max |diff| ", r.max_abs_diff, ", ", r.max_tolerance_ratio, " x the bound")));
+                            .found(log::cat("max |diff| ", r.max_abs_diff, ", ", r.max_tolerance_ratio, " x the bound"))
+                            .hint(kSelfCheckHint));
     }
     return r;
 }

@@ -1,9 +1,13 @@
 // `pdsd init`: the data root, the samples KB and default configs.
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
+#include "pdsd/core/log.h"
 #include "pdsd/kb/knowledge_base.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <filesystem>
+#include <sstream>
 
 namespace pdsd::kb {
 
@@ -89,6 +93,78 @@ std::vector<std::string> init_root(const std::string& root, const std::string& s
     }
     done.push_back("samples knowledge base " + dst.string() + " (" + std::to_string(copied) + " files copied)");
     return done;
+}
+
+namespace {
+bool is_model_dir(const fs::path& p) {
+    std::error_code ec;
+    return fs::is_directory(p, ec) && fs::exists(p / "config.json", ec);
+}
+}  // namespace
+
+std::string resolve_llm_model_dir(const std::string& root, const std::string& model_option) {
+    const fs::path models = fs::path(root) / "models";
+    if (!model_option.empty()) {
+        for (const fs::path& c : {fs::path(model_option), models / model_option})
+            if (is_model_dir(c)) return c.string();
+        throw IoError(ErrorInfo{model_option}.msg("model folder not found (also looked in " + models.string() + ")")
+                          .hint("pass the Hugging Face folder of a Qwen2/Qwen2.5 model (config.json, model.safetensors, "
+                                "tokenizer.json), or its name under <root>/models"));
+    }
+    fs::path settings = fs::path(root) / "model_settings.yaml";
+    if (!fs::exists(settings)) return "";
+    YAML::Node y;
+    try {
+        y = YAML::LoadFile(settings.string());
+    } catch (const YAML::Exception& e) {
+        throw ConfigError(ErrorInfo{settings.string()}.at("line " + std::to_string(e.mark.line + 1)).msg(e.msg).hint("fix the YAML syntax"));
+    }
+    auto text = [&](const char* key) -> std::string {
+        YAML::Node n = y[key];
+        if (!n || n.IsNull() || !n.IsScalar()) return "";
+        return n.as<std::string>();
+    };
+    if (std::string p = text("llm_model_path"); !p.empty()) {
+        for (const fs::path& c : {fs::path(p), fs::path(root) / p})
+            if (is_model_dir(c)) return c.string();
+    }
+    if (std::string name = text("default_llm_model"); !name.empty() && is_model_dir(models / name)) return (models / name).string();
+    log::info("kb", "no model at llm_model_path '" + text("llm_model_path") + "' nor " + (models / text("default_llm_model")).string() +
+                        " (" + settings.string() + "): answering retrieval-only");
+    return "";
+}
+
+void set_settings_keys(const std::string& yaml_path, const std::vector<std::pair<std::string, std::string>>& keys) {
+    std::string text = fs::exists(yaml_path) ? read_file(yaml_path) : std::string();
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    for (auto& [key, raw] : keys) {
+        // plain scalar when safe, else a double-quoted YAML string
+        bool plain = !raw.empty() && raw.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._/-:") == std::string::npos &&
+                     raw.find(": ") == std::string::npos && raw.back() != ':';
+        std::string value = raw;
+        if (!plain) {
+            value = "\"";
+            for (char c : raw) value += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+            value += "\"";
+        }
+        bool found = false;
+        for (auto& line : lines) {
+            if (line.rfind(key + ":", 0) != 0) continue;
+            // keep a trailing "  # comment" of the template line
+            size_t hash = line.find(" #", key.size() + 1);
+            std::string comment = hash == std::string::npos ? "" : line.substr(hash);
+            std::string head = key + ": " + value;
+            if (!comment.empty() && head.size() < 24) head.resize(24, ' ');
+            line = head + comment;
+            found = true;
+        }
+        if (!found) lines.push_back(key + ": " + value);
+    }
+    std::string out;
+    for (auto& l : lines) out += l + "\n";
+    write_file_atomic(yaml_path, out);
 }
 
 }  // namespace pdsd::kb

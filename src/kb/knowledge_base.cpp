@@ -1394,4 +1394,33 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     return out;
 }
 
+// ---- Chatchat drop-in (pdsd serve's Chatchat routes) ----------------------------------
+
+std::unique_ptr<Embedder> open_embed_model(const std::string& root, const std::string& spec) {
+    return open_embedder(root, embed_model_spec(spec), load_kb_settings(root));
+}
+
+UpdateReport update_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                          const UpdateOptions& options) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    auto db = open_db(paths, false);
+    UpdateOptions o = options;
+    o.mode = UpdateMode::update_in_db;
+    UpdateReport report;
+    update_one(paths, *db, kb, o, load_kb_settings(root), &files, report);
+    return report;
+}
+
+bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    if (!fs::exists(paths.info_db())) return false;
+    auto db = open_db(paths, false);
+    if (!get_kb(*db, kb).exists) return false;
+    Stmt st(*db, "UPDATE knowledge_base SET kb_info = ? WHERE kb_name = ?");
+    st.bind(1, info).bind(2, kb).run();
+    return true;
+}
+
 }  // namespace pdsd::kb

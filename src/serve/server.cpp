@@ -20,6 +20,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <ctime>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -215,6 +217,45 @@ std::string base64(const void* data, size_t n) {
 
 std::string sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
 
+// The SSE events of `s` ("...\n\n" each), so each can go out in its own write.
+std::vector<std::string> split_events(const std::string& s) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (start < s.size()) {
+        size_t end = s.find("\n\n", start);
+        end = end == std::string::npos ? s.size() : end + 2;
+        out.push_back(s.substr(start, end - start));
+        start = end;
+    }
+    return out;
+}
+
+// sse_starlette's keep-alive comment (Chatchat's server sends one every 15 s of silence).
+constexpr int kPingSeconds = 15;
+std::string sse_ping() {
+    std::time_t t = std::time(nullptr);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::gmtime(&t));
+    return std::string(": ping - ") + buf + "\r\n\r\n";
+}
+
+// ---- Chatchat's score scale ------------------------------------------------------------------
+// Chatchat's FAISS store returns the squared L2 distance of unit vectors, 2 - 2*cos (0 = same
+// direction, 2 = orthogonal), and keeps hits with distance <= score_threshold (0..2, default
+// 2.0). pdsd's scores are higher-is-better (knowledge_base.h). On the Chatchat routes:
+//   dense / hybrid   distance = 2 - 2*cos                   threshold t -> cos >= 1 - t/2
+//   bm25             distance = 2 / (1 + s), s = -bm25()    threshold t -> s >= 2/t - 1
+// so t = 2.0 gives pdsd's default thresholds (cos >= 0, s >= 0): Chatchat's client default
+// returns what `pdsd kb search` returns. docs/serve.md has the table.
+double chatchat_distance(const kb::SearchHit& h) {
+    if (h.cosine) return 2.0 - 2.0 * *h.cosine;
+    return 2.0 / (1.0 + std::max(0.0, h.bm25.value_or(h.score)));
+}
+double pdsd_threshold(double chatchat_threshold, const std::string& mode) {
+    if (mode == "bm25") return chatchat_threshold <= 0 ? std::numeric_limits<double>::max() : 2.0 / chatchat_threshold - 1.0;
+    return 1.0 - chatchat_threshold / 2.0;
+}
+
 // ---- metrics ---------------------------------------------------------------------------------
 
 const std::vector<double> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -273,20 +314,38 @@ struct Server::Impl {
     std::atomic<bool> stopping{false};
     const int64_t created = unix_now();
 
+    std::string embed_spec;                   // the server's embed model ("none": BM25 only)
+    std::string embed_spec_path;              // the same, a name under <root>/models made a path
+    std::map<std::string, std::shared_ptr<kb::Embedder>> embed_cache;   // other KBs' models, by spec (under embed_mu)
+    // File chat (Chatchat's temp_kb): id -> its own data root <root>/temp/<id>, oldest first.
+    std::vector<std::pair<std::string, std::string>> temp_kbs;
+    static constexpr size_t kMaxTempKbs = 64;
+
     explicit Impl(ServeOptions opts) : o(std::move(opts)) {
         root = kb::resolve_root(o.root);
+        // --model (a folder or a name under <root>/models), else model_settings.yaml, as `pdsd chat`.
+        o.model_dir = kb::resolve_llm_model_dir(root, o.model_dir);
         if (!o.model_dir.empty()) {
-            if (!fs::is_directory(o.model_dir))
-                throw IoError(ErrorInfo{o.model_dir}.msg("model folder not found").hint("pass the Hugging Face folder of a Qwen2/Qwen2.5 model"));
             tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(o.model_dir));
             gen = std::make_unique<model::Generator>(lora::load_generator(o.model_dir, o.device, o.dtype, o.adapter_dir));
             model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
             if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
             queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
         }
-        std::string embed = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
-        if (embed != "none") embedder = std::shared_ptr<kb::Embedder>(kb::make_embedder(embed));
+        // -e NAME resolves as `kb -r -e NAME` does (a folder, a name under <root>/models, ...).
+        embed_spec = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
+        embedder = std::shared_ptr<kb::Embedder>(kb::open_embed_model(root, embed_spec));
+        if (!embedder) embed_spec = "none";
+        // Temp KBs have their own data root: give them the model as a path, not a name.
+        std::error_code ec;
+        fs::path under_root = fs::path(root) / "models" / embed_spec;
+        embed_spec_path = embedder && fs::path(embed_spec).is_relative() && !fs::is_directory(embed_spec, ec) && fs::is_directory(under_root, ec)
+                              ? fs::absolute(under_root).lexically_normal().string() : embed_spec;
         setup();
+    }
+    ~Impl() {
+        std::error_code ec;
+        for (auto& [id, dir] : temp_kbs) fs::remove_all(dir, ec);   // Chatchat's temp KBs live as long as the server
     }
 
     // ---- plumbing ----
@@ -354,21 +413,73 @@ struct Server::Impl {
     }
 
     void setup();
-    void chat_completions(const httplib::Request& req, httplib::Response& res);
+    void setup_chatchat();   // Chatchat's web-UI routes beyond the KB API (chat, temp KBs, server info)
+    void chat_completions(const httplib::Request& req, httplib::Response& res, bool chatchat = false);
     void kb_chat(const httplib::Request& req, httplib::Response& res);
+    void kb_chat_run(json body, httplib::Response& res, const std::string& base);
+    void kb_chat_openai(const httplib::Request& req, httplib::Response& res);
+    void upload_temp_docs(const httplib::Request& req, httplib::Response& res);
+    void file_chat(const httplib::Request& req, httplib::Response& res);
+    void update_docs(const httplib::Request& req, httplib::Response& res);
     void embeddings(const httplib::Request& req, httplib::Response& res);
     void upload_docs(const httplib::Request& req, httplib::Response& res);
     std::string metrics_text();
+
+    // Search options of a Chatchat route: top_k, search_mode, and score_threshold on Chatchat's
+    // 0..2 scale (see chatchat_distance); pdsd_score_threshold gives pdsd's own instead.
+    kb::SearchOptions chatchat_search_options(const json& body, const std::string& settings_root) {
+        kb::KbSettings st = kb::load_kb_settings(settings_root);
+        kb::SearchOptions so;
+        so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
+        so.mode = get_string(body, "search_mode").value_or(st.search_mode);
+        if (auto p = get_number(body, "pdsd_score_threshold", -1e9, 1e9)) so.score_threshold = *p;
+        else if (auto t = get_number(body, "score_threshold", 0.0, 2.0)) so.score_threshold = pdsd_threshold(*t, so.mode);
+        else so.score_threshold = st.score_threshold;
+        return so;
+    }
+
+    // "http://host:port" as the client addressed us (Chatchat's api_address for links).
+    std::string base_url(const httplib::Request& req) const {
+        std::string host = req.get_header_value("Host");
+        if (host.empty() || host.find_first_of(" /\\\"<>") != std::string::npos) return "http://" + o.host + ":" + std::to_string(port);
+        return "http://" + host;
+    }
+
+    // SSE body of complete events, each in its own write (one HTTP chunk each): Chatchat's
+    // ApiRequest parses one "data: {...}" per read, so frames must never share a chunk.
+    void reply_sse(httplib::Response& res, std::vector<std::string> events) {
+        res.set_header("Cache-Control", "no-cache");
+        res.set_header("X-Accel-Buffering", "no");
+        auto ev = std::make_shared<std::vector<std::string>>(std::move(events));
+        res.set_chunked_content_provider("text/event-stream", [ev](size_t, httplib::DataSink& sink) {
+            for (auto& e : *ev)
+                if (!sink.write(e.data(), e.size())) return false;
+            sink.done();
+            return true;
+        });
+    }
+
+    // The data root of temp KB `id` (Chatchat's knowledge_id); 404 when unknown.
+    std::string temp_root(const std::string& id) {
+        for (auto& [k, dir] : temp_kbs)
+            if (k == id) return dir;
+        throw HttpError{404, "未找到临时知识库 " + id + "，请先上传文件 (upload_temp_docs)", "not_found_error", "knowledge_id", "kb_not_found"};
+    }
 
     void require_model() {
         if (!gen) throw HttpError{503, "no chat model is loaded (start pdsd serve with --model DIR)", "service_unavailable", "model", "model_not_loaded"};
     }
 
+    // The embedder of a KB's stored embed_model; call under embed_mu.
     std::shared_ptr<kb::Embedder> embedder_for(const std::string& kb_embed_model) {
-        if (kb_embed_model == "none") return nullptr;
-        if (embedder && embedder->name() == kb_embed_model) return embedder;
-        return std::shared_ptr<kb::Embedder>(kb::make_embedder(kb_embed_model));
+        if (kb_embed_model.empty() || kb_embed_model == "none") return nullptr;
+        if (embedder && (embedder->name() == kb_embed_model || embed_spec == kb_embed_model || embed_spec_path == kb_embed_model)) return embedder;
+        auto& e = embed_cache[kb_embed_model];
+        if (!e) e = std::shared_ptr<kb::Embedder>(kb::open_embed_model(root, kb_embed_model));
+        return e;
     }
+    // The embed model to build a KB with: the request's, else the server's.
+    std::string embed_for_new_kb(const std::string& requested) const { return !requested.empty() ? requested : embed_spec; }
 
     // Sampling options of a chat request (OpenAI's fields).
     void parse_sampling(const json& body, GenJob& job) {
@@ -457,12 +568,16 @@ struct Server::Impl {
         res.set_header("Cache-Control", "no-cache");
         res.set_header("X-Accel-Buffering", "no");
         auto provide = [this, job, head = std::move(head), piece_frame, tail](httplib::DataSink& sink) {
+            auto last_write = std::chrono::steady_clock::now();
+            // One write per SSE event: clients that read one event per chunk see every frame.
             auto write = [&](const std::string& s) {
-                if (s.empty()) return true;
-                if (!sink.write(s.data(), s.size())) {
-                    job->cancelled = true;   // the client went away: stop generating
-                    return false;
+                for (auto& e : split_events(s)) {
+                    if (!sink.write(e.data(), e.size())) {
+                        job->cancelled = true;   // the client went away: stop generating
+                        return false;
+                    }
                 }
+                last_write = std::chrono::steady_clock::now();
                 return true;
             };
             if (!write(head)) return false;
@@ -478,6 +593,9 @@ struct Server::Impl {
                         job->cancelled = true;
                         return false;
                     }
+                    // keep-alive while queued or prefilling, as sse_starlette does
+                    if (std::chrono::steady_clock::now() - last_write >= std::chrono::seconds(kPingSeconds) && !write(sse_ping()))
+                        return false;
                     continue;
                 }
                 break;  // finished, no piece left
@@ -602,7 +720,7 @@ void Server::Impl::setup() {
         std::string vs = get_string(body, "vector_store_type").value_or("faiss");
         if (vs != "faiss") throw bad_request("only vector_store_type 'faiss' is supported", "vector_store_type");
         std::string embed = get_string(body, "embed_model").value_or("");
-        get_string(body, "kb_info");
+        std::optional<std::string> info = get_string(body, "kb_info");
         std::unique_lock<std::shared_mutex> lk(kb_mu);
         if (db_embed_model(root, name)) throw HttpError{409, "已存在同名知识库 " + name, "invalid_request_error", "knowledge_base_name", "kb_exists"};
         kb::KbPaths paths{root};
@@ -610,9 +728,10 @@ void Server::Impl::setup() {
         kb::UpdateOptions u;
         u.kb_names = {name};
         u.mode = kb::UpdateMode::increment;
-        u.embed_model = !embed.empty() ? embed : (embedder ? embedder->name() : "");
+        u.embed_model = embed_for_new_kb(embed);
         u.progress = false;
         kb::update_knowledge_bases(root, u);
+        if (info) kb::set_kb_info(root, name, *info);
         reply_json(res, {{"code", 200}, {"msg", "已新增知识库 " + name}, {"data", nullptr}});
     }, true);
     post("/knowledge_base/delete_knowledge_base", [this](const httplib::Request& req, httplib::Response& res) {
@@ -646,12 +765,7 @@ void Server::Impl::setup() {
         json body = parse_json_object(req);
         std::string name = validate_kb(require_string(body, "knowledge_base_name"));
         std::string query = get_string(body, "query").value_or("");
-        kb::KbSettings st = kb::load_kb_settings(root);
-        kb::SearchOptions so;
-        so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
-        so.score_threshold = get_number(body, "score_threshold", -1e9, 1e9);
-        if (!so.score_threshold) so.score_threshold = st.score_threshold;
-        so.mode = get_string(body, "search_mode").value_or(st.search_mode);
+        kb::SearchOptions so = chatchat_search_options(body, root);
         get_string(body, "file_name");
         json data = json::array();
         if (!query.empty()) {
@@ -664,10 +778,14 @@ void Server::Impl::setup() {
             }
             for (auto& h : hits) {
                 if (!h.kept) continue;
+                // "score": Chatchat's distance (lower is better); metadata.pdsd: pdsd's own scores.
+                json own{{"score", h.score}, {"search_mode", so.mode}};
+                if (h.bm25) own["bm25"] = *h.bm25;
+                if (h.cosine) own["cosine"] = *h.cosine;
                 data.push_back({{"id", std::to_string(h.chunk_id)}, {"page_content", h.text}, {"type", "Document"},
                                 {"metadata", {{"source", h.file_name}, {"chunk_index", h.chunk_index},
-                                              {"start_char", h.start_char}, {"end_char", h.end_char}}},
-                                {"score", h.score}});
+                                              {"start_char", h.start_char}, {"end_char", h.end_char}, {"pdsd", own}}},
+                                {"score", chatchat_distance(h)}});
             }
         }
         reply_json(res, data);
@@ -722,24 +840,26 @@ void Server::Impl::setup() {
         kb::UpdateOptions u;
         u.kb_names = {name};
         u.mode = kb::UpdateMode::recreate;
-        u.embed_model = !embed.empty() ? embed : (embedder ? embedder->name() : "");
+        u.embed_model = embed_for_new_kb(embed);
         if (cs) u.chunk_size = *cs;
         if (co) u.chunk_overlap = *co;
         u.progress = false;
         kb::UpdateReport r = kb::update_knowledge_bases(root, u);
         // Chatchat streams one progress frame per file (sse_starlette); the work is done here
-        // before the first frame, so the frames are a summary.
-        std::string out;
-        size_t n = r.files.size(), i = 0;
+        // before the first frame, so the frames are a summary, one write each.
+        std::vector<std::string> out;
+        size_t n = 0, i = 0;
+        for (auto& f : r.files) n += f.action != "removed";
         for (auto& f : r.files) {
+            if (f.action == "removed") continue;
             ++i;
-            if (f.action == "failed")
-                out += sse({{"code", 500}, {"msg", "添加文件‘" + f.file + "’到知识库‘" + name + "’时出错：" + f.note + "。已跳过。"}});
+            if (f.action == "failed" || f.action == "skipped")
+                out.push_back(sse({{"code", 500}, {"msg", "添加文件‘" + f.file + "’到知识库‘" + name + "’时出错：" + f.note + "。已跳过。"}}));
             else
-                out += sse({{"code", 200}, {"msg", "(" + std::to_string(i) + " / " + std::to_string(n) + "): " + f.file},
-                            {"total", n}, {"finished", i}, {"doc", f.file}});
+                out.push_back(sse({{"code", 200}, {"msg", "(" + std::to_string(i) + " / " + std::to_string(n) + "): " + f.file},
+                                   {"total", n}, {"finished", i}, {"doc", f.file}}));
         }
-        res.set_content(out, "text/event-stream");
+        reply_sse(res, std::move(out));
     }, true);
     get("/knowledge_base/download_doc", [this](const httplib::Request& req, httplib::Response& res) {
         std::string name = validate_kb(req.get_param_value("knowledge_base_name"));
@@ -758,10 +878,20 @@ void Server::Impl::setup() {
         res.set_content(bytes, "application/octet-stream");
     }, true);
     post("/chat/kb_chat", [this](const httplib::Request& req, httplib::Response& res) { kb_chat(req, res); }, true);
+    setup_chatchat();
 }
 
-void Server::Impl::chat_completions(const httplib::Request& req, httplib::Response& res) {
+// OpenAI's chat completions; `chatchat`: Chatchat's /chat/chat/completions (its LLM chat:
+// the same answer, each object with Chatchat's message_id/status fields; no tools/agents).
+void Server::Impl::chat_completions(const httplib::Request& req, httplib::Response& res, bool chatchat) {
     json body = parse_json_object(req);
+    const json extra = chatchat ? json{{"message_id", nullptr}, {"status", nullptr}} : json::object();
+    if (chatchat) {
+        for (const char* k : {"tools", "tool_choice"})
+            if (const json* t = field(body, k); t && !(t->is_array() && t->empty()))
+                throw bad_request(std::string("'") + k + "' (Chatchat's agent chat) is not supported by pdsd", k);
+        if (auto mt = body.find("max_tokens"); mt != body.end() && mt->is_number_integer() && mt->get<int64_t>() == 0) body.erase(mt);
+    }
     auto job = std::make_shared<GenJob>();
     const json* msgs = field(body, "messages");
     if (!msgs) throw bad_request("'messages' is required", "messages");
@@ -789,16 +919,20 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         job->wait();
         observe_ttft(*job);
         if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
-        reply_json(res, {{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
-                         {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
-                                                   {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
-                         {"usage", usage(*job)}});
+        json out{{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
+                 {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
+                                           {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
+                 {"usage", usage(*job)}};
+        out.update(extra);
+        reply_json(res, out);
         return;
     }
-    auto chunk = [id, created_at, this](json delta, json finish) {
-        return json{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created_at}, {"model", model_id},
-                    {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish)},
-                                              {"logprobs", nullptr}}})}};
+    auto chunk = [id, created_at, extra, this](json delta, json finish) {
+        json c{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created_at}, {"model", model_id},
+               {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish)},
+                                         {"logprobs", nullptr}}})}};
+        c.update(extra);
+        return c;
     };
     std::string head = sse(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
     stream_job(
@@ -819,18 +953,32 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
 }
 
 void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) {
-    json body = parse_json_object(req);
+    kb_chat_run(parse_json_object(req), res, base_url(req));
+}
+
+// Chatchat's kb_chat body: query, mode (local_kb | temp_kb | search_engine), kb_name, top_k,
+// score_threshold (Chatchat's scale), history, stream, model, temperature, max_tokens,
+// prompt_name, return_direct. `base`: the URL prefix of the download links in "docs".
+void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::string& base) {
     std::string query = require_string(body, "query");
     std::string mode = get_string(body, "mode").value_or("local_kb");
-    if (mode != "local_kb") throw bad_request("only mode 'local_kb' is supported", "mode");
-    std::string name = validate_kb(require_string(body, "kb_name"), "kb_name");
-    kb::KbSettings st = kb::load_kb_settings(root);
-    kb::SearchOptions so;
-    so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
-    so.score_threshold = get_number(body, "score_threshold", -1e9, 1e9);
-    if (!so.score_threshold) so.score_threshold = st.score_threshold;
-    so.mode = get_string(body, "search_mode").value_or(st.search_mode);
     bool stream = get_bool(body, "stream").value_or(true);
+    if (mode == "search_engine") {
+        // Chatchat's error frame ({"error": ...} as SSE data; a BaseResponse when not streaming).
+        const std::string msg = "search_engine mode is not available offline: pdsd has no internet search engine; "
+                                "use local_kb (a knowledge base) or temp_kb (file chat)";
+        if (!stream) throw HttpError{501, msg, "invalid_request_error", "mode", "search_engine_unavailable"};
+        reply_sse(res, {sse({{"error", msg}})});
+        return;
+    }
+    if (mode != "local_kb" && mode != "temp_kb") throw bad_request("'mode' must be local_kb, temp_kb or search_engine", "mode");
+    std::string name = validate_kb(require_string(body, "kb_name"), "kb_name");
+    std::string kb_root = root;
+    {
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        if (mode == "temp_kb") kb_root = temp_root(name);
+    }
+    kb::SearchOptions so = chatchat_search_options(body, kb_root);
     bool return_direct = get_bool(body, "return_direct").value_or(false) || !gen;
     get_string(body, "model");
     get_string(body, "prompt_name");
@@ -845,9 +993,9 @@ void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) 
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::lock_guard<std::mutex> elk(embed_mu);
-        std::optional<std::string> em = db_embed_model(root, name);
+        std::optional<std::string> em = db_embed_model(kb_root, name);
         if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
-        kb::KnowledgeBase base(root, name, embedder_for(*em));
+        kb::KnowledgeBase base(kb_root, name, embedder_for(*em));
         for (auto& h : base.search(query, so))
             if (h.kept) hits.push_back(std::move(h));
     }
@@ -855,7 +1003,7 @@ void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) 
     json docs = json::array();
     for (size_t i = 0; i < hits.size(); ++i) {
         httplib::Params p{{"knowledge_base_name", name}, {"file_name", hits[i].file_name}};
-        std::string url = "/knowledge_base/download_doc?" + httplib::detail::params_to_query_str(p);
+        std::string url = base + "/knowledge_base/download_doc?" + httplib::detail::params_to_query_str(p);
         docs.push_back("出处 [" + std::to_string(i + 1) + "] [" + hits[i].file_name + "](" + url + ") \n\n" + hits[i].text + "\n\n");
     }
     const std::string id = now_id("chat");
@@ -874,7 +1022,7 @@ void Server::Impl::kb_chat(const httplib::Request& req, httplib::Response& res) 
     if (return_direct) {
         // Retrieval-only (Chatchat's return_direct; also when no model is loaded).
         json j = frame("chat.completion", "", {{"docs", docs}});
-        if (stream) res.set_content(sse(j), "text/event-stream");
+        if (stream) reply_sse(res, {sse(j)});
         else reply_json(res, j);
         return;
     }
@@ -1003,6 +1151,210 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
             }
     }
     reply_json(res, {{"code", 200}, {"msg", "文件上传与向量化完成"}, {"data", {{"failed_files", failed}}}});
+}
+
+// ---- Chatchat's web UI (webui_pages + ApiRequest) beyond the KB API -------------------------
+
+void Server::Impl::setup_chatchat() {
+    // openai.Client(base_url=f"{api}/knowledge_base/{mode}/{name}").chat.completions.create(...)
+    post(R"(/knowledge_base/(local_kb|temp_kb|search_engine)/([^/]+)/chat/completions)",
+         [this](const httplib::Request& req, httplib::Response& res) { kb_chat_openai(req, res); }, true);
+    post("/knowledge_base/upload_temp_docs", [this](const httplib::Request& req, httplib::Response& res) { upload_temp_docs(req, res); }, true);
+    post("/knowledge_base/update_docs", [this](const httplib::Request& req, httplib::Response& res) { update_docs(req, res); }, true);
+    post("/knowledge_base/update_info", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = parse_json_object(req);
+        std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+        std::string info = require_string(body, "kb_info");
+        std::unique_lock<std::shared_mutex> lk(kb_mu);
+        if (!kb::set_kb_info(root, name, info)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        reply_json(res, {{"code", 200}, {"msg", "知识库介绍修改完成"}, {"data", {{"kb_info", info}}}});
+    }, true);
+    post("/chat/file_chat", [this](const httplib::Request& req, httplib::Response& res) { file_chat(req, res); }, true);
+    post("/chat/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat_completions(req, res, true); }, true);
+    post("/server/configs", [this](const httplib::Request& req, httplib::Response& res) {
+        reply_json(res, {{"api_address", base_url(req)}});
+    }, true);
+    post("/server/get_prompt_template", [this](const httplib::Request& req, httplib::Response& res) {
+        json body = req.body.empty() ? json::object() : parse_json_object(req);
+        std::string type = get_string(body, "type").value_or("llm_model"), name = get_string(body, "name").value_or("default");
+        const rag::PromptTemplates t;
+        // The templates pdsd fills: rag (kb_chat, file chat) and the plain LLM one.
+        std::map<std::pair<std::string, std::string>, std::string> known = {
+            {{"rag", "default"}, t.with_context}, {{"rag", "empty"}, t.without_context}, {{"llm_model", "default"}, "{{input}}"}};
+        auto it = known.find({type, name});
+        if (it == known.end())
+            throw HttpError{404, "Prompt template not found: " + type + "/" + name + " (pdsd has rag/default, rag/empty, llm_model/default)",
+                            "not_found_error", "name", "template_not_found"};
+        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", it->second}});
+    }, true);
+}
+
+// The OpenAI-shaped kb chat: the last message is the query, the ones before it the history;
+// Chatchat's extra_body (top_k, score_threshold, prompt_name, return_direct) rides along.
+void Server::Impl::kb_chat_openai(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    const json* msgs = field(body, "messages");
+    if (!msgs) throw bad_request("'messages' is required", "messages");
+    std::vector<tokenizer::ChatMessage> messages = parse_messages(*msgs, "messages", /*need_user_last=*/true);
+    json chat{{"query", messages.back().content}, {"mode", req.matches[1].str()}, {"kb_name", req.matches[2].str()},
+            {"stream", get_bool(body, "stream").value_or(false)}};
+    json history = json::array();
+    for (size_t i = 0; i + 1 < messages.size(); ++i) history.push_back({{"role", messages[i].role}, {"content", messages[i].content}});
+    chat["history"] = history;
+    for (const char* k : {"top_k", "score_threshold", "pdsd_score_threshold", "search_mode", "return_direct", "model", "prompt_name",
+                          "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop"})
+        if (const json* v = field(body, k)) chat[k] = *v;
+    kb_chat_run(std::move(chat), res, base_url(req));
+}
+
+// Chatchat's upload_temp_docs: files into a temp KB of their own (<root>/temp/<id>, indexed
+// with the server's embed model and the root's kb_settings.yaml), answered with its id.
+void Server::Impl::upload_temp_docs(const httplib::Request& req, httplib::Response& res) {
+    if (!req.is_multipart_form_data()) throw bad_request("upload_temp_docs takes multipart/form-data (files, prev_id, ...)");
+    auto value = [&](const char* key) { return req.has_file(key) ? req.get_file_value(key).content : std::string(); };
+    auto to_int = [](const std::string& v, const char* key) -> int64_t {
+        if (v.empty()) return -1;
+        if (v.find_first_not_of("0123456789") != std::string::npos || v.size() > 9)
+            throw bad_request(std::string("'") + key + "' must be a non-negative integer", key);
+        return std::stoll(v);
+    };
+    const int64_t chunk_size = to_int(value("chunk_size"), "chunk_size"), chunk_overlap = to_int(value("chunk_overlap"), "chunk_overlap");
+    std::string prev = value("prev_id");
+    if (prev.empty()) prev = value("knowledge_id");   // ApiRequest's name for it
+    auto range = req.files.equal_range("files");
+    if (range.first == range.second) throw bad_request("no 'files' part in the upload", "files");
+    std::vector<std::pair<std::string, const httplib::MultipartFormData*>> files;
+    for (auto it = range.first; it != range.second; ++it)
+        files.emplace_back(fs::path(safe_relative_name(it->second.filename, "files")).filename().string(), &it->second);
+
+    std::unique_lock<std::shared_mutex> lk(kb_mu);
+    std::string id, dir;
+    for (auto& [k, d] : temp_kbs)
+        if (!prev.empty() && k == prev) id = k, dir = d;
+    if (id.empty()) {
+        std::string hex = now_id("");
+        id = hex.substr(hex.size() > 32 ? hex.size() - 32 : 0);
+        dir = (fs::path(root) / "temp" / id).string();
+        if (temp_kbs.size() >= kMaxTempKbs) {   // bounded: the oldest goes
+            std::error_code ec;
+            fs::remove_all(temp_kbs.front().second, ec);
+            temp_kbs.erase(temp_kbs.begin());
+        }
+        temp_kbs.emplace_back(id, dir);
+        kb::KbPaths tp{dir};
+        fs::create_directories(tp.content_dir(id));
+        std::error_code ec;
+        fs::path settings = fs::path(root) / "kb_settings.yaml";
+        if (fs::exists(settings)) fs::copy_file(settings, fs::path(dir) / "kb_settings.yaml", fs::copy_options::overwrite_existing, ec);
+    }
+    kb::KbPaths tp{dir};
+    for (auto& [name, part] : files) write_file_atomic((fs::path(tp.content_dir(id)) / name).string(), part->content);
+    kb::UpdateOptions u;
+    u.kb_names = {id};
+    u.mode = kb::UpdateMode::increment;
+    u.embed_model = embed_spec_path;
+    u.chunk_size = chunk_size > 0 ? chunk_size : -1;
+    u.chunk_overlap = chunk_overlap;
+    u.progress = false;
+    json failed = json::array();
+    for (auto& f : kb::update_knowledge_bases(dir, u).files)
+        if (f.action == "failed" || f.action == "skipped") failed.push_back({{f.file, f.note.empty() ? f.action : f.note}});
+    reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", {{"id", id}, {"failed_files", failed}}}});
+}
+
+// Chatchat's /chat/file_chat: always SSE; streamed {"answer": piece}... then {"docs": [...]},
+// else one {"answer", "docs"} frame. Without a model the answer is empty (retrieval only).
+void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    std::string query = require_string(body, "query");
+    std::string id = validate_kb(require_string(body, "knowledge_id"), "knowledge_id");
+    bool stream = get_bool(body, "stream").value_or(false);
+    get_string(body, "model_name");
+    get_string(body, "prompt_name");
+    auto job = std::make_shared<GenJob>();
+    std::vector<tokenizer::ChatMessage> history;
+    if (const json* h = field(body, "history")) history = parse_messages(*h, "history", false);
+    if (auto mt = body.find("max_tokens"); mt != body.end() && mt->is_number_integer() && mt->get<int64_t>() <= 0) body.erase(mt);
+    if (!field(body, "temperature")) body["temperature"] = 0.01;   // Chatchat's file_chat default
+    parse_sampling(body, *job);
+
+    std::vector<kb::SearchHit> hits;
+    {
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
+        std::string dir = temp_root(id);
+        kb::SearchOptions so = chatchat_search_options(body, dir);
+        std::lock_guard<std::mutex> elk(embed_mu);
+        kb::KnowledgeBase base(dir, id, embedder_for(db_embed_model(dir, id).value_or("none")));
+        for (auto& h : base.search(query, so))
+            if (h.kept) hits.push_back(std::move(h));
+    }
+    // Chatchat's file_chat sources: "出处 [i] [file] \n\n<chunk>\n\n" (no link: temp files).
+    json docs = json::array();
+    for (size_t i = 0; i < hits.size(); ++i)
+        docs.push_back("出处 [" + std::to_string(i + 1) + "] [" + hits[i].file_name + "] \n\n" + hits[i].text + "\n\n");
+    if (docs.empty()) docs.push_back("<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>");
+    if (!gen) {
+        reply_sse(res, stream ? std::vector<std::string>{sse({{"docs", docs}})} : std::vector<std::string>{sse({{"answer", ""}, {"docs", docs}})});
+        return;
+    }
+    job->messages = history;
+    job->messages.push_back({"user", rag::build_user_message(query, hits)});
+    job->stream = stream;
+    submit(job);
+    if (!stream) {
+        job->wait();
+        observe_ttft(*job);
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        reply_sse(res, {sse({{"answer", job->text}, {"docs", docs}})});
+        return;
+    }
+    stream_job(
+        res, job, "", [](const std::string& piece) { return sse({{"answer", piece}}); },
+        [docs](const GenJob& j) { return j.error.empty() ? sse({{"docs", docs}}) : sse({{"error", j.error}}); });
+}
+
+// Chatchat's update_docs: re-index the named files (already in the KB) from content/.
+// Custom "docs" (Chatchat's hand-edited chunks) are not supported: those files fail.
+void Server::Impl::update_docs(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    std::string name = validate_kb(require_string(body, "knowledge_base_name"));
+    const json* names = field(body, "file_names");
+    if (!names || !names->is_array()) throw bad_request("'file_names' must be an array of strings", "file_names");
+    auto cs = get_int(body, "chunk_size", 1, 1 << 20);
+    auto co = get_int(body, "chunk_overlap", 0, 1 << 20);
+    get_bool(body, "zh_title_enhance");
+    get_bool(body, "override_custom_docs");
+    get_bool(body, "not_refresh_vs_cache");
+    json custom = json::object();
+    if (auto d = get_string(body, "docs"); d && !d->empty()) {
+        custom = json::parse(*d, nullptr, false);
+        if (!custom.is_object()) throw bad_request("'docs' must be a JSON object (as a string) of file name -> documents", "docs");
+    }
+    std::unique_lock<std::shared_mutex> lk(kb_mu);
+    std::optional<std::string> em = db_embed_model(root, name);
+    if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+    std::set<std::string> in_db;
+    for (auto& f : kb::list_kb_files(root, name))
+        if (f.in_db) in_db.insert(f.file_name);
+    json failed = json::object();
+    std::vector<std::string> todo;
+    for (auto& n : *names) {
+        if (!n.is_string()) throw bad_request("'file_names' must be an array of strings", "file_names");
+        std::string f = safe_relative_name(n.get<std::string>(), "file_names");
+        if (!in_db.count(f)) failed[f] = "未找到文件 " + f;
+        else todo.push_back(f);
+    }
+    for (auto& [f, _] : custom.items()) failed[f] = "custom docs are not supported by pdsd (it splits the file itself)";
+    if (!todo.empty()) {
+        kb::UpdateOptions u;
+        u.embed_model = *em;
+        if (cs) u.chunk_size = *cs;
+        if (co) u.chunk_overlap = *co;
+        u.progress = false;
+        for (auto& c : kb::update_files(root, name, todo, u).files)
+            if (c.action == "failed" || c.action == "skipped") failed[c.file] = c.note.empty() ? c.action : c.note;
+    }
+    reply_json(res, {{"code", 200}, {"msg", "更新文档完成"}, {"data", {{"failed_files", failed}}}});
 }
 
 std::string Server::Impl::metrics_text() {

@@ -261,7 +261,90 @@ void check_supported(const LfArgs& a) {
         throw ConfigError(ErrorInfo{}.at("per_device_train_batch_size / gradient_accumulation_steps").expected(">= 1"));
     }
     if (a.finetuning.lora_rank < 1) throw ConfigError(ErrorInfo{}.at("lora_rank").expected(">= 1").found(std::to_string(a.finetuning.lora_rank)));
+    const auto& t = a.training;
+    if (!t.do_train) {
+        throw ConfigError(ErrorInfo{}.at("do_train").expected("true").found("false")
+                              .hint("pdsd train always trains; evaluation-only runs are not implemented"));
+    }
+    auto positive = [](const char* key, int64_t v) {
+        if (v <= 0) throw ConfigError(ErrorInfo{}.at(key).expected("a whole number >= 1").found(std::to_string(v)));
+    };
+    positive("save_steps", t.save_steps);
+    positive("logging_steps", t.logging_steps);
+    positive("per_device_eval_batch_size", t.per_device_eval_batch_size);
+    auto non_negative = [](const char* key, double v, const char* hint) {
+        if (!(v >= 0) || !std::isfinite(v)) throw ConfigError(ErrorInfo{}.at(key).expected(">= 0").found(fmt_g(v, 6)).hint(hint));
+    };
+    non_negative("num_train_epochs", t.num_train_epochs, "or set max_steps");
+    non_negative("learning_rate", t.learning_rate, "LoRA SFT usually runs at 1e-4 to 2e-4");
+    non_negative("val_size", a.data.val_size, "a fraction below 1, or a number of examples");
+    non_negative("warmup_ratio", t.warmup_ratio, "a fraction of all steps, below 1");
+    non_negative("weight_decay", t.weight_decay, "0 to 0.1 is usual");
+    if (t.warmup_steps < 0) throw ConfigError(ErrorInfo{}.at("warmup_steps").expected(">= 0").found(std::to_string(t.warmup_steps)));
+    if (t.eval_strategy != "no" && t.eval_strategy != "steps" && t.eval_strategy != "epoch") {
+        throw ConfigError(ErrorInfo{}.at("eval_strategy").expected("no | steps | epoch").found("'" + t.eval_strategy + "'"));
+    }
+    const std::string& mix = a.data.mix_strategy;
+    if (mix != "concat" && mix != "interleave_under" && mix != "interleave_over") {
+        throw ConfigError(ErrorInfo{}.at("mix_strategy").expected("concat | interleave_under | interleave_over").found("'" + mix + "'"));
+    }
+    if (!a.data.eval_dataset.empty() && a.data.val_size > 0) {
+        throw ConfigError(ErrorInfo{}.at("val_size / eval_dataset").msg("both set")
+                              .hint("LLaMA-Factory evaluates on eval_dataset when it is given; drop val_size"));
+    }
+    if (t.report_to != "none" && !t.report_to.empty()) {
+        log::warn(kComp, "report_to: " + t.report_to + " is not available; pdsd writes trainer_log.jsonl and trainer_state.json (plot_loss draws them)");
+    }
 }
+
+// Warnings for recipes that run but will barely learn: warmup that never ends, or a peak
+// rate far below what LoRA needs (LLaMA-Factory's LoRA examples use 1e-4).
+void warn_weak_schedule(const LfArgs& a, const LrSchedule& s) {
+    if (s.total_steps > 0 && s.warmup_steps >= s.total_steps) {
+        log::warn(kComp, log::cat("warmup_steps (", s.warmup_steps, ") >= total steps (", s.total_steps,
+                                  "): the learning rate never reaches learning_rate ", fmt_g(s.base_lr, 3), " (peak ",
+                                  fmt_g(s.base_lr * static_cast<double>(s.total_steps) / static_cast<double>(std::max<int64_t>(1, s.warmup_steps)), 3),
+                                  "); lower warmup_steps or use warmup_ratio 0.1"));
+    }
+    if (a.finetuning.finetuning_type == "lora" && s.base_lr > 0 && s.base_lr < 1e-5) {
+        log::warn(kComp, "learning_rate " + fmt_g(s.base_lr, 3) + " is " + fmt_g(1e-4 / s.base_lr, 3) +
+                             "x below LLaMA-Factory's LoRA examples (1e-4): the adapter will barely move");
+    }
+}
+
+// --plot_loss after the run: a figure, never a reason to fail the training that made it.
+void plot_losses(const std::string& out_dir) {
+    try {
+        plot::plot_trainer_state(out_dir, {"loss", "eval_loss"});
+    } catch (const Error& e) {
+        log::warn(kComp, std::string("training_loss.png not drawn: ") + e.what());
+    }
+}
+
+// Conversations of `names`, mixed as LLaMA-Factory's mix_strategy does without
+// interleave_probs: concat, or round robin over the datasets until the first runs out
+// (interleave_under) or until every one has been seen whole, restarting the shorter ones
+// (interleave_over).
+std::vector<data::Conversation> mixed_conversations(const LfDataArgs& d, const std::vector<std::string>& names) {
+    if (d.mix_strategy == "concat" || names.size() < 2) return data::load_conversations(d.dataset_dir, names, d.max_samples);
+    std::vector<std::vector<data::Conversation>> sets;
+    size_t shortest = SIZE_MAX, longest = 0;
+    for (const auto& n : names) {
+        sets.push_back(data::load_conversations(d.dataset_dir, {n}, d.max_samples));
+        shortest = std::min(shortest, sets.back().size());
+        longest = std::max(longest, sets.back().size());
+    }
+    const bool over = d.mix_strategy == "interleave_over";
+    std::vector<data::Conversation> out;
+    for (size_t i = 0; i < (over ? longest : shortest); ++i) {
+        for (auto& set : sets) {
+            if (set.empty()) continue;
+            out.push_back(set[i % set.size()]);
+        }
+    }
+    return out;
+}
+
 
 int64_t lora_param_count(const Qwen2Config& c, const std::vector<std::string>& targets, int64_t r) {
     const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim(),
@@ -302,8 +385,10 @@ std::string TrainPlan::to_text() const {
 }
 
 TrainResult run_sft(const TrainOptions& opt) {
-    const LfArgs& a = opt.args;
-    check_supported(a);
+    LfArgs resolved = opt.args;
+    check_supported(resolved);
+    resolved.model.model_name_or_path = resolve_model_dir(resolved.model.model_name_or_path, "model_name_or_path", {".", "data"});
+    const LfArgs& a = resolved;
     const auto& ta = a.training;
     const auto t_start = std::chrono::steady_clock::now();
     const std::string out_dir = ta.output_dir;
@@ -338,25 +423,34 @@ TrainResult run_sft(const TrainOptions& opt) {
     topt.default_system = a.data.default_system;
     tokenizer::QwenTrainTemplate tpl(tokenizer::encoder_of(tok), topt);
 
-    auto convs = data::load_conversations(a.data.dataset_dir, a.data.dataset, a.data.max_samples);
-    std::vector<Example> all;
-    all.reserve(convs.size());
     TrainPlan plan;
-    for (const auto& c : convs) {
-        auto ex = tpl.encode(c);
-        Example e;
-        e.ids = std::move(ex.input_ids);
-        e.labels = std::move(ex.labels);
-        for (size_t i = 1; i < e.labels.size(); ++i) e.targets += e.labels[i] != kIgnoreIndex;
-        plan.tokens += static_cast<int64_t>(e.ids.size());
-        plan.target_tokens += e.targets;
-        plan.truncated += ex.truncated;
-        plan.lost_eos += ex.response_lost_eos;
-        plan.max_seq_len = std::max<int64_t>(plan.max_seq_len, static_cast<int64_t>((e.ids.size() + 7) / 8 * 8));
-        all.push_back(std::move(e));
-    }
+    auto encode_all = [&](const std::vector<data::Conversation>& convs, bool count) {
+        std::vector<Example> out;
+        out.reserve(convs.size());
+        for (const auto& c : convs) {
+            auto ex = tpl.encode(c);
+            Example e;
+            e.ids = std::move(ex.input_ids);
+            e.labels = std::move(ex.labels);
+            for (size_t i = 1; i < e.labels.size(); ++i) e.targets += e.labels[i] != kIgnoreIndex;
+            if (count) {
+                plan.tokens += static_cast<int64_t>(e.ids.size());
+                plan.target_tokens += e.targets;
+                plan.truncated += ex.truncated;
+                plan.lost_eos += ex.response_lost_eos;
+            }
+            plan.max_seq_len = std::max<int64_t>(plan.max_seq_len, static_cast<int64_t>((e.ids.size() + 7) / 8 * 8));
+            out.push_back(std::move(e));
+        }
+        return out;
+    };
+    std::vector<Example> all = encode_all(mixed_conversations(a.data, a.data.dataset), true);
     if (all.empty()) throw DataError(ErrorInfo{a.data.dataset_dir}.msg("no training examples").hint("check dataset / max_samples"));
-    const std::string data_hash = data_fingerprint(all);
+    // eval_dataset: LLaMA-Factory's separate evaluation set (instead of a val_size split).
+    std::vector<Example> eval_given =
+        a.data.eval_dataset.empty() ? std::vector<Example>{} : encode_all(data::load_conversations(a.data.dataset_dir, a.data.eval_dataset, a.data.max_samples), false);
+    std::string data_hash = data_fingerprint(all);
+    if (!eval_given.empty()) data_hash = sha256_hex(data_hash + data_fingerprint(eval_given));
 
     // val_size split: seeded shuffle, the first n_val go to eval (HF train_test_split's role).
     std::vector<Example> train_set, eval_set;
@@ -374,6 +468,7 @@ TrainResult run_sft(const TrainOptions& opt) {
         std::vector<int64_t> order = epoch_order(n, ta.seed, -1);
         for (int64_t i = 0; i < n; ++i) (i < n_val ? eval_set : train_set).push_back(std::move(all[order[i]]));
         all.clear();
+        if (!eval_given.empty()) eval_set = std::move(eval_given);
     }
     // With world_size ranks an optimizer step spans accum x world_size micro-batches of the
     // global order; micro-batch k of the step goes to rank k % world_size (accelerate's
@@ -386,6 +481,7 @@ TrainResult run_sft(const TrainOptions& opt) {
     LrSchedule sched{parse_schedule_kind(ta.lr_scheduler_type), ta.learning_rate,
                      resolve_warmup_steps(ta.warmup_steps, ta.warmup_ratio, max_steps), max_steps};
     const auto targets = lora::resolve_lora_targets(a.finetuning.lora_target);
+    if (is_main) warn_weak_schedule(a, sched);
 
     plan.examples = lay.n;
     plan.eval_examples = static_cast<int64_t>(eval_set.size());
@@ -545,6 +641,10 @@ TrainResult run_sft(const TrainOptions& opt) {
 
     TrainerLogFile log_file((fs::path(out_dir) / "trainer_log.jsonl").string());
     int64_t start_step = 0;
+    // Loss of every optimizer step of the run (resumed runs included): train_loss averages
+    // these, window_* the steps since the last log line.
+    double run_loss_sum = 0, window_loss = 0;
+    int64_t run_logged = 0, window_steps = 0;
     if (!resume_dir.empty()) {
         lora::Adapter ad = lora::load_adapter(resume_dir);
         att.load(ad);
@@ -564,6 +664,8 @@ TrainResult run_sft(const TrainOptions& opt) {
         state = TrainerState::load((fs::path(resume_dir) / "trainer_state.json").string());
         state.max_steps = max_steps;
         start_step = state.global_step;
+        run_loss_sum = resume_info.value("loss_sum", 0.0);  // absent in checkpoints of pdsd < 0.2: resumed steps only
+        run_logged = resume_info.value("loss_steps", int64_t{0});
         {
             std::string rng_hex = resume_info.value(rng_key(dev), std::string());
             if (rank > 0) {  // each rank's dropout draws differ: its own state
@@ -661,6 +763,8 @@ TrainResult run_sft(const TrainOptions& opt) {
                      {"data_position", {{"epoch", step / steps_per_epoch}, {"step_in_epoch", step % steps_per_epoch},
                                         {"shuffle", "mt19937_64(seed * 1000003 + epoch)"}}},
                      {rng_key(dev), hex(rng.data_ptr<uint8_t>(), static_cast<size_t>(rng.numel()))},
+                     {"loss_sum", run_loss_sum + window_loss},
+                     {"loss_steps", run_logged + window_steps},
                      {"data_sha256", data_hash},
                      {"model_sha256", model_hash},
                      {"hparams_sha256", hparams_hash},
@@ -685,10 +789,7 @@ TrainResult run_sft(const TrainOptions& opt) {
     auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    double window_loss = 0;
-    int64_t window_steps = 0;
-    double run_loss_sum = 0;
-    int64_t run_logged = 0, tokens_here = 0;
+    int64_t tokens_here = 0;
     std::vector<int64_t> order;
     int64_t order_epoch = -1;
     TrainResult result;
@@ -860,7 +961,7 @@ TrainResult run_sft(const TrainOptions& opt) {
             all_results["eval_loss"] = final_eval_loss;
         }
         write_file_atomic((fs::path(out_dir) / "all_results.json").string(), all_results.dump(4) + "\n");
-        if (a.finetuning.plot_loss) plot::plot_trainer_state(out_dir, {"loss", "eval_loss"});
+        if (a.finetuning.plot_loss) plot_losses(out_dir);
     }
     if (dp) dp->barrier();  // no rank exits (closing the store) before rank 0 has written
     if (dev.is_cuda()) {  // the measured peak, to set against the --dry-run estimate

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 using namespace pdsd::plot;
 
@@ -71,4 +72,50 @@ TEST(Plot, WritesTrainingLossAndEvalLossFromTrainerState) {
     if (const char* keep = std::getenv("PDSD_KEEP_PLOT")) {  // for looking at it
         std::filesystem::copy_file(dir.file("training_loss.png"), keep, std::filesystem::copy_options::overwrite_existing);
     }
+}
+
+// Series a real run can produce: a flat curve (lr 5e-6 with 100 warmup steps: every value
+// the same, or equal to 1e-17), a single point, NaN/inf steps. Each must render (bounded
+// ticks, finite axes) or, when nothing is finite, be refused with a DataError.
+TEST(Plot, FlatSinglePointAndNonFiniteSeriesRender) {
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    const std::vector<std::vector<double>> series = {
+        std::vector<double>(48, 2.3125),                        // constant
+        {2.3125, 2.3125 + 4e-16, 2.3125, 2.3125 - 4e-16},      // flat to the last bit
+        {1e-300, 2e-300},                                       // tiny magnitudes
+        {0.0, 0.0, 0.0},                                        // all zero
+        {7.5},                                                  // one point
+        {2.0, nan, 1.5, inf, 1.2, -inf, 1.1},                   // gaps
+        {nan, 2.0},                                             // starts with NaN
+    };
+    for (const auto& ys : series) {
+        LinePlot p;
+        p.title = "training loss of saves/flat";
+        for (size_t i = 0; i < ys.size(); ++i) p.x.push_back(static_cast<double>(i + 1));
+        p.y = ys;
+        std::string png;
+        ASSERT_NO_THROW(png = render_loss_png(p)) << ys.size() << " points, first " << ys[0];
+        EXPECT_EQ(png.substr(1, 3), "PNG");
+    }
+    LinePlot all_nan;
+    all_nan.x = {1, 2};
+    all_nan.y = {nan, inf};
+    EXPECT_THROW(render_loss_png(all_nan), pdsd::DataError);
+}
+
+TEST(Plot, NiceTicksStayBoundedOnDegenerateRanges) {
+    for (auto [lo, hi] : std::vector<std::pair<double, double>>{{2.3125, 2.3125 + 1e-17}, {1e15, 1e15 + 1}, {-1e-300, 1e-300}, {0, 1e308}, {1e17, 1e17 + 64}}) {
+        auto t = nice_ticks(lo, hi);
+        EXPECT_GE(t.size(), 1u);
+        EXPECT_LE(t.size(), 17u);
+    }
+}
+
+TEST(Plot, TrainerStateWithOnlyNonFiniteLossesSkipsThePlotWithoutFailing) {
+    pdsd::test::TempDir dir;
+    // Python's json writes NaN; nlohmann writes null for it. Neither may fail plot_loss.
+    pdsd::write_file_atomic(dir.file("trainer_state.json"), R"({"log_history": [{"step": 1, "loss": null}, {"step": 2, "loss": null}]})");
+    std::vector<std::string> files;
+    ASSERT_NO_THROW(files = plot_trainer_state(dir.str()));
+    EXPECT_TRUE(files.empty());
 }

@@ -67,9 +67,8 @@ TEST(Export, MergeOfStep1AdapterEqualsPeftMergeAndUnloadBitForBit) {
     EXPECT_TRUE(rep.verify->ok);
     EXPECT_EQ(rep.verify->tensors_checked, 4);
     EXPECT_EQ(rep.verify->tensors_identical, static_cast<int64_t>(peft.names().size()) - 4);
-    // Logits through pdsd's Qwen2: merged (BF16 weights) vs base + adapter in fp32.
+    // Logits through pdsd's Qwen2: the folder as written vs the base config holding its tensors.
     EXPECT_TRUE(rep.verify->logits_checked);
-    EXPECT_GT(rep.verify->logits_max_abs_diff, 0.0);  // BF16 rounding of q/v weights shows
     EXPECT_LE(rep.verify->logits_max_abs_diff, rep.verify->logits_tolerance);
     EXPECT_EQ(entries(dir.str()), std::vector<std::string>{"merged"});  // no temp folder left
 }

@@ -32,6 +32,9 @@ run "$W/b" 2>"$W/b2.log" >/dev/null || { cat "$W/b2.log"; exit 1; }
 grep -q "resumed from .*checkpoint-" "$W/b2.log" || { echo "did not resume"; cat "$W/b2.log"; exit 1; }
 diff <(losses "$W/a") <(losses "$W/b") || { echo "losses differ after SIGKILL + resume"; exit 1; }
 cmp "$W/a/adapter_model.safetensors" "$W/b/adapter_model.safetensors" || { echo "final adapters differ"; exit 1; }
+# train_loss averages every step of the run, the ones before the kill included.
+tl() { grep -o '"train_loss": [0-9.e+-]*' "$1/train_results.json"; }
+[[ -n $(tl "$W/a") && $(tl "$W/a") == "$(tl "$W/b")" ]] || { echo "train_loss after resume: $(tl "$W/b"), uninterrupted: $(tl "$W/a")"; exit 1; }
 
 # Ctrl-C: checkpoint at the current step, exit 130; resuming finishes with the same losses.
 run_bg "$W/c" "$W/c1.log"; pid=$!
@@ -41,6 +44,7 @@ kill -INT $pid; rc=0; wait $pid || rc=$?
 grep -q "interrupted: checkpoint-" "$W/c1.log" || { echo "no checkpoint on Ctrl-C"; cat "$W/c1.log"; exit 1; }
 run "$W/c" 2>"$W/c2.log" >/dev/null || { cat "$W/c2.log"; exit 1; }
 diff <(losses "$W/a") <(losses "$W/c") || { echo "losses differ after Ctrl-C + resume"; exit 1; }
+[[ $(tl "$W/a") == "$(tl "$W/c")" ]] || { echo "train_loss after Ctrl-C + resume: $(tl "$W/c"), uninterrupted: $(tl "$W/a")"; exit 1; }
 
 # Changed hyper-parameters are refused.
 if "${CMD[@]}" --output_dir "$W/b" --learning_rate 1e-4 2>"$W/d.log" >/dev/null; then echo "resume with another lr was accepted"; exit 1; fi

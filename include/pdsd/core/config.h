@@ -65,6 +65,7 @@ private:
         std::string help;
     };
     const Entry* find(const std::string& key) const;
+    std::string canonical_key(const std::string& key) const;  // key, or its snake_case twin when known
     [[noreturn]] void unknown_key(const std::string& key, const std::string& source) const;
 
     std::string name_;

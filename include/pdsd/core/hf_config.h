@@ -72,6 +72,13 @@ BertConfig load_bert_config(const std::string& dir_or_file);
 // Returns an empty GenerationConfig when the folder has none.
 GenerationConfig load_generation_config(const std::string& dir);
 
+// The model folder a user named: `spec` itself when it is a folder, else `models/<spec>` or
+// `models/<last part of spec>` under each of `roots` (so the hub id Qwen/Qwen2.5-0.5B-Instruct
+// finds models/Qwen2.5-0.5B-Instruct). pdsd downloads nothing: when none exists, ConfigError
+// naming `key`, the places looked at, and how to fetch the folder (huggingface-cli /
+// modelscope / git clone).
+std::string resolve_model_dir(const std::string& spec, const std::string& key, const std::vector<std::string>& roots = {"."});
+
 // Back to JSON in HF's spelling (what `pdsd model init` and `pdsd export` write).
 nlohmann::json to_json(const Qwen2Config& c);
 

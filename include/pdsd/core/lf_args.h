@@ -30,7 +30,6 @@ struct LfDataArgs {
     bool mask_history = false;
     std::string mix_strategy = "concat";
     std::optional<std::string> default_system;      // overrides the template's default system
-    int64_t preprocessing_num_workers = 0;          // pdsd: tokenizer threads (0 = all cores)
 };
 
 struct LfFinetuningArgs {

@@ -37,7 +37,7 @@ struct ExportOptions {
     std::string export_dtype = "auto";               // auto (keep each tensor's stored dtype) | bf16 | fp16 | fp32
     bool verify = true;                              // self-check after writing
     int64_t verify_probes = 4;                       // probe vectors per adapted weight
-    uint64_t verify_logits_max_bytes = 8000000000ULL; // logits check only when an fp32 copy of the model fits this
+    uint64_t verify_logits_max_bytes = 8000000000ULL; // logits check only when two fp32 copies of the model fit this
     // export_format "gguf": the merged folder also gets `model-<gguf_type>.gguf` (export/gguf.h),
     // converted from the merged safetensors before the folder is renamed into place.
     std::string export_format = "safetensors";       // safetensors | gguf
@@ -77,6 +77,10 @@ struct ExportReport {
 // Runs the whole export. Throws pdsd::Error; on any error the final export_dir is untouched.
 ExportReport run_export(const ExportOptions& options);
 
+// Both self-checks below on a written folder (what run_export runs before publishing, and
+// `pdsd export --check DIR` on any merged folder, LLaMA-Factory's included).
+VerifyReport self_check_export(const ExportOptions& options, const std::string& dir, const Checkpoint* base = nullptr);
+
 // Self-check of a written export against base + adapters applied unmerged: for every
 // adapted weight, compare W' x with W x + scale B (A x) on random probe vectors, with a
 // tolerance derived from the output dtype's rounding (|W' - (W + dW)| <= ulp/2 per element,
@@ -85,14 +89,15 @@ ExportReport run_export(const ExportOptions& options);
 // `base` (optional) is the already-open base checkpoint, to share its mapping.
 VerifyReport verify_export(const ExportOptions& options, const std::string& dir, const Checkpoint* base = nullptr);
 
-// Logits self-check of a written Qwen2 export: runs probe token sequences through the
-// merged folder as pdsd loads it (weights converted to fp32) and through the same network
-// whose adapted weights are W + sum(scale B A) computed in fp32 from the base (no output
-// rounding); fills the logits_* fields of `report`. Tolerance: 1e-4 x max(1, max|logits|)
-// for fp32 output, else (u_out / 2^-8) x 0.03 x max(1, max|logits|), u_out the output
-// dtype's unit roundoff (BF16: 3% of the logit scale; the merged weights alone differ by
-// up to 2^-8 relative). Skipped (logits_checked false) for non-Qwen2 folders.
-// Throws DataError above the tolerance.
+// Second self-check of a written Qwen2 export. (1) Every adapted weight as written is within
+// the output dtype's rounding of S = W + sum(scale B A), computed in fp32 from the base and the
+// adapter files: |W' - S| <= 4u (|S| + sum|scale B A|) per element (u: unit roundoff; covers
+// round-to-nearest of S and PEFT's merge in the model dtype). (2) The folder loaded back as
+// pdsd loads it gives, within 1e-4 x max(1, max|logits|), the logits of the base model's own
+// config holding the folder's tensors. Neither half compares with the unrounded fp32
+// network, so rounding the merge to bf16/fp16 never fails the check, while a wrong scale,
+// transposed B A, a dropped or misplaced module, or a folder that loads as another model
+// does. Skipped for non-Qwen2 folders. Throws DataError, with what to do next, on failure.
 void check_merged_logits(const ExportOptions& options, const std::string& dir, const Checkpoint& base,
                          VerifyReport& report);
 

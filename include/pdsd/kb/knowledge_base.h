@@ -209,4 +209,24 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+// ---- Chatchat drop-in helpers (pdsd serve's Chatchat routes, pdsd init) ----
+// The embedder of `spec` resolved as `kb -r -e SPEC` does: a folder path, a name under
+// <root>/models, or a registered name (hash-ngram, ...); configured from kb_settings.yaml.
+// nullptr for "none".
+std::unique_ptr<Embedder> open_embed_model(const std::string& root, const std::string& spec);
+// Re-index `files` (relative to content/) that are already in the DB (Chatchat's update_docs).
+UpdateReport update_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
+                          const UpdateOptions& options);
+// Store the knowledge base's kb_info (Chatchat's update_info). false: no such KB.
+bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info);
+// Model settings (<root>/model_settings.yaml, pdsd init): the chat model folder that `chat`
+// and `serve` load. `model_option` (--model) wins: a folder, else a name under <root>/models.
+// Then llm_model_path (relative to the cwd, then to the root), then default_llm_model as a
+// name under <root>/models. "" : no model (retrieval-only). A given --model that resolves
+// to nothing is an IoError.
+std::string resolve_llm_model_dir(const std::string& root, const std::string& model_option);
+// Set top-level `key: value` lines of a settings YAML written by pdsd init, keeping the
+// comments; keys not present are appended. (pdsd init -l/-e/-x.)
+void set_settings_keys(const std::string& yaml_path, const std::vector<std::pair<std::string, std::string>>& keys);
+
 }  // namespace pdsd::kb
