@@ -14,7 +14,7 @@ cd "$SRC"
 # HF-format tiny Qwen2 with the real tokenizer that both pdsd train and transformers load.
 "$PDSD" model init --preset tiny --tokenizer "$FIX/qwen-tokenizer" --out "$W/tiny" >/dev/null
 "$PDSD" --threads 2 train configs/sft_tiny.yaml --model_name_or_path "$W/tiny" --output_dir "$W/out" --max_steps 3 \
-  --lora_dropout 0.1 --save_steps 0 --plot_loss false --eval_strategy no 2>"$W/log" || { cat "$W/log"; exit 1; }
+  --lora_dropout 0.1 --save_steps 100000 --plot_loss false --eval_strategy no 2>"$W/log" || { cat "$W/log"; exit 1; }
 "$PDSD" model logits --model "$W/tiny" --adapter "$W/out" --ids 151644,872,198,108386,151645,198,151644,77091,198,9707 \
   --ids 151644,872,198,14990,1879 --ids 40,1079,264,1273,11,220,16,17,18 --out "$W/pdsd_logits.safetensors"
 "$PY" "$SRC/scripts/oracle/peft_adapter_check.py" "$W/tiny" "$W/out" "$W/pdsd_logits.safetensors"

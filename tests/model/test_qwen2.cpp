@@ -138,7 +138,9 @@ TEST(Qwen2, PackedCpuWeightsGiveTheSameLogits) {
     at::Tensor plain = lm->model->forward(ids, mask, pos).logits.to(at::kFloat);
     std::vector<int64_t> prompt = row(ids, 0);
     auto plain_tokens = Generator(tiny("cpu", "bf16")).generate(prompt, greedy(12)).tokens;
-    ASSERT_TRUE(lm->model->pack_cpu_weights()) << "oneDNN packing unavailable in this libtorch";
+    // oneDNN packs bf16 weights only on CPUs with AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; elsewhere
+    // pdsd keeps at::linear (a warning), which is correct behaviour, not a failure.
+    if (!lm->model->pack_cpu_weights()) GTEST_SKIP() << "oneDNN bf16 packing is not available on this CPU";
     at::Tensor packed = lm->model->forward(ids, mask, pos).logits.to(at::kFloat);
     EXPECT_LT(max_diff_unpadded(packed, plain, mask), 0.05);  // bf16 logits of |x| < ~3
     EXPECT_FALSE(tiny("cpu", "fp32")->model->pack_cpu_weights()) << "fp32 keeps at::linear";
