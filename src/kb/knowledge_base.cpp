@@ -223,7 +223,7 @@ std::vector<FolderFile> list_folder(const std::string& content,
         }
         std::error_code ec;
         if (it->is_symlink(ec)) {
-            std::string rel = fs::relative(it->path(), content, ec).generic_string();
+            std::string rel = it->path().lexically_relative(content).generic_string();
             std::string why = !link_stays_inside(it->path(), content_canon) ? "symlink pointing outside content/ refused"
                               : fs::is_directory(it->path(), ec)            ? "symlinked folder not followed"
                                                                              : "";
@@ -236,7 +236,7 @@ std::vector<FolderFile> list_folder(const std::string& content,
         if (!it->is_regular_file(ec)) continue;
         FolderFile f;
         f.abs = it->path().string();
-        f.rel = fs::relative(it->path(), content).generic_string();
+        f.rel = it->path().lexically_relative(content).generic_string();
         f.size = static_cast<int64_t>(it->file_size());
         auto ft = fs::last_write_time(it->path());
         f.mtime = std::chrono::duration<double>(ft.time_since_epoch()).count();
