@@ -7,7 +7,10 @@
 #include "pdsd/tokenizer/dataset_check.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
+#include <limits>
 #include <iostream>
 #include <memory>
 
@@ -88,7 +91,9 @@ void register_data(CLI::App& app, Registry& registry) {
         tokenizer::DataCheckOptions o = to_options(*va);
         LoadedTokenizer t = load_tokenizer(*va);
         tokenizer::DataCheckReport r = tokenizer::check_datasets(o, t.encode.get());
-        if (va->json) std::cout << tokenizer::report_to_json(r, o).dump(2) << "\n";
+        // replace: a file name or record quoted in a problem may hold non-UTF-8 bytes.
+        if (va->json)
+            std::cout << tokenizer::report_to_json(r, o).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
         else std::cout << tokenizer::format_report(r, o);
         std::cout.flush();
         if (!r.clean())
@@ -101,6 +106,7 @@ void register_data(CLI::App& app, Registry& registry) {
     preview->add_option("--index", pa->index, "record index among the usable records")->capture_default_str();
     preview->add_option("--color", pa->color, "auto|always|never")->capture_default_str();
     registry.add(preview, [pa] {
+        check_int_in_range(pa->index, "--index", 0, std::numeric_limits<int64_t>::max());
         tokenizer::DataCheckOptions o = to_options(*pa);
         LoadedTokenizer t = load_tokenizer(*pa);
         bool color = pa->color == "always" || (pa->color == "auto" && isatty(STDOUT_FILENO));

@@ -2,8 +2,10 @@
 // list/add/rm/search/split subcommands. Thin: options -> pdsd::kb calls -> printing.
 #include "commands.h"
 
+#include "pdsd/core/config.h"
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
+#include "pdsd/core/json_io.h"
 #include "pdsd/kb/eval.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/loader.h"
@@ -47,7 +49,30 @@ void print_report(const kb::UpdateReport& r) {
                     r.embed_token_cap);
 }
 
+// -1 means "from kb_settings.yaml"; anything else must be in range (no silent fallback).
+void check_chunk_options(int64_t chunk_size, int64_t chunk_overlap) {
+    if (chunk_size != -1) check_int_in_range(chunk_size, "--chunk_size", 1, kb::kMaxChunkSize);
+    if (chunk_overlap != -1) check_int_in_range(chunk_overlap, "--chunk_overlap", 0, kb::kMaxChunkSize);
+}
+
+// `kb add` of a file that cannot be indexed is an error (exit 1) naming the file and why.
+void throw_if_failed(const kb::UpdateReport& r) {
+    std::string why;
+    for (auto& f : r.files)
+        if (f.action == "failed") why += "\n  " + f.file + ": " + f.note;
+    if (!why.empty())
+        throw DataError(ErrorInfo{}.msg(std::to_string(r.count("failed")) + " file(s) could not be indexed:" + why)
+                            .hint("fix or convert the file; the other files were indexed"));
+}
+
+// JSON text for output: file names and chunks may hold bytes that are not UTF-8 (a
+// name accepted from an upload); they are shown as U+FFFD instead of failing the dump.
+std::string dump_json(const nlohmann::json& j, int indent = -1) {
+    return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 kb::UpdateOptions update_options(const KbOpts& o) {
+    check_chunk_options(o.chunk_size, o.chunk_overlap);
     kb::UpdateOptions u;
     u.kb_names = o.kb_names;
     u.prune_db = o.prune_db;
@@ -123,7 +148,11 @@ void register_kb(CLI::App& app, Registry& registry) {
     add->fallthrough();
     add->add_option("-n,--kb-name", fo->kb, "knowledge base")->required();
     add->add_option("files", fo->files, "files to add")->required();
-    registry.add(add, [o, fo] { print_report(kb::add_files(kb::resolve_root(o->root), fo->kb, fo->files, update_options(*o))); });
+    registry.add(add, [o, fo] {
+        kb::UpdateReport r = kb::add_files(kb::resolve_root(o->root), fo->kb, fo->files, update_options(*o));
+        print_report(r);
+        throw_if_failed(r);
+    });
     auto fo2 = std::make_shared<FilesOpts>();
     auto* rm = kbc->add_subcommand("rm", "remove files (names relative to content/) from a knowledge base");
     rm->fallthrough();
@@ -164,6 +193,7 @@ void register_kb(CLI::App& app, Registry& registry) {
         kb::KbSettings st = kb::load_kb_settings(root);
         kb::KnowledgeBase base(root, so->kb);
         kb::SearchOptions opt;
+        if (so->top_k != -1) check_int_in_range(so->top_k, "--top_k", 1, kb::kMaxTopK);
         opt.top_k = static_cast<size_t>(so->top_k > 0 ? so->top_k : st.top_k);
         if (th->count()) opt.score_threshold = so->threshold;
         opt.mode = so->mode.empty() ? st.search_mode : so->mode;
@@ -235,7 +265,7 @@ void register_kb(CLI::App& app, Registry& registry) {
                              {"top_k", opt.top_k}, {"score_threshold", threshold}, {"hits", nlohmann::json::array()}};
             size_t rank = 0;
             for (auto& h : hits) j["hits"].push_back(hit_json(h, ++rank));
-            std::printf("%s\n", j.dump(2).c_str());
+            std::printf("%s\n", dump_json(j, 2).c_str());
             return;
         }
         std::printf("# %s search in '%s' (%s; threshold %g, top_k %zu)\n", opt.mode.c_str(), so->kb.c_str(), metric(opt.mode),
@@ -290,7 +320,7 @@ void register_kb(CLI::App& app, Registry& registry) {
                 j["results"].push_back({{"line", r.q.line}, {"question", r.q.question}, {"sources", r.q.sources},
                                         {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
                                         {"retrieved", r.retrieved}});
-            std::printf("%s\n", j.dump(2).c_str());
+            std::printf("%s\n", dump_json(j, 2).c_str());
             return;
         }
         for (auto& r : rep.results) {   // misses always, every question with -v
@@ -299,7 +329,7 @@ void register_kb(CLI::App& app, Registry& registry) {
             for (auto& x : r.retrieved) got += (got.empty() ? "" : ", ") + x;
             std::printf("%-7s line %zu: %s\n        expected %s; retrieved %s\n",
                         r.rank ? ("rank " + std::to_string(*r.rank)).c_str() : "MISS", r.q.line, r.q.question.c_str(),
-                        nlohmann::json(r.q.sources).dump().c_str(), got.empty() ? "nothing" : got.c_str());
+                        dump_json(nlohmann::json(r.q.sources)).c_str(), got.empty() ? "nothing" : got.c_str());
         }
         std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", opt.mode.c_str(), evo->kb.c_str(), questions.size(), rep.top_k);
         for (size_t i = 0; i < rep.ks.size(); ++i) std::printf("hit@%zu %.4f\n", rep.ks[i], rep.hit_at[i]);
@@ -326,8 +356,17 @@ void register_kb(CLI::App& app, Registry& registry) {
         if (!in) throw IoError(ErrorInfo{eo->jsonl}.msg("cannot read"));
         std::vector<std::string> texts;
         std::string line;
-        while (std::getline(in, line))
-            if (!line.empty()) texts.push_back(nlohmann::json::parse(line).get<std::string>());
+        size_t lineno = 0;
+        while (std::getline(in, line)) {
+            ++lineno;
+            if (line.empty()) continue;
+            std::string where = eo->jsonl + ":" + std::to_string(lineno);
+            nlohmann::json j = parse_json_bounded(line, where);
+            if (!j.is_string())
+                throw DataError(ErrorInfo{eo->jsonl}.at("line " + std::to_string(lineno)).msg("wrong type")
+                                    .expected("a JSON string per line").found(std::string(j.type_name()) + " " + dump_json(j).substr(0, 40)));
+            texts.push_back(j.get<std::string>());
+        }
         if (texts.empty()) throw DataError(ErrorInfo{eo->jsonl}.msg("no texts"));
         size_t capped = 0;
         for (auto& t : texts) capped += e->max_tokens() && e->token_count(t) > e->max_tokens();
@@ -360,18 +399,27 @@ void register_kb(CLI::App& app, Registry& registry) {
             std::ifstream in(sp->batch);
             if (!in) throw IoError(ErrorInfo{sp->batch}.msg("cannot read"));
             std::string line;
+            size_t lineno = 0;
             while (std::getline(in, line)) {
+                ++lineno;
                 if (line.empty()) continue;
-                auto j = nlohmann::json::parse(line);
-                kb::SplitterOptions so{j.at("chunk_size").get<size_t>(), j.at("chunk_overlap").get<size_t>()};
+                std::string where = sp->batch + ":" + std::to_string(lineno);
+                auto j = parse_json_bounded(line, where);
+                if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+                    throw DataError(ErrorInfo{sp->batch}.at("line " + std::to_string(lineno)).msg("bad record")
+                                        .expected("{\"text\": string, \"chunk_size\": int, \"chunk_overlap\": int}")
+                                        .found(dump_json(j).substr(0, 60)));
+                kb::SplitterOptions so{static_cast<size_t>(json_int_in_range(j, "chunk_size", where, 1, kb::kMaxChunkSize)),
+                                       static_cast<size_t>(json_int_in_range(j, "chunk_overlap", where, 0, kb::kMaxChunkSize))};
                 nlohmann::json arr = nlohmann::json::array();
-                for (auto& c : kb::split_text(j.at("text").get<std::string>(), so)) arr.push_back(c.text);
-                std::printf("%s\n", arr.dump().c_str());
+                for (auto& c : kb::split_text(j["text"].get<std::string>(), so)) arr.push_back(c.text);
+                std::printf("%s\n", dump_json(arr).c_str());
             }
             return;
         }
         if (sp->file.empty()) throw UsageError(ErrorInfo{}.msg("no file given").hint("pdsd kb split FILE --json"));
-        if (sp->size <= 0 || sp->overlap < 0) throw UsageError(ErrorInfo{}.at("--chunk_size/--chunk_overlap").expected("positive sizes"));
+        check_int_in_range(sp->size, "--chunk_size", 1, kb::kMaxChunkSize);
+        check_int_in_range(sp->overlap, "--chunk_overlap", 0, kb::kMaxChunkSize);
         kb::SplitterOptions so{static_cast<size_t>(sp->size), static_cast<size_t>(sp->overlap)};
         auto lf = kb::load_file(sp->file);
         nlohmann::json arr = nlohmann::json::array();
@@ -380,7 +428,7 @@ void register_kb(CLI::App& app, Registry& registry) {
             for (auto& c : kb::split_text(d.text, so)) arr.push_back({{"text", c.text}, {"start", c.start}, {"end", c.end}});
         }
         if (sp->json) {
-            std::printf("%s\n", nlohmann::json{{"file", sp->file}, {"loader", lf.loader}, {"chunks", arr}}.dump().c_str());
+            std::printf("%s\n", dump_json(nlohmann::json{{"file", sp->file}, {"loader", lf.loader}, {"chunks", arr}}).c_str());
             return;
         }
         size_t i = 0;

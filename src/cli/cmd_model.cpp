@@ -2,16 +2,33 @@
 // `pdsd model bench`: prefill/decode speed of a Qwen2 folder, as JSON on stdout.
 #include "commands.h"
 
+#include "pdsd/core/config.h"
+#include "pdsd/core/error.h"
 #include "pdsd/model/tools.h"
 #include "pdsd/train/logits_dump.h"
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <sstream>
 
 namespace pdsd::cli {
+
+namespace {
+// An output folder option: creatable and a folder (not a file, not read-only); a user
+// error naming the option otherwise (was a filesystem_error: exit 2).
+void check_output_dir(const std::string& dir, const std::string& option) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+        throw UsageError(ErrorInfo{dir}.at(option).msg("exists and is not a folder").hint("give a folder path"));
+    fs::create_directories(dir, ec);
+    if (ec) throw IoError(ErrorInfo{dir}.at(option).msg("cannot create the folder").found(ec.message()));
+}
+}  // namespace
 
 void register_model(CLI::App& app, Registry& registry) {
     auto* model = app.add_subcommand("model", "Qwen2 model utilities");
@@ -33,6 +50,7 @@ void register_model(CLI::App& app, Registry& registry) {
         if (!config_file->empty()) init->config_file = *config_file;
         if (!preset->empty()) init->preset = *preset;
         if (!tokenizer->empty()) init->tokenizer_dir = *tokenizer;
+        check_output_dir(init->out_dir, "--out");
         int64_t n = model::init_random_checkpoint(*init);
         std::cout << nlohmann::json({{"out", init->out_dir}, {"parameters", n}}).dump() << "\n";
     });
@@ -62,7 +80,8 @@ void register_model(CLI::App& app, Registry& registry) {
             std::stringstream in(row);
             std::string tok;
             while (std::getline(in, tok, ',')) {
-                if (!tok.empty()) ids.push_back(std::stoll(tok));
+                if (!tok.empty())
+                    ids.push_back(parse_int_in_range(tok, "--ids", 0, std::numeric_limits<int32_t>::max()));
             }
             dump->rows.push_back(std::move(ids));
         }

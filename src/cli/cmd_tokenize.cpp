@@ -109,7 +109,11 @@ bool is_wordpiece_folder(const std::string& dir) {
     namespace fs = std::filesystem;
     if (fs::exists(fs::path(dir) / "vocab.txt")) return true;
     fs::path tj = fs::path(dir) / "tokenizer.json";
-    return fs::exists(tj) && read_json_file(tj.string()).at("model").value("type", "") == "WordPiece";
+    if (!fs::exists(tj)) return false;
+    nlohmann::json j = read_json_file(tj.string());
+    // Not an object with a "model" object (e.g. `[]`): the BPE loader reports what is wrong.
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object() || !j["model"].contains("type")) return false;
+    return j["model"]["type"].is_string() && j["model"]["type"].get<std::string>() == "WordPiece";
 }
 
 // WordPiece models (bge/BERT): ids with [CLS] ... [SEP], truncated to model_max_length,

@@ -90,6 +90,18 @@ double parse_double(const std::string& text, const std::string& where) {
     throw ConfigError(ErrorInfo{}.at(where).expected("a number").found("'" + text + "'"));
 }
 
+int64_t check_int_in_range(int64_t value, const std::string& where, int64_t lo, int64_t hi) {
+    if (value >= lo && value <= hi) return value;
+    throw ConfigError(ErrorInfo{}.at(where).msg("integer out of range")
+                          .expected("an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]")
+                          .found(std::to_string(value)));
+}
+
+int64_t parse_int_in_range(const std::string& text, const std::string& where, int64_t lo, int64_t hi) {
+    // parse_int refuses non-integers and values past int64 ("99999999999999999999").
+    return check_int_in_range(parse_int(text, where), where, lo, hi);
+}
+
 std::vector<std::string> split_list(const std::string& text) {
     std::vector<std::string> out;
     std::stringstream ss(text);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -326,15 +327,9 @@ Registry Registry::parse(const std::string& text, const std::string& source, con
     r.source_ = source;
     ojson root;
     try {
-        root = ojson::parse(text);
-    } catch (const ojson::exception& e) {  // syntax, or a number out of range
-        try {
-            parse_json(text, source);  // same failure, reported with line and column
-        } catch (const Error& err) {
-            add_problem(problems, "", err.info());
-            return r;
-        }
-        add_problem(problems, "", ErrorInfo{source}.msg(std::string("invalid JSON: ") + e.what()));
+        root = parse_ordered_json_bounded(text, source);  // syntax, depth and size, with line and column
+    } catch (const FormatError& err) {
+        add_problem(problems, "", err.info());
         return r;
     }
     if (!root.is_object()) {
@@ -433,10 +428,11 @@ std::string tools_text(Ctx& c, const ojson& rec, const std::string& col) {
         std::string s = v.get<std::string>();
         if (!s.empty()) {
             try {
-                ojson t = ojson::parse(s);
+                ojson t = parse_ordered_json_bounded(s, "tools");   // the template walks it: depth-bounded
                 if (!t.is_array() && !t.is_object()) c.problem(col, "tools is not a JSON list", "a JSON list of tool schemas", short_value(t));
-            } catch (const ojson::exception&) {
-                c.problem(col, "tools is not valid JSON", "a JSON list of tool schemas (as a string)", short_value(v));
+            } catch (const FormatError& e) {
+                c.problem(col, "tools is not valid JSON", "a JSON list of tool schemas (as a string)",
+                          short_value(v) + " (" + e.info().what + ")");
             }
         }
         return s;
@@ -592,13 +588,13 @@ std::optional<Conversation> convert_sharegpt(Ctx& c, const ojson& rec) {
             c.problem(a.messages + "[" + std::to_string(i + start) + "]", "empty response", "a non-empty assistant message", "\"\"");
         if (m.role == Role::function) {
             try {
-                ojson f = ojson::parse(m.content);
+                ojson f = parse_ordered_json_bounded(m.content, "function call");
                 auto ok_call = [](const ojson& x) { return x.is_object() && x.contains("name") && x.contains("arguments"); };
                 bool good = f.is_array() ? std::all_of(f.begin(), f.end(), ok_call) : ok_call(f);
                 if (!good)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "bad function call", "JSON {\"name\": ..., \"arguments\": {...}}",
                               short_value(f));
-            } catch (const ojson::exception&) {
+            } catch (const FormatError&) {
                 // "<think>...</think>" or "<tool_call>...</tool_call>" wrapped calls are unwrapped by the template
                 if (m.content.find("<tool_call>") == std::string::npos && m.content.find("<think>") == std::string::npos)
                     c.problem(a.messages + "[" + std::to_string(i + start) + "]", "function call is not valid JSON",
@@ -748,6 +744,16 @@ std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::st
                                                .hint("re-encode the file as UTF-8 (e.g. iconv -f GBK -t UTF-8)"));
         return std::nullopt;
     }
+    // Depth first: converters, short_value's dump and the chat template recurse into
+    // the value (a record of 75,000 nested arrays overflowed the stack).
+    if (auto v = find_json_limit_violation(text)) {
+        TextPos p = record_pos(whole, offset, ref.line, text, v->offset);
+        add_problem(problems, ref.dataset, ErrorInfo{ref.file}.at("record " + std::to_string(ref.index) + " (line " + std::to_string(p.line) +
+                                                                  ", column " + std::to_string(p.column) + ")")
+                                               .msg("JSON " + v->what)
+                                               .hint("a dataset record nests a few levels; this file was not written by a dataset tool"));
+        return std::nullopt;
+    }
     try {
         return ojson::parse(text.begin(), text.end());
     } catch (const ojson::parse_error& e) {
@@ -769,6 +775,39 @@ std::optional<ojson> parse_record(std::string_view whole, size_t offset, std::st
     }
 }
 
+// One line of `in` into `line` (without the '\n'); false at the end. A line longer than
+// `max` bytes is skipped to its end with too_long set: a multi-GB line (no newline in a
+// huge file) must not be read into memory. Lines may hold NUL bytes.
+bool getline_bounded(std::istream& in, std::string& line, size_t max, bool& too_long) {
+    line.clear();
+    too_long = false;
+    char buf[1 << 16];
+    bool any = false;
+    while (true) {
+        in.getline(buf, sizeof buf);
+        size_t n = static_cast<size_t>(in.gcount());
+        if (!in.fail()) {   // ended by '\n' (counted in gcount) or by the end of the file
+            line.append(buf, in.eof() ? n : n - 1);
+            return true;
+        }
+        if (in.eof()) {   // nothing more
+            in.clear(std::ios::eofbit);
+            if (n) line.append(buf, n);
+            return any || n;
+        }
+        // The buffer filled before a '\n': keep reading this line.
+        any = true;
+        line.append(buf, n);
+        in.clear();
+        if (line.size() > max) {
+            too_long = true;
+            line.clear();
+            in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+            return true;
+        }
+    }
+}
+
 // Stream records of one file into `fn(ref, record)`.
 template <typename Fn>
 int64_t read_records(const std::string& file, const std::string& dataset, Problems& problems, Fn&& fn) {
@@ -781,8 +820,17 @@ int64_t read_records(const std::string& file, const std::string& dataset, Proble
         }
         std::string line;
         int64_t lineno = 0;
-        while (std::getline(in, line)) {
+        bool too_long = false;
+        const size_t max_line = JsonLimits{}.max_bytes;
+        while (getline_bounded(in, line, max_line, too_long)) {
             ++lineno;
+            if (too_long) {
+                add_problem(problems, dataset, ErrorInfo{file}.at("line " + std::to_string(lineno)).msg("line too long")
+                                               .expected("a record of at most " + std::to_string(max_line >> 20) + " MiB")
+                                               .found("more").hint("is the file really JSON Lines (one record per line)?"));
+                ++count;
+                continue;
+            }
             if (!line.empty() && line.back() == '\r') line.pop_back();
             if (line.find_first_not_of(" \t") == std::string::npos) continue;
             RecordRef ref{dataset, file, count, lineno};

@@ -6,10 +6,30 @@
 #include <libxml/tree.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <memory>
 
 namespace pdsd::kb::detail {
 namespace {
+
+// word/document.xml of a 1000-page report is a few MiB; 64 MiB leaves room for huge
+// tables while libxml2's tree of it (about 5x) stays small.
+constexpr zip_uint64_t kMaxPartBytes = zip_uint64_t{64} << 20;
+
+// Office Open XML never carries a DTD. Without one no entity can be declared, so no
+// entity expansion (billion laughs) and no external entity (XXE) can happen; only the
+// five predefined entities and character references remain.
+void refuse_dtd(const std::string& name, const std::string& xml, const char* entry) {
+    for (const char* tag : {"<!DOCTYPE", "<!ENTITY"}) {
+        size_t at = xml.find(tag);
+        if (at == std::string::npos) continue;
+        size_t line = 1 + static_cast<size_t>(std::count(xml.begin(), xml.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+        throw DataError(ErrorInfo{name}.at(std::string(entry) + " line " + std::to_string(line))
+                            .msg("document XML declares a DTD or entities (not allowed: an entity bomb or external entity)")
+                            .expected("Office Open XML without <!DOCTYPE>").found(tag)
+                            .hint("re-save the document from Word/WPS/LibreOffice"));
+    }
+}
 
 // The zip entry `entry` of the archive in `bytes`; throws DataError when the archive is
 // not a zip or lacks the entry.
@@ -32,10 +52,13 @@ std::string read_zip_entry(const std::string& name, const std::string& bytes, co
     if (zip_stat(za, entry, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
         throw DataError(ErrorInfo{name}.msg("not a valid .docx file").expected(std::string("a zip entry ") + entry)
                             .found("none").hint("the file may be a different Office format (.doc, .odt) renamed to .docx"));
-    // 512 MiB of XML is far past any real document; refuse zip bombs before allocating.
-    if (st.size > (512ull << 20))
-        throw DataError(ErrorInfo{name}.at(entry).msg("document too large").expected("under 512 MiB uncompressed")
-                            .found(std::to_string(st.size) + " bytes"));
+    // Zip bombs: the uncompressed size from the zip directory is checked before allocating,
+    // and zip_fread below never reads past it (a lying directory gets a short read or a
+    // CRC error, not more memory).
+    if (st.size > kMaxPartBytes)
+        throw DataError(ErrorInfo{name}.at(entry).msg("document part too large (zip bomb?)")
+                            .expected("at most " + std::to_string(kMaxPartBytes >> 20) + " MiB uncompressed")
+                            .found(std::to_string(st.size) + " bytes").hint("split the document into smaller files"));
     std::unique_ptr<zip_file_t, int (*)(zip_file_t*)> f(zip_fopen(za, entry, 0), zip_fclose);
     if (!f) throw DataError(ErrorInfo{name}.at(entry).msg("cannot read zip entry").found(zip_strerror(za)));
     std::string out(st.size, '\0');
@@ -125,11 +148,20 @@ struct Walker {
 }  // namespace
 
 std::string docx_to_text(const std::string& name, const std::string& bytes, std::vector<std::string>& warnings) {
-    std::string xml = read_zip_entry(name, bytes, "word/document.xml");
-    // XML_PARSE_NONET: never fetch external entities/DTDs (no network access in kb).
+    return docx_xml_to_text(name, read_zip_entry(name, bytes, "word/document.xml"), warnings);
+}
+
+std::string docx_xml_to_text(const std::string& name, const std::string& xml, std::vector<std::string>& warnings) {
+    if (xml.size() > kMaxPartBytes)
+        throw DataError(ErrorInfo{name}.at("word/document.xml").msg("document part too large")
+                            .expected("at most " + std::to_string(kMaxPartBytes >> 20) + " MiB"));
+    refuse_dtd(name, xml, "word/document.xml");
+    // No XML_PARSE_NOENT (never substitute entities), XML_PARSE_NONET (never fetch), and no
+    // XML_PARSE_HUGE: libxml2 keeps its limits (nesting 256, a text node 10 MB), which also
+    // bounds the recursion of the Walker below.
     std::unique_ptr<xmlDoc, void (*)(xmlDocPtr)> doc(
         xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "document.xml", nullptr,
-                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_HUGE),
+                      XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
         xmlFreeDoc);
     if (!doc) {
         const xmlError* e = xmlGetLastError();

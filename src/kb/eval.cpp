@@ -1,6 +1,7 @@
 #include "pdsd/kb/eval.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/json_io.h"
 
 #include <nlohmann/json.hpp>
 
@@ -26,8 +27,8 @@ std::vector<EvalQuestion> load_qa_file(const std::string& path) {
         auto at = ErrorInfo{path}.at("line " + std::to_string(lineno));
         nlohmann::json j;
         try {
-            j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
+            j = parse_json_bounded(line, path + ":" + std::to_string(lineno));   // depth and size budget
+        } catch (const FormatError& e) {
             throw DataError(at.msg("invalid JSON").found(e.what()).hint("one JSON object per line: " + example));
         }
         if (!j.is_object()) throw DataError(at.msg("not a JSON object").expected(example).found(j.type_name()));

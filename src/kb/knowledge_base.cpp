@@ -34,6 +34,7 @@
 #include <unordered_map>
 
 #include <omp.h>
+#include <signal.h>
 #include <unistd.h>
 
 namespace pdsd::kb {
@@ -53,6 +54,18 @@ std::string resolve_root(const std::string& root_option) {
     }
     return fs::absolute(fs::path(r)).lexically_normal().string();
 }
+
+namespace {
+// create_directories with a user error (exit 1) instead of a filesystem_error: --root or
+// a folder on the way is a file, or not writable.
+void make_dirs(const std::string& dir) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec || !fs::is_directory(dir))
+        throw IoError(ErrorInfo{dir}.msg("cannot create the folder").found(ec ? ec.message() : "not a folder")
+                          .hint("--root (or $PDSD_ROOT) must be a writable folder, not a file"));
+}
+}  // namespace
 
 std::string KbPaths::kb_root() const { return (fs::path(root) / "knowledge_base").string(); }
 std::string KbPaths::info_db() const { return (fs::path(kb_root()) / "info.db").string(); }
@@ -99,6 +112,10 @@ KbSettings load_kb_settings(const std::string& root) {
         throw ConfigError(ErrorInfo{path}.at("ivf_scan").expected("fp16, int8 or faiss").found(s.ivf_scan));
     if (s.vector_index != "auto" && s.vector_index != "flat" && s.vector_index != "ivf")
         throw ConfigError(ErrorInfo{path}.at("vector_index").expected("auto, flat or ivf").found(s.vector_index));
+    // Counts are cast to size_t later: a negative one must not wrap to 2^64-3.
+    check_int_in_range(s.chunk_size, path + ": chunk_size", 1, kMaxChunkSize);
+    check_int_in_range(s.chunk_overlap, path + ": chunk_overlap", 0, kMaxChunkSize);
+    check_int_in_range(s.top_k, path + ": top_k", 1, kMaxTopK);
     if (s.ivf_min_chunks < 1 || s.ivf_nlist < 0 || s.ivf_nprobe < 0)
         throw ConfigError(ErrorInfo{path}.at("ivf_min_chunks/ivf_nlist/ivf_nprobe")
                               .expected("ivf_min_chunks >= 1, ivf_nlist >= 0, ivf_nprobe >= 0").found("a value out of range"));
@@ -179,20 +196,47 @@ struct FolderFile {
     std::string sha256;
 };
 
-std::vector<FolderFile> list_folder(const std::string& content) {
+// True when `p` (a symlink) resolves to a place inside `content_canon`.
+bool link_stays_inside(const fs::path& p, const fs::path& content_canon) {
+    std::error_code ec;
+    fs::path target = fs::canonical(p, ec);
+    if (ec) return false;   // dangling or a loop
+    auto rel = target.lexically_relative(content_canon);
+    return !rel.empty() && *rel.begin() != "..";
+}
+
+// The files of content/. Symlinks are not followed out of content/ (an uploaded or
+// planted link to /etc/passwd or ~/.ssh must not be indexed and served): such links,
+// and symlinked folders (loops), are refused with a warning in `refused` (rel -> why).
+std::vector<FolderFile> list_folder(const std::string& content,
+                                    std::vector<std::pair<std::string, std::string>>* refused = nullptr) {
     std::vector<FolderFile> out;
     if (!fs::is_directory(content)) return out;
-    auto opts = fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied;
+    std::error_code cec;
+    fs::path content_canon = fs::canonical(content, cec);
+    auto opts = fs::directory_options::skip_permission_denied;   // never follow_directory_symlink
     for (auto it = fs::recursive_directory_iterator(content, opts); it != fs::recursive_directory_iterator(); ++it) {
         std::string base = it->path().filename().string();
         if (is_skipped_name(base)) {
             if (it->is_directory()) it.disable_recursion_pending();
             continue;
         }
-        if (!it->is_regular_file()) continue;
+        std::error_code ec;
+        if (it->is_symlink(ec)) {
+            std::string rel = it->path().lexically_relative(content).generic_string();
+            std::string why = !link_stays_inside(it->path(), content_canon) ? "symlink pointing outside content/ refused"
+                              : fs::is_directory(it->path(), ec)            ? "symlinked folder not followed"
+                                                                             : "";
+            if (!why.empty()) {
+                log::warn("kb", log::cat(content, "/", rel, ": ", why));
+                if (refused) refused->emplace_back(rel, why);
+                continue;
+            }
+        }
+        if (!it->is_regular_file(ec)) continue;
         FolderFile f;
         f.abs = it->path().string();
-        f.rel = fs::relative(it->path(), content).generic_string();
+        f.rel = it->path().lexically_relative(content).generic_string();
         f.size = static_cast<int64_t>(it->file_size());
         auto ft = fs::last_write_time(it->path());
         f.mtime = std::chrono::duration<double>(ft.time_since_epoch()).count();
@@ -362,6 +406,27 @@ std::unique_ptr<faiss::Index> read_index(const std::string& path) {
                           .found("another FAISS index type").hint("rebuild it with pdsd kb -r -n <kb> -e <model>"));
 }
 
+// Temp index files of rebuilds that were killed (.index.faiss.tmp.<pid> whose process is
+// gone): removed at the start of the next update of that KB, so they do not pile up.
+void remove_stale_temp_files(const KbPaths& paths, const std::string& kb) {
+    std::error_code ec;
+    fs::path vs = fs::path(paths.kb_dir(kb)) / "vector_store";
+    if (!fs::is_directory(vs, ec)) return;
+    const std::string prefix = ".index.faiss.tmp.";
+    for (auto& store : fs::directory_iterator(vs, ec)) {
+        if (!store.is_directory(ec) || store.is_symlink(ec)) continue;
+        for (auto& e : fs::directory_iterator(store.path(), ec)) {
+            std::string n = e.path().filename().string();
+            if (n.rfind(prefix, 0) != 0) continue;
+            long pid = std::strtol(n.c_str() + prefix.size(), nullptr, 10);
+            if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) == 0) continue;   // still running
+            std::error_code rec;
+            fs::remove(e.path(), rec);
+            if (!rec) log::info("kb", log::cat("removed ", e.path().string(), " (left by an interrupted rebuild)"));
+        }
+    }
+}
+
 // Write to a dot-temp file in the same folder; the caller renames after the DB commit.
 std::string write_index_temp(const faiss::Index& idx, const std::string& path) {
     fs::create_directories(fs::path(path).parent_path());
@@ -493,6 +558,7 @@ struct Indexer {
 
     // Returns the number of chunks written; `version` is the new file_version.
     size_t index_file(const FolderFile& f, int64_t version, std::vector<std::string>& warnings) {
+        check_file_size(f.rel, static_cast<uint64_t>(f.size));   // before reading it into memory
         std::string bytes = read_file(f.abs);
         std::string sha = sha256_hex(bytes);
         LoadedFile lf = load_bytes(f.rel, bytes);
@@ -546,7 +612,10 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
     split_text("", split);   // validates the sizes
 
     log::info("kb", log::cat("scanning ", content));
-    std::vector<FolderFile> folder = list_folder(content);
+    remove_stale_temp_files(paths, kb_name);
+    std::vector<std::pair<std::string, std::string>> refused;
+    std::vector<FolderFile> folder = list_folder(content, &refused);
+    for (auto& [rel, why] : refused) report.files.push_back({kb_name, rel, "skipped", 0, why});
     std::vector<FolderFile> unsupported;
     folder.erase(std::remove_if(folder.begin(), folder.end(), [&](const FolderFile& f) {
                      if (is_supported_extension(file_extension(f.rel))) return false;
@@ -668,7 +737,12 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
             size_t n = 0;
             try {
                 n = ix.index_file(*f, version, warnings);
-            } catch (const DataError& e) {
+            } catch (const Error& e) {
+                // A bad file (DataError, FormatError, IoError: malformed, hostile, unreadable) is
+                // marked failed and the rest is indexed; anything else stops the update.
+                if (!dynamic_cast<const DataError*>(&e) && !dynamic_cast<const FormatError*>(&e) &&
+                    !dynamic_cast<const IoError*>(&e))
+                    throw;
                 report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
                 log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
                 progress.advance(1, 0);
@@ -766,7 +840,7 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
 }
 
 std::unique_ptr<Db> open_db(const KbPaths& p, bool create) {
-    if (create) fs::create_directories(p.kb_root());
+    if (create) make_dirs(p.kb_root());
     else if (!fs::exists(p.info_db()))
         throw IoError(ErrorInfo{p.info_db()}.msg("no knowledge-base database").hint("run `pdsd init` then `pdsd kb -r`"));
     auto db = std::make_unique<Db>(p.info_db(), create);
@@ -819,18 +893,31 @@ UpdateReport add_files(const std::string& root, const std::string& kb, const std
                        const UpdateOptions& options) {
     validate_kb_name(kb);
     KbPaths paths{root};
-    fs::create_directories(paths.content_dir(kb));
+    make_dirs(paths.content_dir(kb));
     std::vector<std::string> rels;
+    std::set<std::string> copied_new;   // not in content/ before: removed again when they fail
     for (auto& f : files) {
         if (!fs::is_regular_file(f)) throw IoError(ErrorInfo{f}.msg("no such file"));
         std::string ext = file_extension(f);
         if (!is_supported_extension(ext)) load_bytes(f, "");   // throws the unsupported-format error
+        check_file_size(f, fs::file_size(f));
         fs::path dst = fs::path(paths.content_dir(kb)) / fs::path(f).filename();
-        if (fs::absolute(f).lexically_normal() != fs::absolute(dst).lexically_normal())
+        if (fs::absolute(f).lexically_normal() != fs::absolute(dst).lexically_normal()) {
+            std::error_code ec;
+            if (!fs::exists(fs::symlink_status(dst, ec))) copied_new.insert(dst.filename().string());
             fs::copy_file(f, dst, fs::copy_options::overwrite_existing);
+        }
         rels.push_back(fs::path(f).filename().string());
     }
-    return reindex_files(root, paths, kb, rels, options, /*create=*/true);
+    UpdateReport report = reindex_files(root, paths, kb, rels, options, /*create=*/true);
+    // A file that cannot be indexed does not stay in content/ (the next rebuild would only
+    // fail on it again).
+    for (auto& c : report.files) {
+        if (c.action != "failed" || !copied_new.count(c.file)) continue;
+        std::error_code ec;
+        if (fs::remove(fs::path(paths.content_dir(kb)) / c.file, ec)) c.note += " (removed from content/)";
+    }
+    return report;
 }
 
 UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,

@@ -2,6 +2,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
+#include "pdsd/core/json_io.h"
 #include "pdsd/kb/text.h"
 #include "docx_loader.h"
 #ifdef PDSD_HAVE_POPPLER
@@ -38,6 +39,21 @@ bool is_supported_extension(const std::string& ext) {
     return std::find(v.begin(), v.end(), ext) != v.end();
 }
 
+void check_file_size(const std::string& name, uint64_t size) {
+    if (size > kMaxFileBytes)
+        throw DataError(ErrorInfo{name}.msg("file too large for the knowledge base")
+                            .expected("at most " + std::to_string(kMaxFileBytes >> 20) + " MiB")
+                            .found(std::to_string(size) + " bytes").hint("split the document into smaller files"));
+}
+
+void check_text_budget(const std::string& name, size_t text_bytes) {
+    if (text_bytes > kMaxTextBytes)
+        throw DataError(ErrorInfo{name}.msg("extracted text too large")
+                            .expected("at most " + std::to_string(kMaxTextBytes >> 20) + " MiB of text per file")
+                            .found("more (the file expands when read: repeated keys, columns or entities)")
+                            .hint("split the document into smaller files"));
+}
+
 bool is_skipped_name(const std::string& b) {
     auto starts = [&](const char* p) { return b.rfind(p, 0) == 0; };
     return starts("temp") || starts("tmp") || starts(".") || starts("~$");
@@ -58,8 +74,10 @@ void append_cp(std::string& out, unsigned long cp) {
 
 // Decode "&...;" at s[i]; appends the text and returns bytes consumed (0: not an entity).
 size_t decode_entity(const std::string& s, size_t i, std::string& out) {
-    size_t semi = s.find(';', i);
-    if (semi == std::string::npos || semi - i > 12) return 0;
+    // Look at most 12 bytes ahead: an unbounded find would make "&&&&..." quadratic.
+    size_t semi = std::string_view(s).substr(i, 13).find(';');
+    if (semi == std::string::npos || semi > 12) return 0;
+    semi += i;
     std::string name = s.substr(i + 1, semi - i - 1);
     if (name.empty()) return 0;
     if (name[0] == '#') {
@@ -82,6 +100,18 @@ size_t decode_entity(const std::string& s, size_t i, std::string& out) {
     for (auto& [n, v] : named)
         if (name == n) { out += v; return semi - i + 1; }
     return 0;
+}
+
+// Position of `needle` (lowercase ASCII) in `h` from `from`, ignoring ASCII case; npos if
+// absent. No copy of the rest of the document per <script> (that was quadratic).
+size_t find_ascii_ci(const std::string& h, const std::string& needle, size_t from) {
+    if (needle.empty() || h.size() < needle.size()) return std::string::npos;
+    for (size_t i = from; i + needle.size() <= h.size(); ++i) {
+        size_t k = 0;
+        while (k < needle.size() && std::tolower(static_cast<unsigned char>(h[i + k])) == needle[k]) ++k;
+        if (k == needle.size()) return i;
+    }
+    return std::string::npos;
 }
 
 bool is_block_tag(const std::string& t) {
@@ -114,9 +144,9 @@ std::string html_to_text(const std::string& h) {
             std::string name = lower_ascii(tag.substr(p, q - p));
             i = e + 1;
             if (!closing && (name == "script" || name == "style" || name == "noscript" || name == "template")) {
-                size_t end = lower_ascii(h.substr(i)).find("</" + name);
+                size_t end = find_ascii_ci(h, "</" + name, i);
                 if (end == std::string::npos) { i = h.size(); break; }
-                size_t close = h.find('>', i + end);
+                size_t close = h.find('>', end);
                 i = close == std::string::npos ? h.size() : close + 1;
                 continue;
             }
@@ -195,20 +225,34 @@ std::string strip_ws(const std::string& s) {
     return u32_to_utf8(std::u32string_view(u).substr(b, e - b));
 }
 
-void json_lines(const nlohmann::json& j, const std::string& key, std::string& out) {
+// Recursion depth is bounded by parse_json_bounded (512 levels); the output by the text
+// budget (a long key over a long array repeats per element).
+void json_lines(const nlohmann::json& j, const std::string& key, std::string& out, const std::string& name) {
     if (j.is_object()) {
-        for (auto it = j.begin(); it != j.end(); ++it) json_lines(it.value(), it.key(), out);
+        for (auto it = j.begin(); it != j.end(); ++it) json_lines(it.value(), it.key(), out, name);
     } else if (j.is_array()) {
-        for (const auto& v : j) json_lines(v, key, out);
+        for (const auto& v : j) json_lines(v, key, out, name);
     } else if (!j.is_null()) {
         std::string v = j.is_string() ? j.get<std::string>() : j.dump();
         if (!out.empty()) out += '\n';
         out += key.empty() ? v : key + ": " + v;
+        check_text_budget(name, out.size());
+    }
+}
+
+// A kb document's JSON: the shared bounded parser; its FormatError becomes a DataError
+// (the file is marked failed and the rest of the KB is indexed).
+nlohmann::json parse_document_json(std::string_view text, const std::string& name) {
+    try {
+        return parse_json_bounded(text, name);
+    } catch (const FormatError& e) {
+        throw DataError(e.info());
     }
 }
 }  // namespace
 
 LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
+    check_file_size(name, bytes.size());
     LoadedFile lf;
     std::string ext = file_extension(name);
     if (!is_supported_extension(ext)) {
@@ -243,16 +287,9 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
         lf.docs.push_back({html_to_text(text), true});
     } else if (ext == ".json") {
         lf.loader = "JSONLoader";
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(text);
-        } catch (const nlohmann::json::parse_error& e) {
-            throw DataError(ErrorInfo{name}.at("byte " + std::to_string(e.byte)).msg("invalid JSON").found(e.what()));
-        } catch (const nlohmann::json::exception& e) {  // a number out of range ("1e999")
-            throw DataError(ErrorInfo{name}.msg("invalid JSON").found(e.what()));
-        }
+        nlohmann::json j = parse_document_json(text, name);
         std::string out;
-        json_lines(j, "", out);
+        json_lines(j, "", out, name);
         lf.docs.push_back({out, true});
     } else if (ext == ".jsonl") {
         lf.loader = "JSONLinesLoader";
@@ -262,16 +299,12 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
         while (std::getline(in, line)) {
             ++lineno;
             if (strip_ws(line).empty()) continue;
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::exception& e) {  // syntax, or a number out of range
-                throw DataError(ErrorInfo{name}.at("line " + std::to_string(lineno)).msg("invalid JSON").found(e.what()));
-            }
+            nlohmann::json j = parse_document_json(line, name + ":" + std::to_string(lineno));
             std::string rec;
-            json_lines(j, "", rec);
+            json_lines(j, "", rec, name);
             if (!all.empty()) all += "\n\n";
             all += rec;
+            check_text_budget(name, all.size());
         }
         lf.docs.push_back({all, true});
     } else if (ext == ".csv") {
@@ -279,14 +312,17 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
         auto rows = parse_csv(text);
         if (!rows.empty()) {
             const auto& header = rows[0];
+            size_t total = 0;
             for (size_t r = 1; r < rows.size(); ++r) {
                 std::string doc;
                 for (size_t c = 0; c < header.size(); ++c) {
                     if (!doc.empty()) doc += '\n';
                     doc += strip_ws(header[c]) + ": " + (c < rows[r].size() ? strip_ws(rows[r][c]) : "None");
+                    check_text_budget(name, total + doc.size());   // every row repeats the header's names
                 }
                 if (rows[r].size() > header.size())
                     lf.warnings.push_back("row " + std::to_string(r + 1) + " has more fields than the header");
+                total += doc.size();
                 lf.docs.push_back({doc, false});
             }
         }
@@ -297,6 +333,11 @@ LoadedFile load_bytes(const std::string& name, const std::string& bytes) {
     return lf;
 }
 
-LoadedFile load_file(const std::string& path) { return load_bytes(path, read_file(path)); }
+LoadedFile load_file(const std::string& path) {
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (!ec) check_file_size(path, size);   // before reading it into memory
+    return load_bytes(path, read_file(path));
+}
 
 }  // namespace pdsd::kb

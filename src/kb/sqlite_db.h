@@ -38,8 +38,9 @@ public:
             throw IoError(ErrorInfo{path_}.at(sql.substr(0, 80)).msg("SQLite error").found(m));
         }
     }
-    [[noreturn]] void fail(const std::string& what) const {
-        throw IoError(ErrorInfo{path_}.at(what.substr(0, 80)).msg("SQLite error").found(sqlite3_errmsg(db_)));
+    [[noreturn]] void fail(const std::string& what) const { fail(what, sqlite3_errmsg(db_)); }
+    [[noreturn]] void fail(const std::string& what, const std::string& sqlite_message) const {
+        throw IoError(ErrorInfo{path_}.at(what.substr(0, 80)).msg("SQLite error").found(sqlite_message));
     }
 
 private:
@@ -69,7 +70,11 @@ public:
         int rc = sqlite3_step(st_);
         if (rc == SQLITE_ROW) return true;
         if (rc == SQLITE_DONE) return false;
-        db_.fail(sql_);
+        // Reset before throwing: a statement left in its error state answers every later
+        // bind with SQLITE_MISUSE, so one failed file would fail the next ones too.
+        std::string message = sqlite3_errmsg(db_.get());
+        reset();
+        db_.fail(sql_, message);
     }
     void run() { step(); reset(); }
     void reset() { sqlite3_reset(st_); sqlite3_clear_bindings(st_); }

@@ -2,6 +2,7 @@
 #include "pdsd/tokenizer/chat_template.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/json_io.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -58,9 +59,10 @@ const char* kQwenToolPrompt2 =
 std::string format_tools(const std::string& tools) {
     ojson t;
     try {
-        t = ojson::parse(tools);
-    } catch (const ojson::parse_error&) {
-        throw DataError(ErrorInfo{}.at("tools").msg("invalid JSON in tool description").found(tools.substr(0, 80)));
+        t = parse_ordered_json_bounded(tools, "tools");   // depth-bounded: python_json_dumps recurses
+    } catch (const FormatError& e) {
+        throw DataError(ErrorInfo{}.at("tools").msg("invalid JSON in tool description (" + e.info().what + ")")
+                            .found(tools.substr(0, 80)));
     }
     if (t.empty()) return "";
     if (!t.is_array()) throw DataError(ErrorInfo{}.at("tools").msg("tools is not a list").expected("a JSON list").found(tools.substr(0, 80)));
@@ -84,9 +86,10 @@ std::string format_function(const std::string& content) {
     auto parse_functions = [&](const std::string& json_text) {
         ojson calls;
         try {
-            calls = ojson::parse(json_text);
-        } catch (const ojson::parse_error&) {
-            throw DataError(ErrorInfo{}.at("function message").msg("invalid JSON in function call").found(content.substr(0, 80)));
+            calls = parse_ordered_json_bounded(json_text, "function message");
+        } catch (const FormatError& e) {
+            throw DataError(ErrorInfo{}.at("function message").msg("invalid JSON in function call (" + e.info().what + ")")
+                                .found(content.substr(0, 80)));
         }
         if (!calls.is_array()) calls = ojson::array({calls});
         std::vector<std::string> texts;

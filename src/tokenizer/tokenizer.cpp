@@ -772,6 +772,7 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
         return true;
     };
     std::string text = read_file(path);
+    if (find_json_limit_violation(text)) parse_json(text, path);   // throws the depth/size error with line/column
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(text.begin(), text.end(), callback);
@@ -782,6 +783,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
     text.clear();
     text.shrink_to_fit();
     auto t1 = std::chrono::steady_clock::now();
+    // Schema: a field of the wrong type makes nlohmann throw from .get<>/.value(); that is
+    // the user's file, not a pdsd bug (exit 1, not 2).
+    try {
     if (!j.is_object() || !j.contains("model") || !j["model"].is_object()) {
         throw FormatError(ErrorInfo{path}.msg("not a tokenizers file").expected("an object with \"model\""));
     }
@@ -827,6 +831,10 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
         ++rank;
     }
     merge_entries = {};
+    if (j.contains("added_tokens") && !j["added_tokens"].is_array() && !j["added_tokens"].is_null())
+        throw FormatError(ErrorInfo{path}.at("added_tokens").msg("wrong type")
+                              .expected("a list of {\"id\", \"content\", \"special\", ...}")
+                              .found(std::string(j["added_tokens"].type_name()) + " " + j["added_tokens"].dump().substr(0, 40)));
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
         size_t k = 0;
         for (const auto& t : j["added_tokens"]) {
@@ -834,6 +842,10 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_tokenizer_json(const std:
             if (a.id < 0) throw FormatError(ErrorInfo{path}.at("added_tokens").msg("added token without id"));
             impl->added.push_back(std::move(a));
         }
+    }
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError(ErrorInfo{path}.msg("malformed tokenizer file: a field has the wrong type").found(e.what())
+                              .hint("compare with the model's original tokenizer.json"));
     }
     impl->finish();
     auto t2 = std::chrono::steady_clock::now();
@@ -851,6 +863,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::load_vocab_merges(const std::s
     if (!vocab.is_object()) throw FormatError(ErrorInfo{vocab_path}.msg("expected an object token -> id"));
     impl->token_to_id.reserve(vocab.size() * 2);
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+        if (!it.value().is_number_integer())
+            throw FormatError(ErrorInfo{vocab_path}.at("\"" + it.key() + "\"").msg("wrong type").expected("an integer token id")
+                                  .found(it.value().type_name()));
         auto id = it.value().get<TokenId>();
         impl->set_token(id, it.key());
         impl->token_to_id[it.key()] = id;

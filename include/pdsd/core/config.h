@@ -80,6 +80,12 @@ std::string did_you_mean(const std::string& key, const std::vector<std::string>&
 bool parse_bool(const std::string& text, const std::string& where);
 int64_t parse_int(const std::string& text, const std::string& where);
 double parse_double(const std::string& text, const std::string& where);
+// Range-checked integers (hostile input: "-3" for a count must not wrap to 2^64-3
+// when it is later cast to size_t). ConfigError "where: integer out of range
+// (expected an integer in [lo, hi], found '...')".
+int64_t parse_int_in_range(const std::string& text, const std::string& where, int64_t lo, int64_t hi);
+// The same for a value already parsed (CLI11 options, YAML schema fields); returns it.
+int64_t check_int_in_range(int64_t value, const std::string& where, int64_t lo, int64_t hi);
 std::vector<std::string> split_list(const std::string& text);  // "a, b,c" -> {a, b, c}
 
 }  // namespace pdsd

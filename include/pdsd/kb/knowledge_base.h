@@ -44,6 +44,11 @@ struct KbPaths {
     std::string index_path(const std::string& kb, const std::string& embed_model) const;
 };
 
+// Ranges of the counts read from kb_settings.yaml, the CLI and requests (checked where
+// read: a negative value must not wrap when cast to size_t).
+constexpr int64_t kMaxChunkSize = 1000000;   // characters
+constexpr int64_t kMaxTopK = 10000;
+
 // kb_settings.yaml (<root>/kb_settings.yaml); missing file -> defaults.
 struct KbSettings {
     int64_t chunk_size = 750;

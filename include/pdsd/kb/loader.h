@@ -7,6 +7,8 @@
 // paragraph, table rows as "cell | cell" lines; pdf (with poppler): the text layer.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,14 @@ bool is_supported_extension(const std::string& ext);
 std::vector<std::string> supported_extensions();
 // Chatchat skips basenames starting with "temp", "tmp", ".", "~$".
 bool is_skipped_name(const std::string& basename);
+
+// Budgets of one file (hostile input): its size on disk, and the text extracted from it
+// (a CSV row repeats the header's names, a JSON key repeats per array element, a docx
+// part is decompressed). Over either: DataError, the file is marked failed.
+constexpr uint64_t kMaxFileBytes = uint64_t{256} << 20;
+constexpr size_t kMaxTextBytes = size_t{256} << 20;
+void check_file_size(const std::string& name, uint64_t size);
+void check_text_budget(const std::string& name, size_t text_bytes);
 
 // Throws IoError (unreadable) or DataError (unsupported extension, malformed json).
 LoadedFile load_file(const std::string& path);
