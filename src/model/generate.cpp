@@ -164,6 +164,7 @@ Generator Generator::load(const std::string& dir, const std::string& device, con
 }
 
 LoadedModel& Generator::model() { return *impl_->lm; }
+int64_t Generator::max_context() const { return impl_->lm->config.max_position_embeddings; }
 void Generator::release_cache() {
     impl_->graph.reset();  // before the cache it points into
     impl_->cache = KVCache{};

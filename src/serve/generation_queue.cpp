@@ -227,15 +227,28 @@ struct RowStream {
 };
 }  // namespace
 
-void GenerationQueue::execute(const std::vector<GenJob*>& jobs) {
+void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
     std::vector<std::vector<int64_t>> prompts;
     std::vector<RowStream> rows;
-    for (auto* j : jobs) {
+    std::vector<GenJob*> jobs;
+    const int64_t context = generator_->max_context();
+    for (auto* j : all_jobs) {
         std::vector<int32_t> ids32 = tokenizer_->encode(tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
-        prompts.emplace_back(ids32.begin(), ids32.end());
         j->prompt_tokens = static_cast<int64_t>(ids32.size());
+        if (j->prompt_tokens >= context) {
+            // No room for one new token: refuse, as OpenAI does, rather than answer "" with 200.
+            j->error = "this model's maximum context length is " + std::to_string(context) + " tokens, but the messages are " +
+                       std::to_string(j->prompt_tokens) + " tokens; shorten the messages or the history";
+            j->error_status = 400;
+            j->error_code = "context_length_exceeded";
+            stats_->rejected++;
+            continue;
+        }
+        jobs.push_back(j);
+        prompts.emplace_back(ids32.begin(), ids32.end());
         rows.push_back(RowStream{j, tokenizer_});
     }
+    if (jobs.empty()) return;
     if (jobs.size() == 1) {
         // Alone: generate() keeps the KV cache of the shared prompt prefix between requests.
         model::GenerationResult r = generator_->generate(prompts[0], jobs[0]->options, [&](int64_t t) { return rows[0].on_token(t); });

@@ -39,6 +39,7 @@ struct GenJob {
     std::string finish_reason = "stop";              // "stop" | "length"
     std::string error;                               // non-empty: generation failed (message)
     int error_status = 500;
+    std::string error_code;                          // OpenAI's error.code, e.g. "context_length_exceeded"
     std::chrono::steady_clock::time_point submitted, first_token;
     bool has_first_token = false;
 

@@ -160,6 +160,8 @@ std::string safe_relative_name(const std::string& name, const char* param) {
         if (end == std::string::npos) end = name.size();
         std::string part = name.substr(start, end - start);
         if (part.empty() || part == "." || part == "..") throw reject("'" + part + "' component");
+        // Linux file names are at most 255 bytes: a longer one fails at write time (was a 500).
+        if (part.size() > 255) throw reject("a name component longer than 255 bytes");
         for (unsigned char c : part) {
             if (c < 0x20) throw reject("control character");
         }
@@ -513,10 +515,15 @@ struct Server::Impl {
         }
     }
 
-    static std::string message_content(const json& m, size_t i) {
+    static std::string message_content(const json& m, size_t i, const std::string& role) {
         const std::string where = "messages[" + std::to_string(i) + "].content";
         auto it = m.find("content");
-        if (it == m.end() || it->is_null()) return "";
+        // OpenAI allows a null content only on assistant turns (tool calls); a user or system
+        // turn without text is a client bug, not an empty prompt.
+        if (it == m.end() || it->is_null()) {
+            if (role == "assistant") return "";
+            throw bad_request("'" + where + "' is missing or null (a " + role + " message needs text)", where);
+        }
         if (it->is_string()) return it->get<std::string>();
         if (it->is_array()) {  // [{"type":"text","text":"..."}]
             std::string s;
@@ -541,7 +548,7 @@ struct Server::Impl {
             std::string r = role->get<std::string>();
             if (r != "system" && r != "user" && r != "assistant")
                 throw bad_request("unsupported role '" + r + "' (system, user, assistant)", key);
-            out.push_back({r, message_content(m, i)});
+            out.push_back({r, message_content(m, i, r)});
         }
         if (need_user_last && (out.empty() || out.back().role != "user"))
             throw bad_request(std::string("'") + key + "' must end with a user message", key);
@@ -724,14 +731,22 @@ void Server::Impl::setup() {
         std::unique_lock<std::shared_mutex> lk(kb_mu);
         if (db_embed_model(root, name)) throw HttpError{409, "已存在同名知识库 " + name, "invalid_request_error", "knowledge_base_name", "kb_exists"};
         kb::KbPaths paths{root};
-        fs::create_directories(paths.content_dir(name));
-        kb::UpdateOptions u;
-        u.kb_names = {name};
-        u.mode = kb::UpdateMode::increment;
-        u.embed_model = embed_for_new_kb(embed);
-        u.progress = false;
-        kb::update_knowledge_bases(root, u);
-        if (info) kb::set_kb_info(root, name, *info);
+        const bool existed = fs::exists(paths.kb_dir(name));
+        try {
+            fs::create_directories(paths.content_dir(name));
+            kb::UpdateOptions u;
+            u.kb_names = {name};
+            u.mode = kb::UpdateMode::increment;
+            u.embed_model = embed_for_new_kb(embed);
+            u.progress = false;
+            kb::update_knowledge_bases(root, u);
+            if (info) kb::set_kb_info(root, name, *info);
+        } catch (...) {
+            // A failed create leaves nothing behind (a half-made folder would block the retry).
+            std::error_code ec;
+            if (!existed) fs::remove_all(paths.kb_dir(name), ec);
+            throw;
+        }
         reply_json(res, {{"code", 200}, {"msg", "已新增知识库 " + name}, {"data", nullptr}});
     }, true);
     post("/knowledge_base/delete_knowledge_base", [this](const httplib::Request& req, httplib::Response& res) {
@@ -918,7 +933,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
         json out{{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
                  {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
                                            {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
@@ -940,7 +955,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         [chunk, include_usage, usage, id, created_at, this](const GenJob& j) {
             std::string out;
             if (!j.error.empty()) {
-                out += sse(error_json(HttpError{j.error_status, j.error, default_type(j.error_status), "", ""}));
+                out += sse(error_json(HttpError{j.error_status, j.error, default_type(j.error_status), "", j.error_code}));
             } else {
                 out += sse(chunk(json::object(), j.finish_reason));
                 if (include_usage)
@@ -1034,7 +1049,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
         reply_json(res, frame("chat.completion", job->text, {{"docs", docs}, {"finish_reason", job->finish_reason},
                                                              {"usage", {{"prompt_tokens", job->prompt_tokens}, {"completion_tokens", job->completion_tokens},
                                                                         {"total_tokens", job->prompt_tokens + job->completion_tokens}}}}));
@@ -1121,6 +1136,8 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
     const fs::path content = paths.content_dir(name);
     fs::create_directories(content);
     json failed = json::object();
+    std::set<std::string> written_new;   // not in content/ before: removed again if it cannot be indexed
+    size_t removed = 0;
     for (auto& [rel, part] : files) {
         check_no_symlinks(content, rel);
         fs::path dst = content / rel;
@@ -1131,6 +1148,7 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
             failed[rel] = "文件 " + rel + " 已存在。";
             continue;
         }
+        if (!fs::exists(dst)) written_new.insert(rel);
         fs::create_directories(dst.parent_path());
         write_file_atomic(dst.string(), part->content);
     }
@@ -1148,7 +1166,20 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
             if (f.action == "failed" || f.action == "skipped") {
                 for (auto& [rel, part] : files)
                     if (rel == f.file) failed[rel] = f.note.empty() ? f.action : f.note;
+                // A hostile or broken upload does not stay in content/ (every later
+                // rebuild would fail on it again).
+                std::error_code ec;
+                if (f.action == "failed" && written_new.count(f.file) && fs::remove(content / f.file, ec)) {
+                    failed[f.file] = failed[f.file].get<std::string>() + " (removed from content/)";
+                    ++removed;
+                }
             }
+    }
+    if (!written_new.empty() && removed == written_new.size() && removed == files.size()) {
+        // Every file was new and none could be indexed: nothing was stored, so a 4xx in
+        // Chatchat's body shape (its web UI shows `msg`).
+        reply_json(res, {{"code", 400}, {"msg", "文件上传失败: 没有文件可以入库"}, {"data", {{"failed_files", failed}}}}, 400);
+        return;
     }
     reply_json(res, {{"code", 200}, {"msg", "文件上传与向量化完成"}, {"data", {{"failed_files", failed}}}});
 }
@@ -1304,7 +1335,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", ""};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
         reply_sse(res, {sse({{"answer", job->text}, {"docs", docs}})});
         return;
     }

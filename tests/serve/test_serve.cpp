@@ -641,3 +641,104 @@ TEST(Serve, BatchedGreedyRowsEqualTheirAloneAnswers) {
     EXPECT_NE(m->body.find("pdsd_generation_batches_total 1\n"), std::string::npos) << m->body;
     EXPECT_NE(m->body.find("pdsd_generation_batch_rows_total 6\n"), std::string::npos);
 }
+
+// ---- hostile requests (issue 16): clear 4xx, nothing left behind ----------------------------
+
+TEST(Serve, NullContentIsRefusedForUserTurnsOnly) {
+    Running s;
+    auto c = s.client();
+    json b = chat_body("x", 3);
+    b["messages"] = {{{"role", "user"}, {"content", nullptr}}};
+    auto r = post_json(c, "/v1/chat/completions", b);
+    expect_error_shape(r, 400);
+    EXPECT_EQ(body_json(r)["error"]["param"], "messages[0].content");
+    // An assistant turn without text (a tool-call turn in OpenAI's API) stays valid.
+    b["messages"] = {{{"role", "user"}, {"content", "hi"}}, {{"role", "assistant"}, {"content", nullptr}},
+                     {{"role", "user"}, {"content", "again"}}};
+    r = post_json(c, "/v1/chat/completions", b);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+}
+
+TEST(Serve, PromptLongerThanTheContextIs400ContextLengthExceeded) {
+    // The tiny model with a 64-position context (same weights: RoPE does not store positions).
+    const fs::path model_dir = fs::path(TinyModel::get().dir).string() + "-ctx64";   // TempDir's name is the server root's
+    fs::remove_all(model_dir);
+    fs::create_directories(model_dir);
+    for (auto& e : fs::directory_iterator(TinyModel::get().dir)) fs::copy(e.path(), model_dir / e.path().filename());
+    const std::string cfg_path = (model_dir / "config.json").string();
+    json cfg = json::parse(read_file(cfg_path));
+    cfg["max_position_embeddings"] = 64;
+    write_file_atomic(cfg_path, cfg.dump(2));
+    serve::ServeOptions o;
+    o.model_dir = model_dir.string();
+    Running s(o, /*with_model=*/false);
+    auto c = s.client();
+    std::string long_text;
+    for (int i = 0; i < 60; ++i) long_text += "你好 ";
+    for (bool stream : {false, true}) {
+        auto r = post_json(c, "/v1/chat/completions", chat_body(long_text, 3, stream));
+        ASSERT_TRUE(r);
+        if (!stream) {
+            expect_error_shape(r, 400);
+            EXPECT_EQ(body_json(r)["error"]["code"], "context_length_exceeded") << r->body;
+        } else {   // the stream has started (200): the error is its event, as llama-server sends it
+            EXPECT_NE(r->body.find("context_length_exceeded"), std::string::npos) << r->body;
+        }
+    }
+    // A prompt that fits still answers.
+    json b = chat_body("hi", 3);
+    b["messages"] = {{{"role", "system"}, {"content", "s"}}, {{"role", "user"}, {"content", "hi"}}};
+    auto r = post_json(c, "/v1/chat/completions", b);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    fs::remove_all(model_dir);
+}
+
+TEST(Serve, HostileUploadIs400AndDoesNotStayInContent) {
+    Running s;
+    auto c = s.client();
+    ASSERT_EQ(post_json(c, "/knowledge_base/create_knowledge_base", {{"knowledge_base_name", "h"}})->status, 200);
+    const fs::path content = fs::path(s.root.str()) / "knowledge_base" / "h" / "content";
+    const std::string deep(30000, '[');   // 30,000 levels: crashed the server before
+    httplib::MultipartFormDataItems one = {{"files", deep, "deep.json", "application/json"},
+                                           {"knowledge_base_name", "h", "", ""}};
+    auto r = c.Post("/knowledge_base/upload_docs", one);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_EQ(body_json(r)["code"], 400);
+    EXPECT_TRUE(body_json(r)["data"]["failed_files"].contains("deep.json")) << r->body;
+    EXPECT_FALSE(fs::exists(content / "deep.json"));
+    // With a good file beside it: 200, the good one stored and indexed, the hostile one not kept.
+    httplib::MultipartFormDataItems two = {{"files", deep, "deep.json", "application/json"},
+                                           {"files", "退货政策：七天无理由退货。\n", "ok.txt", "text/plain"},
+                                           {"knowledge_base_name", "h", "", ""}};
+    r = c.Post("/knowledge_base/upload_docs", two);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    EXPECT_TRUE(body_json(r)["data"]["failed_files"].contains("deep.json")) << r->body;
+    EXPECT_FALSE(fs::exists(content / "deep.json"));
+    EXPECT_TRUE(fs::exists(content / "ok.txt"));
+    // A 300-byte name (Linux allows 255): a 400 naming the reason, not a 500.
+    httplib::MultipartFormDataItems long_name = {{"files", "x", std::string(300, 'a') + ".txt", "text/plain"},
+                                                 {"knowledge_base_name", "h", "", ""}};
+    r = c.Post("/knowledge_base/upload_docs", long_name);
+    expect_error_shape(r, 400);
+    EXPECT_NE(r->body.find("255"), std::string::npos) << r->body;
+    expect_alive(s);
+}
+
+TEST(Serve, FailedCreateLeavesNoFolder) {
+    Running s;
+    auto c = s.client();
+    auto r = post_json(c, "/knowledge_base/create_knowledge_base",
+                       {{"knowledge_base_name", "nope"}, {"embed_model", "no-such-embedding-model"}});
+    ASSERT_TRUE(r);
+    EXPECT_GE(r->status, 400) << r->body;
+    EXPECT_LT(r->status, 500) << r->body;
+    EXPECT_FALSE(fs::exists(fs::path(s.root.str()) / "knowledge_base" / "nope"));
+    // The name is free for a create that works.
+    r = post_json(c, "/knowledge_base/create_knowledge_base", {{"knowledge_base_name", "nope"}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+}

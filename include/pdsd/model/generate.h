@@ -84,6 +84,8 @@ public:
                                                  const BatchTokenCallback& on_token = {});
 
     LoadedModel& model();
+    // config.json's max_position_embeddings: prompt + generated tokens never exceed it.
+    int64_t max_context() const;
     void release_cache();  // frees the KV cache memory (it is reallocated on demand)
 
 private:
