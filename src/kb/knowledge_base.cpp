@@ -138,6 +138,15 @@ void validate_kb_name(const std::string& kb) {
                              .hint("use a plain folder name such as samples"));
 }
 
+// Migration for Chatchat's own SQLAlchemy models: its KnowledgeFileModel selects every
+// column it declares, and its web UI's KB page reads info.db through it, so a column pdsd
+// does not use must still exist. custom_docs (Chatchat: "the file's docs were edited by
+// hand") is always 0 in pdsd. Added to databases made before it existed, too.
+void add_chatchat_file_columns(Db& db) {
+    Stmt cols(db, "SELECT 1 FROM pragma_table_info('knowledge_file') WHERE name = 'custom_docs'");
+    if (!cols.step()) db.exec("ALTER TABLE knowledge_file ADD COLUMN custom_docs INTEGER DEFAULT 0");
+}
+
 void ensure_schema(Db& db) {
     db.exec("PRAGMA journal_mode=WAL");
     db.exec("PRAGMA synchronous=NORMAL");
@@ -154,6 +163,7 @@ void ensure_schema(Db& db) {
         id INTEGER PRIMARY KEY AUTOINCREMENT, kb_name TEXT NOT NULL, file_name TEXT NOT NULL,
         chunk_index INTEGER, text TEXT, start_char INTEGER, end_char INTEGER, token_count INTEGER);
       CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(kb_name, file_name);)");
+    add_chatchat_file_columns(db);
 }
 
 std::string fts_table(int64_t kb_id) { return "chunks_fts_" + std::to_string(kb_id); }
