@@ -86,12 +86,34 @@ def make_root(args, tmp):
     return root
 
 
-def main():
+def parse_args():
+    """The command line both Chatchat oracles take (tests/CMakeLists.txt passes it)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pdsd", required=True)
     ap.add_argument("--fixtures", required=True)
     ap.add_argument("--src", required=True, help="the pdsd source tree (tests/tokenizer fixtures)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+class Checks:
+    """Named checks: each prints ok/FAIL as it runs; finish() exits 1 when any failed."""
+
+    def __init__(self):
+        self.failures, self.passed = [], []
+
+    def __call__(self, cond, what):
+        print(("ok   " if cond else "FAIL ") + what, flush=True)
+        (self.passed if cond else self.failures).append(what)
+
+    def finish(self):
+        if self.failures:
+            print(f"{len(self.failures)} check(s) failed, {len(self.passed)} passed", file=sys.stderr)
+            sys.exit(1)
+        print(f"all {len(self.passed)} checks passed")
+
+
+def main():
+    args = parse_args()
 
     tmp = tempfile.mkdtemp(prefix="pdsd-chatchat-")
     os.environ["CHATCHAT_ROOT"] = os.path.join(tmp, "chatchat")   # Chatchat writes its settings/logs here
@@ -106,11 +128,7 @@ def main():
         skip("chatchat", f"langchain-chatchat 0.3.1.3 is not importable ({e}); make .venv-chatchat "
              "(scripts/setup_oracles.sh chatchat) or set PDSD_CHATCHAT_PYTHON")
 
-    failures, passed = [], []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        (passed if cond else failures).append(what)
+    check = Checks()
 
     root = make_root(args, tmp)
     content = os.path.join(root, "knowledge_base", "samples", "content")
@@ -254,10 +272,7 @@ def main():
         check(rc == 130, f"SIGINT -> exit {rc}")
         check(not os.path.exists(os.path.join(root, "temp")) or os.listdir(os.path.join(root, "temp")) == [], "temp KBs removed at shutdown")
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} check(s) failed, {len(passed)} passed", file=sys.stderr)
-        sys.exit(1)
-    print(f"all {len(passed)} checks passed")
+    check.finish()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ the selected rows).
 
   .venv-chatchat/bin/python scripts/oracle/chatchat_webui.py --pdsd build/pdsd --fixtures tests/fixtures --src .
 """
-import argparse
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chatchat_api import QUERIES, UPLOAD_TEXT, make_root, start_server  # noqa: E402  (one set-up for both oracles)
+from chatchat_api import QUERIES, UPLOAD_TEXT, Checks, make_root, parse_args, start_server  # noqa: E402  (one set-up for both oracles)
 
 NEW_KB = "webui_test"
 
@@ -94,11 +93,7 @@ def aggrid_rows(at):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pdsd", required=True)
-    ap.add_argument("--fixtures", required=True)
-    ap.add_argument("--src", required=True, help="the pdsd source tree (tests/tokenizer fixtures)")
-    args = ap.parse_args()
+    args = parse_args()
 
     try:
         import chatchat  # noqa: F401  (only the package: its settings are read at import of chatchat.settings)
@@ -109,11 +104,7 @@ def main():
         skip("chatchat", f"langchain-chatchat 0.3.1.3 / streamlit.testing is not importable ({e}); make .venv-chatchat "
              "(scripts/setup_oracles.sh chatchat) or set PDSD_CHATCHAT_PYTHON")
 
-    failures, passed = [], []
-
-    def check(cond, what):
-        print(("ok   " if cond else "FAIL ") + what, flush=True)
-        (passed if cond else failures).append(what)
+    check = Checks()
 
     tmp = tempfile.mkdtemp(prefix="pdsd-chatchat-webui-")
     cc_root = os.path.join(tmp, "chatchat")
@@ -259,10 +250,7 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print(f"{len(failures)} check(s) failed, {len(passed)} passed", file=sys.stderr)
-        sys.exit(1)
-    print(f"all {len(passed)} checks passed")
+    check.finish()
 
 
 if __name__ == "__main__":
