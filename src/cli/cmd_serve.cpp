@@ -6,6 +6,7 @@
 #include "commands.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/config.h"
 #include "pdsd/serve/server.h"
 
 #include <cstdlib>
@@ -30,9 +31,25 @@ void add_serve_options(CLI::App* cmd, serve::ServeOptions& o) {
     cmd->add_option("--max-body-bytes", o.max_upload_bytes, "largest request body (uploads)")->capture_default_str();
     cmd->add_option("--max-json-bytes", o.max_json_bytes, "largest JSON request body")->capture_default_str();
     cmd->add_option("--threads", o.threads, "HTTP threads (each open stream holds one)")->capture_default_str();
+    cmd->add_option("--max-conns-per-client", o.max_conns_per_client, "open connections per client address before 429 (0: no cap, e.g. behind a reverse proxy)")->capture_default_str();
+    cmd->add_option("--header-timeout", o.header_timeout_s, "seconds for a request's headers to arrive")->capture_default_str();
+    cmd->add_option("--body-timeout", o.body_timeout_s, "seconds for a request body to arrive, plus 1 s per 64 KiB received")->capture_default_str();
+    cmd->add_option("--write-timeout", o.write_timeout_s, "seconds a response may wait for a client that does not read")->capture_default_str();
+}
+
+// Numbers checked where they are read: a port past 65535 must not wrap to another one.
+void check_serve_options(const serve::ServeOptions& o) {
+    check_int_in_range(o.port, "--port", 0, 65535);
+    check_int_in_range(o.threads, "--threads", 1, 4096);
+    check_int_in_range(o.max_conns_per_client, "--max-conns-per-client", 0, 1 << 20);
+    check_int_in_range(static_cast<int64_t>(o.queue_size), "--queue-size", 1, 1 << 20);
+    for (auto [v, name] : {std::pair{o.header_timeout_s, "--header-timeout"}, {o.body_timeout_s, "--body-timeout"}, {o.write_timeout_s, "--write-timeout"}})
+        if (!(v > 0 && v <= 86400))
+            throw UsageError(ErrorInfo{}.at(name).msg("out of range").expected("seconds in (0, 86400]").found(std::to_string(v)));
 }
 
 void run(const serve::ServeOptions& o) {
+    check_serve_options(o);
     serve::ServeOptions opts = o;
     if (opts.api_key.empty()) {
         if (const char* k = std::getenv("PDSD_API_KEY")) opts.api_key = k;

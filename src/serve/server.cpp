@@ -2,6 +2,7 @@
 #include "pdsd/serve/server.h"
 
 #include "generation_queue.h"
+#include "http_front.h"
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
@@ -283,15 +284,16 @@ struct Metrics {
 
 thread_local std::chrono::steady_clock::time_point t_request_start;
 
-// httplib 0.11 listens with a backlog of 5 (compiled into libcpp-httplib.so): a burst of
-// concurrent connects then overflows the accept queue and clients see resets. listen() again
-// on the bound socket raises the backlog (Linux updates it in place).
+// The routes live on httplib; the sockets belong to HttpFront, which hands each complete
+// request to process_request through its own Stream.
 class HttpServer : public httplib::Server {
 public:
-    void raise_backlog(int backlog) {
-        socket_t s = svr_sock_;
-        if (s != INVALID_SOCKET) ::listen(s, backlog);
-    }
+    // httplib ends chunked responses (our SSE streams) when its listening socket is invalid;
+    // it never listens here, so a placeholder that is never a real descriptor marks "running"
+    // until shutting_down().
+    HttpServer() { svr_sock_ = std::numeric_limits<int>::max(); }
+    void shutting_down() { svr_sock_ = INVALID_SOCKET; }
+    bool handle(httplib::Stream& strm, bool close, bool& closed) { return process_request(strm, close, closed, nullptr); }
 };
 
 }  // namespace
@@ -310,6 +312,7 @@ struct Server::Impl {
     std::mutex embed_mu;                      // embedders are not thread-safe
     std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
     HttpServer http;
+    std::unique_ptr<HttpFront> front;         // the public socket (http_front.h)
     Metrics metrics;
     std::set<std::string> routes;
     int port = 0;
@@ -629,11 +632,11 @@ struct Server::Impl {
 };
 
 void Server::Impl::setup() {
-    http.new_task_queue = [n = o.threads] { return new httplib::ThreadPool(static_cast<size_t>(std::max(n, 2))); };
+    // Timeouts, connection caps and the body limit of every transfer encoding are HttpFront's;
+    // these keep httplib's own checks and its Keep-Alive header in line with it.
     http.set_payload_max_length(o.max_upload_bytes);
-    http.set_read_timeout(30, 0);
-    http.set_write_timeout(30, 0);
     http.set_keep_alive_timeout(5);
+    http.set_keep_alive_max_count(100);
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
         t_request_start = std::chrono::steady_clock::now();
@@ -1422,6 +1425,7 @@ std::string Server::Impl::metrics_text() {
       << "pdsd_generation_batch_rows_total " << stats.batch_rows.load() << "\n";
     m << "# HELP pdsd_generation_queue_depth Generation requests waiting or running.\n# TYPE pdsd_generation_queue_depth gauge\n"
       << "pdsd_generation_queue_depth " << (queue ? queue->depth() : 0) << "\n";
+    if (front) m << front->metrics_text();
     return m.str();
 }
 
@@ -1432,22 +1436,34 @@ Server::~Server() { stop(); }
 
 int Server::bind() {
     auto& im = *impl_;
-    if (im.o.port == 0) im.port = im.http.bind_to_any_port(im.o.host);
-    else im.port = im.http.bind_to_port(im.o.host, im.o.port) ? im.o.port : -1;
-    if (im.port <= 0)
-        throw IoError(ErrorInfo{}.at(im.o.host + ":" + std::to_string(im.o.port)).msg("cannot listen")
-                          .hint("the port is taken or the address is not local; pick another --port"));
-    im.http.raise_backlog(1024);
+    FrontOptions f;
+    f.host = im.o.host;
+    f.port = im.o.port;
+    f.threads = im.o.threads;
+    f.max_body_bytes = im.o.max_upload_bytes;
+    f.header_timeout_s = im.o.header_timeout_s;
+    f.body_timeout_s = im.o.body_timeout_s;
+    f.write_timeout_s = im.o.write_timeout_s;
+    f.max_conns_per_client = im.o.max_conns_per_client;
+    f.idle_timeout_s = 5;
+    f.keep_alive_max = 100;
+    im.front = std::make_unique<HttpFront>(f, [&im](httplib::Stream& s, bool close, bool& closed) {
+        return im.http.handle(s, close, closed);
+    });
+    im.port = im.front->bind();
     return im.port;
 }
 
-void Server::listen() { impl_->http.listen_after_bind(); }
+void Server::listen() {
+    if (!impl_->stopping) impl_->front->run();
+}
 
 void Server::stop() {
     auto& im = *impl_;
     if (im.stopping.exchange(true)) return;
     if (im.queue) im.queue->stop();   // cancels generations so open streams end
-    im.http.stop();
+    im.http.shutting_down();
+    if (im.front) im.front->stop();
 }
 
 std::string Server::url() const {

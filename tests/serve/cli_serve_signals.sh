@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pdsd serve (no model): prints its URL on stderr, answers /health and /, and shuts down
-# cleanly: SIGINT -> exit 130, SIGTERM -> exit 0.
+# cleanly: SIGINT -> exit 130, SIGTERM -> exit 0. A port past 65535 is refused (it used to
+# wrap: --port 70000 bound 4464).
 set -u
 pdsd=$1
 d=$(mktemp -d)
@@ -25,4 +26,13 @@ for sig in INT TERM; do
   [ $sig = INT ] && want=130
   [ $rc = $want ] || { echo "SIG$sig: exit $rc, want $want"; cat "$d/err"; exit 1; }
   echo "SIG$sig -> exit $rc ok"
+done
+for bad in "--port 70000" "--port -1" "--threads 0" "--header-timeout 0"; do
+  # shellcheck disable=SC2086
+  "$pdsd" serve $bad --root "$d/data" >"$d/out" 2>"$d/err"
+  rc=$?
+  [ $rc = 1 ] || { echo "serve $bad: exit $rc, want 1"; cat "$d/err"; exit 1; }
+  opt=${bad%% *}
+  grep -q -- "$opt" "$d/err" || { echo "serve $bad: the error does not name $opt"; cat "$d/err"; exit 1; }
+  echo "serve $bad -> exit 1 ok"
 done

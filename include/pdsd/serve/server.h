@@ -42,6 +42,12 @@ struct ServeOptions {
     size_t max_upload_bytes = 64u << 20;    // any request body (multipart uploads)
     size_t max_json_bytes = 1u << 20;       // JSON request bodies
     int threads = 64;                       // HTTP worker threads (each open stream holds one)
+    // Slow and hostile clients (src/serve/http_front.h): deadlines for a request's headers
+    // and body, for a response the client does not read, and open connections per address.
+    double header_timeout_s = 10;
+    double body_timeout_s = 60;             // plus 1 s per 64 KiB received
+    double write_timeout_s = 30;
+    int max_conns_per_client = 128;         // 0: no cap (behind a reverse proxy)
     int retry_after_s = 1;                  // Retry-After of a 429
 };
 
