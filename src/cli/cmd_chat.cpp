@@ -4,21 +4,15 @@
 //   pdsd chat --kb samples -q "question"       RAG; without a model: retrieval-only
 #include "commands.h"
 
+#include "pdsd/chat/model_loader.h"
 #include "pdsd/chat/session.h"
 #include "pdsd/core/error.h"
-#include "pdsd/core/hf_config.h"
 #include "pdsd/core/log.h"
-#include "pdsd/core/proc_clock.h"
 #include "pdsd/kb/knowledge_base.h"
-#include "pdsd/lora/generator.h"
 #include "pdsd/model/generate.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <cstdio>
-#include <filesystem>
-#include <future>
 #include <iostream>
 #include <memory>
 
@@ -27,7 +21,6 @@
 namespace pdsd::cli {
 
 namespace {
-namespace fs = std::filesystem;
 
 struct ChatOpts {
     std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter;
@@ -38,63 +31,12 @@ struct ChatOpts {
     bool no_sources = false;
 };
 
-// --model, else model_settings.yaml's llm_model_path (relative to the cwd, then the data
-// root) when that folder exists; "" means retrieval-only / no model.
-std::string resolve_model(const ChatOpts& o, const std::string& root) {
-    if (!o.model.empty()) {
-        if (!fs::is_directory(o.model)) {
-            throw IoError(ErrorInfo{o.model}.msg("model folder not found")
-                              .hint("pass the Hugging Face folder of a Qwen2/Qwen2.5 model (config.json, model.safetensors, tokenizer.json)"));
-        }
-        return o.model;
-    }
-    fs::path settings = fs::path(root) / "model_settings.yaml";
-    if (!fs::exists(settings)) return "";
-    YAML::Node y = YAML::LoadFile(settings.string());
-    if (!y["llm_model_path"] || y["llm_model_path"].IsNull()) return "";
-    fs::path p = y["llm_model_path"].as<std::string>();
-    for (fs::path c : {p, fs::path(root) / p}) {
-        if (fs::is_directory(c) && fs::exists(c / "config.json")) return c.string();
-    }
-    log::info("chat", "no model at '" + p.string() + "' (" + settings.string() + "): answering retrieval-only");
-    return "";
-}
-
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
     std::string root = kb::resolve_root(o.root);
-    std::string model_dir = resolve_model(o, root);
-
-    std::unique_ptr<tokenizer::Tokenizer> tok;
-    std::unique_ptr<model::Generator> gen;
-    if (!model_dir.empty()) {
-        if (!fs::exists(fs::path(model_dir) / "tokenizer.json") && !fs::exists(fs::path(model_dir) / "vocab.json")) {
-            throw IoError(ErrorInfo{model_dir}.msg("no tokenizer in the model folder")
-                              .expected("tokenizer.json (or vocab.json + merges.txt)")
-                              .hint("copy the tokenizer files of the base model into this folder"));
-        }
-        // The tokenizer (torch-free, one thread) loads while the model loads: start-up is
-        // max(tokenizer, model) instead of their sum when a core is free.
-        auto tok_future = std::async(std::launch::async, [&model_dir] {
-            auto t = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(model_dir));
-            log::debug("chat", "tokenizer loaded at " + proc_clock::stamp());
-            return t;
-        });
-        try {
-            gen = std::make_unique<model::Generator>(lora::load_generator(model_dir, o.device, o.dtype, o.adapter));
-        } catch (...) {
-            try { tok_future.get(); } catch (...) {}  // report the model's error; join the thread first
-            throw;
-        }
-        log::debug("chat", "model loaded at " + proc_clock::stamp());
-        tok = tok_future.get();
-        auto vocab = load_qwen2_config(model_dir).vocab_size;
-        if (tok->vocab_size() > vocab) {
-            throw ConfigError(ErrorInfo{model_dir}.msg("tokenizer does not match the model")
-                                  .expected("token ids below vocab_size " + std::to_string(vocab))
-                                  .found("tokenizer with " + std::to_string(tok->vocab_size()) + " ids")
-                                  .hint("use the tokenizer files that came with this model"));
-        }
-    }
+    chat::ChatModel cm = chat::load_chat_model({root, o.model, o.adapter, o.device, o.dtype});
+    const std::string& model_dir = cm.dir;
+    std::unique_ptr<tokenizer::Tokenizer>& tok = cm.tokenizer;
+    std::unique_ptr<model::Generator>& gen = cm.generator;
     std::unique_ptr<kb::KnowledgeBase> base;
     chat::ChatOptions co;
     if (!o.kb.empty()) {
@@ -106,9 +48,6 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
         co.history_len = o.history_len.value_or(3);  // Chatchat's HISTORY_LEN
     } else {
         co.history_len = o.history_len.value_or(-1);
-    }
-    if (!o.adapter.empty() && !gen) {
-        throw UsageError(ErrorInfo{}.at("--adapter").msg("an adapter needs a model").hint("pass --model DIR too"));
     }
     if (!gen && !base) {
         throw UsageError(ErrorInfo{}.msg("nothing to chat with").hint("pass --model DIR, or --kb NAME for retrieval-only answers"));
@@ -179,7 +118,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
 void register_chat(CLI::App& app, Registry& registry) {
     auto o = std::make_shared<ChatOpts>();
     auto* cmd = app.add_subcommand("chat", "chat with a Qwen2.5 model in the terminal, plain or over a knowledge base (RAG)");
-    cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model (default: model_settings.yaml's llm_model_path)");
+    cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model, or its name under <root>/models (default: model_settings.yaml's llm_model_path, then default_llm_model)");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
     cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32; on CPU a checkpoint stored in this dtype is mapped, not copied)");
     cmd->add_option("--adapter", o->adapter, "LoRA adapter folder (PEFT) applied at load time, without merging");

@@ -4,12 +4,12 @@
 #include "generation_queue.h"
 #include "http_front.h"
 
+#include "pdsd/chat/model_loader.h"
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/log.h"
 #include "pdsd/kb/embedder.h"
 #include "pdsd/kb/knowledge_base.h"
-#include "pdsd/lora/generator.h"
 #include "pdsd/rag/prompt.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
@@ -328,11 +328,12 @@ struct Server::Impl {
 
     explicit Impl(ServeOptions opts) : o(std::move(opts)) {
         root = kb::resolve_root(o.root);
-        // --model (a folder or a name under <root>/models), else model_settings.yaml, as `pdsd chat`.
-        o.model_dir = kb::resolve_llm_model_dir(root, o.model_dir);
+        // The model `pdsd chat` would load, by the same loader (checks included).
+        chat::ChatModel cm = chat::load_chat_model({root, o.model_dir, o.adapter_dir, o.device, o.dtype});
+        o.model_dir = cm.dir;
+        tok = std::move(cm.tokenizer);
+        gen = std::move(cm.generator);
         if (!o.model_dir.empty()) {
-            tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(o.model_dir));
-            gen = std::make_unique<model::Generator>(lora::load_generator(o.model_dir, o.device, o.dtype, o.adapter_dir));
             model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
             if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
             queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
