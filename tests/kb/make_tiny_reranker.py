@@ -51,6 +51,13 @@ def build(out, hidden=32, layers=2, heads=4, inter=64, max_pos=MAX_LENGTH + 2, s
     os.makedirs(out, exist_ok=True)
     for f in ["sentencepiece.bpe.model", "tokenizer.json", "tokenizer_config.json"]:
         shutil.copyfile(os.path.join(TOK_SRC, f), os.path.join(out, f))
+    if max_pos != MAX_LENGTH + 2:   # the copied tokenizer_config says 64 tokens
+        tc = os.path.join(out, "tokenizer_config.json")
+        with open(tc, encoding="utf-8") as f:
+            j = json.load(f)
+        j["model_max_length"] = max_pos - 2
+        with open(tc, "w", encoding="utf-8") as f:
+            json.dump(j, f, indent=2)
     torch.manual_seed(seed)
     cfg = XLMRobertaConfig(vocab_size=502, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                            intermediate_size=inter, max_position_embeddings=max_pos, type_vocab_size=1,
