@@ -37,7 +37,7 @@ with open(f"{d}/pairs.jsonl", "w", encoding="utf-8") as out:
         i += 1
 PY
 
-echo "# rerank throughput: $npairs pairs, max_length $max_length, bge-reranker-base shape (random), fp32, $(nproc) CPUs, $(date -u +%Y-%m-%d)"
+echo "# rerank throughput: $npairs pairs, max_length $max_length, bge-reranker-base shape (random), fp32, $(nproc) CPUs ($(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed "s/^ //")), $(date -u "+%Y-%m-%d %H:%M") UTC, load $(cut -d" " -f1-3 /proc/loadavg)"
 "$pdsd" kb rerank -m "$d/base" --pairs "$d/pairs.jsonl" --max-length 16 --json >/dev/null 2>&1   # page cache warm-up
 pd=$("$pdsd" kb rerank -m "$d/base" --pairs "$d/pairs.jsonl" --max-length $max_length --json 2>/dev/null)
 st=$("$py" "$here/bench/rerank_st.py" "$d/base" "$d/pairs.jsonl" $max_length 2>/dev/null | tail -1)
@@ -49,9 +49,14 @@ diff = max(abs(1 / (1 + math.exp(-x["logit"])) - y) for x, y in zip(pd["results"
 print(f"pdsd kb rerank        {a:8.2f} pairs/s  ({pd['seconds']:.2f} s)")
 print(f"CrossEncoder.predict  {b:8.2f} pairs/s  ({st['seconds']:.2f} s, batch 32, torch threads {st['threads']})")
 print(f"ratio pdsd / sentence-transformers = {a / b:.2f}x   (first 4 scores agree within {diff:.1e})")
-print(f"rerank top-20 -> 3 adds ~{20 / a * 1000:.0f} ms to a kb_chat request at this rate")
 PY
 
-echo "# kb eval --compare: $(wc -l < "$d/qa.jsonl") questions (manpages-zh), hash-ngram embedder, tiny random reranker"
 "$pdsd" kb --root "$d/data" -r -n qa -e hash-ngram >/dev/null 2>&1
+head -n 10 "$d/qa.jsonl" | python3 -c 'import json,sys; [print(json.loads(l)["question"]) for l in sys.stdin]' > "$d/q10.txt"
+echo "# kb search latency, hybrid, top_k 3, 10 queries (wall ms; the base-shape model reranking the best 20)"
+"$pdsd" kb --root "$d/data" search -n qa --mode hybrid --top_k 3 --queries "$d/q10.txt" 2>/dev/null | sed 's/^/no rerank:       /'
+"$pdsd" kb --root "$d/data" search -n qa --mode hybrid --top_k 3 --queries "$d/q10.txt" --rerank "$d/base" --rerank-top-n 20 2>/dev/null \
+  | sed 's/^/rerank 20 -> 3:  /'
+
+echo "# kb eval --compare: $(wc -l < "$d/qa.jsonl") questions (manpages-zh), hash-ngram embedder, tiny random reranker"
 "$pdsd" kb --root "$d/data" eval -n qa --qa "$d/qa.jsonl" --top_k 5 --compare --rerank "$here/tests/fixtures/tiny-xlmr-reranker" 2>/dev/null
