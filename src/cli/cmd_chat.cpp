@@ -23,9 +23,9 @@ namespace pdsd::cli {
 namespace {
 
 struct ChatOpts {
-    std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter;
+    std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter, rerank;
     std::optional<double> temperature, top_p, repetition_penalty, score_threshold;
-    std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len;
+    std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len, rerank_top_n;
     std::optional<bool> do_sample;
     std::vector<std::string> stop;
     bool no_sources = false;
@@ -41,10 +41,10 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
     chat::ChatOptions co;
     if (!o.kb.empty()) {
         base = std::make_unique<kb::KnowledgeBase>(root, o.kb);
-        kb::KbSettings ks = kb::load_kb_settings(root);
-        co.search.top_k = static_cast<size_t>(o.kb_top_k.value_or(ks.top_k));
-        co.search.score_threshold = o.score_threshold ? o.score_threshold : std::optional<double>(ks.score_threshold);
-        co.search.mode = o.mode.empty() ? ks.search_mode : o.mode;
+        kb::SearchOverrides ov{o.kb_top_k, o.rerank_top_n, o.score_threshold, std::nullopt, std::nullopt, std::nullopt};
+        if (!o.mode.empty()) ov.mode = o.mode;
+        if (!o.rerank.empty()) ov.rerank_model = o.rerank;
+        co.search = kb::make_search_options(root, kb::load_kb_settings(root), ov);
         co.history_len = o.history_len.value_or(3);  // Chatchat's HISTORY_LEN
     } else {
         co.history_len = o.history_len.value_or(-1);
@@ -138,6 +138,8 @@ void register_chat(CLI::App& app, Registry& registry) {
     cmd->add_option("--kb_top_k", o->kb_top_k, "chunks retrieved per question (default: kb_settings.yaml, 3)");
     cmd->add_option("--score_threshold", o->score_threshold, "keep chunks scoring at least this (see pdsd kb search)");
     cmd->add_option("--search_mode", o->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    cmd->add_option("--rerank", o->rerank, "rerank retrieved chunks with this cross-encoder (none = off; default: kb_settings.yaml USE_RERANKER)");
+    cmd->add_option("--rerank-top-n,--rerank_top_n", o->rerank_top_n, "chunks the reranker rescores before --kb_top_k (default: kb_settings.yaml, 20)");
     cmd->add_flag("--no_sources", o->no_sources, "do not print the sources after a RAG answer");
     registry.add(cmd, [o, cmd] { run_chat(*o, cmd); });
 }

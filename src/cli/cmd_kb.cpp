@@ -6,9 +6,11 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/json_io.h"
+#include "pdsd/core/log.h"
 #include "pdsd/kb/eval.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/loader.h"
+#include "pdsd/kb/reranker.h"
 #include "pdsd/kb/splitter.h"
 
 #include <nlohmann/json.hpp>
@@ -85,7 +87,8 @@ kb::UpdateOptions update_options(const KbOpts& o) {
     return u;
 }
 
-const char* metric(const std::string& mode) {
+const char* metric(const std::string& mode, bool reranked = false) {
+    if (reranked) return "cross-encoder relevance sigmoid(logit) in (0, 1), higher is better";
     if (mode == "bm25") return "bm25 = -bm25() of SQLite FTS5, higher is better";
     if (mode == "dense") return "cosine similarity, higher is better";
     return "reciprocal-rank fusion sum 1/(60+rank), higher is better";
@@ -99,7 +102,88 @@ nlohmann::json hit_json(const kb::SearchHit& h, size_t rank) {
     j["cosine"] = h.cosine ? nlohmann::json(*h.cosine) : nlohmann::json();
     j["bm25_rank"] = h.bm25_rank ? nlohmann::json(*h.bm25_rank) : nlohmann::json();
     j["dense_rank"] = h.dense_rank ? nlohmann::json(*h.dense_rank) : nlohmann::json();
+    if (h.rerank) {
+        j["rerank"] = *h.rerank;
+        j["fused"] = *h.fused;
+        j["fused_rank"] = *h.fused_rank;
+    }
     return j;
+}
+
+// --rerank / --rerank-top-n / --fusion, shared by kb search and kb eval (and the same
+// names on chat): overrides of kb_settings.yaml's USE_RERANKER / RERANKER_MODEL / rerank_top_n.
+struct RankFlags {
+    std::string rerank, fusion;
+    int64_t rerank_top_n = 0;
+};
+void add_rank_flags(CLI::App* cmd, RankFlags& f) {
+    cmd->add_option("--rerank", f.rerank, "rerank with this cross-encoder (folder or name under <root>/models; none = off; "
+                                          "default: kb_settings.yaml USE_RERANKER/RERANKER_MODEL)");
+    cmd->add_option("--rerank-top-n,--rerank_top_n", f.rerank_top_n, "fused candidates the reranker rescores (default: kb_settings.yaml rerank_top_n, 20)");
+    cmd->add_option("--fusion", f.fusion, "hybrid fusion: rrf | weighted (default: kb_settings.yaml fusion, rrf)");
+}
+void apply_rank_flags(const RankFlags& f, kb::SearchOverrides& ov) {
+    if (!f.rerank.empty()) ov.rerank_model = f.rerank;
+    if (f.rerank_top_n != 0) ov.rerank_top_n = f.rerank_top_n;
+    if (!f.fusion.empty()) ov.fusion = f.fusion;
+}
+
+struct RerankOpts {
+    std::string model, query, docs, pairs, dtype = "fp32";
+    int64_t max_length = 1024;
+    bool json = false;
+};
+
+// `pdsd kb rerank`: the pairs of --pairs (or --query x --docs) scored in one batch; the
+// oracle test and bench/rerank_bench.sh read its output.
+void run_rerank_command(const std::string& root, const RerankOpts& ro) {
+    if (ro.pairs.empty() == (ro.docs.empty() || ro.query.empty()))
+        throw UsageError(ErrorInfo{}.msg("give either --pairs FILE or --query TEXT with --docs FILE"));
+    std::vector<std::pair<std::string, std::string>> pairs;
+    const std::string& file = ro.pairs.empty() ? ro.docs : ro.pairs;
+    std::ifstream in(file);
+    if (!in) throw IoError(ErrorInfo{file}.msg("cannot read"));
+    std::string line;
+    size_t no = 0;
+    while (std::getline(in, line)) {
+        ++no;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+        auto bad = [&](const char* expected) {
+            return DataError(ErrorInfo{file}.at("line " + std::to_string(no)).expected(expected).found(line.substr(0, 80)));
+        };
+        if (!ro.pairs.empty()) {
+            if (j.is_array() && j.size() == 2 && j[0].is_string() && j[1].is_string())
+                pairs.emplace_back(j[0].get<std::string>(), j[1].get<std::string>());
+            else if (j.is_object() && j.contains("query") && j["query"].is_string() && j.contains("document") && j["document"].is_string())
+                pairs.emplace_back(j["query"].get<std::string>(), j["document"].get<std::string>());
+            else
+                throw bad("{\"query\": string, \"document\": string} or [query, document]");
+        } else {
+            if (!j.is_string()) throw bad("a JSON string");
+            pairs.emplace_back(ro.query, j.get<std::string>());
+        }
+    }
+    if (pairs.empty()) throw DataError(ErrorInfo{file}.msg("no pairs"));
+    kb::RerankerOptions opt;
+    opt.max_length = static_cast<size_t>(check_int_in_range(ro.max_length, "--max-length", 5, 1000000));
+    opt.dtype = ro.dtype;
+    auto rr = kb::open_reranker(root, ro.model, opt);
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<double> logits = rr->pair_logits(pairs);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double rate = static_cast<double>(pairs.size()) / std::max(s, 1e-9);
+    if (ro.json) {
+        nlohmann::json j{{"model", rr->name()}, {"pairs", pairs.size()}, {"seconds", s}, {"pairs_per_s", rate},
+                         {"results", nlohmann::json::array()}};
+        for (size_t i = 0; i < logits.size(); ++i)
+            j["results"].push_back({{"index", i}, {"logit", logits[i]}, {"relevance_score", kb::rerank_sigmoid(logits[i])}});
+        std::printf("%s\n", dump_json(j, 2).c_str());
+    } else {
+        for (size_t i = 0; i < logits.size(); ++i) std::printf("%zu\t%.6f\t%.6f\n", i, kb::rerank_sigmoid(logits[i]), logits[i]);
+    }
+    std::fprintf(stderr, "%zu pairs in %.3f s: %.1f pairs/s (%s, max_length %zu)\n", pairs.size(), s, rate, rr->name().c_str(),
+                 rr->max_length());
 }
 
 }  // namespace
@@ -165,6 +249,7 @@ void register_kb(CLI::App& app, Registry& registry) {
         int64_t top_k = -1, nprobe = 0;
         double threshold = 0, prune = 0.02;
         bool has_threshold = false, explain = false, json = false, hybrid_serial = false;
+        RankFlags rank;
     };
     auto so = std::make_shared<SearchOpts>();
     auto* search = kbc->add_subcommand("search", "search a knowledge base");
@@ -186,17 +271,19 @@ void register_kb(CLI::App& app, Registry& registry) {
                        "auto | fts5 (FTS5 MATCH + bm25()) | postings (FTS5 postings scored by pdsd, same scores); auto: postings from 20000 chunks")
         ->capture_default_str();
     search->add_flag("--hybrid-serial", so->hybrid_serial, "hybrid: BM25 then dense on one thread (default: both at once)");
+    add_rank_flags(search, so->rank);
     search->add_option("--dump-hits", so->dump_hits,
                        "with --queries: write each query's kept hits as one line of file#chunk_index, tab-separated");
     registry.add(search, [o, so, th] {
         std::string root = kb::resolve_root(o->root);
         kb::KbSettings st = kb::load_kb_settings(root);
         kb::KnowledgeBase base(root, so->kb);
-        kb::SearchOptions opt;
-        if (so->top_k != -1) check_int_in_range(so->top_k, "--top_k", 1, kb::kMaxTopK);
-        opt.top_k = static_cast<size_t>(so->top_k > 0 ? so->top_k : st.top_k);
-        if (th->count()) opt.score_threshold = so->threshold;
-        opt.mode = so->mode.empty() ? st.search_mode : so->mode;
+        kb::SearchOverrides ov;
+        if (so->top_k != -1) ov.top_k = check_int_in_range(so->top_k, "--top_k", 1, kb::kMaxTopK);
+        if (th->count()) ov.score_threshold = so->threshold;
+        if (!so->mode.empty()) ov.mode = so->mode;
+        apply_rank_flags(so->rank, ov);
+        kb::SearchOptions opt = kb::make_search_options(root, st, ov);
         opt.explain = so->explain;
         opt.bm25_prune_df_ratio = so->prune;
         opt.nprobe = so->nprobe;
@@ -259,27 +346,34 @@ void register_kb(CLI::App& app, Registry& registry) {
         }
         if (so->query.empty()) throw UsageError(ErrorInfo{}.msg("no query given").hint("pdsd kb search -n KB \"query\""));
         auto hits = base.search(so->query, opt);
-        double threshold = opt.score_threshold ? *opt.score_threshold : st.score_threshold;
+        double threshold = *opt.score_threshold;
+        const bool reranked = opt.reranker != nullptr;
         if (so->json) {
-            nlohmann::json j{{"query", so->query}, {"kb", so->kb}, {"mode", opt.mode}, {"metric", metric(opt.mode)},
+            nlohmann::json j{{"query", so->query}, {"kb", so->kb}, {"mode", opt.mode}, {"metric", metric(opt.mode, reranked)},
                              {"top_k", opt.top_k}, {"score_threshold", threshold}, {"hits", nlohmann::json::array()}};
+            if (reranked) {
+                j["reranker"] = opt.reranker->name();
+                j["rerank_top_n"] = opt.rerank_top_n;
+            }
             size_t rank = 0;
             for (auto& h : hits) j["hits"].push_back(hit_json(h, ++rank));
             std::printf("%s\n", dump_json(j, 2).c_str());
             return;
         }
-        std::printf("# %s search in '%s' (%s; threshold %g, top_k %zu)\n", opt.mode.c_str(), so->kb.c_str(), metric(opt.mode),
-                    threshold, opt.top_k);
+        std::printf("# %s search in '%s' (%s; threshold %g, top_k %zu%s)\n", opt.mode.c_str(), so->kb.c_str(),
+                    metric(opt.mode, reranked), threshold, opt.top_k,
+                    reranked ? (", reranked by " + opt.reranker->name() + " from the best " + std::to_string(opt.rerank_top_n)).c_str() : "");
         if (hits.empty() || !hits[0].kept) std::printf("no chunk passed the threshold\n");
         size_t rank = 0;
         for (auto& h : hits) {
             ++rank;
             if (so->explain) {
-                std::printf("%s [%zu] score %.4f  bm25 %s (rank %s)  cosine %s (rank %s)  %s#%lld  -- %s\n", h.kept ? "KEEP" : "drop",
+                std::string fused = h.rerank ? log::cat("  fused ", *h.fused, " (rank ", *h.fused_rank, ")") : "";
+                std::printf("%s [%zu] score %.4f  bm25 %s (rank %s)  cosine %s (rank %s)%s  %s#%lld  -- %s\n", h.kept ? "KEEP" : "drop",
                             rank, h.score, h.bm25 ? std::to_string(*h.bm25).c_str() : "-",
                             h.bm25_rank ? std::to_string(*h.bm25_rank).c_str() : "-",
                             h.cosine ? std::to_string(*h.cosine).c_str() : "-",
-                            h.dense_rank ? std::to_string(*h.dense_rank).c_str() : "-", h.file_name.c_str(),
+                            h.dense_rank ? std::to_string(*h.dense_rank).c_str() : "-", fused.c_str(), h.file_name.c_str(),
                             static_cast<long long>(h.chunk_index), h.reason.c_str());
                 if (!h.kept) continue;
             } else {
@@ -289,7 +383,13 @@ void register_kb(CLI::App& app, Registry& registry) {
         }
     });
 
-    struct EvalOpts { std::string kb, qa, mode; int64_t top_k = 5; double threshold = 0; bool json = false, verbose = false; };
+    struct EvalOpts {
+        std::string kb, qa, mode;
+        int64_t top_k = 5;
+        double threshold = 0;
+        bool json = false, verbose = false, compare = false;
+        RankFlags rank;
+    };
     auto evo = std::make_shared<EvalOpts>();
     auto* eval = kbc->add_subcommand("eval", "retrieval quality: hit@k and MRR for questions with known source files");
     eval->fallthrough();
@@ -299,6 +399,9 @@ void register_kb(CLI::App& app, Registry& registry) {
         ->capture_default_str();
     auto* eth = eval->add_option("--score_threshold,--score-threshold", evo->threshold, "as in kb search (default: kb_settings.yaml)");
     eval->add_option("--mode", evo->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
+    eval->add_flag("--compare", evo->compare,
+                   "side by side: bm25, dense, hybrid (with a vector store) and hybrid+rerank (with --rerank or USE_RERANKER)");
+    add_rank_flags(eval, evo->rank);
     eval->add_flag("--json", evo->json, "JSON output (summary and every question)");
     eval->add_flag("-v,--verbose", evo->verbose, "print every question with its rank (misses are always printed)");
     registry.add(eval, [o, evo, eth] {
@@ -307,34 +410,103 @@ void register_kb(CLI::App& app, Registry& registry) {
         kb::KbSettings st = kb::load_kb_settings(root);
         auto questions = kb::load_qa_file(evo->qa);
         kb::KnowledgeBase base(root, evo->kb);
-        kb::SearchOptions opt;
-        opt.top_k = static_cast<size_t>(evo->top_k);
-        if (eth->count()) opt.score_threshold = evo->threshold;
-        opt.mode = evo->mode.empty() ? st.search_mode : evo->mode;
-        auto rep = kb::evaluate(base, questions, opt);
+        kb::SearchOverrides ov;
+        ov.top_k = check_int_in_range(evo->top_k, "--top_k", 1, kb::kMaxTopK);
+        if (eth->count()) ov.score_threshold = evo->threshold;
+        if (!evo->mode.empty()) ov.mode = evo->mode;
+        apply_rank_flags(evo->rank, ov);
+        // The configurations to run: one (the settings + flags), or --compare's rows.
+        struct Config { std::string name; kb::SearchOptions opt; };
+        std::vector<Config> configs;
+        if (!evo->compare) {
+            kb::SearchOptions opt = kb::make_search_options(root, st, ov);
+            configs.push_back({opt.mode + (opt.reranker ? "+rerank" : ""), opt});
+        } else {
+            kb::SearchOverrides plain = ov;
+            plain.rerank_model = "none";
+            std::vector<std::string> modes{"bm25"};
+            if (base.embed_model() != "none") modes = {"bm25", "dense", "hybrid"};
+            for (auto& m : modes) {
+                plain.mode = m;
+                configs.push_back({m, kb::make_search_options(root, st, plain)});
+            }
+            kb::SearchOverrides rr = ov;
+            rr.mode = modes.back();
+            kb::SearchOptions ropt = kb::make_search_options(root, st, rr);
+            if (ropt.reranker) configs.push_back({modes.back() + "+rerank", ropt});
+            else std::fprintf(stderr, "note: no reranker (pass --rerank MODEL or set USE_RERANKER): no %s+rerank row\n", modes.back().c_str());
+        }
+        std::vector<kb::EvalReport> reps;
+        for (auto& c : configs) {
+            if (c.opt.mode != "bm25") base.vector_index_info();   // load the vector store (and the embedder) before timing
+            if (c.opt.reranker && !questions.empty()) c.opt.reranker->scores(questions[0].question, {"warm-up"});
+            reps.push_back(kb::evaluate(base, questions, c.opt));
+        }
         if (evo->json) {
-            nlohmann::json j{{"kb", evo->kb}, {"mode", opt.mode}, {"top_k", rep.top_k}, {"questions", questions.size()},
-                             {"mrr", rep.mrr}, {"hit_at", nlohmann::json::object()}, {"results", nlohmann::json::array()}};
-            for (size_t i = 0; i < rep.ks.size(); ++i) j["hit_at"][std::to_string(rep.ks[i])] = rep.hit_at[i];
-            for (auto& r : rep.results)
-                j["results"].push_back({{"line", r.q.line}, {"question", r.q.question}, {"sources", r.q.sources},
-                                        {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
-                                        {"retrieved", r.retrieved}});
+            auto summary = [](const std::string& name, const kb::SearchOptions& opt, const kb::EvalReport& rep) {
+                nlohmann::json j{{"name", name}, {"mode", opt.mode}, {"top_k", rep.top_k}, {"mrr", rep.mrr},
+                                 {"hit_at", nlohmann::json::object()}, {"ms_per_query", rep.ms_per_query},
+                                 {"p50_ms", rep.p50_ms}, {"max_ms", rep.max_ms},
+                                 {"reranker", opt.reranker ? nlohmann::json(opt.reranker->name()) : nlohmann::json()}};
+                if (opt.reranker) j["rerank_top_n"] = opt.rerank_top_n;
+                for (size_t i = 0; i < rep.ks.size(); ++i) j["hit_at"][std::to_string(rep.ks[i])] = rep.hit_at[i];
+                return j;
+            };
+            nlohmann::json j;
+            if (!evo->compare) {
+                j = summary(configs[0].name, configs[0].opt, reps[0]);
+                j["kb"] = evo->kb;
+                j["questions"] = questions.size();
+                j["results"] = nlohmann::json::array();
+                for (auto& r : reps[0].results)
+                    j["results"].push_back({{"line", r.q.line}, {"question", r.q.question}, {"sources", r.q.sources},
+                                            {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
+                                            {"retrieved", r.retrieved}});
+            } else {
+                j = {{"kb", evo->kb}, {"questions", questions.size()}, {"top_k", reps[0].top_k}, {"configs", nlohmann::json::array()}};
+                for (size_t c = 0; c < configs.size(); ++c) j["configs"].push_back(summary(configs[c].name, configs[c].opt, reps[c]));
+            }
             std::printf("%s\n", dump_json(j, 2).c_str());
             return;
         }
-        for (auto& r : rep.results) {   // misses always, every question with -v
-            if (r.rank && !evo->verbose) continue;
-            std::string got;
-            for (auto& x : r.retrieved) got += (got.empty() ? "" : ", ") + x;
-            std::printf("%-7s line %zu: %s\n        expected %s; retrieved %s\n",
-                        r.rank ? ("rank " + std::to_string(*r.rank)).c_str() : "MISS", r.q.line, r.q.question.c_str(),
-                        dump_json(nlohmann::json(r.q.sources)).c_str(), got.empty() ? "nothing" : got.c_str());
+        if (!evo->compare) {
+            for (auto& r : reps[0].results) {   // misses always, every question with -v
+                if (r.rank && !evo->verbose) continue;
+                std::string got;
+                for (auto& x : r.retrieved) got += (got.empty() ? "" : ", ") + x;
+                std::printf("%-7s line %zu: %s\n        expected %s; retrieved %s\n",
+                            r.rank ? ("rank " + std::to_string(*r.rank)).c_str() : "MISS", r.q.line, r.q.question.c_str(),
+                            dump_json(nlohmann::json(r.q.sources)).c_str(), got.empty() ? "nothing" : got.c_str());
+            }
+            const auto& rep = reps[0];
+            std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", configs[0].name.c_str(), evo->kb.c_str(),
+                        questions.size(), rep.top_k);
+            for (size_t i = 0; i < rep.ks.size(); ++i) std::printf("hit@%zu %.4f\n", rep.ks[i], rep.hit_at[i]);
+            std::printf("MRR@%zu %.4f\n", rep.top_k, rep.mrr);
+            std::printf("ms/query %.3f (p50 %.3f, max %.3f)\n", rep.ms_per_query, rep.p50_ms, rep.max_ms);
+            return;
         }
-        std::printf("# %s retrieval on '%s': %zu questions, top_k %zu\n", opt.mode.c_str(), evo->kb.c_str(), questions.size(), rep.top_k);
-        for (size_t i = 0; i < rep.ks.size(); ++i) std::printf("hit@%zu %.4f\n", rep.ks[i], rep.hit_at[i]);
-        std::printf("MRR@%zu %.4f\n", rep.top_k, rep.mrr);
+        std::printf("# retrieval on '%s': %zu questions, top_k %zu\n%-16s", evo->kb.c_str(), questions.size(), reps[0].top_k, "config");
+        for (size_t k : reps[0].ks) std::printf(" %8s", ("hit@" + std::to_string(k)).c_str());
+        std::printf(" %8s %10s %8s\n", ("MRR@" + std::to_string(reps[0].top_k)).c_str(), "ms/query", "p50_ms");
+        for (size_t c = 0; c < configs.size(); ++c) {
+            std::printf("%-16s", configs[c].name.c_str());
+            for (double h : reps[c].hit_at) std::printf(" %8.4f", h);
+            std::printf(" %8.4f %10.3f %8.3f\n", reps[c].mrr, reps[c].ms_per_query, reps[c].p50_ms);
+        }
     });
+
+    auto rro = std::make_shared<RerankOpts>();
+    auto* rr = kbc->add_subcommand("rerank", "score (query, document) pairs with a cross-encoder; prints pairs/s (benchmark)");
+    rr->fallthrough();
+    rr->add_option("-m,--model", rro->model, "cross-encoder folder (bge-reranker-*) or name under <root>/models")->required();
+    rr->add_option("--query", rro->query, "the query (with --docs)");
+    rr->add_option("--docs", rro->docs, "JSONL: one JSON string per line, scored against --query");
+    rr->add_option("--pairs", rro->pairs, "JSONL: {\"query\": ..., \"document\": ...} or [query, document] per line");
+    rr->add_option("--max-length,--max_length", rro->max_length, "tokens per pair (RERANKER_MAX_LENGTH)")->capture_default_str();
+    rr->add_option("--dtype", rro->dtype, "fp32 | bf16 | auto")->capture_default_str();
+    rr->add_flag("--json", rro->json, "JSON output: {\"results\": [{index, logit, relevance_score}], \"pairs_per_s\"}");
+    registry.add(rr, [o, rro] { run_rerank_command(kb::resolve_root(o->root), *rro); });
 
     struct EmbedOpts { std::string model, jsonl, out, dtype = "fp32", instruction = "auto"; bool query = false; };
     auto eo = std::make_shared<EmbedOpts>();

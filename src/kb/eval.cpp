@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 
 namespace pdsd::kb {
@@ -87,9 +88,12 @@ EvalReport evaluate(const KnowledgeBase& kb, const std::vector<EvalQuestion>& qu
     rep.hit_at.assign(ks.size(), 0.0);
     SearchOptions opt = options;
     opt.explain = false;
+    std::vector<double> ms;
     for (auto& q : questions) {
         EvalResult r{q, std::nullopt, {}};
+        auto t0 = std::chrono::steady_clock::now();
         auto hits = kb.search(q.question, opt);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         for (size_t i = 0; i < hits.size() && i < opt.top_k; ++i) {
             r.retrieved.push_back(hits[i].file_name + "#" + std::to_string(hits[i].chunk_index));
             if (!r.rank && matches(hits[i].file_name, q.sources)) r.rank = i + 1;
@@ -105,6 +109,10 @@ EvalReport evaluate(const KnowledgeBase& kb, const std::vector<EvalQuestion>& qu
     if (n > 0) {
         rep.mrr /= n;
         for (auto& h : rep.hit_at) h /= n;
+        for (double m : ms) rep.ms_per_query += m / n;
+        std::sort(ms.begin(), ms.end());
+        rep.p50_ms = ms[ms.size() / 2];
+        rep.max_ms = ms.back();
     }
     return rep;
 }

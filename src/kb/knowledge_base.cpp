@@ -107,7 +107,30 @@ KbSettings load_kb_settings(const std::string& root) {
     schema.add("ivf_nlist", &s.ivf_nlist, "IVF inverted lists (0: 4*sqrt(n), at most n/39)");
     schema.add("ivf_nprobe", &s.ivf_nprobe, "IVF lists probed per query (0: default)");
     schema.add("ivf_scan", &s.ivf_scan, "IVF search kernel: int8 | fp16 (compact copies, AVX-512) | faiss");
+    std::vector<std::string> weights;
+    schema.add("fusion", &s.fusion, "hybrid fusion: rrf (weighted reciprocal rank) | weighted (min-max scores)");
+    schema.add("hybrid_weights", &weights, "weights of the BM25 and the dense list in hybrid fusion, e.g. [0.5, 0.5]");
+    schema.add("USE_RERANKER", &s.use_reranker, "rerank retrieved chunks with a cross-encoder (Chatchat's key)");
+    schema.add("RERANKER_MODEL", &s.reranker_model, "cross-encoder folder or name under <root>/models (bge-reranker-*)");
+    schema.add("RERANKER_MAX_LENGTH", &s.reranker_max_length, "tokens per (query, chunk) pair given to the reranker");
+    schema.add("rerank_top_n", &s.rerank_top_n, "fused candidates the reranker rescores before top_k");
     schema.load_yaml(path);
+    if (!weights.empty()) {
+        if (weights.size() != 2)
+            throw ConfigError(ErrorInfo{path}.at("hybrid_weights").expected("two numbers [bm25, dense]").found(std::to_string(weights.size()) + " values"));
+        s.hybrid_weights.clear();
+        for (auto& w : weights) {
+            char* end = nullptr;
+            double v = std::strtod(w.c_str(), &end);
+            if (end == w.c_str() || *end || !(v >= 0) || v > 1e6)
+                throw ConfigError(ErrorInfo{path}.at("hybrid_weights").expected("numbers >= 0").found(w));
+            s.hybrid_weights.push_back(v);
+        }
+    }
+    if (s.fusion != "rrf" && s.fusion != "weighted")
+        throw ConfigError(ErrorInfo{path}.at("fusion").expected("rrf or weighted").found(s.fusion));
+    check_int_in_range(s.reranker_max_length, path + ": RERANKER_MAX_LENGTH", 5, 1000000);
+    check_int_in_range(s.rerank_top_n, path + ": rerank_top_n", 1, kMaxTopK);
     if (s.ivf_scan != "fp16" && s.ivf_scan != "int8" && s.ivf_scan != "faiss")
         throw ConfigError(ErrorInfo{path}.at("ivf_scan").expected("fp16, int8 or faiss").found(s.ivf_scan));
     if (s.vector_index != "auto" && s.vector_index != "flat" && s.vector_index != "ivf")
@@ -1060,6 +1083,11 @@ struct KnowledgeBase::Impl {
     double avg_len = 0;
     bool doc_len_loaded = false;
 
+    // The ranking stage's database steps (KnowledgeBase::search).
+    std::vector<SearchHit> candidates(const std::string& query, const SearchOptions& o);
+    void load_chunk(SearchHit& h);
+    void rerank(std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o);
+
     void load_doc_len() {
         if (doc_len_loaded) return;
         // %_docsize.sz: one SQLite varint per FTS5 column (one column here).
@@ -1223,11 +1251,99 @@ KnowledgeBase::VectorIndexInfo KnowledgeBase::vector_index_info() const {
     return v;
 }
 
-std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const SearchOptions& o) const {
-    Impl& im = *impl_;
+// ---- ranking stage (see the header comment) ----
+
+namespace {
+
+// Stage 2 and 3: the threshold on each list's own score, then the mode's score: the list's
+// score (bm25, dense) or the fusion of both lists (hybrid). Sets score, kept and reason.
+void threshold_and_fuse(std::vector<SearchHit>& all, const SearchOptions& o, double threshold) {
+    char buf[96];
+    // Weighted fusion: each list's scores min-max scaled to [0, 1] over the list (after the
+    // threshold for the dense list); a single-valued list scales to 1.
+    double bmin = 0, bmax = 0, dmin = 0, dmax = 0;
+    bool bseen = false, dseen = false;
+    for (auto& h : all) {
+        if (h.bm25) { bmin = bseen ? std::min(bmin, *h.bm25) : *h.bm25; bmax = bseen ? std::max(bmax, *h.bm25) : *h.bm25; bseen = true; }
+        if (h.cosine && *h.cosine >= threshold) {
+            dmin = dseen ? std::min(dmin, *h.cosine) : *h.cosine;
+            dmax = dseen ? std::max(dmax, *h.cosine) : *h.cosine;
+            dseen = true;
+        }
+    }
+    auto scaled = [](double x, double lo, double hi) { return hi > lo ? (x - lo) / (hi - lo) : 1.0; };
+    for (auto& h : all) {
+        if (o.mode == "bm25") {
+            h.score = *h.bm25;
+            h.kept = h.score >= threshold;
+            if (!h.kept) { std::snprintf(buf, sizeof buf, "bm25 %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
+        } else if (o.mode == "dense") {
+            h.score = *h.cosine;
+            h.kept = h.score >= threshold;
+            if (!h.kept) { std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
+        } else {
+            // The threshold filters the dense list first; then RRF (k = 60) or weighted scores.
+            bool dense_ok = h.cosine && *h.cosine >= threshold;
+            if (o.fusion == "weighted") {
+                h.score = (h.bm25 ? o.bm25_weight * scaled(*h.bm25, bmin, bmax) : 0.0) +
+                          (dense_ok ? o.dense_weight * scaled(*h.cosine, dmin, dmax) : 0.0);
+                h.kept = h.bm25 || dense_ok;
+            } else {
+                h.score = (h.bm25_rank ? o.bm25_weight / (60.0 + *h.bm25_rank) : 0.0) +
+                          (dense_ok ? o.dense_weight / (60.0 + *h.dense_rank) : 0.0);
+                h.kept = (h.bm25_rank && o.bm25_weight > 0) || (dense_ok && o.dense_weight > 0);
+            }
+            if (h.cosine && !dense_ok) {
+                std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f (dense vote dropped)", *h.cosine, threshold);
+                h.reason = buf;
+            }
+        }
+    }
+}
+
+// Kept first, then by score, ties by chunk id (deterministic).
+void sort_ranked(std::vector<SearchHit>& all) {
+    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
+        if (a.kept != b.kept) return a.kept;
+        if (a.score != b.score) return a.score > b.score;
+        return a.chunk_id < b.chunk_id;
+    });
+}
+
+// Stage 5: at most top_k kept hits, ranked; the rest dropped with the reason.
+void keep_top_k(std::vector<SearchHit>& all, size_t top_k) {
+    size_t kept = 0;
+    for (auto& h : all) {
+        if (!h.kept) continue;
+        if (kept >= top_k) {
+            h.kept = false;
+            h.reason = "beyond top_k " + std::to_string(top_k);
+        } else {
+            ++kept;
+            if (h.reason.empty()) h.reason = "kept: rank " + std::to_string(kept);
+            else h.reason = "kept: rank " + std::to_string(kept) + "; " + h.reason;
+        }
+    }
+    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
+        if (a.kept != b.kept) return a.kept;
+        return a.score > b.score;
+    });
+}
+
+void check_search_options(const SearchOptions& o) {
     if (o.mode != "bm25" && o.mode != "dense" && o.mode != "hybrid")
         throw UsageError(ErrorInfo{}.at("--mode").expected("bm25, dense or hybrid").found(o.mode));
-    double threshold = o.score_threshold ? *o.score_threshold : im.settings.score_threshold;
+    if (o.fusion != "rrf" && o.fusion != "weighted")
+        throw UsageError(ErrorInfo{}.at("fusion").expected("rrf or weighted").found(o.fusion));
+    if (!(o.bm25_weight >= 0) || !(o.dense_weight >= 0))
+        throw UsageError(ErrorInfo{}.at("hybrid_weights").expected("numbers >= 0"));
+    if (o.reranker && o.rerank_top_n == 0) throw UsageError(ErrorInfo{}.at("--rerank-top-n").expected(">= 1").found("0"));
+}
+
+}  // namespace
+
+// Stage 1: the BM25 and/or dense lists, `candidates` deep (at least top_k), merged by chunk id.
+std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query, const SearchOptions& o) {
     size_t depth = std::max(o.candidates, o.top_k);
     std::unordered_map<int64_t, SearchHit> cand;
     cand.reserve(2 * depth);
@@ -1238,13 +1354,13 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     // the index is loaded and checked against the DB before), so the wall time is about
     // max(BM25, dense) rather than the sum.
     struct DenseResult { std::vector<float> dist; std::vector<fidx_t> labels; };
-    const std::string scan = o.ivf_scan.empty() ? im.settings.ivf_scan : o.ivf_scan;
+    const std::string scan = o.ivf_scan.empty() ? settings.ivf_scan : o.ivf_scan;
     if (scan != "fp16" && scan != "int8" && scan != "faiss")
         throw UsageError(ErrorInfo{}.at("ivf_scan").expected("fp16, int8 or faiss").found(scan));
     const detail::CompactIvf* compact = nullptr;   // set after load_dense, before dense_search runs
-    auto dense_search = [&im, &o, &query, &compact, depth]() {
+    auto dense_search = [this, &o, &query, &compact, depth]() {
         DenseResult r;
-        auto q = im.embedder->embed({query}, true);   // a torch model keeps its own threads
+        auto q = embedder->embed({query}, true);   // a torch model keeps its own threads
         // One query gains nothing from FAISS's OpenMP regions, and their worker threads
         // spin after each one: measured on the 100k x 1024 IVF (nprobe 32), CPU per query
         // 24 ms with the default team vs 6 ms single-threaded. The setting is per
@@ -1254,11 +1370,11 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             OmpSingle() { omp_set_num_threads(1); }
             ~OmpSingle() { omp_set_num_threads(prev); }
         } omp_single;
-        fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(im.index->ntotal)));
+        fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(index->ntotal)));
         if (k <= 0) return r;
         r.dist.resize(static_cast<size_t>(k));
         r.labels.resize(static_cast<size_t>(k));
-        if (auto* ivf = as_ivf(*im.index)) {
+        if (auto* ivf = as_ivf(*index)) {
             // Per-call parameters: the object's nprobe stays the configured one.
             faiss::SearchParametersIVF sp;
             sp.nprobe = static_cast<size_t>(o.nprobe > 0 ? o.nprobe : static_cast<int64_t>(ivf->nprobe));
@@ -1268,14 +1384,14 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             else
                 ivf->search(1, q[0].data(), k, r.dist.data(), r.labels.data(), &sp);
         } else {
-            im.index->search(1, q[0].data(), k, r.dist.data(), r.labels.data());
+            index->search(1, q[0].data(), k, r.dist.data(), r.labels.data());
         }
         return r;
     };
     std::future<DenseResult> dense_future;
     if (o.mode == "hybrid" && o.hybrid_parallel) {
-        im.load_dense();
-        compact = im.compact(scan);
+        load_dense();
+        compact = this->compact(scan);
         dense_future = std::async(std::launch::async, dense_search);
     }
 
@@ -1286,17 +1402,17 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
         std::vector<std::string> terms = distinct_query_terms(query);
         if (o.bm25_scorer != "auto" && o.bm25_scorer != "fts5" && o.bm25_scorer != "postings")
             throw UsageError(ErrorInfo{}.at("bm25_scorer").expected("auto, fts5 or postings").found(o.bm25_scorer));
-        const bool large = im.chunks >= kPruneMinChunks;
+        const bool large = chunks >= kPruneMinChunks;
         const bool postings = o.bm25_scorer == "postings" || (o.bm25_scorer == "auto" && large);
         std::vector<std::pair<int64_t, std::string>> df;   // (chunks containing the term, term), rarest first
         if (postings || (large && terms.size() > 1)) {
             for (auto& t : terms) {
-                im.vocab->bind(1, t);
-                df.push_back({im.vocab->step() ? im.vocab->i64(0) : 0, t});
-                im.vocab->reset();
+                vocab->bind(1, t);
+                df.push_back({vocab->step() ? vocab->i64(0) : 0, t});
+                vocab->reset();
             }
             std::sort(df.begin(), df.end());
-            const int64_t limit = large ? static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(im.chunks))
+            const int64_t limit = large ? static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(chunks))
                                         : std::numeric_limits<int64_t>::max();
             std::vector<std::pair<int64_t, std::string>> kept;
             for (auto& e : df)
@@ -1313,13 +1429,13 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
             h.bm25_rank = bm25_list.size();
         };
         if (postings) {
-            for (auto& [s, id] : im.bm25_postings(df, depth)) add_bm25(id, s);
+            for (auto& [s, id] : bm25_postings(df, depth)) add_bm25(id, s);
         } else {
             std::string expr = match_expression(terms);
             if (!expr.empty()) {
-                im.fts->bind(1, expr).bind(2, depth);
-                while (im.fts->step()) add_bm25(im.fts->i64(0), -im.fts->f64(1));   // FTS5 bm25() is lower-is-better and negative
-                im.fts->reset();
+                fts->bind(1, expr).bind(2, depth);
+                while (fts->step()) add_bm25(fts->i64(0), -fts->f64(1));   // FTS5 bm25() is lower-is-better and negative
+                fts->reset();
             }
         }
     }
@@ -1328,8 +1444,8 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
         if (dense_future.valid()) {
             r = dense_future.get();
         } else {
-            im.load_dense();
-            compact = im.compact(scan);
+            load_dense();
+            compact = this->compact(scan);
             r = dense_search();
         }
         for (size_t i = 0; i < r.labels.size(); ++i) {
@@ -1343,65 +1459,97 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     }
 
     std::vector<SearchHit> all;
-    char buf[96];
+    all.reserve(cand.size());
     for (auto& [id, h] : cand) {
-        h.kb = im.kb.name;
-        if (o.mode == "bm25") {
-            h.score = *h.bm25;
-            h.kept = h.score >= threshold;
-            if (!h.kept) { std::snprintf(buf, sizeof buf, "bm25 %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
-        } else if (o.mode == "dense") {
-            h.score = *h.cosine;
-            h.kept = h.score >= threshold;
-            if (!h.kept) { std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f", h.score, threshold); h.reason = buf; }
-        } else {
-            // Reciprocal-rank fusion (k = 60); the threshold filters the dense list first.
-            bool dense_ok = h.cosine && *h.cosine >= threshold;
-            h.score = (h.bm25_rank ? 1.0 / (60.0 + *h.bm25_rank) : 0.0) + (dense_ok ? 1.0 / (60.0 + *h.dense_rank) : 0.0);
-            h.kept = h.score > 0;
-            if (h.cosine && !dense_ok) {
-                std::snprintf(buf, sizeof buf, "cosine %.4f < threshold %.4f (dense vote dropped)", *h.cosine, threshold);
-                h.reason = buf;
-            }
-        }
-        all.push_back(h);
+        h.kb = kb.name;
+        all.push_back(std::move(h));
     }
-    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
-        if (a.kept != b.kept) return a.kept;
-        if (a.score != b.score) return a.score > b.score;
-        return a.chunk_id < b.chunk_id;
-    });
-    size_t kept = 0;
+    return all;
+}
+
+void KnowledgeBase::Impl::load_chunk(SearchHit& h) {
+    if (!h.file_name.empty()) return;   // already read
+    chunk->bind(1, h.chunk_id);
+    if (chunk->step()) {
+        h.file_name = chunk->text(0);
+        h.chunk_index = chunk->i64(1);
+        h.text = chunk->text(2);
+        h.start_char = chunk->i64(3);
+        h.end_char = chunk->i64(4);
+    }
+    chunk->reset();
+}
+
+// Stage 4: the best rerank_top_n kept candidates (all ranked by fusion) rescored by the
+// cross-encoder; kept candidates beyond them are dropped.
+void KnowledgeBase::Impl::rerank(std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o) {
+    std::vector<SearchHit*> top;
     for (auto& h : all) {
         if (!h.kept) continue;
-        if (kept >= o.top_k) {
-            h.kept = false;
-            h.reason = "beyond top_k " + std::to_string(o.top_k);
+        if (top.size() < o.rerank_top_n) {
+            top.push_back(&h);
         } else {
-            ++kept;
-            if (h.reason.empty()) h.reason = "kept: rank " + std::to_string(kept);
-            else h.reason = "kept: rank " + std::to_string(kept) + "; " + h.reason;
+            h.kept = false;
+            h.reason = "beyond rerank_top_n " + std::to_string(o.rerank_top_n);
         }
     }
-    std::stable_sort(all.begin(), all.end(), [](const SearchHit& a, const SearchHit& b) {
-        if (a.kept != b.kept) return a.kept;
-        return a.score > b.score;
-    });
+    if (top.empty()) return;
+    std::vector<std::string> docs;
+    docs.reserve(top.size());
+    for (auto* h : top) {
+        load_chunk(*h);
+        docs.push_back(h->text);
+    }
+    std::vector<double> rel = o.reranker->scores(query, docs);
+    for (size_t i = 0; i < top.size(); ++i) {
+        top[i]->fused = top[i]->score;
+        top[i]->fused_rank = i + 1;
+        top[i]->rerank = rel[i];
+        top[i]->score = rel[i];
+    }
+    sort_ranked(all);
+}
+
+std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const SearchOptions& o) const {
+    Impl& im = *impl_;
+    check_search_options(o);
+    const double threshold = o.score_threshold ? *o.score_threshold : im.settings.score_threshold;
+    std::vector<SearchHit> all = im.candidates(query, o);
+    threshold_and_fuse(all, o, threshold);
+    sort_ranked(all);
+    if (o.reranker) im.rerank(all, query, o);
+    keep_top_k(all, o.top_k);
     std::vector<SearchHit> out;
     for (auto& h : all) {
         if (!h.kept && !o.explain) break;
-        im.chunk->bind(1, h.chunk_id);
-        if (im.chunk->step()) {
-            h.file_name = im.chunk->text(0);
-            h.chunk_index = im.chunk->i64(1);
-            h.text = im.chunk->text(2);
-            h.start_char = im.chunk->i64(3);
-            h.end_char = im.chunk->i64(4);
-        }
-        im.chunk->reset();
+        im.load_chunk(h);
         out.push_back(std::move(h));
     }
     return out;
+}
+
+SearchOptions make_search_options(const std::string& root, const KbSettings& st, const SearchOverrides& ov) {
+    SearchOptions so;
+    if (ov.top_k) check_int_in_range(*ov.top_k, "top_k", 1, kMaxTopK);
+    so.top_k = static_cast<size_t>(ov.top_k.value_or(st.top_k));
+    so.score_threshold = ov.score_threshold.value_or(st.score_threshold);
+    so.mode = ov.mode.value_or(st.search_mode);
+    so.fusion = ov.fusion.value_or(st.fusion);
+    if (st.hybrid_weights.size() == 2) {
+        so.bm25_weight = st.hybrid_weights[0];
+        so.dense_weight = st.hybrid_weights[1];
+    }
+    if (ov.rerank_top_n) check_int_in_range(*ov.rerank_top_n, "rerank_top_n", 1, kMaxTopK);
+    so.rerank_top_n = static_cast<size_t>(ov.rerank_top_n.value_or(st.rerank_top_n));
+    check_search_options(so);
+    const std::string model = ov.rerank_model ? *ov.rerank_model : st.use_reranker ? st.reranker_model : "none";
+    if (!model.empty() && model != "none") {
+        RerankerOptions ro;
+        ro.max_length = static_cast<size_t>(st.reranker_max_length);
+        ro.dtype = st.embed_dtype;
+        so.reranker = shared_reranker(root, model, ro);
+    }
+    return so;
 }
 
 // ---- Chatchat drop-in (pdsd serve's Chatchat routes) ----------------------------------

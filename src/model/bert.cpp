@@ -391,7 +391,8 @@ public:
             if (opt_.packed) {
                 at::Tensor h = run_packed(batch, offsets);   // [T, H]
                 at::Tensor idx = at::from_blob(offsets.data(), {static_cast<int64_t>(offsets.size())}, at::kLong);
-                cls = l2_normalize(h.index_select(0, idx).to(at::kFloat)).contiguous();   // [CLS] rows only
+                cls = h.index_select(0, idx).to(at::kFloat);   // [CLS] rows only
+                cls = (opt_.normalize ? l2_normalize(cls) : cls).contiguous();
             } else {
                 const int64_t B = static_cast<int64_t>(batch.size()), L = static_cast<int64_t>(batch[0]->size());
                 std::vector<int64_t> flat(static_cast<size_t>(B * L), tok_ ? tok_->pad_id() : cfg_.pad_token_id);
@@ -411,7 +412,8 @@ public:
                 at::Tensor t_ids = at::from_blob(flat.data(), {B, L}, at::kLong);
                 at::Tensor t_mask;
                 if (padded) t_mask = at::from_blob(m.data(), {B, L}, at::kBool);
-                cls = l2_normalize(run(t_ids, t_mask).select(1, 0).to(at::kFloat)).contiguous();
+                cls = run(t_ids, t_mask).select(1, 0).to(at::kFloat);
+                cls = (opt_.normalize ? l2_normalize(cls) : cls).contiguous();
                 stats_.padded_tokens += static_cast<size_t>(B * L) - tokens;
             }
             const float* p = cls.data_ptr<float>();

@@ -3,6 +3,7 @@
 
 #include "generation_queue.h"
 #include "http_front.h"
+#include "rerank_route.h"
 
 #include "pdsd/chat/model_loader.h"
 #include "pdsd/core/error.h"
@@ -310,6 +311,7 @@ struct Server::Impl {
     std::unique_ptr<GenerationQueue> queue;
     std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search
     std::mutex embed_mu;                      // embedders are not thread-safe
+    std::shared_ptr<kb::Reranker> reranker;   // /v1/rerank and the KB routes' rerank stage (null: off)
     std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
     HttpServer http;
     std::unique_ptr<HttpFront> front;         // the public socket (http_front.h)
@@ -342,6 +344,8 @@ struct Server::Impl {
         embed_spec = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
         embedder = std::shared_ptr<kb::Embedder>(kb::open_embed_model(root, embed_spec));
         if (!embedder) embed_spec = "none";
+        reranker = kb::make_search_options(root, kb::load_kb_settings(root),
+                                           {{}, {}, {}, {}, {}, o.rerank_model.empty() ? std::nullopt : std::optional(o.rerank_model)}).reranker;
         // Temp KBs have their own data root: give them the model as a path, not a name.
         std::error_code ec;
         fs::path under_root = fs::path(root) / "models" / embed_spec;
@@ -435,12 +439,11 @@ struct Server::Impl {
     // 0..2 scale (see chatchat_distance); pdsd_score_threshold gives pdsd's own instead.
     kb::SearchOptions chatchat_search_options(const json& body, const std::string& settings_root) {
         kb::KbSettings st = kb::load_kb_settings(settings_root);
-        kb::SearchOptions so;
-        so.top_k = static_cast<size_t>(get_int(body, "top_k", 1, 1000).value_or(st.top_k));
-        so.mode = get_string(body, "search_mode").value_or(st.search_mode);
-        if (auto p = get_number(body, "pdsd_score_threshold", -1e9, 1e9)) so.score_threshold = *p;
-        else if (auto t = get_number(body, "score_threshold", 0.0, 2.0)) so.score_threshold = pdsd_threshold(*t, so.mode);
-        else so.score_threshold = st.score_threshold;
+        kb::SearchOverrides ov{get_int(body, "top_k", 1, 1000), {}, {}, get_string(body, "search_mode"), {}, std::string("none")};
+        if (auto p = get_number(body, "pdsd_score_threshold", -1e9, 1e9)) ov.score_threshold = *p;
+        else if (auto t = get_number(body, "score_threshold", 0.0, 2.0)) ov.score_threshold = pdsd_threshold(*t, ov.mode.value_or(st.search_mode));
+        kb::SearchOptions so = kb::make_search_options(settings_root, st, ov);
+        so.reranker = reranker;   // the server's (--rerank-model, else the root's kb_settings.yaml)
         return so;
     }
 
@@ -710,6 +713,8 @@ void Server::Impl::setup() {
     });
     post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat_completions(req, res); });
     post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
+    for (const char* path : {"/v1/rerank", "/rerank", "/v2/rerank"})   // Xinference / llama-server / Cohere (rerank_route.h)
+        post(path, [this](const httplib::Request& req, httplib::Response& res) { reply_json(res, rerank_response(parse_json_object(req), reranker.get(), now_id("rerank-"))); });
 
     // ---- Chatchat knowledge-base API ----
     get("/knowledge_base/list_knowledge_bases", [this](const httplib::Request&, httplib::Response& res) {
@@ -801,6 +806,7 @@ void Server::Impl::setup() {
                 json own{{"score", h.score}, {"search_mode", so.mode}};
                 if (h.bm25) own["bm25"] = *h.bm25;
                 if (h.cosine) own["cosine"] = *h.cosine;
+                if (h.rerank) own["rerank"] = *h.rerank;   // cross-encoder relevance (the hits are in its order)
                 data.push_back({{"id", std::to_string(h.chunk_id)}, {"page_content", h.text}, {"type", "Document"},
                                 {"metadata", {{"source", h.file_name}, {"chunk_index", h.chunk_index},
                                               {"start_char", h.start_char}, {"end_char", h.end_char}, {"pdsd", own}}},

@@ -41,6 +41,7 @@ struct EvalReport {
     std::vector<double> hit_at;            // hit@k for each ks[i]
     double mrr = 0;
     size_t top_k = 0;
+    double ms_per_query = 0, p50_ms = 0, max_ms = 0;   // wall time of KnowledgeBase::search
     std::vector<EvalResult> results;
 };
 

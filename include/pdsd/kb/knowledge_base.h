@@ -12,12 +12,23 @@
 // Scores (higher is better in every mode):
 //   bm25   score = -bm25() of SQLite FTS5 (FTS5 returns lower-is-better negatives);
 //   dense  score = cosine similarity of L2-normalised vectors, in [-1, 1];
-//   hybrid score = reciprocal-rank fusion sum 1/(60 + rank) over the BM25 and dense lists.
+//   hybrid score = reciprocal-rank fusion sum w/(60 + rank) over the BM25 and dense lists
+//                  (fusion rrf, w = hybrid_weights, 1 and 1 by default), or with fusion
+//                  weighted: w_bm25 * minmax(bm25) + w_dense * minmax(cosine) in [0, w_bm25 + w_dense];
+//   reranked       score = the cross-encoder's relevance, sigmoid(logit) in (0, 1) (reranker.h).
 // score_threshold keeps hits with score >= threshold: on the BM25 score in bm25 mode,
-// on the cosine in dense mode and on the dense list before fusion in hybrid mode.
+// on the cosine in dense mode and on the dense list before fusion in hybrid mode. It is a
+// retrieval threshold, applied before the reranker (which then only sees kept candidates).
+//
+// The ranking stage (KnowledgeBase::search), in order:
+//   candidates (BM25 list, dense list, or both; `candidates` deep each)
+//   -> threshold (per list, as above) -> fusion (hybrid: rrf | weighted)
+//   -> rerank (optional: the best rerank_top_n fused candidates rescored by a
+//      cross-encoder, the others dropped) -> top_k.
 #pragma once
 
 #include "pdsd/kb/embedder.h"
+#include "pdsd/kb/reranker.h"
 
 #include <cstdint>
 #include <memory>
@@ -74,6 +85,16 @@ struct KbSettings {
     // exact fp32 scores as FAISS; src/kb/ivf_compact.h); faiss = FAISS's own fp32 scan.
     // CPUs without AVX-512 (or dims not a multiple of 32 / 16) always use faiss.
     std::string ivf_scan = "int8";
+    // Ranking stage (see the header comment). Hybrid fusion: rrf | weighted, with the
+    // weights of the BM25 and the dense list (Chatchat's EnsembleRetriever: 0.5, 0.5).
+    std::string fusion = "rrf";
+    std::vector<double> hybrid_weights = {1.0, 1.0};
+    // Chatchat's reranker keys: off unless USE_RERANKER; RERANKER_MODEL is a cross-encoder
+    // folder or a name under <root>/models; RERANKER_MAX_LENGTH tokens per (query, chunk) pair.
+    bool use_reranker = false;
+    std::string reranker_model = "bge-reranker-large";
+    int64_t reranker_max_length = 1024;
+    int64_t rerank_top_n = 20;              // fused candidates the reranker rescores
 };
 KbSettings load_kb_settings(const std::string& root);
 
@@ -168,7 +189,28 @@ struct SearchOptions {
     // Hybrid: run the dense search on a second thread beside BM25 (wall ~ max of the two
     // on an idle 2-core box); false: one after the other on the calling thread.
     bool hybrid_parallel = true;
+    // Hybrid fusion (see the header comment): "rrf" | "weighted"; weights of the BM25 and
+    // the dense list.
+    std::string fusion = "rrf";
+    double bm25_weight = 1.0, dense_weight = 1.0;
+    // Rerank stage: null = off. The best rerank_top_n candidates after fusion are
+    // rescored (score = relevance in (0, 1)); candidates beyond them are dropped.
+    std::shared_ptr<Reranker> reranker;
+    size_t rerank_top_n = 20;
 };
+
+// What a caller may override on top of kb_settings.yaml (CLI flags, request fields):
+// unset = the setting. rerank_model: a folder / name ("none" = off even with USE_RERANKER).
+struct SearchOverrides {
+    std::optional<int64_t> top_k, rerank_top_n;
+    std::optional<double> score_threshold;
+    std::optional<std::string> mode, fusion, rerank_model;
+};
+// The one place settings become SearchOptions: kb_settings.yaml's search keys with
+// `overrides` applied, checked (UsageError naming the field), and the reranker loaded
+// (shared_reranker, once per model per process) when USE_RERANKER or rerank_model asks.
+// score_threshold is always set (the override, else the setting).
+SearchOptions make_search_options(const std::string& root, const KbSettings& settings, const SearchOverrides& overrides = {});
 
 struct SearchHit {
     int64_t chunk_id = 0;
@@ -178,6 +220,9 @@ struct SearchHit {
     std::optional<double> bm25;        // -bm25(), when the chunk is in the BM25 list
     std::optional<double> cosine;      // when the chunk is in the dense list
     std::optional<size_t> bm25_rank, dense_rank;   // 1-based
+    std::optional<double> fused;       // the fusion (or single-list) score before reranking
+    std::optional<double> rerank;      // cross-encoder relevance, when reranked
+    std::optional<size_t> fused_rank;  // 1-based rank after fusion, when reranked
     bool kept = true;
     std::string reason;                // why kept/dropped (explain)
 };

@@ -40,6 +40,8 @@ struct BertEmbedOptions {
     bool fused_linear = true;        // oneDNN linear with weights pre-packed at load and bias, GELU
                                      // and the residual add fused into the matmul (when this
                                      // libtorch has oneDNN); false: at::linear + at::gelu + add
+    bool normalize = true;           // false: embed/embed_ids return the raw last-layer [CLS] hidden
+                                     // state (cross-encoder heads, kb/reranker.h), not L2-normalised
 };
 
 struct BertEmbedStats {

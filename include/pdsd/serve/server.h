@@ -1,7 +1,7 @@
 // `pdsd serve`: an HTTP server for the model and the knowledge bases (docs/serve.md).
 //
 //   OpenAI-compatible      GET /v1/models, POST /v1/chat/completions (JSON or SSE stream),
-//                          POST /v1/embeddings
+//                          POST /v1/embeddings, POST /v1/rerank (Xinference / Cohere shape)
 //   Chatchat's KB API      /knowledge_base/{list_knowledge_bases, create_knowledge_base,
 //                          delete_knowledge_base, list_files, search_docs, upload_docs,
 //                          delete_docs, recreate_vector_store, download_doc}, POST /chat/kb_chat
@@ -34,6 +34,8 @@ struct ServeOptions {
     std::string adapter_dir;                // LoRA adapter applied unmerged at load
     std::string device = "cpu", dtype;
     std::string embed_model;                // "" : kb_settings.yaml's embed_model (hash-ngram, bge..., none)
+    std::string rerank_model;               // cross-encoder for POST /v1/rerank and the KB routes; "" : kb_settings.yaml's
+                                            // (USE_RERANKER + RERANKER_MODEL); "none": off
     std::string root;                       // data root ("" : $PDSD_ROOT, else ./data)
     size_t queue_size = 16;                 // generation requests waiting or running; more -> 429
     // > 1: greedy requests waiting together run as one batch of up to this many rows. Each row
