@@ -66,9 +66,7 @@ const char* reason_phrase(int status) {
 
 // The OpenAI error object the routes answer with (server.cpp reply_error), Connection: close.
 std::string error_response(int status, const std::string& message, const std::string& code) {
-    const char* type = status == 413 ? "request_too_large" : status == 429 ? "rate_limit_error"
-                       : status >= 500 ? "service_unavailable" : "invalid_request_error";
-    nlohmann::json j = {{"error", {{"message", message}, {"type", type}, {"param", nullptr}, {"code", code}}}};
+    nlohmann::json j = {{"error", {{"message", message}, {"type", error_type(status)}, {"param", nullptr}, {"code", code}}}};
     std::string body = j.dump();
     std::ostringstream r;
     r << "HTTP/1.1 " << status << " " << reason_phrase(status) << "\r\nContent-Type: application/json\r\n"
@@ -292,6 +290,18 @@ void address_of(const sockaddr_storage& ss, std::string& ip, int& port) {
 }
 
 }  // namespace
+
+const char* error_type(int status) {
+    switch (status) {
+        case 401: return "authentication_error";
+        case 403: return "permission_error";
+        case 404: return "not_found_error";
+        case 413: return "request_too_large";
+        case 429: return "rate_limit_error";
+        case 503: return "service_unavailable";
+        default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
 
 struct HttpFront::Impl {
     FrontOptions o;

@@ -46,6 +46,9 @@ struct FrontOptions {
     int keep_alive_max = 100;              // requests per connection
 };
 
+// The OpenAI error `type` for an HTTP status, shared by the front end's refusals and the routes.
+const char* error_type(int status);
+
 // Runs one request that is complete in `strm`; returns false when the response could not be
 // written. `close` asks for Connection: close; `closed` is set when the request asked for it.
 using Dispatch = std::function<bool(httplib::Stream& strm, bool close, bool& closed)>;

@@ -67,18 +67,6 @@ json error_json(const HttpError& e) {
               {"code", e.code.empty() ? json(nullptr) : json(e.code)}}}};
 }
 
-const char* default_type(int status) {
-    switch (status) {
-        case 401: return "authentication_error";
-        case 403: return "permission_error";
-        case 404: return "not_found_error";
-        case 413: return "request_too_large";
-        case 429: return "rate_limit_error";
-        case 503: return "service_unavailable";
-        default: return status >= 500 ? "server_error" : "invalid_request_error";
-    }
-}
-
 std::string now_id(const std::string& prefix) {
     static std::atomic<uint64_t> counter{0};
     static const uint64_t salt = std::random_device{}();
@@ -663,7 +651,7 @@ void Server::Impl::setup() {
                           : res.status == 413 ? "request body exceeds the limit of " + std::to_string(o.max_upload_bytes) + " bytes"
                           : res.status == 405 ? "method not allowed"
                                               : "request failed";
-        reply_error(res, HttpError{res.status, msg, default_type(res.status), "", ""});
+        reply_error(res, HttpError{res.status, msg, error_type(res.status), "", ""});
         return httplib::Server::HandlerResponse::Handled;
     }));
     http.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -943,7 +931,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
         json out{{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
                  {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
                                            {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
@@ -965,7 +953,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         [chunk, include_usage, usage, id, created_at, this](const GenJob& j) {
             std::string out;
             if (!j.error.empty()) {
-                out += sse(error_json(HttpError{j.error_status, j.error, default_type(j.error_status), "", j.error_code}));
+                out += sse(error_json(HttpError{j.error_status, j.error, error_type(j.error_status), "", j.error_code}));
             } else {
                 out += sse(chunk(json::object(), j.finish_reason));
                 if (include_usage)
@@ -1059,7 +1047,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
         reply_json(res, frame("chat.completion", job->text, {{"docs", docs}, {"finish_reason", job->finish_reason},
                                                              {"usage", {{"prompt_tokens", job->prompt_tokens}, {"completion_tokens", job->completion_tokens},
                                                                         {"total_tokens", job->prompt_tokens + job->completion_tokens}}}}));
@@ -1345,7 +1333,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     if (!stream) {
         job->wait();
         observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, default_type(job->error_status), "", job->error_code};
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
         reply_sse(res, {sse({{"answer", job->text}, {"docs", docs}})});
         return;
     }

@@ -2,32 +2,32 @@
 // Cohere's shape over real HTTP on an ephemeral 127.0.0.1 port, its errors, and the
 // Chatchat KB route search_docs ranked by the same reranker. Model: the tiny golden
 // cross-encoder tests/fixtures/tiny-xlmr-reranker (no chat model).
-#include "test_util.h"
+#include "serve_fixture.h"
+
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/reranker.h"
-#include "pdsd/serve/server.h"
-
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 using namespace pdsd;
-using json = nlohmann::json;
-namespace fs = std::filesystem;
+using namespace pdsd::serve_test;
 
 namespace {
 
 const std::string kReranker = std::string(PDSD_FIXTURES_DIR) + "/tiny-xlmr-reranker";
 
-struct Running {
-    test::TempDir root;
-    std::unique_ptr<serve::Server> server;
-    std::thread thread;
-    int port = 0;
-    explicit Running(const std::string& rerank_model) {
+serve::ServeOptions rerank_options(const std::string& rerank_model) {
+    serve::ServeOptions o;
+    o.embed_model = "none";
+    o.rerank_model = rerank_model;
+    return o;
+}
+
+// The shared test server (serve_fixture.h) with `rerank_model` and a three-file KB "t" (BM25
+// only). The KB is indexed after the server starts: KB routes read it from disk per request.
+struct RerankServer : Running {
+    explicit RerankServer(const std::string& rerank_model) : Running(rerank_options(rerank_model), false) {
         std::string content = kb::KbPaths{root.str()}.content_dir("t");
         fs::create_directories(content);
         std::ofstream(content + "/a.txt") << "证书过期：错误码 E2003，请更新证书。";
@@ -37,24 +37,10 @@ struct Running {
         u.progress = false;
         u.embed_model = "none";
         kb::update_knowledge_bases(root.str(), u);
-        serve::ServeOptions o;
-        o.host = "127.0.0.1";
-        o.port = 0;
-        o.root = root.str();
-        o.embed_model = "none";
-        o.rerank_model = rerank_model;
-        server = std::make_unique<serve::Server>(o);
-        port = server->bind();
-        thread = std::thread([this] { server->listen(); });
-    }
-    ~Running() {
-        server->stop();
-        thread.join();
     }
     httplib::Result post(const std::string& path, const json& body) const {
-        httplib::Client c("127.0.0.1", port);
-        c.set_read_timeout(60, 0);
-        return c.Post(path.c_str(), body.dump(), "application/json");
+        auto c = client();
+        return post_json(c, path, body);
     }
 };
 
@@ -69,7 +55,7 @@ void expect_400(const httplib::Result& r, const std::string& word) {
 }  // namespace
 
 TEST(Serve, RerankRouteScoresLikeTheRerankerInXinferenceShape) {
-    Running s(kReranker);
+    RerankServer s(kReranker);
     const std::vector<std::string> docs = {"证书过期：错误码 E2003。", "天气很好。", "The knowledge base is rebuilt with pdsd kb -r.",
                                            "如何重建知识库？运行 pdsd kb -r。"};
     auto direct = kb::open_reranker("", kReranker)->scores("如何重建知识库？", docs);
@@ -116,7 +102,7 @@ TEST(Serve, RerankRouteScoresLikeTheRerankerInXinferenceShape) {
 }
 
 TEST(Serve, RerankRouteRejectsMalformedRequestsAndKeepsServing) {
-    Running s(kReranker);
+    RerankServer s(kReranker);
     expect_400(s.post("/v1/rerank", {{"documents", {"a"}}}), "query");
     expect_400(s.post("/v1/rerank", {{"query", "q"}, {"documents", "a"}}), "documents");
     expect_400(s.post("/v1/rerank", {{"query", "q"}, {"documents", {"a", 3}}}), "documents[1]");
@@ -126,12 +112,12 @@ TEST(Serve, RerankRouteRejectsMalformedRequestsAndKeepsServing) {
     ASSERT_TRUE(ok);
     EXPECT_EQ(ok->status, 200);
     EXPECT_TRUE(json::parse(ok->body)["results"].empty());
-    Running none("none");
+    RerankServer none("none");
     expect_400(none.post("/v1/rerank", {{"query", "q"}, {"documents", {"a"}}}), "no reranker");
 }
 
 TEST(Serve, KbSearchDocsIsRankedByTheServersReranker) {
-    Running s(kReranker);
+    RerankServer s(kReranker);
     json body{{"knowledge_base_name", "t"}, {"query", "证书过期"}, {"top_k", 3}};
     auto r = s.post("/knowledge_base/search_docs", body);
     ASSERT_TRUE(r);
@@ -147,7 +133,7 @@ TEST(Serve, KbSearchDocsIsRankedByTheServersReranker) {
         prev = sc;
         EXPECT_NEAR(sc, rr->scores("证书过期", {h["page_content"].get<std::string>()})[0], 1e-6);
     }
-    Running plain("none");
+    RerankServer plain("none");
     auto p = plain.post("/knowledge_base/search_docs", body);
     ASSERT_TRUE(p);
     json ph = json::parse(p->body);
