@@ -12,6 +12,7 @@
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/lora/generator.h"
 #include "pdsd/model/generate.h"
+#include "pdsd/model/quant.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
 #include <yaml-cpp/yaml.h>
@@ -31,6 +32,7 @@ namespace fs = std::filesystem;
 
 struct ChatOpts {
     std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter;
+    std::string quant;  // --quant, else model_settings.yaml's quant:
     std::optional<double> temperature, top_p, repetition_penalty, score_threshold;
     std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len;
     std::optional<bool> do_sample;
@@ -61,6 +63,7 @@ std::string resolve_model(const ChatOpts& o, const std::string& root) {
 }
 
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
+    model::quant::parse_type(o.quant);  // a bad --quant fails before the model loads
     std::string root = kb::resolve_root(o.root);
     std::string model_dir = resolve_model(o, root);
 
@@ -81,6 +84,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
         });
         try {
             gen = std::make_unique<model::Generator>(lora::load_generator(model_dir, o.device, o.dtype, o.adapter));
+            gen->quantize(o.quant, (fs::path(root) / "model_settings.yaml").string());  // --quant / quant: (model/quant.h)
         } catch (...) {
             try { tok_future.get(); } catch (...) {}  // report the model's error; join the thread first
             throw;
@@ -182,6 +186,7 @@ void register_chat(CLI::App& app, Registry& registry) {
     cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model (default: model_settings.yaml's llm_model_path)");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
     cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32; on CPU a checkpoint stored in this dtype is mapped, not copied)");
+    cmd->add_option("--quant", o->quant, "none | int8 | int4: weight-only quantization at load, CPU (default: model_settings.yaml's quant, else none)");
     cmd->add_option("--adapter", o->adapter, "LoRA adapter folder (PEFT) applied at load time, without merging");
     cmd->add_option("-q,--question", o->question, "answer this one question and exit (answer text alone on stdout)");
     cmd->add_option("--system", o->system, "system prompt (default: Qwen2.5's)");

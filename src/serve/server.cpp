@@ -330,6 +330,7 @@ struct Server::Impl {
         if (!o.model_dir.empty()) {
             tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(o.model_dir));
             gen = std::make_unique<model::Generator>(lora::load_generator(o.model_dir, o.device, o.dtype, o.adapter_dir));
+            gen->quantize(o.quant, (fs::path(root) / "model_settings.yaml").string());  // --quant / quant: (model/quant.h)
             model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
             if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
             queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
