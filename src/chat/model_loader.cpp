@@ -52,6 +52,7 @@ ChatModel load_chat_model(const ChatModelOptions& o) {
     });
     try {
         m.generator = std::make_unique<model::Generator>(lora::load_generator(m.dir, o.device, o.dtype, o.adapter));
+        m.generator->quantize(o.quant, (fs::path(o.root) / "model_settings.yaml").string());  // --quant / quant:
     } catch (...) {
         try { tok_future.get(); } catch (...) {}  // report the model's error; join the thread first
         throw;

@@ -10,6 +10,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/model/generate.h"
+#include "pdsd/model/quant.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
 #include <cstdio>
@@ -24,6 +25,7 @@ namespace {
 
 struct ChatOpts {
     std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter, rerank;
+    std::string quant;  // --quant, else model_settings.yaml's quant:
     std::optional<double> temperature, top_p, repetition_penalty, score_threshold;
     std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len, rerank_top_n;
     std::optional<bool> do_sample;
@@ -32,8 +34,9 @@ struct ChatOpts {
 };
 
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
+    model::quant::parse_type(o.quant);  // a bad --quant fails before the model loads
     std::string root = kb::resolve_root(o.root);
-    chat::ChatModel cm = chat::load_chat_model({root, o.model, o.adapter, o.device, o.dtype});
+    chat::ChatModel cm = chat::load_chat_model({root, o.model, o.adapter, o.device, o.dtype, o.quant});
     const std::string& model_dir = cm.dir;
     std::unique_ptr<tokenizer::Tokenizer>& tok = cm.tokenizer;
     std::unique_ptr<model::Generator>& gen = cm.generator;
@@ -121,6 +124,7 @@ void register_chat(CLI::App& app, Registry& registry) {
     cmd->add_option("-m,--model", o->model, "Hugging Face folder of the model, or its name under <root>/models (default: model_settings.yaml's llm_model_path, then default_llm_model)");
     cmd->add_option("--device", o->device, "cpu | cuda | cuda:N")->capture_default_str();
     cmd->add_option("--dtype", o->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32; on CPU a checkpoint stored in this dtype is mapped, not copied)");
+    cmd->add_option("--quant", o->quant, "none | int8 | int4: weight-only quantization at load, CPU (default: model_settings.yaml's quant, else none)");
     cmd->add_option("--adapter", o->adapter, "LoRA adapter folder (PEFT) applied at load time, without merging");
     cmd->add_option("-q,--question", o->question, "answer this one question and exit (answer text alone on stdout)");
     cmd->add_option("--system", o->system, "system prompt (default: Qwen2.5's)");

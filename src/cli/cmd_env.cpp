@@ -2,6 +2,8 @@
 #include "commands.h"
 
 #include "pdsd/core/version.h"
+#include "pdsd/model/cpu_decode.h"
+#include "pdsd/model/quant.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -42,6 +44,11 @@ void print_env() {
     std::printf("- libtorch version: %s\n", TORCH_VERSION);
     std::printf("- Intra-op threads: %d\n", at::get_num_threads());
     std::printf("- Torch BLAS: %s\n", torch_blas().c_str());
+    // Which CPU decode kernels run: bf16 (model/cpu_decode.h) and --quant int8/int4 (model/quant.h).
+    std::printf("- CPU bf16 decode kernels: %s\n", pdsd::model::cpu_decode::cpu_supported() ? "avx512_bf16" : "no (ATen/oneDNN)");
+    std::string isas;
+    for (const auto& i : pdsd::model::quant::available_isas()) isas += (isas.empty() ? "" : ", ") + i;
+    std::printf("- CPU quantized kernels (--quant): %s (this CPU runs: %s)\n", pdsd::model::quant::isa().c_str(), isas.c_str());
     bool cuda = torch::cuda::is_available();
     std::printf("- CUDA available: %s\n", cuda ? "yes" : "no");
     if (cuda) std::printf("- CUDA devices: %d\n", static_cast<int>(torch::cuda::device_count()));

@@ -64,6 +64,7 @@ void register_model(CLI::App& app, Registry& registry) {
     cb->add_option("--runs", bench->runs, "timed runs after one warm-up (best is reported)")->capture_default_str();
     cb->add_option("--device", bench->device, "cpu | cuda | cuda:N")->capture_default_str();
     cb->add_option("--dtype", bench->dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32)");
+    cb->add_option("--quant", bench->quant, "none | int8 | int4: weight-only quantization at load (CPU)");
     cb->add_option("--cuda-graph", bench->cuda_graph, "CUDA: replay decode steps from a captured graph")->capture_default_str();
     registry.add(cb, [=] { std::cout << model::bench_generation(*bench).dump() << "\n"; });
 

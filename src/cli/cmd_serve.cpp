@@ -23,6 +23,7 @@ void add_serve_options(CLI::App* cmd, serve::ServeOptions& o) {
     cmd->add_option("--model-name", o.model_name, "model id in /v1/models (default: the folder name)");
     cmd->add_option("--adapter", o.adapter_dir, "LoRA adapter folder applied at load time, without merging");
     cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+    cmd->add_option("--quant", o.quant, "none | int8 | int4: weight-only quantization at load, CPU (default: model_settings.yaml's quant, else none)");
     cmd->add_option("--dtype", o.dtype, "bf16 | fp16 | fp32 (default: bf16 on CUDA; on CPU bf16 for a bf16 checkpoint when the CPU has native bf16, else fp32)");
     cmd->add_option("-e,--embed-model", o.embed_model, "embedding model for /v1/embeddings and dense search: a folder or a name under <root>/models, as kb -r -e (default: kb_settings.yaml)");
     cmd->add_option("--rerank-model", o.rerank_model, "cross-encoder (bge-reranker-*) for POST /v1/rerank and the KB routes: a folder or a name under <root>/models (default: kb_settings.yaml USE_RERANKER/RERANKER_MODEL; none = off)");

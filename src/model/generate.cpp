@@ -4,6 +4,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/model/cpu_decode.h"
 #include "pdsd/model/decode_graph.h"
+#include "pdsd/model/quant.h"
 #include "pdsd/model/loader.h"
 
 #include <ATen/ATen.h>
@@ -164,6 +165,12 @@ Generator Generator::load(const std::string& dir, const std::string& device, con
 }
 
 LoadedModel& Generator::model() { return *impl_->lm; }
+
+int64_t Generator::quantize(const std::string& type, const std::string& model_settings_yaml) {
+    const std::string t = !type.empty() || model_settings_yaml.empty() ? type : quant::settings_quant(model_settings_yaml);
+    release_cache();
+    return quant::quantize_model(*impl_->lm, quant::parse_type(t, type.empty() ? model_settings_yaml + ": quant" : "--quant"));
+}
 int64_t Generator::max_context() const { return impl_->lm->config.max_position_embeddings; }
 void Generator::release_cache() {
     impl_->graph.reset();  // before the cache it points into

@@ -43,7 +43,9 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at
 
 at::Tensor ProjImpl::forward(const at::Tensor& x) {
     at::Tensor y;  // (..., in) -> (..., out)
-    if (cpu_decode::applies(x, weight)) {
+    if (quant) {
+        y = quant::linear(x, {quant.get()}, {bias})[0];
+    } else if (cpu_decode::applies(x, weight)) {
         y = cpu_decode::linear(x, {weight}, {bias})[0];  // decode rows on the CPU, bf16
     } else if (packed.defined() && !at::GradMode::is_enabled()) {
         y = packed_linear(x, packed, bias, weight.size(0));
@@ -58,6 +60,7 @@ TokenEmbeddingImpl::TokenEmbeddingImpl(int64_t vocab, int64_t hidden, at::Tensor
 }
 
 at::Tensor TokenEmbeddingImpl::forward(const at::Tensor& ids) {
+    if (quant) return quant::dequantize_rows(*quant, ids, weight.scalar_type());  // (B, T, H)
     auto sizes = ids.sizes().vec();
     sizes.push_back(weight.size(1));
     return weight.index_select(0, ids.reshape({-1})).view(sizes);  // (B, T, H)
@@ -96,10 +99,18 @@ at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
                                        const at::Tensor& residual) {
     const int64_t B = x.size(0), T = x.size(1);
     const bool plain = !q_proj->adapter && !k_proj->adapter && !v_proj->adapter && !o_proj->adapter;
-    if (plain && cpu_decode::applies(x, q_proj->weight)) {
+    // Quantized weights (model/quant.h): q, k and v in one pass over x as well.
+    const bool quantized = plain && q_proj->quant && k_proj->quant && v_proj->quant && o_proj->quant;
+    auto qkv_of = [&](const at::Tensor& rows) {  // (B*T, nh*hd), 2 x (B*T, nkv*hd)
+        if (quantized) {
+            return quant::linear(rows, {q_proj->quant.get(), k_proj->quant.get(), v_proj->quant.get()},
+                                 {q_proj->bias, k_proj->bias, v_proj->bias});
+        }
+        return cpu_decode::linear(rows, {q_proj->weight, k_proj->weight, v_proj->weight}, {q_proj->bias, k_proj->bias, v_proj->bias});
+    };
+    if (plain && (quantized ? cpu_decode::applies(x) : cpu_decode::applies(x, q_proj->weight))) {
         // CPU bf16 decode: q, k and v in one pass over x, rotated in place on their rows.
-        auto qkv = cpu_decode::linear(x.reshape({B * T, -1}), {q_proj->weight, k_proj->weight, v_proj->weight},
-                                      {q_proj->bias, k_proj->bias, v_proj->bias});  // (B*T, nh*hd), 2 x (B*T, nkv*hd)
+        auto qkv = qkv_of(x.reshape({B * T, -1}));
         cpu_decode::rotary_(qkv[0], head_dim, cos, sin);
         cpu_decode::rotary_(qkv[1], head_dim, cos, sin);
         if (cache && !fixed && !mask.defined() && T == 1) {
@@ -108,14 +119,16 @@ at::Tensor Qwen2AttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
             cache->k[layer].narrow(2, cache->length, 1).copy_(qkv[1].view({B, n_kv, 1, head_dim}));
             cache->v[layer].narrow(2, cache->length, 1).copy_(qkv[2].view({B, n_kv, 1, head_dim}));
             at::Tensor a = cpu_decode::attention(qkv[0], cache->k[layer], cache->v[layer], L, n_heads).view({B, 1, -1});
-            return residual.defined() ? cpu_decode::linear_add(a, o_proj->weight, residual) : o_proj(a);
+            if (!residual.defined()) return o_proj(a);
+            return quantized ? quant::linear_add(a, *o_proj->quant, residual) : cpu_decode::linear_add(a, o_proj->weight, residual);
         }
         return attend(qkv[0].view({B, T, n_heads, head_dim}).transpose(1, 2), qkv[1].view({B, T, n_kv, head_dim}).transpose(1, 2),
                       qkv[2].view({B, T, n_kv, head_dim}).transpose(1, 2), mask, cache, layer, fixed, residual);
     }
-    at::Tensor q = q_proj(x).view({B, T, n_heads, head_dim}).transpose(1, 2);  // (B, nh, T, hd)
-    at::Tensor k = k_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
-    at::Tensor v = v_proj(x).view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
+    std::vector<at::Tensor> qkv = quantized ? qkv_of(x) : std::vector<at::Tensor>{q_proj(x), k_proj(x), v_proj(x)};
+    at::Tensor q = qkv[0].view({B, T, n_heads, head_dim}).transpose(1, 2);  // (B, nh, T, hd)
+    at::Tensor k = qkv[1].view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
+    at::Tensor v = qkv[2].view({B, T, n_kv, head_dim}).transpose(1, 2);     // (B, nkv, T, hd)
     at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);                     // (B, 1, T, hd)
     q = q * c + rotate_half(q) * s;
     k = k * c + rotate_half(k) * s;
@@ -166,6 +179,11 @@ Qwen2MLPImpl::Qwen2MLPImpl(const Qwen2Config& c, at::TensorOptions options) {
 }
 
 at::Tensor Qwen2MLPImpl::forward(const at::Tensor& x, const at::Tensor& residual) {
+    if (!gate_proj->adapter && !up_proj->adapter && !down_proj->adapter && gate_proj->quant && up_proj->quant && down_proj->quant) {
+        // Quantized weights (model/quant.h): the same fusion as the bf16 kernels below.
+        at::Tensor a = quant::silu_mul(x, *gate_proj->quant, *up_proj->quant);  // (B, T, I)
+        return residual.defined() ? quant::linear_add(a, *down_proj->quant, residual) : down_proj(a);
+    }
     if (!gate_proj->adapter && !up_proj->adapter && !down_proj->adapter && cpu_decode::applies(x, gate_proj->weight)) {
         // CPU bf16 decode: gate, up and SiLU in one pass, the residual added by down_proj's kernel.
         at::Tensor a = cpu_decode::silu_mul(x, gate_proj->weight, up_proj->weight);  // (B, T, I)
@@ -319,6 +337,7 @@ std::pair<at::Tensor, at::Tensor> Qwen2ForCausalLMImpl::rotary(const at::Tensor&
 
 at::Tensor Qwen2ForCausalLMImpl::logits_of(const at::Tensor& h) {
     if (lm_head) return lm_head(h);
+    if (model->embed_tokens->quant) return quant::linear(h, {model->embed_tokens->quant.get()}, {})[0];
     const at::Tensor& tied = model->embed_tokens->weight;  // (V, H)
     if (cpu_decode::applies(h, tied)) return cpu_decode::linear(h, {tied}, {})[0];
     if (lm_head_packed_.defined() && !at::GradMode::is_enabled()) {
@@ -348,6 +367,16 @@ bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
         return false;
     }
     return true;
+}
+
+void Qwen2ForCausalLMImpl::release_packed_weights() {
+    for (auto& layer : model->layers) {
+        auto& a = layer->self_attn;
+        auto& m = layer->mlp;
+        for (auto* p : {&a->q_proj, &a->k_proj, &a->v_proj, &a->o_proj, &m->gate_proj, &m->up_proj, &m->down_proj}) (*p)->packed = at::Tensor();
+    }
+    if (lm_head) lm_head->packed = at::Tensor();
+    lm_head_packed_ = at::Tensor();
 }
 
 at::Tensor Qwen2ForCausalLMImpl::decode_fixed(const at::Tensor& ids, const at::Tensor& pos, const at::Tensor& slot,

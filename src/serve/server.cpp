@@ -319,7 +319,7 @@ struct Server::Impl {
     explicit Impl(ServeOptions opts) : o(std::move(opts)) {
         root = kb::resolve_root(o.root);
         // The model `pdsd chat` would load, by the same loader (checks included).
-        chat::ChatModel cm = chat::load_chat_model({root, o.model_dir, o.adapter_dir, o.device, o.dtype});
+        chat::ChatModel cm = chat::load_chat_model({root, o.model_dir, o.adapter_dir, o.device, o.dtype, o.quant});
         o.model_dir = cm.dir;
         tok = std::move(cm.tokenizer);
         gen = std::move(cm.generator);

@@ -1,5 +1,5 @@
 // The one loader of a chat model, for `pdsd chat` and `pdsd serve`:
-//   ChatModel m = load_chat_model({root, "--model value", adapter, device, dtype});
+//   ChatModel m = load_chat_model({root, "--model value", adapter, device, dtype, quant});
 // `model` is a folder or a name under <root>/models; empty: model_settings.yaml's
 // llm_model_path, then default_llm_model (kb::resolve_llm_model_dir). No model found:
 // ChatModel::dir is empty and the caller answers retrieval-only. The tokenizer must be in
@@ -20,6 +20,7 @@ struct ChatModelOptions {
     std::string adapter;    // PEFT LoRA folder applied unmerged; "" = none
     std::string device = "cpu";
     std::string dtype;      // "" = the loader's default for the device
+    std::string quant;      // none | int8 | int4 (model/quant.h); "" = model_settings.yaml's quant:
 };
 
 struct ChatModel {

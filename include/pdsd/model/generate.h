@@ -84,6 +84,11 @@ public:
                                                  const BatchTokenCallback& on_token = {});
 
     LoadedModel& model();
+    // Weight-only quantization of the loaded CPU model in place (model/quant.h; `--quant`):
+    // `type` none | int8 | int4; "" takes the `quant:` key of `model_settings_yaml` (when that
+    // file exists), else none. Returns the quantized bytes (0: nothing done). Call before
+    // generating; UsageError / ConfigError on a bad value or a non-CPU model.
+    int64_t quantize(const std::string& type, const std::string& model_settings_yaml = "");
     // config.json's max_position_embeddings: prompt + generated tokens never exceed it.
     int64_t max_context() const;
     void release_cache();  // frees the KV cache memory (it is reallocated on demand)

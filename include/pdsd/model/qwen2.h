@@ -16,6 +16,7 @@
 #pragma once
 
 #include "pdsd/core/hf_config.h"
+#include "pdsd/model/quant.h"
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -62,6 +63,8 @@ public:
     at::Tensor packed;
     // Optional adapter (LoRA, lora/inject.h): when set, forward returns adapter(x, x W^T + b).
     std::function<at::Tensor(const at::Tensor& x, const at::Tensor& base_out)> adapter;
+    // Quantized copy of `weight` (quant::quantize_model, inference only): used instead of it.
+    quant::QuantWeightPtr quant;
 };
 TORCH_MODULE(Proj);
 
@@ -71,6 +74,7 @@ public:
     TokenEmbeddingImpl(int64_t vocab, int64_t hidden, at::TensorOptions options);
     at::Tensor forward(const at::Tensor& ids);  // (B, T) int64 -> (B, T, H)
     at::Tensor weight;
+    quant::QuantWeightPtr quant;  // quant::quantize_model: rows looked up (and the tied LM head) from it
 };
 TORCH_MODULE(TokenEmbedding);
 
@@ -176,6 +180,7 @@ public:
     // Returns false, changing nothing, on other devices/dtypes, without oneDNN, or if oneDNN
     // refuses.
     bool pack_cpu_weights();
+    void release_packed_weights();  // drops what pack_cpu_weights made (quant::quantize_model)
 
     const Qwen2Config& config() const { return config_; }
     at::TensorOptions options() const { return options_; }

@@ -40,6 +40,7 @@ struct BenchOptions {
     int64_t batch = 1;
     int64_t runs = 3;         // best of `runs` after one warm-up
     bool cuda_graph = true;   // GenerationOptions::cuda_graph
+    std::string quant;        // "" / none | int8 | int4 (model/quant.h), quantized at load
     uint64_t seed = 0;
 };
 

@@ -33,6 +33,7 @@ struct ServeOptions {
     std::string model_name;                 // id shown in /v1/models; "" : the model folder's name
     std::string adapter_dir;                // LoRA adapter applied unmerged at load
     std::string device = "cpu", dtype;
+    std::string quant;                      // none | int8 | int4 (model/quant.h); "": model_settings.yaml's quant
     std::string embed_model;                // "" : kb_settings.yaml's embed_model (hash-ngram, bge..., none)
     std::string rerank_model;               // cross-encoder for POST /v1/rerank and the KB routes; "" : kb_settings.yaml's
                                             // (USE_RERANKER + RERANKER_MODEL); "none": off
