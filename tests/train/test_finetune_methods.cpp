@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <fstream>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -97,8 +98,11 @@ void expect_hf_folder(const std::string& dir) {
 
 std::vector<double> logged_losses(const std::string& out) {
     std::vector<double> v;
-    for (const auto& rec : read_json_file(out + "/trainer_state.json")["log_history"]) {
-        if (rec.contains("loss")) v.push_back(rec["loss"].get<double>());
+    std::ifstream in(out + "/trainer_log.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j.contains("loss")) v.push_back(j["loss"].get<double>());
     }
     return v;
 }
@@ -110,7 +114,7 @@ TEST(FinetuneFreeze, OnlyTheSelectedTensorsChange) {
     const std::string base = make_tiny(tmp), out = tmp.file("freeze");
     train::TrainResult r = train_tiny(base, out, {"--finetuning_type", "freeze", "--freeze_trainable_layers", "1",
                                                   "--freeze_trainable_modules", "mlp", "--freeze_extra_modules", "norm",
-                                                  "--max_steps", "2"});
+                                                  "--max_steps", "2", "--save_steps", "2"});
     EXPECT_EQ(r.global_step, 2);
     const std::set<std::string> want = names_where(base, [](const std::string& n) {
         return n.rfind("model.layers.1.mlp.", 0) == 0 || n == "model.norm.weight";
