@@ -1,4 +1,4 @@
-// `pdsd train`: LoRA SFT (llamafactory-cli train).
+// `pdsd train`: SFT with finetuning_type lora, freeze or full (llamafactory-cli train).
 //   pdsd train --config sft.yaml [--key value ...]     (also: pdsd train sft.yaml ...)
 //   pdsd train --config sft.yaml --dry-run             plan only: examples, steps, params, memory
 // Every LLaMA-Factory key goes through pdsd::lf_schema (YAML first, then --key value pairs).
@@ -24,7 +24,7 @@ struct TrainCli {
 
 void register_train(CLI::App& app, Registry& registry) {
     auto opts = std::make_shared<TrainCli>();
-    auto* cmd = app.add_subcommand("train", "LoRA supervised fine-tuning with LLaMA-Factory's YAML keys and output layout");
+    auto* cmd = app.add_subcommand("train", "supervised fine-tuning (finetuning_type lora, freeze or full) with LLaMA-Factory's YAML keys and output layout");
     cmd->add_option("--config", opts->config, "LLaMA-Factory YAML (examples/train_lora/*.yaml); also accepted as the first argument");
     cmd->add_flag("--dry-run,--dry_run", opts->dry_run, "print the plan (examples, steps, trainable params, memory) and exit");
     cmd->add_option("--ce-chunk", opts->ce_chunk, "target tokens per LM-head/cross-entropy chunk")->capture_default_str();

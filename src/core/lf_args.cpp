@@ -24,7 +24,11 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
 
     auto& f = a.finetuning;
     s.add("stage", &f.stage, "training stage (sft)");
-    s.add("finetuning_type", &f.finetuning_type, "lora");
+    s.add("finetuning_type", &f.finetuning_type, "lora | freeze | full");
+    s.add("freeze_trainable_layers", &f.freeze_trainable_layers, "freeze: train the last N layers (N > 0) or the first -N (N < 0)");
+    s.add("freeze_trainable_modules", &f.freeze_trainable_modules, "freeze: sub-modules of those layers (all, or e.g. mlp,self_attn)");
+    s.add("freeze_extra_modules", &f.freeze_extra_modules, "freeze: modules outside the layers to train too (embed_tokens, norm, lm_head)");
+    s.add("pure_bf16", &f.pure_bf16, "bf16 weights and AdamW state without fp32 master weights (CUDA)");
     s.add("lora_target", &f.lora_target, "linear layers to adapt, comma-separated, or 'all'");
     s.add("lora_rank", &f.lora_rank, "LoRA rank r");
     s.add("lora_alpha", &f.lora_alpha_opt, "LoRA alpha (default 2 x lora_rank)");

@@ -3,6 +3,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/hf_config.h"
+#include "pdsd/core/hf_folder.h"
 #include "pdsd/core/json_io.h"
 #include "pdsd/core/log.h"
 #include "pdsd/core/safetensors.h"
@@ -35,23 +36,6 @@ using nlohmann::json;
 namespace pdsd::exporter {
 
 namespace {
-
-// Files of a HF model folder that travel with the weights (besides config.json, which is
-// rewritten). Tokenizer files come from the base folder, else from the last adapter folder.
-const char* const kGenerationFiles[] = {"generation_config.json"};
-const char* const kTokenizerFiles[] = {"tokenizer.json",      "tokenizer_config.json", "vocab.json",
-                                       "merges.txt",          "special_tokens_map.json", "added_tokens.json",
-                                       "chat_template.jinja", "chat_template.json"};
-
-std::string torch_dtype_name(c10::ScalarType t) {
-    switch (t) {
-        case c10::kBFloat16: return "bfloat16";
-        case c10::kHalf: return "float16";
-        case c10::kFloat: return "float32";
-        case c10::kDouble: return "float64";
-        default: return c10::toString(t);
-    }
-}
 
 bool is_float(DType d) { return d == DType::BF16 || d == DType::F16 || d == DType::F32 || d == DType::F64; }
 
@@ -124,58 +108,7 @@ constexpr const char* kSelfCheckHint =
     "the folder does not hold base + adapter (a wrong module mapping or scale, or a dropped layer); pdsd export never "
     "publishes such a folder. Re-run pdsd export; if it repeats, report it with adapter_config.json";
 
-// Removes the temp folder unless released (success path renames it away first).
-struct TempFolderGuard {
-    fs::path path;
-    bool armed = true;
-    ~TempFolderGuard() {
-        if (armed) {
-            std::error_code ec;
-            fs::remove_all(path, ec);
-        }
-    }
-};
-
 void write_json_file(const fs::path& p, const json& j) { write_file_atomic(p.string(), j.dump(2) + "\n"); }
-
-// Copies a file; the copy is owner-writable even when the source is read-only.
-void copy_plain(const fs::path& from, const fs::path& to) {
-    fs::copy_file(from, to, fs::copy_options::overwrite_existing);
-    fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
-}
-
-// Puts the finished temp folder in place of `final_dir`. An existing empty folder or an
-// earlier pdsd export (it has pdsd_manifest.json) is replaced; anything else is refused
-// before any work is done (see check_target).
-void install(const fs::path& tmp, const fs::path& final_dir) {
-    if (fs::exists(final_dir)) {
-        fs::path old = final_dir.parent_path() / ("." + final_dir.filename().string() + ".pdsd-old-" + std::to_string(::getpid()));
-        fs::rename(final_dir, old);
-        fs::rename(tmp, final_dir);
-        std::error_code ec;
-        fs::remove_all(old, ec);
-    } else {
-        fs::rename(tmp, final_dir);
-    }
-}
-
-// Temp/old folders of earlier exports to `final_dir` whose process is gone (killed, power
-// loss): they can hold a whole model, so the next export removes them.
-void remove_stale_temps(const fs::path& final_dir) {
-    const std::string prefix = "." + final_dir.filename().string() + ".pdsd-";
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(final_dir.parent_path(), ec)) {
-        const std::string name = e.path().filename().string();
-        if (name.rfind(prefix, 0) != 0) continue;
-        const auto dash = name.find_last_of('-');
-        char* end = nullptr;
-        const long pid = std::strtol(name.c_str() + dash + 1, &end, 10);
-        if (pid <= 0 || *end != '\0' || pid == ::getpid()) continue;
-        if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still running
-        log::info("export", "removing " + e.path().string() + ", left by an interrupted export (process " + std::to_string(pid) + ")");
-        fs::remove_all(e.path(), ec);
-    }
-}
 
 void check_target(const fs::path& final_dir) {
     if (!fs::exists(final_dir)) return;
@@ -286,7 +219,6 @@ ExportReport run_export(const ExportOptions& o) {
     std::vector<TensorView> specs;
     specs.reserve(names.size());
     uint64_t bytes_total = 0;
-    std::map<DType, int64_t> dtype_count;
     for (const auto& n : names) {
         const TensorInfo& ti = base.info(n);
         TensorView s;
@@ -295,16 +227,11 @@ ExportReport run_export(const ExportOptions& o) {
         s.shape = ti.shape;
         s.nbytes = ti.numel() * dtype_size(s.dtype);
         bytes_total += s.nbytes;
-        if (is_float(s.dtype)) dtype_count[s.dtype]++;
         specs.push_back(s);
     }
 
     // Temp folder beside the target, so the final rename stays on one file system.
-    fs::create_directories(final_dir.parent_path());
-    remove_stale_temps(final_dir);
-    TempFolderGuard tmp{final_dir.parent_path() / ("." + final_dir.filename().string() + ".pdsd-tmp-" + std::to_string(::getpid()))};
-    fs::remove_all(tmp.path);
-    fs::create_directories(tmp.path);
+    StagedFolder tmp(final_dir, "tmp");
 
     ExportReport rep;
     rep.export_dir = final_dir.string();
@@ -339,78 +266,28 @@ ExportReport run_export(const ExportOptions& o) {
         live = keep;
         return v;
     };
-    std::vector<std::string> files = write_sharded_lazy(tmp.path.string(), "model", specs, o.max_shard_bytes, produce);
+    // Output dtype for config.json: the forced one, else the most common stored one.
+    const std::string out_dtype_name = forced ? hf_torch_dtype_name(model::from_scalar_type(*forced)) : hf_majority_dtype(specs);
+    rep.output_dtype = out_dtype_name;
+    // Tokenizer: base folder first, else the last adapter (LLaMA-Factory saves one beside it).
+    std::vector<fs::path> tok_sources = {base_dir};
+    for (auto it = o.adapter_name_or_path.rbegin(); it != o.adapter_name_or_path.rend(); ++it) tok_sources.push_back(*it);
+    std::vector<std::string> files =
+        write_hf_model_folder(tmp.path(), specs, produce, o.max_shard_bytes, base_dir, tok_sources, out_dtype_name);
     live = at::Tensor();
-    log::info("export", log::cat("wrote ", files.size(), " weight file(s), ", bytes_total, " bytes of tensors, ",
+    log::info("export", log::cat("wrote ", files.size(), " file(s), ", bytes_total, " bytes of tensors, ",
                                  rep.tensors_merged, " weights merged"));
     if (!adapters.empty() && rep.tensors_changed == 0) {
         log::warn("export", "no weight changed: the adapters' deltas are zero or below the output dtype's rounding");
     }
-
-    // config.json with the output dtype.
-    std::string out_dtype_name;
-    if (forced) {
-        out_dtype_name = torch_dtype_name(*forced);
-    } else if (!dtype_count.empty()) {
-        auto most = std::max_element(dtype_count.begin(), dtype_count.end(),
-                                     [](auto& x, auto& y) { return x.second < y.second; });
-        out_dtype_name = torch_dtype_name(model::to_scalar_type(most->first));
-    }
-    rep.output_dtype = out_dtype_name;
-    fs::path cfg = base_dir / "config.json";
-    if (fs::exists(cfg)) {
-        json c = read_json_file(cfg.string());
-        bool set = false;
-        for (const char* key : {"torch_dtype", "dtype"}) {
-            if (c.contains(key)) {
-                c[key] = out_dtype_name;
-                set = true;
-            }
-        }
-        if (!set) c["torch_dtype"] = out_dtype_name;
-        write_json_file(tmp.path / "config.json", c);
-        files.push_back("config.json");
-    } else {
-        log::warn("export", log::cat(base_dir.string(), " has no config.json; the export will not load in transformers"));
-    }
-    for (const char* f : kGenerationFiles) {
-        if (fs::exists(base_dir / f)) {
-            copy_plain(base_dir / f, tmp.path / f);
-            files.push_back(f);
-        }
-    }
-    // Tokenizer: base folder first, else the last adapter (LLaMA-Factory saves one beside it).
-    std::vector<fs::path> tok_sources = {base_dir};
-    for (auto it = o.adapter_name_or_path.rbegin(); it != o.adapter_name_or_path.rend(); ++it) tok_sources.push_back(*it);
-    bool tokenizer_found = false;
-    for (const auto& src : tok_sources) {
-        if (!fs::exists(src / "tokenizer_config.json") && !fs::exists(src / "tokenizer.json")) continue;
-        for (const char* f : kTokenizerFiles) {
-            if (!fs::exists(src / f)) continue;
-            if (std::string(f) == "tokenizer_config.json") {
-                // LLaMA-Factory's export restores padding_side "left" before saving.
-                json t = read_json_file((src / f).string());
-                t["padding_side"] = "left";
-                write_json_file(tmp.path / f, t);
-            } else {
-                copy_plain(src / f, tmp.path / f);
-            }
-            files.push_back(f);
-        }
-        tokenizer_found = true;
-        break;
-    }
-    if (!tokenizer_found) {
-        log::warn("export", "no tokenizer files next to the base model or the adapters; copy them into the export by hand");
-    }
     if (!o.template_name.empty()) {
-        write_file_atomic((tmp.path / "Modelfile").string(), ollama_modelfile(o.template_name, o.default_system));
+        write_file_atomic((tmp.path() / "Modelfile").string(), ollama_modelfile(o.template_name, o.default_system));
         files.push_back("Modelfile");
     }
 
     // Self-check on the temp folder, so a failing export never gets the final name.
     if (o.verify && !adapters.empty()) {
-        rep.verify = self_check_export(o, tmp.path.string(), &base);
+        rep.verify = self_check_export(o, tmp.path().string(), &base);
     }
 
     // GGUF beside the safetensors, converted from the verified merged folder.
@@ -419,7 +296,7 @@ ExportReport run_export(const ExportOptions& o) {
         go.type = parse_gguf_type(o.gguf_type);
         go.name = final_dir.filename().string();
         rep.gguf_file = std::string("model-") + gguf_type_name(go.type) + ".gguf";
-        GgufReport gr = write_gguf(tmp.path.string(), (tmp.path / rep.gguf_file).string(), go);
+        GgufReport gr = write_gguf(tmp.path().string(), (tmp.path() / rep.gguf_file).string(), go);
         rep.gguf_bytes = gr.file_bytes;
         files.push_back(rep.gguf_file);
     }
@@ -436,16 +313,15 @@ ExportReport run_export(const ExportOptions& o) {
     mf["tensors_merged"] = rep.tensors_merged;
     json jf = json::array();
     for (const auto& f : files) {
-        fs::path p = tmp.path / f;
+        fs::path p = tmp.path() / f;
         jf.push_back({{"path", f}, {"bytes", fs::file_size(p)}, {"sha256", sha256_file(p.string())}});
     }
     mf["files"] = jf;
-    write_json_file(tmp.path / "pdsd_manifest.json", mf);
+    write_json_file(tmp.path() / "pdsd_manifest.json", mf);
     files.push_back("pdsd_manifest.json");
 
     throw_if_interrupted();
-    install(tmp.path, final_dir);
-    tmp.armed = false;
+    tmp.install();
     rep.files = files;
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info("export", log::cat("export written to ", final_dir.string(), " in ", secs, " s"));

@@ -18,8 +18,10 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
                               const at::Tensor& targets, int64_t chunk) {
         const int64_t N = h.size(0);
         const bool need_grad = h.requires_grad();
+        const bool need_grad_w = weight.requires_grad();  // full / freeze with the LM head (or tied embeddings) trained
         at::Tensor total = at::zeros({}, h.options().dtype(at::kFloat));
         at::Tensor grad_h = need_grad ? at::empty_like(h) : at::Tensor();
+        at::Tensor grad_w = need_grad_w ? at::zeros(weight.sizes(), weight.options().dtype(at::promote_types(weight.scalar_type(), at::kFloat))) : at::Tensor();  // (V, H)
         for (int64_t s = 0; s < N; s += chunk) {
             const int64_t n = std::min(chunk, N - s);
             at::Tensor hc = h.narrow(0, s, n);                               // (n, H)
@@ -27,22 +29,28 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
             at::Tensor logits = at::linear(hc, weight).to(at::kFloat);       // (n, V) fp32
             at::Tensor lse = at::logsumexp(logits, {1}, /*keepdim=*/true);   // (n, 1)
             total.add_((lse - logits.gather(1, tc)).sum());
-            if (need_grad) {
+            if (need_grad || need_grad_w) {
                 // softmax - onehot, in place over the logits buffer: (n, V) fp32
                 logits.sub_(lse).exp_();
                 logits.scatter_add_(1, tc, at::full({n, 1}, -1.0f, logits.options()));
-                grad_h.narrow(0, s, n).copy_(at::mm(logits.to(h.scalar_type()), weight));  // (n, H)
+                at::Tensor g = logits.to(h.scalar_type());
+                if (need_grad) grad_h.narrow(0, s, n).copy_(at::mm(g, weight));  // (n, H)
+                if (need_grad_w) grad_w.add_(at::mm(g.t(), hc.detach()));       // (V, H) += (V, n) (n, H)
             }
         }
-        if (need_grad) ctx->save_for_backward({grad_h});
+        if (need_grad_w) grad_w = grad_w.to(weight.scalar_type());
+        ctx->save_for_backward({need_grad ? grad_h : at::Tensor(), need_grad_w ? grad_w : at::Tensor()});
         return total;
     }
 
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grad_out) {
-        at::Tensor grad_h = ctx->get_saved_variables()[0];
-        at::Tensor g = grad_out[0].to(grad_h.scalar_type());  // 0-dim
-        return {grad_h * g, at::Tensor(), at::Tensor(), at::Tensor()};
+        auto saved = ctx->get_saved_variables();
+        const at::Tensor& grad_h = saved[0];
+        const at::Tensor& grad_w = saved[1];
+        at::Tensor dh = grad_h.defined() ? grad_h * grad_out[0].to(grad_h.scalar_type()) : at::Tensor();
+        at::Tensor dw = grad_w.defined() ? grad_w * grad_out[0].to(grad_w.scalar_type()) : at::Tensor();  // 0-dim scale
+        return {dh, dw, at::Tensor(), at::Tensor()};
     }
 };
 
@@ -61,10 +69,6 @@ LossSum causal_lm_loss_sum(const at::Tensor& hidden, const at::Tensor& lm_weight
                              .expected("hidden (B, T, H), labels (B, T), lm_weight (V, H)")
                              .found("hidden " + std::to_string(hidden.dim()) + "-d, labels " +
                                     std::to_string(labels.dim()) + "-d, lm_weight " + std::to_string(lm_weight.dim()) + "-d"));
-    }
-    if (lm_weight.requires_grad()) {
-        throw InternalError(ErrorInfo{}.at("causal LM loss").msg("the chunked loss treats the LM head as frozen")
-                                .hint("train the LM head with full logits, or freeze it"));
     }
     const int64_t B = hidden.size(0), T = hidden.size(1), H = hidden.size(2);
     LossSum out;

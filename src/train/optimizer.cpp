@@ -21,12 +21,14 @@ namespace pdsd::train {
 
 AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options) : params_(std::move(params)), options_(options) {
     for (const auto& p : params_) {
-        if (p.scalar_type() != at::kFloat || p.device() != params_.front().device()) {
-            throw InternalError("AdamW: parameters must be fp32 tensors on one device");
+        // fp32 master weights; bf16 for pure_bf16 (moments then in bf16 too, as torch keeps them).
+        if ((p.scalar_type() != at::kFloat && p.scalar_type() != at::kBFloat16) || p.scalar_type() != params_.front().scalar_type() ||
+            p.device() != params_.front().device()) {
+            throw InternalError("AdamW: parameters must be fp32 (or all bf16) tensors on one device");
         }
         exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
         exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
-        step_.push_back(at::zeros({}, p.options()));  // the fused kernel reads steps on the parameters' device
+        step_.push_back(at::zeros({}, p.options().dtype(at::kFloat)));  // the fused kernel reads steps on the parameters' device
     }
 }
 

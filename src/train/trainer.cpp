@@ -1,4 +1,5 @@
-// LoRA SFT trainer; see trainer.h for the contract and docs/training.md for the choices.
+// SFT trainer (LoRA / freeze / full) as a recipe of steps; see trainer.h for the contract
+// and docs/training.md for the choices.
 // Shapes: B micro-batch size, T padded sequence length, H hidden, V vocab.
 #include "pdsd/train/trainer.h"
 
@@ -10,8 +11,6 @@
 #include "pdsd/core/plot.h"
 #include "pdsd/core/safetensors.h"
 #include "pdsd/data/dataset.h"
-#include "pdsd/lora/adapter.h"
-#include "pdsd/lora/inject.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/chat_template.h"
@@ -22,6 +21,8 @@
 #include "pdsd/train/optimizer.h"
 #include "pdsd/train/schedule.h"
 #include "pdsd/train/trainer_log.h"
+#include "pdsd/train/batching.h"
+#include "pdsd/train/trainable.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -50,18 +51,6 @@ namespace pdsd::train {
 namespace {
 
 constexpr const char* kComp = "train";
-
-struct Example {
-    std::vector<int32_t> ids, labels;
-    int64_t targets = 0;  // labels[1:] != -100
-};
-
-struct Batch {
-    at::Tensor input_ids, attention_mask;  // (B, T) int64 on the device
-    at::Tensor labels;                     // (B, T) int64 on the host (the loss finds targets there)
-    int64_t targets = 0;                   // shifted target tokens
-    int64_t tokens = 0;                    // real (unpadded) tokens
-};
 
 std::string hex(const uint8_t* p, size_t n) {
     static const char* d = "0123456789abcdef";
@@ -133,44 +122,21 @@ json trajectory_hparams(const LfArgs& a) {
                 {"val_size", a.data.val_size}};
 }
 
-std::string data_fingerprint(const std::vector<Example>& all) {
-    std::string acc;
-    for (const auto& e : all) {
-        acc.append(reinterpret_cast<const char*>(e.ids.data()), e.ids.size() * sizeof(int32_t));
-        acc.append(reinterpret_cast<const char*>(e.labels.data()), e.labels.size() * sizeof(int32_t));
-        acc.push_back('\n');
+// trajectory_hparams plus the method's keys; LoRA's set is unchanged, so checkpoints of
+// earlier pdsd versions still resume.
+json method_hparams(const LfArgs& a) {
+    json h = trajectory_hparams(a);
+    const auto& f = a.finetuning;
+    if (f.finetuning_type == "lora") return h;
+    h["finetuning_type"] = f.finetuning_type;
+    h["pure_bf16"] = f.pure_bf16;
+    if (f.finetuning_type == "freeze") {
+        h["freeze_trainable_layers"] = f.freeze_trainable_layers;
+        h["freeze_trainable_modules"] = f.freeze_trainable_modules;
+        h["freeze_extra_modules"] = f.freeze_extra_modules;
     }
-    return sha256_hex(acc);
-}
-
-// Right-padded micro-batch; length rounded up to a multiple of 8 (LF's pad_to_multiple_of).
-Batch collate(const std::vector<Example>& data, const std::vector<int64_t>& idx, int64_t pad_id, const c10::Device& dev) {
-    size_t maxlen = 0;
-    for (int64_t i : idx) maxlen = std::max(maxlen, data[i].ids.size());
-    const int64_t T = static_cast<int64_t>((maxlen + 7) / 8 * 8), B = static_cast<int64_t>(idx.size());
-    at::Tensor ids = at::full({B, T}, pad_id, at::kLong), mask = at::zeros({B, T}, at::kLong),
-               lab = at::full({B, T}, kIgnoreIndex, at::kLong);
-    auto ia = ids.accessor<int64_t, 2>();
-    auto ma = mask.accessor<int64_t, 2>();
-    auto la = lab.accessor<int64_t, 2>();
-    Batch b;
-    for (int64_t r = 0; r < B; ++r) {
-        const Example& e = data[idx[r]];
-        for (size_t t = 0; t < e.ids.size(); ++t) {
-            ia[r][t] = e.ids[t];
-            ma[r][t] = 1;
-            la[r][t] = e.labels[t];
-        }
-        b.targets += e.targets;
-        b.tokens += static_cast<int64_t>(e.ids.size());
-    }
-    // Asynchronous copies: from pageable memory CUDA stages the bytes right away, so the host
-    // tensors may go, and nothing waits for the GPU work still queued (a plain copy would
-    // synchronise the stream at every micro-batch).
-    b.input_ids = ids.to(dev, /*non_blocking=*/true);
-    b.attention_mask = mask.to(dev, /*non_blocking=*/true);
-    b.labels = lab;
-    return b;
+    for (const char* k : {"lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora"}) h.erase(k);
+    return h;
 }
 
 // The generator LoRA dropout draws from on the training device (the CPU one, or the CUDA
@@ -178,25 +144,6 @@ Batch collate(const std::vector<Example>& data, const std::vector<int64_t>& idx,
 // activations. Key in pdsd_resume.json: "rng_cpu" / "rng_cuda".
 at::Generator dropout_generator(const c10::Device& dev) { return at::globalContext().defaultGenerator(dev); }
 std::string rng_key(const c10::Device& dev) { return dev.is_cuda() ? "rng_cuda" : "rng_cpu"; }
-
-// The seeded permutation of epoch `epoch` (same on every run and after resume).
-std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch) {
-    std::vector<int64_t> order(static_cast<size_t>(n));
-    std::iota(order.begin(), order.end(), 0);
-    std::mt19937_64 rng(static_cast<uint64_t>(seed) * 1000003ULL + static_cast<uint64_t>(epoch));
-    std::shuffle(order.begin(), order.end(), rng);
-    return order;
-}
-
-struct Layout {
-    int64_t n = 0, bs = 1, accum = 1;
-    int64_t micro_per_epoch() const { return (n + bs - 1) / bs; }
-    int64_t steps_per_epoch() const { return (micro_per_epoch() + accum - 1) / accum; }
-    // Micro-batch range [first, last) of step j (0-based) within its epoch.
-    std::pair<int64_t, int64_t> micro_range(int64_t j) const {
-        return {j * accum, std::min(micro_per_epoch(), (j + 1) * accum)};
-    }
-};
 
 std::vector<std::string> checkpoints_in(const std::string& dir) {
     std::vector<std::pair<int64_t, std::string>> found;
@@ -247,8 +194,10 @@ void check_supported(const LfArgs& a) {
         throw ConfigError(ErrorInfo{}.at("stage").expected("sft").found(a.finetuning.stage)
                               .hint("pdsd trains supervised fine-tuning only (pt/rm/ppo/dpo/kto are not implemented)"));
     }
-    if (a.finetuning.finetuning_type != "lora") {
-        throw ConfigError(ErrorInfo{}.at("finetuning_type").expected("lora").found(a.finetuning.finetuning_type));
+    const std::string& ft = a.finetuning.finetuning_type;
+    if (ft != "lora" && ft != "freeze" && ft != "full") {
+        throw ConfigError(ErrorInfo{}.at("finetuning_type").expected("lora | freeze | full").found("'" + ft + "'")
+                              .hint("QLoRA is lora with quantization_bit, which pdsd does not quantize yet"));
     }
     if (a.model.model_name_or_path.empty()) throw ConfigError(ErrorInfo{}.at("model_name_or_path").msg("is required"));
     if (a.training.output_dir.empty()) throw ConfigError(ErrorInfo{}.at("output_dir").msg("is required"));
@@ -346,26 +295,6 @@ std::vector<data::Conversation> mixed_conversations(const LfDataArgs& d, const s
 }
 
 
-int64_t lora_param_count(const Qwen2Config& c, const std::vector<std::string>& targets, int64_t r) {
-    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim(),
-                  I = c.intermediate_size;
-    int64_t per_layer = 0;
-    for (const auto& t : targets) {
-        if (t == "q_proj") per_layer += r * (h + q);
-        if (t == "k_proj" || t == "v_proj") per_layer += r * (h + kv);
-        if (t == "o_proj") per_layer += r * (q + h);
-        if (t == "gate_proj" || t == "up_proj" || t == "down_proj") per_layer += r * (h + I);
-    }
-    return per_layer * c.num_hidden_layers;
-}
-
-int64_t base_param_count(const Qwen2Config& c) {
-    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim(),
-                  I = c.intermediate_size;
-    int64_t layer = h * q + q + 2 * (h * kv + kv) + q * h + 3 * h * I + 2 * h;
-    return c.vocab_size * h * (c.tie_word_embeddings ? 1 : 2) + c.num_hidden_layers * layer + h;
-}
-
 }  // namespace
 
 std::string TrainPlan::to_text() const {
@@ -378,52 +307,126 @@ std::string TrainPlan::to_text() const {
       << "trainable params: " << trainable_params << " of " << total_params << " ("
       << fmt_g(100.0 * static_cast<double>(trainable_params) / static_cast<double>(std::max<int64_t>(1, total_params)), 4)
       << "%)\n"
+      << "finetuning_type: " << finetuning_type << "\n"
       << "device: " << device << ", compute dtype: " << dtype << "\n"
       << "gradient checkpointing: " << (gradient_checkpointing ? "on" : "off") << "\n"
       << "peak memory estimate: " << fmt_g(peak_memory_gib, 3) << " GiB\n";
     return o.str();
 }
 
-TrainResult run_sft(const TrainOptions& opt) {
-    LfArgs resolved = opt.args;
-    check_supported(resolved);
-    resolved.model.model_name_or_path = resolve_model_dir(resolved.model.model_name_or_path, "model_name_or_path", {".", "data"});
-    const LfArgs& a = resolved;
-    const auto& ta = a.training;
-    const auto t_start = std::chrono::steady_clock::now();
-    const std::string out_dir = ta.output_dir;
+namespace {
 
-    // ---- device, dtype, tokenizer, data -------------------------------------------------
+// The SFT recipe (torchtune's shape): each step one method, run in order by run_sft.
+//   setup_data -> (dry run: plan only) -> setup_model -> resume -> train -> finish
+// The method-specific part (what trains, how it is saved and restored) is the Trainable
+// (train/trainable.h); everything here is the same for lora, freeze and full.
+class SftRecipe {
+public:
+    explicit SftRecipe(const TrainOptions& opt) : opt_(opt), a_(opt.args), ta_(a_.training) {}
+
+    void setup_environment();
+    void setup_data();
+    void make_plan();
+    TrainResult dry_run() const;
+    void setup_model();
+    void resume();
+    void train();
+    TrainResult finish();
+
+private:
+    double evaluate();
+    void save_checkpoint(int64_t step);
+    // One optimizer step: forward/backward over this rank's micro-batches of step `step`,
+    // all-reduce, clip, AdamW. Returns {loss, grad_norm}; sets interrupted.
+    std::pair<double, double> train_step(int64_t step, bool& interrupted);
+    double seconds_since(std::chrono::steady_clock::time_point t0) const {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+
+    const TrainOptions& opt_;
+    LfArgs a_;
+    const LfTrainingArgs& ta_;
+    std::chrono::steady_clock::time_point t_start_ = std::chrono::steady_clock::now();
+    std::string out_dir_;
+
+    // environment
+    DistEnv denv_;
+    int64_t world_ = 1, rank_ = 0;
+    bool is_main_ = true;  // only rank 0 logs at info level and writes files
+    c10::Device dev_{c10::kCPU};
+    c10::ScalarType dtype_ = c10::kFloat;
+    std::string dtype_name_;
+    Qwen2Config cfg_;
+
+    // data
+    int64_t pad_id_ = 0;
+    std::vector<Example> train_set_, eval_set_;
+    std::string data_hash_;
+    Layout lay_;
+    int64_t steps_per_epoch_ = 0, max_steps_ = 0;
+    LrSchedule sched_;
+    TrainPlan plan_;
+
+    // model, optimizer, run state
+    std::unique_ptr<DataParallel> dp_;
+    model::LoadedModel lm_;
+    std::unique_ptr<Trainable> trainable_;
+    std::unique_ptr<AdamW> optim_;
+    at::Tensor lm_weight_;  // (V, H): lm_head, or the tied embeddings
+    model::ForwardOptions train_fo_;
+    std::string resume_dir_, model_hash_, hparams_hash_;
+    json hparams_, resume_info_;
+    TrainerState state_;
+    std::unique_ptr<TrainerLogFile> log_file_;
+    int64_t start_step_ = 0;
+    // Loss of every optimizer step of the run (resumed runs included): train_loss averages
+    // these, window_* the steps since the last log line.
+    double run_loss_sum_ = 0, window_loss_ = 0;
+    int64_t run_logged_ = 0, window_steps_ = 0;
+    int64_t tokens_here_ = 0;
+    std::vector<int64_t> order_;  // the current epoch's example order
+    int64_t order_epoch_ = -1;
+    TrainResult result_;
+};
+
+// ---- setup: device, dtype ---------------------------------------------------------------------
+void SftRecipe::setup_environment() {
+    check_supported(a_);
+    a_.model.model_name_or_path = resolve_model_dir(a_.model.model_name_or_path, "model_name_or_path", {".", "data"});
+    out_dir_ = ta_.output_dir;
     // Data parallel (train/distributed.h): rank r of world_size, one process per device.
-    const DistEnv denv = dist_env_from_environment();
-    const int64_t world = denv.world_size, rank = denv.rank;
-    const bool is_main = rank == 0;  // only rank 0 logs at info level and writes files
-    if (!is_main && log::enabled(log::Level::info)) log::init("warn");
-    c10::Device dev = resolve_device(a.model.device);
-    if (world > 1 && dev.is_cuda()) dev = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(denv.local_rank));  // cuda:LOCAL_RANK
-    c10::ScalarType dtype = c10::kFloat;
-    if (dev.is_cuda() && ta.bf16) dtype = c10::kBFloat16;
-    if (dev.is_cuda() && ta.fp16) {
+    denv_ = dist_env_from_environment();
+    world_ = denv_.world_size;
+    rank_ = denv_.rank;
+    is_main_ = rank_ == 0;
+    if (!is_main_ && log::enabled(log::Level::info)) log::init("warn");
+    dev_ = resolve_device(a_.model.device);
+    if (world_ > 1 && dev_.is_cuda()) dev_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(denv_.local_rank));  // cuda:LOCAL_RANK
+    if (dev_.is_cuda() && (ta_.bf16 || a_.finetuning.pure_bf16)) dtype_ = c10::kBFloat16;
+    if (dev_.is_cuda() && ta_.fp16) {
         throw ConfigError(ErrorInfo{}.at("fp16").expected("bf16: true, or neither (fp32), on CUDA").found("fp16: true")
                               .hint("fp16 training needs loss scaling, which pdsd does not do yet; GPUs without bf16 "
                                     "(V100, T4) can train in fp32"));
     }
-    if (!dev.is_cuda() && (ta.bf16 || ta.fp16)) {
+    if (!dev_.is_cuda() && (ta_.bf16 || ta_.fp16 || a_.finetuning.pure_bf16)) {
         log::info(kComp, "bf16/fp16 requested on CPU: computing in fp32 (CPU has no fast half-precision matmul)");
     }
-    const std::string dtype_name = dtype == c10::kBFloat16 ? "bf16" : dtype == c10::kHalf ? "fp16" : "fp32";
+    dtype_name_ = dtype_ == c10::kBFloat16 ? "bf16" : dtype_ == c10::kHalf ? "fp16" : "fp32";
+    cfg_ = load_qwen2_config(a_.model.model_name_or_path);
+}
 
-    const Qwen2Config cfg = load_qwen2_config(a.model.model_name_or_path);
-    auto tok = tokenizer::Tokenizer::load(a.model.model_name_or_path);
-    const int64_t pad_id = tok.token_to_id("<|endoftext|>").value_or(0);
+// ---- setup: data ----------------------------------------------------------------------------
+void SftRecipe::setup_data() {
+    const auto& d = a_.data;
+    auto tok = tokenizer::Tokenizer::load(a_.model.model_name_or_path);
+    pad_id_ = tok.token_to_id("<|endoftext|>").value_or(0);
     tokenizer::TemplateOptions topt;
-    topt.cutoff_len = a.data.cutoff_len;
-    topt.train_on_prompt = a.data.train_on_prompt;
-    topt.mask_history = a.data.mask_history;
-    topt.default_system = a.data.default_system;
+    topt.cutoff_len = d.cutoff_len;
+    topt.train_on_prompt = d.train_on_prompt;
+    topt.mask_history = d.mask_history;
+    topt.default_system = d.default_system;
     tokenizer::QwenTrainTemplate tpl(tokenizer::encoder_of(tok), topt);
 
-    TrainPlan plan;
     auto encode_all = [&](const std::vector<data::Conversation>& convs, bool count) {
         std::vector<Example> out;
         out.reserve(convs.size());
@@ -434,491 +437,468 @@ TrainResult run_sft(const TrainOptions& opt) {
             e.labels = std::move(ex.labels);
             for (size_t i = 1; i < e.labels.size(); ++i) e.targets += e.labels[i] != kIgnoreIndex;
             if (count) {
-                plan.tokens += static_cast<int64_t>(e.ids.size());
-                plan.target_tokens += e.targets;
-                plan.truncated += ex.truncated;
-                plan.lost_eos += ex.response_lost_eos;
+                plan_.tokens += static_cast<int64_t>(e.ids.size());
+                plan_.target_tokens += e.targets;
+                plan_.truncated += ex.truncated;
+                plan_.lost_eos += ex.response_lost_eos;
             }
-            plan.max_seq_len = std::max<int64_t>(plan.max_seq_len, static_cast<int64_t>((e.ids.size() + 7) / 8 * 8));
+            plan_.max_seq_len = std::max<int64_t>(plan_.max_seq_len, static_cast<int64_t>((e.ids.size() + 7) / 8 * 8));
             out.push_back(std::move(e));
         }
         return out;
     };
-    std::vector<Example> all = encode_all(mixed_conversations(a.data, a.data.dataset), true);
-    if (all.empty()) throw DataError(ErrorInfo{a.data.dataset_dir}.msg("no training examples").hint("check dataset / max_samples"));
+    std::vector<Example> all = encode_all(mixed_conversations(d, d.dataset), true);
+    if (all.empty()) throw DataError(ErrorInfo{d.dataset_dir}.msg("no training examples").hint("check dataset / max_samples"));
     // eval_dataset: LLaMA-Factory's separate evaluation set (instead of a val_size split).
     std::vector<Example> eval_given =
-        a.data.eval_dataset.empty() ? std::vector<Example>{} : encode_all(data::load_conversations(a.data.dataset_dir, a.data.eval_dataset, a.data.max_samples), false);
-    std::string data_hash = data_fingerprint(all);
-    if (!eval_given.empty()) data_hash = sha256_hex(data_hash + data_fingerprint(eval_given));
+        d.eval_dataset.empty() ? std::vector<Example>{} : encode_all(data::load_conversations(d.dataset_dir, d.eval_dataset, d.max_samples), false);
+    data_hash_ = data_fingerprint(all);
+    if (!eval_given.empty()) data_hash_ = sha256_hex(data_hash_ + data_fingerprint(eval_given));
 
     // val_size split: seeded shuffle, the first n_val go to eval (HF train_test_split's role).
-    std::vector<Example> train_set, eval_set;
-    {
-        const int64_t n = static_cast<int64_t>(all.size());
-        int64_t n_val = 0;
-        if (a.data.val_size > 0) {
-            n_val = a.data.val_size < 1 ? static_cast<int64_t>(std::ceil(a.data.val_size * static_cast<double>(n)))
-                                        : static_cast<int64_t>(a.data.val_size);
-            if (n_val >= n) {
-                throw ConfigError(ErrorInfo{}.at("val_size").expected("fewer eval examples than the " + std::to_string(n) + " examples")
-                                      .found(std::to_string(n_val)));
-            }
+    const int64_t n = static_cast<int64_t>(all.size());
+    int64_t n_val = 0;
+    if (d.val_size > 0) {
+        n_val = d.val_size < 1 ? static_cast<int64_t>(std::ceil(d.val_size * static_cast<double>(n))) : static_cast<int64_t>(d.val_size);
+        if (n_val >= n) {
+            throw ConfigError(ErrorInfo{}.at("val_size").expected("fewer eval examples than the " + std::to_string(n) + " examples")
+                                  .found(std::to_string(n_val)));
         }
-        std::vector<int64_t> order = epoch_order(n, ta.seed, -1);
-        for (int64_t i = 0; i < n; ++i) (i < n_val ? eval_set : train_set).push_back(std::move(all[order[i]]));
-        all.clear();
-        if (!eval_given.empty()) eval_set = std::move(eval_given);
     }
+    std::vector<int64_t> order = epoch_order(n, ta_.seed, -1);
+    for (int64_t i = 0; i < n; ++i) (i < n_val ? eval_set_ : train_set_).push_back(std::move(all[order[i]]));
+    if (!eval_given.empty()) eval_set_ = std::move(eval_given);
+
     // With world_size ranks an optimizer step spans accum x world_size micro-batches of the
     // global order; micro-batch k of the step goes to rank k % world_size (accelerate's
     // BatchSamplerShard), so the step sees the same examples as one process with
     // accum x world_size accumulation.
-    Layout lay{static_cast<int64_t>(train_set.size()), ta.per_device_train_batch_size, ta.gradient_accumulation_steps * world};
-    const int64_t steps_per_epoch = lay.steps_per_epoch();
-    const int64_t max_steps = ta.max_steps > 0 ? ta.max_steps
-                                               : static_cast<int64_t>(std::ceil(ta.num_train_epochs * static_cast<double>(steps_per_epoch)));
-    LrSchedule sched{parse_schedule_kind(ta.lr_scheduler_type), ta.learning_rate,
-                     resolve_warmup_steps(ta.warmup_steps, ta.warmup_ratio, max_steps), max_steps};
-    const auto targets = lora::resolve_lora_targets(a.finetuning.lora_target);
-    if (is_main) warn_weak_schedule(a, sched);
+    lay_ = Layout{static_cast<int64_t>(train_set_.size()), ta_.per_device_train_batch_size, ta_.gradient_accumulation_steps * world_};
+    steps_per_epoch_ = lay_.steps_per_epoch();
+    max_steps_ = ta_.max_steps > 0 ? ta_.max_steps : static_cast<int64_t>(std::ceil(ta_.num_train_epochs * static_cast<double>(steps_per_epoch_)));
+    sched_ = LrSchedule{parse_schedule_kind(ta_.lr_scheduler_type), ta_.learning_rate,
+                        resolve_warmup_steps(ta_.warmup_steps, ta_.warmup_ratio, max_steps_), max_steps_};
+    if (is_main_) warn_weak_schedule(a_, sched_);
+}
 
-    plan.examples = lay.n;
-    plan.eval_examples = static_cast<int64_t>(eval_set.size());
-    plan.steps_per_epoch = steps_per_epoch;
-    plan.max_steps = max_steps;
-    plan.warmup_steps = sched.warmup_steps;
-    plan.trainable_params = lora_param_count(cfg, targets, a.finetuning.lora_rank);
-    plan.total_params = base_param_count(cfg) + plan.trainable_params;
-    plan.device = dev.str();
-    plan.dtype = dtype_name;
-    plan.gradient_checkpointing = ta.checkpointing_enabled();
+// ---- the plan (--dry-run, and logged at the start) --------------------------------------------
+void SftRecipe::make_plan() {
+    plan_.examples = lay_.n;
+    plan_.eval_examples = static_cast<int64_t>(eval_set_.size());
+    plan_.steps_per_epoch = steps_per_epoch_;
+    plan_.max_steps = max_steps_;
+    plan_.warmup_steps = sched_.warmup_steps;
+    const ParamCount pc = count_parameters(a_, cfg_, a_.model.model_name_or_path);
+    plan_.trainable_params = pc.trainable;
+    plan_.total_params = pc.total;
+    plan_.device = dev_.str();
+    plan_.dtype = dtype_name_;
+    plan_.finetuning_type = a_.finetuning.finetuning_type;
+    plan_.gradient_checkpointing = ta_.checkpointing_enabled();
+    // Rough peak: weights + trained tensors' (param, grad, 2 AdamW moments, fp32) + saved activations
+    // (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
+    // checkpointing only each layer's input, H values per token per layer, plus one layer's
+    // full set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3
+    // temporaries) + the kept CE gradient.
+    const double bytes = dtype_ == c10::kFloat ? 4 : 2;
+    const double tokens = static_cast<double>(ta_.per_device_train_batch_size * std::min(plan_.max_seq_len, a_.data.cutoff_len + 8));
+    const double per_layer = tokens * (14.0 * static_cast<double>(cfg_.hidden_size) + 4.0 * static_cast<double>(cfg_.intermediate_size)) * bytes;
+    const double act = plan_.gradient_checkpointing
+                           ? tokens * static_cast<double>(cfg_.num_hidden_layers * cfg_.hidden_size) * bytes + per_layer
+                           : per_layer * static_cast<double>(cfg_.num_hidden_layers);
+    const double ce = static_cast<double>(opt_.ce_chunk_tokens) * static_cast<double>(cfg_.vocab_size) * 4 * 3 +
+                      tokens * static_cast<double>(cfg_.hidden_size) * bytes;
+    const bool lora = a_.finetuning.finetuning_type == "lora";
+    const double base = static_cast<double>(lora ? plan_.total_params - plan_.trainable_params : plan_.total_params);
+    const double w = base * bytes + static_cast<double>(plan_.trainable_params) * 16;
+    plan_.peak_memory_gib = (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
+}
+
+TrainResult SftRecipe::dry_run() const {
+    if (is_main_) std::cout << plan_.to_text();
+    TrainResult r;
+    r.max_steps = max_steps_;
+    r.trainable_params = plan_.trainable_params;
+    return r;
+}
+
+// ---- setup: output folder, model, trainable set, optimizer -----------------------------------
+void SftRecipe::setup_model() {
     {
-        // Rough peak: weights + LoRA (param, grad, 2 AdamW moments, fp32) + saved activations
-        // (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
-        // checkpointing only each layer's input, H values per token per layer, plus one layer's
-        // full set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3
-        // temporaries) + the kept CE gradient.
-        const double bytes = dtype == c10::kFloat ? 4 : 2;
-        const double tokens = static_cast<double>(ta.per_device_train_batch_size * std::min(plan.max_seq_len, a.data.cutoff_len + 8));
-        const double per_layer = tokens * (14.0 * static_cast<double>(cfg.hidden_size) + 4.0 * static_cast<double>(cfg.intermediate_size)) * bytes;
-        const double act = plan.gradient_checkpointing
-                               ? tokens * static_cast<double>(cfg.num_hidden_layers * cfg.hidden_size) * bytes + per_layer
-                               : per_layer * static_cast<double>(cfg.num_hidden_layers);
-        const double ce = static_cast<double>(opt.ce_chunk_tokens) * static_cast<double>(cfg.vocab_size) * 4 * 3 +
-                          tokens * static_cast<double>(cfg.hidden_size) * bytes;
-        const double w = static_cast<double>(base_param_count(cfg)) * bytes + static_cast<double>(plan.trainable_params) * 16;
-        plan.peak_memory_gib = (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
+        std::istringstream in(plan_.to_text());
+        std::string l;
+        while (std::getline(in, l)) log::info(kComp, l);
     }
-    if (opt.dry_run) {
-        if (is_main) std::cout << plan.to_text();
-        return TrainResult{0, max_steps, 0.0, 0, plan.trainable_params};
-    }
-    for (const auto& line : [&] {
-             std::vector<std::string> v;
-             std::istringstream in(plan.to_text());
-             std::string l;
-             while (std::getline(in, l)) v.push_back(l);
-             return v;
-         }()) {
-        log::info(kComp, line);
-    }
+    dp_ = make_data_parallel(denv_, std::chrono::minutes(30), dev_);
+    if (dp_) log::info(kComp, log::cat("data parallel: ", world_, " ranks, ", ta_.per_device_train_batch_size, " x ",
+                                       ta_.gradient_accumulation_steps, " x ", world_, " = ",
+                                       ta_.per_device_train_batch_size * ta_.gradient_accumulation_steps * world_, " examples per step"));
 
-    std::unique_ptr<DataParallel> dp = make_data_parallel(denv, std::chrono::minutes(30), dev);
-    if (dp) log::info(kComp, log::cat("data parallel: ", world, " ranks, ", ta.per_device_train_batch_size, " x ",
-                                      ta.gradient_accumulation_steps, " x ", world, " = ",
-                                      ta.per_device_train_batch_size * ta.gradient_accumulation_steps * world, " examples per step"));
+    at::manual_seed(static_cast<uint64_t>(ta_.seed));  // HF set_seed before the adapter is created
+    model::LoadOptions lo;
+    lo.device = dev_.str();
+    lo.dtype = dtype_name_;
+    lm_ = model::load_qwen2(a_.model.model_name_or_path, lo);
+    auto& net = *lm_.model;
+    trainable_ = make_trainable(a_, net, a_.model.model_name_or_path, dtype_, dev_);
+    net.train();
+    lm_weight_ = net.lm_head ? net.lm_head->weight : net.model->embed_tokens->weight;  // (V, H)
+    const int64_t n_train = trainable_->num_parameters();
+    log::info(kComp, log::cat("finetuning_type ", a_.finetuning.finetuning_type, ": trainable params: ", n_train,
+                              " || all params: ", plan_.total_params, " || trainable%: ",
+                              fmt_g(100.0 * static_cast<double>(n_train) / static_cast<double>(std::max<int64_t>(1, plan_.total_params)), 4)));
 
-    // ---- resume decision ------------------------------------------------------------------
-    std::string resume_dir;
-    if (ta.resume_from_checkpoint && !ta.resume_from_checkpoint->empty()) {
-        resume_dir = *ta.resume_from_checkpoint;
-        if (!fs::exists(fs::path(resume_dir) / "pdsd_resume.json")) {
-            throw ConfigError(ErrorInfo{resume_dir}.at("resume_from_checkpoint").msg("is not a pdsd checkpoint folder")
+    // Activation checkpointing per decoder layer (train/checkpointing.h): each layer's trained
+    // tensors are inputs of its checkpoint node; the generator state is replayed when dropout
+    // draws masks.
+    train_fo_.output_hidden_states = true;  // the last entry is after model.norm
+    train_fo_.last_logits_only = true;      // the full (B, T, V) logits are never built
+    if (plan_.gradient_checkpointing) {
+        train_fo_.layer_wrapper = checkpoint_every_layer(trainable_->layer_parameters(), trainable_->uses_rng());
+        log::info(kComp, "gradient checkpointing: on (each decoder layer recomputed in backward; disable_gradient_checkpointing: true keeps activations)");
+    }
+    optim_ = std::make_unique<AdamW>(trainable_->parameters(),
+                                     AdamWOptions{ta_.learning_rate, ta_.adam_beta1, ta_.adam_beta2, ta_.adam_epsilon, ta_.weight_decay});
+
+    state_.max_steps = max_steps_;
+    state_.num_train_epochs = ta_.max_steps > 0 ? std::ceil(static_cast<double>(max_steps_) / static_cast<double>(steps_per_epoch_))
+                                                : ta_.num_train_epochs;
+    state_.logging_steps = ta_.logging_steps;
+    state_.save_steps = ta_.save_steps;
+    state_.eval_steps = ta_.eval_steps.value_or(ta_.logging_steps);
+    state_.train_batch_size = ta_.per_device_train_batch_size;
+}
+
+// ---- resume: decide, check, restore ---------------------------------------------------------
+void SftRecipe::resume() {
+    if (ta_.resume_from_checkpoint && !ta_.resume_from_checkpoint->empty()) {
+        resume_dir_ = *ta_.resume_from_checkpoint;
+        if (!fs::exists(fs::path(resume_dir_) / "pdsd_resume.json")) {
+            throw ConfigError(ErrorInfo{resume_dir_}.at("resume_from_checkpoint").msg("is not a pdsd checkpoint folder")
                                   .expected("a checkpoint-N folder holding pdsd_resume.json"));
         }
-    } else if (!ta.overwrite_output_dir) {
-        auto cks = checkpoints_in(out_dir);
+    } else if (!ta_.overwrite_output_dir) {
+        auto cks = checkpoints_in(out_dir_);
         if (!cks.empty()) {
-            resume_dir = cks.back();
-            log::info(kComp, "found " + resume_dir + ": resuming from it (set overwrite_output_dir to start over)");
-        } else if (fs::exists(fs::path(out_dir) / "adapter_model.safetensors")) {
-            throw ConfigError(ErrorInfo{out_dir}.at("output_dir").msg("already holds a trained adapter and no checkpoint")
+            resume_dir_ = cks.back();
+            log::info(kComp, "found " + resume_dir_ + ": resuming from it (set overwrite_output_dir to start over)");
+        } else if (trainable_->output_exists(out_dir_)) {
+            throw ConfigError(ErrorInfo{out_dir_}.at("output_dir").msg("already holds a trained " + trainable_->output_kind() + " and no checkpoint")
                                   .hint("use another output_dir, or set overwrite_output_dir: true"));
         }
     }
-    if (dp) dp->barrier();  // every rank has chosen its checkpoint before rank 0 deletes any
-    if (ta.overwrite_output_dir && fs::exists(out_dir) && is_main) {
-        for (const auto& ck : checkpoints_in(out_dir)) fs::remove_all(ck);
-        fs::remove(fs::path(out_dir) / "trainer_log.jsonl");
+    if (dp_) dp_->barrier();  // every rank has chosen its checkpoint before rank 0 deletes any
+    if (ta_.overwrite_output_dir && fs::exists(out_dir_) && is_main_) {
+        for (const auto& ck : checkpoints_in(out_dir_)) fs::remove_all(ck);
+        fs::remove(fs::path(out_dir_) / "trainer_log.jsonl");
     }
-    if (is_main) fs::create_directories(out_dir);
+    if (is_main_) fs::create_directories(out_dir_);
+    log_file_ = std::make_unique<TrainerLogFile>((fs::path(out_dir_) / "trainer_log.jsonl").string());
 
-    const std::string model_hash = model_fingerprint(a.model.model_name_or_path);
-    json hparams = trajectory_hparams(a);
-    if (world > 1) hparams["world_size"] = world;  // the global batch; absent for one process (older checkpoints stay valid)
-    const std::string hparams_hash = sha256_hex(hparams.dump());
-    json resume_info;
-    if (!resume_dir.empty()) {
-        resume_info = read_json_file((fs::path(resume_dir) / "pdsd_resume.json").string());
-        auto refuse = [&](const std::string& what, const std::string& hint) {
-            throw ConfigError(ErrorInfo{resume_dir}.at("resume").msg(what + " differs from the checkpoint's").hint(hint));
-        };
-        if (resume_info.value("data_sha256", "") != data_hash) {
-            refuse("the tokenized training data", "the dataset, template, cutoff_len or tokenizer changed; use a new output_dir");
-        }
-        if (resume_info.value("model_sha256", "") != model_hash) refuse("the base model", "model_name_or_path points at other weights");
-        if (resume_info.value("hparams_sha256", "") != hparams_hash) {
-            std::string diff;
-            const json old = resume_info.value("hparams", json::object());
-            for (auto it = hparams.begin(); it != hparams.end(); ++it) {
-                if (!old.contains(it.key()) || old[it.key()] != it.value()) {
-                    diff += " " + it.key() + ": " + (old.contains(it.key()) ? old[it.key()].dump() : "?") + " -> " + it.value().dump() + ";";
-                }
+    model_hash_ = model_fingerprint(a_.model.model_name_or_path);
+    hparams_ = method_hparams(a_);
+    if (world_ > 1) hparams_["world_size"] = world_;  // the global batch; absent for one process (older checkpoints stay valid)
+    hparams_hash_ = sha256_hex(hparams_.dump());
+    if (resume_dir_.empty()) {
+        if (is_main_) fs::remove(log_file_->path());
+        return;
+    }
+    resume_info_ = read_json_file((fs::path(resume_dir_) / "pdsd_resume.json").string());
+    auto refuse = [&](const std::string& what, const std::string& hint) {
+        throw ConfigError(ErrorInfo{resume_dir_}.at("resume").msg(what + " differs from the checkpoint's").hint(hint));
+    };
+    if (resume_info_.value("data_sha256", "") != data_hash_) {
+        refuse("the tokenized training data", "the dataset, template, cutoff_len or tokenizer changed; use a new output_dir");
+    }
+    if (resume_info_.value("model_sha256", "") != model_hash_) refuse("the base model", "model_name_or_path points at other weights");
+    if (resume_info_.value("hparams_sha256", "") != hparams_hash_) {
+        std::string diff;
+        const json old = resume_info_.value("hparams", json::object());
+        for (auto it = hparams_.begin(); it != hparams_.end(); ++it) {
+            if (!old.contains(it.key()) || old[it.key()] != it.value()) {
+                diff += " " + it.key() + ": " + (old.contains(it.key()) ? old[it.key()].dump() : "?") + " -> " + it.value().dump() + ";";
             }
-            refuse("a hyper-parameter", "changed:" + diff + " restore them or use a new output_dir");
         }
+        refuse("a hyper-parameter", "changed:" + diff + " restore them or use a new output_dir");
     }
 
-    // ---- model + LoRA -------------------------------------------------------------------------
-    at::manual_seed(static_cast<uint64_t>(ta.seed));  // HF set_seed before the adapter is created
-    model::LoadOptions lo;
-    lo.device = dev.str();
-    lo.dtype = dtype_name;
-    model::LoadedModel lm = model::load_qwen2(a.model.model_name_or_path, lo);
-    auto& net = *lm.model;
-    lora::LoraHyper hyper{a.finetuning.lora_rank, static_cast<double>(a.finetuning.lora_alpha()), a.finetuning.lora_dropout,
-                          a.finetuning.use_rslora};
-    lora::LoraAttachment att = lora::attach_lora(net, hyper, targets, at::TensorOptions().dtype(at::kFloat).device(dev));
-    if (dtype != c10::kFloat) {
-        for (auto& layer : att.layers) layer->autocast = true;  // bf16 matmuls, fp32 master weights
+    trainable_->load(resume_dir_);
+    const auto& params = trainable_->parameters();
+    const auto& pnames = trainable_->parameter_names();
+    SafetensorsFile of((fs::path(resume_dir_) / "optimizer.safetensors").string());
+    const int64_t step_count = resume_info_.value("optimizer_step", int64_t{0});
+    for (size_t i = 0; i < params.size(); ++i) {
+        const TensorInfo* m1 = of.find(pnames[i] + ".exp_avg");
+        const TensorInfo* m2 = of.find(pnames[i] + ".exp_avg_sq");
+        if (!m1 || !m2) throw FormatError(ErrorInfo{of.path()}.at(pnames[i]).msg("AdamW state missing"));
+        auto view = [&](const TensorInfo* ti) { return at::from_blob(const_cast<uint8_t*>(of.data(*ti)), ti->shape, at::kFloat); };
+        optim_->load_state(i, view(m1), view(m2), step_count);
     }
-    if (!a.model.adapter_name_or_path.empty()) {
-        if (a.model.adapter_name_or_path.size() > 1) {
-            throw ConfigError(ErrorInfo{}.at("adapter_name_or_path").expected("one adapter to continue training")
-                                  .hint("merge the others first (pdsd export)"));
-        }
-        att.load(lora::load_adapter(a.model.adapter_name_or_path[0]));
-        log::info(kComp, "continuing training of adapter " + a.model.adapter_name_or_path[0]);
+    state_ = TrainerState::load((fs::path(resume_dir_) / "trainer_state.json").string());
+    state_.max_steps = max_steps_;
+    start_step_ = state_.global_step;
+    run_loss_sum_ = resume_info_.value("loss_sum", 0.0);  // absent in checkpoints of pdsd < 0.2: resumed steps only
+    run_logged_ = resume_info_.value("loss_steps", int64_t{0});
+    std::string rng_hex = resume_info_.value(rng_key(dev_), std::string());
+    if (rank_ > 0) {  // each rank's dropout draws differ: its own state
+        const fs::path f = fs::path(resume_dir_) / ("rng_state_" + std::to_string(rank_) + ".hex");
+        rng_hex = fs::exists(f) ? read_file(f.string()) : std::string();
+    }
+    auto bytes = unhex(rng_hex);
+    if (!bytes.empty()) {
+        at::Tensor rs = at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, at::kByte).clone();
+        at::Generator gen = dropout_generator(dev_);  // a handle to the global generator
+        gen.set_state(rs);
+    }
+    if (is_main_) log_file_->truncate_after(start_step_);
+    const int64_t epoch_i = start_step_ / std::max<int64_t>(1, steps_per_epoch_);
+    log::info(kComp, log::cat("resumed from ", resume_dir_, ": step ", start_step_, "/", max_steps_, ", next lr ",
+                              fmt_g(sched_.lr(start_step_), 6), ", data position epoch ", epoch_i, " micro-batch ",
+                              lay_.micro_range(start_step_ - epoch_i * steps_per_epoch_).first, " of ", lay_.micro_per_epoch(),
+                              ", ", state_.num_input_tokens_seen, " tokens seen"));
+}
+
+// ---- evaluate: mean token CE over the eval set (sharded over ranks) ---------------------------
+double SftRecipe::evaluate() {
+    at::NoGradGuard ng;
+    auto& net = *lm_.model;
+    net.eval();
+    double sum = 0;
+    int64_t n = 0;
+    const int64_t ebs = ta_.per_device_eval_batch_size;
+    for (int64_t s = 0, bi = 0; s < static_cast<int64_t>(eval_set_.size()); s += ebs, ++bi) {
+        if (bi % world_ != rank_) continue;  // eval batches are sharded like training micro-batches
+        std::vector<int64_t> idx;
+        for (int64_t i = s; i < std::min<int64_t>(s + ebs, static_cast<int64_t>(eval_set_.size())); ++i) idx.push_back(i);
+        Batch b = collate(eval_set_, idx, pad_id_, dev_);
+        model::ForwardOptions fo;
+        fo.output_hidden_states = true;
+        fo.last_logits_only = true;
+        auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, fo);
+        LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight_, b.labels, opt_.ce_chunk_tokens);
+        sum += ls.sum.item<double>();
+        n += ls.n_tokens;
     }
     net.train();
-    const at::Tensor lm_weight = net.lm_head ? net.lm_head->weight : net.model->embed_tokens->weight;  // (V, H), frozen
-    std::vector<at::Tensor> params = att.parameters();
-    const std::vector<std::string> pnames = att.parameter_names();
-    log::info(kComp, log::cat("trainable params: ", att.num_parameters(), " || all params: ", plan.total_params,
-                              " || trainable%: ", fmt_g(100.0 * static_cast<double>(att.num_parameters()) / static_cast<double>(plan.total_params), 4)));
-
-    // Activation checkpointing per decoder layer (train/checkpointing.h): each layer's LoRA
-    // matrices are inputs of its checkpoint node; the generator state is replayed when dropout
-    // draws masks.
-    model::ForwardOptions train_fo;
-    train_fo.output_hidden_states = true;  // the last entry is after model.norm
-    train_fo.last_logits_only = true;      // the full (B, T, V) logits are never built
-    if (plan.gradient_checkpointing) {
-        std::vector<std::vector<at::Tensor>> layer_params(net.model->layers.size());
-        static const std::regex layer_re("model\\.layers\\.([0-9]+)\\.");
-        for (size_t k = 0; k < att.modules.size(); ++k) {
-            std::smatch m;
-            if (!std::regex_search(att.modules[k], m, layer_re)) continue;
-            auto& lp = layer_params.at(std::stoul(m[1].str()));
-            lp.push_back(att.layers[k]->lora_A->weight);
-            lp.push_back(att.layers[k]->lora_B->weight);
-        }
-        train_fo.layer_wrapper = checkpoint_every_layer(std::move(layer_params), a.finetuning.lora_dropout > 0);
-        log::info(kComp, "gradient checkpointing: on (each decoder layer recomputed in backward; disable_gradient_checkpointing: true keeps activations)");
+    if (dp_) {
+        at::Tensor t = at::tensor({sum, static_cast<double>(n)}, at::kDouble);
+        dp_->all_reduce_sum(t);
+        sum = t[0].item<double>();
+        n = static_cast<int64_t>(std::llround(t[1].item<double>()));
     }
+    return n > 0 ? sum / static_cast<double>(n) : 0.0;
+}
 
-    AdamW optim(params, AdamWOptions{ta.learning_rate, ta.adam_beta1, ta.adam_beta2, ta.adam_epsilon, ta.weight_decay});
-
-    TrainerState state;
-    state.max_steps = max_steps;
-    state.num_train_epochs = ta.max_steps > 0 ? std::ceil(static_cast<double>(max_steps) / static_cast<double>(steps_per_epoch))
-                                              : ta.num_train_epochs;
-    state.logging_steps = ta.logging_steps;
-    state.save_steps = ta.save_steps;
-    state.eval_steps = ta.eval_steps.value_or(ta.logging_steps);
-    state.train_batch_size = ta.per_device_train_batch_size;
-
-    TrainerLogFile log_file((fs::path(out_dir) / "trainer_log.jsonl").string());
-    int64_t start_step = 0;
-    // Loss of every optimizer step of the run (resumed runs included): train_loss averages
-    // these, window_* the steps since the last log line.
-    double run_loss_sum = 0, window_loss = 0;
-    int64_t run_logged = 0, window_steps = 0;
-    if (!resume_dir.empty()) {
-        lora::Adapter ad = lora::load_adapter(resume_dir);
-        att.load(ad);
-        SafetensorsFile of((fs::path(resume_dir) / "optimizer.safetensors").string());
-        const int64_t step_count = resume_info.value("optimizer_step", int64_t{0});
-        for (size_t i = 0; i < params.size(); ++i) {
-            const TensorInfo* m1 = of.find(pnames[i] + ".exp_avg");
-            const TensorInfo* m2 = of.find(pnames[i] + ".exp_avg_sq");
-            if (!m1 || !m2) {
-                throw FormatError(ErrorInfo{of.path()}.at(pnames[i]).msg("AdamW state missing"));
-            }
-            auto view = [&](const TensorInfo* ti) {
-                return at::from_blob(const_cast<uint8_t*>(of.data(*ti)), ti->shape, at::kFloat);
-            };
-            optim.load_state(i, view(m1), view(m2), step_count);
-        }
-        state = TrainerState::load((fs::path(resume_dir) / "trainer_state.json").string());
-        state.max_steps = max_steps;
-        start_step = state.global_step;
-        run_loss_sum = resume_info.value("loss_sum", 0.0);  // absent in checkpoints of pdsd < 0.2: resumed steps only
-        run_logged = resume_info.value("loss_steps", int64_t{0});
-        {
-            std::string rng_hex = resume_info.value(rng_key(dev), std::string());
-            if (rank > 0) {  // each rank's dropout draws differ: its own state
-                const fs::path f = fs::path(resume_dir) / ("rng_state_" + std::to_string(rank) + ".hex");
-                rng_hex = fs::exists(f) ? read_file(f.string()) : std::string();
-            }
-            auto bytes = unhex(rng_hex);
-            if (!bytes.empty()) {
-                at::Tensor rs = at::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, at::kByte).clone();
-                at::Generator gen = dropout_generator(dev);  // a handle to the global generator
-                gen.set_state(rs);
-            }
-        }
-        if (is_main) log_file.truncate_after(start_step);
-        const int64_t epoch_i = start_step / std::max<int64_t>(1, steps_per_epoch);
-        log::info(kComp, log::cat("resumed from ", resume_dir, ": step ", start_step, "/", max_steps, ", next lr ",
-                                  fmt_g(sched.lr(start_step), 6), ", data position epoch ", epoch_i, " micro-batch ",
-                                  lay.micro_range(start_step - epoch_i * steps_per_epoch).first, " of ", lay.micro_per_epoch(),
-                                  ", ", state.num_input_tokens_seen, " tokens seen"));
-    } else if (is_main) {
-        fs::remove(log_file.path());
+// ---- save: checkpoint-N (trained part, AdamW state, trainer state, resume record) ------------
+void SftRecipe::save_checkpoint(int64_t step) {
+    const fs::path final_dir = fs::path(out_dir_) / ("checkpoint-" + std::to_string(step));
+    const fs::path tmp = fs::path(out_dir_) / (".checkpoint-" + std::to_string(step) + ".tmp");
+    if (is_main_) {
+        fs::remove_all(tmp);
+        fs::create_directories(tmp);
     }
+    if (dp_) {  // ranks > 0 add their generator state (dropout), then rank 0 completes the folder
+        dp_->barrier();
+        if (!is_main_) {
+            at::Tensor rs = dropout_generator(dev_).get_state();
+            write_file_atomic((tmp / ("rng_state_" + std::to_string(rank_) + ".hex")).string(),
+                              hex(rs.data_ptr<uint8_t>(), static_cast<size_t>(rs.numel())));
+        }
+        dp_->barrier();
+        if (!is_main_) {
+            dp_->barrier();  // rank 0 has renamed the folder
+            return;
+        }
+    }
+    trainable_->save(tmp.string());
+    // AdamW state: "<name>.exp_avg" / ".exp_avg_sq" fp32 (the step count is in pdsd_resume.json).
+    const auto& params = trainable_->parameters();
+    const auto& pnames = trainable_->parameter_names();
+    std::vector<at::Tensor> keep;
+    std::vector<TensorView> views;
+    keep.reserve(params.size() * 2);
+    const int64_t opt_step = params.empty() ? 0 : optim_->steps(params.size() - 1);  // one read of a device counter
+    for (size_t i = 0; i < params.size(); ++i) {
+        for (auto [suffix, t] : {std::pair<const char*, at::Tensor>{".exp_avg", optim_->exp_avg(i)}, {".exp_avg_sq", optim_->exp_avg_sq(i)}}) {
+            keep.emplace_back();
+            at::Tensor cpu = t.detach().to(at::kCPU, at::kFloat).contiguous();
+            views.push_back(model::tensor_view(pnames[i] + suffix, cpu, keep.back()));
+            if (!keep.back().defined()) keep.back() = cpu;
+        }
+    }
+    write_safetensors((tmp / "optimizer.safetensors").string(), views, {{"format", "pt"}, {"optimizer", "torch.optim.AdamW"}});
+    keep.clear();
+    state_.save((tmp / "trainer_state.json").string());
+    at::Tensor rng = dropout_generator(dev_).get_state();
+    json info = {{"global_step", step},
+                 {"optimizer_step", opt_step},
+                 {"finetuning_type", a_.finetuning.finetuning_type},
+                 {"scheduler", {{"type", schedule_kind_name(sched_.kind)}, {"last_epoch", step}, {"base_lr", sched_.base_lr},
+                                {"warmup_steps", sched_.warmup_steps}, {"total_steps", sched_.total_steps}, {"next_lr", sched_.lr(step)}}},
+                 {"data_position", {{"epoch", step / steps_per_epoch_}, {"step_in_epoch", step % steps_per_epoch_},
+                                    {"shuffle", "mt19937_64(seed * 1000003 + epoch)"}}},
+                 {rng_key(dev_), hex(rng.data_ptr<uint8_t>(), static_cast<size_t>(rng.numel()))},
+                 {"loss_sum", run_loss_sum_ + window_loss_},
+                 {"loss_steps", run_logged_ + window_steps_},
+                 {"data_sha256", data_hash_},
+                 {"model_sha256", model_hash_},
+                 {"hparams_sha256", hparams_hash_},
+                 {"hparams", hparams_}};
+    write_file_atomic((tmp / "pdsd_resume.json").string(), info.dump(2) + "\n");
+    fs::remove_all(final_dir);
+    fs::rename(tmp, final_dir);
+    log::info(kComp, "saved " + final_dir.string());
+    if (dp_) dp_->barrier();
+    if (ta_.save_total_limit && *ta_.save_total_limit > 0) {
+        auto cks = checkpoints_in(out_dir_);
+        while (static_cast<int64_t>(cks.size()) > *ta_.save_total_limit) {
+            fs::remove_all(cks.front());
+            cks.erase(cks.begin());
+        }
+    }
+}
 
-    // ---- helpers: eval, checkpoint ------------------------------------------------------------
-    auto evaluate = [&]() -> double {
-        at::NoGradGuard ng;
-        net.eval();
-        double sum = 0;
-        int64_t n = 0;
-        const int64_t ebs = ta.per_device_eval_batch_size;
-        for (int64_t s = 0, bi = 0; s < static_cast<int64_t>(eval_set.size()); s += ebs, ++bi) {
-            if (bi % world != rank) continue;  // eval batches are sharded like training micro-batches
-            std::vector<int64_t> idx;
-            for (int64_t i = s; i < std::min<int64_t>(s + ebs, static_cast<int64_t>(eval_set.size())); ++i) idx.push_back(i);
-            Batch b = collate(eval_set, idx, pad_id, dev);
-            model::ForwardOptions fo;
-            fo.output_hidden_states = true;
-            fo.last_logits_only = true;
-            auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, fo);
-            LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight, b.labels, opt.ce_chunk_tokens);
-            sum += ls.sum.item<double>();
-            n += ls.n_tokens;
+// ---- train: one optimizer step ----------------------------------------------------------------
+std::pair<double, double> SftRecipe::train_step(int64_t step, bool& interrupted) {
+    const int64_t epoch_i = step / steps_per_epoch_, j = step % steps_per_epoch_;
+    if (epoch_i != order_epoch_) {
+        order_ = epoch_order(lay_.n, ta_.seed, epoch_i);
+        order_epoch_ = epoch_i;
+    }
+    const std::vector<int64_t>& order = order_;
+    auto [m0, m1] = lay_.micro_range(j);
+    std::vector<std::vector<int64_t>> micro;
+    int64_t total_targets = 0, local_targets = 0;
+    for (int64_t m = m0; m < m1; ++m) {
+        const bool mine = (m - m0) % world_ == rank_;  // data parallel: micro-batch k of the step -> rank k % world
+        std::vector<int64_t> idx;
+        for (int64_t i = m * lay_.bs; i < std::min(lay_.n, (m + 1) * lay_.bs); ++i) {
+            idx.push_back(order[i]);
+            total_targets += train_set_[order[i]].targets;  // over every rank's micro-batches
+            if (mine) local_targets += train_set_[order[i]].targets;
         }
-        net.train();
-        if (dp) {
-            at::Tensor t = at::tensor({sum, static_cast<double>(n)}, at::kDouble);
-            dp->all_reduce_sum(t);
-            sum = t[0].item<double>();
-            n = static_cast<int64_t>(std::llround(t[1].item<double>()));
+        if (mine) micro.push_back(std::move(idx));
+    }
+    // Loss of the step = sum of token CEs over all its micro-batches (of all ranks) / their
+    // target count; the ranks' gradients are then summed.
+    auto& net = *lm_.model;
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev_));  // on the device: one sync a step
+    int64_t step_tokens = 0;
+    for (const auto& idx : micro) {
+        Batch b = collate(train_set_, idx, pad_id_, dev_);
+        auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, train_fo_);
+        LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight_, b.labels, opt_.ce_chunk_tokens);
+        at::Tensor loss = ls.sum / static_cast<double>(std::max<int64_t>(1, total_targets));
+        loss.backward();
+        loss_sum += loss.detach();
+        step_tokens += b.tokens;
+    }
+    trainable_->gradients_to_master();
+    const auto& params = trainable_->parameters();
+    double step_loss = loss_sum.item<double>();
+    interrupted = interrupt_requested();
+    if (dp_) {
+        // One all-reduce per step: [every trained gradient (zeros when this rank had no
+        // micro-batch), loss, target tokens, input tokens, interrupt flag].
+        std::vector<at::Tensor> parts;
+        for (auto& p : params) parts.push_back((p.grad().defined() ? p.grad() : at::zeros_like(p)).reshape(-1).to(at::kDouble));
+        parts.push_back(at::tensor({step_loss, static_cast<double>(local_targets), static_cast<double>(step_tokens),
+                                    interrupted ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble).device(dev_)));
+        at::Tensor flat = at::cat(parts);
+        dp_->all_reduce_sum(flat);
+        int64_t off = 0;
+        for (auto p : params) {
+            at::Tensor g = flat.narrow(0, off, p.numel()).view(p.sizes()).to(p.scalar_type());
+            off += p.numel();
+            if (p.grad().defined()) p.mutable_grad().copy_(g);
+            else p.mutable_grad() = g;
         }
-        return n > 0 ? sum / static_cast<double>(n) : 0.0;
-    };
+        at::Tensor tail = flat.narrow(0, off, 4).cpu();
+        step_loss = tail[0].item<double>();
+        const auto all_targets = static_cast<int64_t>(std::llround(tail[1].item<double>()));
+        if (all_targets != total_targets) {
+            throw InternalError(ErrorInfo{}.at("data parallel step " + std::to_string(step + 1))
+                                    .expected(std::to_string(total_targets) + " target tokens over all ranks")
+                                    .found(std::to_string(all_targets)).hint("every rank must see the same data and config"));
+        }
+        step_tokens = static_cast<int64_t>(std::llround(tail[2].item<double>()));
+        interrupted = tail[3].item<double>() > 0;  // one rank's Ctrl-C stops all at the same step
+    }
+    state_.num_input_tokens_seen += step_tokens;  // all ranks (HF gathers it across processes)
+    tokens_here_ += step_tokens;
+    const double grad_norm = clip_grad_norm(params, ta_.max_grad_norm);  // max_grad_norm <= 0: the norm only
+    optim_->set_lr(sched_.lr(step));  // LambdaLR: update step+1 runs at factor(step)
+    optim_->step();
+    optim_->zero_grad();
+    trainable_->master_to_model();
+    state_.global_step = step + 1;
+    state_.epoch = static_cast<double>(epoch_i) + static_cast<double>(m1) / static_cast<double>(lay_.micro_per_epoch());
+    return {step_loss, grad_norm};
+}
 
-    auto save_checkpoint = [&](int64_t step) {
-        const fs::path final_dir = fs::path(out_dir) / ("checkpoint-" + std::to_string(step));
-        const fs::path tmp = fs::path(out_dir) / (".checkpoint-" + std::to_string(step) + ".tmp");
-        if (is_main) {
-            fs::remove_all(tmp);
-            fs::create_directories(tmp);
-        }
-        if (dp) {  // ranks > 0 add their generator state (dropout), then rank 0 completes the folder
-            dp->barrier();
-            if (!is_main) {
-                at::Tensor rs = dropout_generator(dev).get_state();
-                write_file_atomic((tmp / ("rng_state_" + std::to_string(rank) + ".hex")).string(),
-                                  hex(rs.data_ptr<uint8_t>(), static_cast<size_t>(rs.numel())));
-            }
-            dp->barrier();
-            if (!is_main) {
-                dp->barrier();  // rank 0 has renamed the folder
-                return;
-            }
-        }
-        lora::save_adapter(tmp.string(), att.to_adapter(a.model.model_name_or_path));
-        // AdamW state: "<peft name>.exp_avg" / ".exp_avg_sq" fp32 (the step count is in pdsd_resume.json).
-        std::vector<at::Tensor> keep;
-        std::vector<TensorView> views;
-        const int64_t opt_step = params.empty() ? 0 : optim.steps(params.size() - 1);  // one read of a device counter
-        for (size_t i = 0; i < params.size(); ++i) {
-            for (auto [suffix, t] : {std::pair<const char*, at::Tensor>{".exp_avg", optim.exp_avg(i)}, {".exp_avg_sq", optim.exp_avg_sq(i)}}) {
-                keep.emplace_back();
-                at::Tensor cpu = t.detach().to(at::kCPU, at::kFloat).contiguous();
-                views.push_back(model::tensor_view(pnames[i] + suffix, cpu, keep.back()));
-                if (!keep.back().defined()) keep.back() = cpu;
-            }
-        }
-        write_safetensors((tmp / "optimizer.safetensors").string(), views, {{"format", "pt"}, {"optimizer", "torch.optim.AdamW"}});
-        TrainerState cs = state;
-        cs.save((tmp / "trainer_state.json").string());
-        at::Tensor rng = dropout_generator(dev).get_state();
-        json info = {{"global_step", step},
-                     {"optimizer_step", opt_step},
-                     {"scheduler", {{"type", schedule_kind_name(sched.kind)}, {"last_epoch", step}, {"base_lr", sched.base_lr},
-                                    {"warmup_steps", sched.warmup_steps}, {"total_steps", sched.total_steps}, {"next_lr", sched.lr(step)}}},
-                     {"data_position", {{"epoch", step / steps_per_epoch}, {"step_in_epoch", step % steps_per_epoch},
-                                        {"shuffle", "mt19937_64(seed * 1000003 + epoch)"}}},
-                     {rng_key(dev), hex(rng.data_ptr<uint8_t>(), static_cast<size_t>(rng.numel()))},
-                     {"loss_sum", run_loss_sum + window_loss},
-                     {"loss_steps", run_logged + window_steps},
-                     {"data_sha256", data_hash},
-                     {"model_sha256", model_hash},
-                     {"hparams_sha256", hparams_hash},
-                     {"hparams", hparams}};
-        write_file_atomic((tmp / "pdsd_resume.json").string(), info.dump(2) + "\n");
-        fs::remove_all(final_dir);
-        fs::rename(tmp, final_dir);
-        log::info(kComp, "saved " + final_dir.string());
-        if (dp) dp->barrier();
-        if (ta.save_total_limit && *ta.save_total_limit > 0) {
-            auto cks = checkpoints_in(out_dir);
-            while (static_cast<int64_t>(cks.size()) > *ta.save_total_limit) {
-                fs::remove_all(cks.front());
-                cks.erase(cks.begin());
-            }
-        }
-    };
-
-    // ---- the loop -------------------------------------------------------------------------------
-    StatusLine status(opt.progress_bar && is_main);
+// ---- train: the loop (logs, evals, checkpoints, Ctrl-C) ----------------------------------------
+void SftRecipe::train() {
+    StatusLine status(opt_.progress_bar && is_main_);
     const auto t_loop = std::chrono::steady_clock::now();
-    auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
-        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    };
-    int64_t tokens_here = 0;
-    std::vector<int64_t> order;
-    int64_t order_epoch = -1;
-    TrainResult result;
-    result.resumed_from = start_step;
-    result.max_steps = max_steps;
-    result.trainable_params = att.num_parameters();
-    result.rank = rank;
+    result_.resumed_from = start_step_;
+    result_.max_steps = max_steps_;
+    result_.trainable_params = trainable_->num_parameters();
+    result_.rank = rank_;
 
-    for (int64_t step = start_step; step < max_steps; ++step) {
-        const int64_t epoch_i = step / steps_per_epoch, j = step % steps_per_epoch;
-        if (epoch_i != order_epoch) {
-            order = epoch_order(lay.n, ta.seed, epoch_i);
-            order_epoch = epoch_i;
-        }
-        auto [m0, m1] = lay.micro_range(j);
-        std::vector<std::vector<int64_t>> micro;
-        int64_t total_targets = 0;
-        int64_t local_targets = 0;
-        for (int64_t m = m0; m < m1; ++m) {
-            const bool mine = (m - m0) % world == rank;  // data parallel: micro-batch k of the step -> rank k % world
-            std::vector<int64_t> idx;
-            for (int64_t i = m * lay.bs; i < std::min(lay.n, (m + 1) * lay.bs); ++i) {
-                idx.push_back(order[i]);
-                total_targets += train_set[order[i]].targets;  // over every rank's micro-batches
-                if (mine) local_targets += train_set[order[i]].targets;
-            }
-            if (mine) micro.push_back(std::move(idx));
-        }
-        // Loss of the step = sum of token CEs over all its micro-batches (of all ranks) / their
-        // target count; the ranks' gradients are then summed.
-        at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev));  // on the device: one sync a step
-        int64_t step_tokens = 0;
-        for (const auto& idx : micro) {
-            Batch b = collate(train_set, idx, pad_id, dev);
-            auto out = net.forward(b.input_ids, b.attention_mask, {}, nullptr, train_fo);
-            LossSum ls = causal_lm_loss_sum(out.hidden_states.back(), lm_weight, b.labels, opt.ce_chunk_tokens);
-            at::Tensor loss = ls.sum / static_cast<double>(std::max<int64_t>(1, total_targets));
-            loss.backward();
-            loss_sum += loss.detach();
-            step_tokens += b.tokens;
-        }
-        double step_loss = loss_sum.item<double>();
-        bool interrupted = interrupt_requested();
-        if (dp) {
-            // One all-reduce per step: [every LoRA gradient (zeros when this rank had no
-            // micro-batch), loss, target tokens, input tokens, interrupt flag].
-            std::vector<at::Tensor> parts;
-            for (auto& p : params) parts.push_back((p.grad().defined() ? p.grad() : at::zeros_like(p)).reshape(-1).to(at::kDouble));
-            parts.push_back(at::tensor({step_loss, static_cast<double>(local_targets), static_cast<double>(step_tokens),
-                                        interrupted ? 1.0 : 0.0}, at::TensorOptions().dtype(at::kDouble).device(dev)));
-            at::Tensor flat = at::cat(parts);
-            dp->all_reduce_sum(flat);
-            int64_t off = 0;
-            for (auto& p : params) {
-                at::Tensor g = flat.narrow(0, off, p.numel()).view(p.sizes()).to(p.scalar_type());
-                off += p.numel();
-                if (p.grad().defined()) p.mutable_grad().copy_(g);
-                else p.mutable_grad() = g;
-            }
-            at::Tensor tail = flat.narrow(0, off, 4).cpu();
-            step_loss = tail[0].item<double>();
-            const auto all_targets = static_cast<int64_t>(std::llround(tail[1].item<double>()));
-            if (all_targets != total_targets) {
-                throw InternalError(ErrorInfo{}.at("data parallel step " + std::to_string(step + 1))
-                                        .expected(std::to_string(total_targets) + " target tokens over all ranks")
-                                        .found(std::to_string(all_targets)).hint("every rank must see the same data and config"));
-            }
-            step_tokens = static_cast<int64_t>(std::llround(tail[2].item<double>()));
-            interrupted = tail[3].item<double>() > 0;  // one rank's Ctrl-C stops all at the same step
-        }
-        state.num_input_tokens_seen += step_tokens;  // all ranks (HF gathers it across processes)
-        tokens_here += step_tokens;
-        const double grad_norm = clip_grad_norm(params, ta.max_grad_norm);  // max_grad_norm <= 0: the norm only
-        optim.set_lr(sched.lr(step));  // LambdaLR: update step+1 runs at factor(step)
-        optim.step();
-        optim.zero_grad();
-        state.global_step = step + 1;
-        state.epoch = static_cast<double>(epoch_i) + static_cast<double>(m1) / static_cast<double>(lay.micro_per_epoch());
-        window_loss += step_loss;
-        ++window_steps;
-        const int64_t gs = state.global_step;
+    for (int64_t step = start_step_; step < max_steps_; ++step) {
+        bool interrupted = false;
+        const auto [step_loss, grad_norm] = train_step(step, interrupted);
+        window_loss_ += step_loss;
+        ++window_steps_;
+        const int64_t gs = state_.global_step;
+        const bool epoch_end = (step % steps_per_epoch_) + 1 == steps_per_epoch_;
 
         auto emit = [&](const json& rec) {
-            state.log_history.push_back(rec);
-            if (!is_main) return;
-            auto line = trainer_log_line(rec, gs, max_steps, seconds_since(t_loop), gs - start_step,
-                                         state.num_input_tokens_seen, tokens_here);
-            log_file.append(line);
+            state_.log_history.push_back(rec);
+            if (!is_main_) return;
+            log_file_->append(trainer_log_line(rec, gs, max_steps_, seconds_since(t_loop), gs - start_step_,
+                                               state_.num_input_tokens_seen, tokens_here_));
         };
-        if (ta.logging_steps > 0 && (gs % ta.logging_steps == 0 || gs == max_steps)) {
-            const double loss_avg = round_to(window_loss / static_cast<double>(window_steps), 4);
-            json rec = {{"epoch", state.epoch},
+        if (ta_.logging_steps > 0 && (gs % ta_.logging_steps == 0 || gs == max_steps_)) {
+            const double loss_avg = round_to(window_loss_ / static_cast<double>(window_steps_), 4);
+            json rec = {{"epoch", state_.epoch},
                         {"grad_norm", grad_norm},
-                        {"learning_rate", sched.lr(gs)},  // HF logs the rate of the next update
+                        {"learning_rate", sched_.lr(gs)},  // HF logs the rate of the next update
                         {"loss", loss_avg},
-                        {"num_input_tokens_seen", state.num_input_tokens_seen},
+                        {"num_input_tokens_seen", state_.num_input_tokens_seen},
                         {"step", gs}};
             emit(rec);
-            run_loss_sum += window_loss;
-            run_logged += window_steps;
-            window_loss = 0;
-            window_steps = 0;
+            run_loss_sum_ += window_loss_;
+            run_logged_ += window_steps_;
+            window_loss_ = 0;
+            window_steps_ = 0;
             const double el = seconds_since(t_loop);
-            const double tps = el > 0 ? static_cast<double>(tokens_here) / el : 0;
-            const double eta = (gs - start_step) > 0 ? el / static_cast<double>(gs - start_step) * static_cast<double>(max_steps - gs) : 0;
-            const std::string text = log::cat("step ", gs, "/", max_steps, " loss ", fmt_g(loss_avg, 6), " lr ", fmt_g(sched.lr(gs), 4),
-                                              " grad_norm ", fmt_g(grad_norm, 4), " epoch ", fmt_g(state.epoch, 4), " ",
+            const double tps = el > 0 ? static_cast<double>(tokens_here_) / el : 0;
+            const double eta = (gs - start_step_) > 0 ? el / static_cast<double>(gs - start_step_) * static_cast<double>(max_steps_ - gs) : 0;
+            const std::string text = log::cat("step ", gs, "/", max_steps_, " loss ", fmt_g(loss_avg, 6), " lr ", fmt_g(sched_.lr(gs), 4),
+                                              " grad_norm ", fmt_g(grad_norm, 4), " epoch ", fmt_g(state_.epoch, 4), " ",
                                               static_cast<int64_t>(tps), " tok/s ETA ", format_timedelta(eta));
             if (status.tty()) status.show(text);
             else log::info(kComp, text);
         }
-        const bool do_eval = !eval_set.empty() &&
-                             ((ta.eval_strategy == "steps" && state.eval_steps > 0 && gs % state.eval_steps == 0) ||
-                              (ta.eval_strategy == "epoch" && m1 == lay.micro_per_epoch()));
+        const bool do_eval = !eval_set_.empty() &&
+                             ((ta_.eval_strategy == "steps" && state_.eval_steps > 0 && gs % state_.eval_steps == 0) ||
+                              (ta_.eval_strategy == "epoch" && epoch_end));
         if (do_eval) {
             const auto t_eval = std::chrono::steady_clock::now();
-            const double el = eval_set.empty() ? 0 : evaluate();
+            const double el = evaluate();
             const double rt = seconds_since(t_eval);
-            json rec = {{"epoch", state.epoch},
+            json rec = {{"epoch", state_.epoch},
                         {"eval_loss", el},
                         {"eval_runtime", round_to(rt, 4)},
-                        {"eval_samples_per_second", round_to(rt > 0 ? static_cast<double>(eval_set.size()) / rt : 0, 3)},
-                        {"eval_steps_per_second", round_to(rt > 0 ? std::ceil(static_cast<double>(eval_set.size()) / static_cast<double>(ta.per_device_eval_batch_size)) / rt : 0, 3)},
+                        {"eval_samples_per_second", round_to(rt > 0 ? static_cast<double>(eval_set_.size()) / rt : 0, 3)},
+                        {"eval_steps_per_second", round_to(rt > 0 ? std::ceil(static_cast<double>(eval_set_.size()) / static_cast<double>(ta_.per_device_eval_batch_size)) / rt : 0, 3)},
                         {"step", gs}};
             emit(rec);
             status.done();
             log::info(kComp, log::cat("step ", gs, " eval_loss ", fmt_g(el, 6)));
         }
-        if ((ta.save_steps > 0 && gs % ta.save_steps == 0) || interrupted) {  // HF: the last step too when it is a multiple
+        if ((ta_.save_steps > 0 && gs % ta_.save_steps == 0) || interrupted) {  // HF: the last step too when it is a multiple
             status.done();
             save_checkpoint(gs);
         }
@@ -928,50 +908,67 @@ TrainResult run_sft(const TrainOptions& opt) {
         }
     }
     status.done();
+}
 
-    // ---- final outputs ----------------------------------------------------------------------------
-    if (window_steps > 0) {
-        run_loss_sum += window_loss;
-        run_logged += window_steps;
+// ---- finish: final eval, output, results, plots ---------------------------------------------
+TrainResult SftRecipe::finish() {
+    if (window_steps_ > 0) {
+        run_loss_sum_ += window_loss_;
+        run_logged_ += window_steps_;
     }
-    const double runtime = seconds_since(t_start);
-    result.global_step = state.global_step;
-    result.train_loss = run_logged > 0 ? run_loss_sum / static_cast<double>(run_logged) : 0.0;
-    const double n_samples = static_cast<double>(lay.n) * state.num_train_epochs;
-    json end_rec = {{"epoch", state.epoch},
-                    {"step", state.global_step},
+    const double runtime = seconds_since(t_start_);
+    result_.global_step = state_.global_step;
+    result_.train_loss = run_logged_ > 0 ? run_loss_sum_ / static_cast<double>(run_logged_) : 0.0;
+    const double n_samples = static_cast<double>(lay_.n) * state_.num_train_epochs;
+    json end_rec = {{"epoch", state_.epoch},
+                    {"step", state_.global_step},
                     {"total_flos", 0.0},
-                    {"train_loss", result.train_loss},
+                    {"train_loss", result_.train_loss},
                     {"train_runtime", round_to(runtime, 4)},
                     {"train_samples_per_second", round_to(runtime > 0 ? n_samples / runtime : 0, 3)},
-                    {"train_steps_per_second", round_to(runtime > 0 ? static_cast<double>(max_steps - start_step) / runtime : 0, 3)}};
-    state.log_history.push_back(end_rec);
-    const bool final_eval = !eval_set.empty() && ta.eval_strategy != "no";
+                    {"train_steps_per_second", round_to(runtime > 0 ? static_cast<double>(max_steps_ - start_step_) / runtime : 0, 3)}};
+    state_.log_history.push_back(end_rec);
+    const bool final_eval = !eval_set_.empty() && ta_.eval_strategy != "no";
     const double final_eval_loss = final_eval ? evaluate() : 0.0;  // collective: every rank
-    if (is_main) {
-        lora::save_adapter(out_dir, att.to_adapter(a.model.model_name_or_path));
-        state.save((fs::path(out_dir) / "trainer_state.json").string());
+    if (is_main_) {
+        trainable_->save(out_dir_);
+        state_.save((fs::path(out_dir_) / "trainer_state.json").string());
         json train_results = end_rec;
         train_results.erase("step");
-        write_file_atomic((fs::path(out_dir) / "train_results.json").string(), train_results.dump(4) + "\n");
+        write_file_atomic((fs::path(out_dir_) / "train_results.json").string(), train_results.dump(4) + "\n");
         json all_results = train_results;
         if (final_eval) {
-            json er = {{"epoch", state.epoch}, {"eval_loss", final_eval_loss}};
-            write_file_atomic((fs::path(out_dir) / "eval_results.json").string(), er.dump(4) + "\n");
+            json er = {{"epoch", state_.epoch}, {"eval_loss", final_eval_loss}};
+            write_file_atomic((fs::path(out_dir_) / "eval_results.json").string(), er.dump(4) + "\n");
             all_results["eval_loss"] = final_eval_loss;
         }
-        write_file_atomic((fs::path(out_dir) / "all_results.json").string(), all_results.dump(4) + "\n");
-        if (a.finetuning.plot_loss) plot_losses(out_dir);
+        write_file_atomic((fs::path(out_dir_) / "all_results.json").string(), all_results.dump(4) + "\n");
+        if (a_.finetuning.plot_loss) plot_losses(out_dir_);
     }
-    if (dp) dp->barrier();  // no rank exits (closing the store) before rank 0 has written
-    if (dev.is_cuda()) {  // the measured peak, to set against the --dry-run estimate
-        const auto stats = c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(dev.index());
+    if (dp_) dp_->barrier();  // no rank exits (closing the store) before rank 0 has written
+    if (dev_.is_cuda()) {  // the measured peak, to set against the --dry-run estimate
+        const auto stats = c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(dev_.index());
         const double peak = static_cast<double>(stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
         log::info(kComp, log::cat("peak CUDA memory allocated: ", fmt_g(peak / (1024.0 * 1024.0 * 1024.0), 4), " GiB (estimate ",
-                                  fmt_g(plan.peak_memory_gib, 4), " GiB)"));
+                                  fmt_g(plan_.peak_memory_gib, 4), " GiB)"));
     }
-    log::info(kComp, log::cat("done: ", state.global_step, " steps, train_loss ", fmt_g(result.train_loss, 6), ", adapter in ", out_dir));
-    return result;
+    log::info(kComp, log::cat("done: ", state_.global_step, " steps, train_loss ", fmt_g(result_.train_loss, 6), ", ",
+                              trainable_->output_kind(), " in ", out_dir_));
+    return result_;
+}
+
+}  // namespace
+
+TrainResult run_sft(const TrainOptions& opt) {
+    SftRecipe r(opt);
+    r.setup_environment();
+    r.setup_data();
+    r.make_plan();
+    if (opt.dry_run) return r.dry_run();
+    r.setup_model();
+    r.resume();
+    r.train();
+    return r.finish();
 }
 
 }  // namespace pdsd::train

@@ -63,3 +63,32 @@ TEST(Loss, NoTargetsGivesZeroAndKeepsGraph) {
     ls.sum.backward();
     EXPECT_EQ(h.grad().abs().sum().item<float>(), 0.0f);
 }
+
+// finetuning_type full / freeze with the LM head trained: d loss / d W equals the full-logits
+// autograd gradient, and d loss / d h is unchanged; a tied weight (the same tensor also used
+// as the input embeddings) accumulates both paths.
+TEST(Loss, TrainableLmHeadGetsTheFullLogitsGradient) {
+    const int64_t B = 2, T = 11, H = 16, V = 97;
+    at::manual_seed(5);
+    at::Tensor labels = make_labels(B, T, V, 6);
+    for (int64_t chunk : {1, 4, 1000}) {
+        at::Tensor W1 = at::randn({V, H}, at::kDouble).set_requires_grad(true);
+        at::Tensor W2 = W1.detach().clone().set_requires_grad(true);
+        at::Tensor h1 = at::randn({B, T, H}, at::kDouble).set_requires_grad(true);
+        at::Tensor h2 = h1.detach().clone().set_requires_grad(true);
+        LossSum ls = causal_lm_loss_sum(h1, W1, labels, chunk);
+        (ls.sum / static_cast<double>(ls.n_tokens)).backward();
+        reference_causal_lm_loss(at::linear(h2, W2), labels).backward();
+        ASSERT_TRUE(W1.grad().defined()) << chunk;
+        EXPECT_TRUE(at::allclose(W1.grad(), W2.grad(), 1e-5, 1e-7)) << chunk;
+        EXPECT_TRUE(at::allclose(h1.grad(), h2.grad(), 1e-5, 1e-7)) << chunk;
+    }
+    // Tied: embeddings looked up from W, then the loss through W again.
+    at::Tensor ids = at::randint(0, V, {B, T}, at::kLong);
+    at::Tensor W1 = (at::randn({V, H}, at::kDouble) * 0.5).set_requires_grad(true);
+    at::Tensor W2 = W1.detach().clone().set_requires_grad(true);
+    LossSum ls = causal_lm_loss_sum(at::embedding(W1, ids), W1, labels, 3);
+    (ls.sum / static_cast<double>(ls.n_tokens)).backward();
+    reference_causal_lm_loss(at::linear(at::embedding(W2, ids), W2), labels).backward();
+    EXPECT_TRUE(at::allclose(W1.grad(), W2.grad(), 1e-5, 1e-7));
+}

@@ -41,6 +41,13 @@ struct LfFinetuningArgs {
     double lora_dropout = 0.0;
     bool use_rslora = false;
     bool plot_loss = false;
+    // finetuning_type freeze (LLaMA-Factory FinetuningArguments): the last N decoder layers
+    // (N > 0) or the first -N (N < 0); in them, the sub-modules named (or "all"); plus
+    // modules outside the layers (embed_tokens, norm, lm_head).
+    int64_t freeze_trainable_layers = 2;
+    std::vector<std::string> freeze_trainable_modules = {"all"};
+    std::vector<std::string> freeze_extra_modules;
+    bool pure_bf16 = false;                         // bf16 weights and optimizer state, no fp32 master copy
     int64_t lora_alpha() const { return lora_alpha_opt.value_or(lora_rank * 2); }
 };
 

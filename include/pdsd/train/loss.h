@@ -13,8 +13,9 @@
 //  3. backward multiplies that stored gradient by the incoming scalar gradient.
 // Peak extra memory is one chunk of logits (chunk_tokens x V fp32, ~3 temporaries) plus
 // N x H for the gradient, instead of B x T x V (+ its fp32 copy and softmax) for autograd.
-// The LM-head weight is treated as frozen (LoRA): no gradient flows to it (a
-// weight.requires_grad() is refused with InternalError rather than silently ignored).
+// When the LM-head weight requires grad (finetuning_type full, or freeze with lm_head /
+// tied embed_tokens trained), d loss / d W = sum over chunks (softmax - onehot)^T h is
+// accumulated too (V x H fp32, one more weight-sized buffer) and returned by backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>

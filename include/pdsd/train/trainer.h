@@ -1,18 +1,25 @@
-// LoRA supervised fine-tuning (LLaMA-Factory stage sft, finetuning_type lora) of a Qwen2
-// checkpoint, driven by LLaMA-Factory's argument set (core/lf_args.h).
+// Supervised fine-tuning (LLaMA-Factory stage sft) of a Qwen2 checkpoint, driven by
+// LLaMA-Factory's argument set (core/lf_args.h): finetuning_type lora, freeze or full.
+//
+// A recipe of steps (trainer.cpp, torchtune's shape): setup data -> setup model -> resume ->
+// train (evaluate, save checkpoints) -> finish. What trains and how it is saved is the one
+// method seam, train/trainable.h; batching and order are train/batching.h.
 //
 // Pipeline: dataset_info.json registry -> conversations -> LF `qwen` template (masking,
 // cutoff_len truncation) -> optional val_size split (seeded) -> per-epoch seeded shuffle ->
 // micro-batches right-padded to a multiple of 8 (labels -100, pad id = <|endoftext|>) ->
-// forward with LoRA on the targeted projections -> chunked token CE (train/loss.h) normalised
-// by the number of target tokens in the whole accumulated step -> max_grad_norm clipping ->
-// torch AdamW at the HF schedule's rate -> logs, evals, checkpoints.
+// forward (LoRA on the targeted projections, or the selected base weights requiring grad) ->
+// chunked token CE (train/loss.h) normalised by the number of target tokens in the whole
+// accumulated step -> max_grad_norm clipping -> torch AdamW at the HF schedule's rate ->
+// logs, evals, checkpoints.
 //
 // Outputs, in LLaMA-Factory's layout under output_dir:
-//   checkpoint-N/  adapter_model.safetensors, adapter_config.json, optimizer.safetensors
-//                  (AdamW exp_avg / exp_avg_sq / step per parameter), trainer_state.json,
-//                  pdsd_resume.json (scheduler step + lr, RNG state, data position, hashes)
-//   adapter_model.safetensors + adapter_config.json (final), trainer_state.json,
+//   checkpoint-N/  the trained part (lora: adapter_model.safetensors + adapter_config.json;
+//                  freeze/full: an HF model folder, trained tensors as fp32 master weights),
+//                  optimizer.safetensors (AdamW exp_avg / exp_avg_sq per trained tensor),
+//                  trainer_state.json, pdsd_resume.json (scheduler step + lr, RNG state,
+//                  data position, hashes)
+//   the same trained part (final), trainer_state.json,
 //   trainer_log.jsonl, train_results.json, all_results.json (+ eval_results.json),
 //   training_loss.png (+ training_eval_loss.png) when plot_loss.
 //
@@ -59,9 +66,10 @@ struct TrainPlan {
     int64_t steps_per_epoch = 0, max_steps = 0, warmup_steps = 0;
     int64_t trainable_params = 0, total_params = 0;
     int64_t max_seq_len = 0;           // longest example after truncation (padded to 8)
-    double peak_memory_gib = 0.0;      // estimate: weights + LoRA/AdamW + activations + CE chunk
+    double peak_memory_gib = 0.0;      // estimate: weights + trained tensors/AdamW + activations + CE chunk
     bool gradient_checkpointing = false;  // LF: on unless disable_gradient_checkpointing
     std::string device, dtype;
+    std::string finetuning_type = "lora";
     std::string to_text() const;
 };
 

@@ -1,0 +1,176 @@
+// finetuning_type freeze and full on a tiny random Qwen2 (CPU, in-process run_sft with
+// configs/sft_tiny.yaml shortened): which tensors the saved HF model folder changed, bit for
+// bit against the base checkpoint, the folder's files, and that it loads back.
+#include "pdsd/core/error.h"
+#include "pdsd/core/json_io.h"
+#include "pdsd/core/lf_args.h"
+#include "pdsd/core/safetensors.h"
+#include "pdsd/model/loader.h"
+#include "pdsd/model/tools.h"
+#include "pdsd/model/weights.h"
+#include "pdsd/train/trainer.h"
+#include "test_util.h"
+
+#include <ATen/ATen.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+#include <filesystem>
+#include <functional>
+#include <set>
+
+using namespace pdsd;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string make_tiny(const test::TempDir& dir) {
+    model::InitOptions io;
+    io.preset = "tiny";
+    io.out_dir = dir.file("tiny");
+    io.tokenizer_dir = test::fixtures() + "/qwen-tokenizer";
+    model::init_random_checkpoint(io);  // bf16 storage, as Qwen2.5 ships
+    return io.out_dir;
+}
+
+// configs/sft_tiny.yaml, made short: 8 examples, 2 per step, cutoff 64, no eval, no plot.
+train::TrainResult train_tiny(const std::string& base, const std::string& out, std::vector<std::string> overrides) {
+    LfArgs args;
+    ConfigSchema schema = lf_schema(args, "train");
+    schema.load_yaml(test::source_dir() + "/configs/sft_tiny.yaml");
+    std::vector<std::string> o = {"--model_name_or_path", base, "--output_dir", out, "--dataset_dir", test::source_dir() + "/data",
+                                  "--max_samples", "6", "--val_size", "0", "--eval_strategy", "no", "--plot_loss", "false",
+                                  "--cutoff_len", "64", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
+                                  "--save_steps", "1000", "--warmup_steps", "0", "--learning_rate", "1e-3"};
+    o.insert(o.end(), overrides.begin(), overrides.end());
+    schema.apply_overrides(o);
+    train::TrainOptions opt;
+    opt.args = args;
+    return train::run_sft(opt);
+}
+
+// Names of the tensors whose saved values differ from the base checkpoint's; every other
+// tensor must be byte-identical (same dtype, same bytes).
+std::set<std::string> changed_tensors(const std::string& base_dir, const std::string& out_dir) {
+    Checkpoint base = Checkpoint::open(base_dir), out = Checkpoint::open(out_dir);
+    std::set<std::string> changed;
+    for (const auto& n : base.names()) {
+        if (n == "lm_head.weight") continue;  // tied models: not saved
+        EXPECT_TRUE(out.contains(n)) << n;
+        if (!out.contains(n)) continue;
+        const TensorInfo& bi = base.info(n);
+        const TensorInfo& oi = out.info(n);
+        EXPECT_EQ(bi.shape, oi.shape) << n;
+        if (bi.dtype == oi.dtype && std::memcmp(base.data(n), out.data(n), bi.nbytes()) == 0) continue;
+        at::Tensor a = model::checkpoint_tensor(base, n).to(at::kFloat), b = model::checkpoint_tensor(out, n).to(at::kFloat);
+        if (at::equal(a, b)) {
+            ADD_FAILURE() << n << ": same values but other bytes/dtype (" << dtype_name(bi.dtype) << " -> " << dtype_name(oi.dtype) << ")";
+            continue;
+        }
+        changed.insert(n);
+    }
+    EXPECT_EQ(base.names().size() - (base.contains("lm_head.weight") ? 1 : 0), out.names().size());
+    return changed;
+}
+
+std::set<std::string> names_where(const std::string& dir, const std::function<bool(const std::string&)>& pred) {
+    std::set<std::string> s;
+    for (const auto& n : Checkpoint::open(dir).names()) {
+        if (n != "lm_head.weight" && pred(n)) s.insert(n);
+    }
+    return s;
+}
+
+void expect_hf_folder(const std::string& dir) {
+    for (const char* f : {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"}) {
+        EXPECT_TRUE(fs::exists(fs::path(dir) / f)) << dir << " lacks " << f;
+    }
+    model::LoadOptions lo;
+    lo.dtype = "fp32";
+    auto lm = model::load_qwen2(dir, lo);  // loads back as pdsd chat loads it
+    at::Tensor ids = at::tensor({151644, 872, 198, 108386}, at::kLong).unsqueeze(0);
+    at::NoGradGuard ng;
+    auto out = lm.model->forward(ids, at::ones_like(ids), {}, nullptr, {});
+    EXPECT_TRUE(at::isfinite(out.logits).all().item<bool>());
+}
+
+std::vector<double> logged_losses(const std::string& out) {
+    std::vector<double> v;
+    std::ifstream in(out + "/trainer_log.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST(FinetuneFreeze, OnlyTheSelectedTensorsChange) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp), out = tmp.file("freeze");
+    train::TrainResult r = train_tiny(base, out, {"--finetuning_type", "freeze", "--freeze_trainable_layers", "1",
+                                                  "--freeze_trainable_modules", "mlp", "--freeze_extra_modules", "norm",
+                                                  "--max_steps", "2", "--save_steps", "2"});
+    EXPECT_EQ(r.global_step, 2);
+    const std::set<std::string> want = names_where(base, [](const std::string& n) {
+        return n.rfind("model.layers.1.mlp.", 0) == 0 || n == "model.norm.weight";
+    });
+    EXPECT_EQ(want.size(), 4u);  // gate/up/down + the final norm
+    EXPECT_EQ(changed_tensors(base, out), want);
+    EXPECT_EQ(r.trainable_params, 3 * 64 * 176 + 64);
+    expect_hf_folder(out);
+    // The checkpoint is a model folder too: the same trained tensors (fp32 master weights).
+    EXPECT_EQ(changed_tensors(base, out + "/checkpoint-2"), want);
+    EXPECT_TRUE(fs::exists(out + "/checkpoint-2/optimizer.safetensors"));
+}
+
+TEST(FinetuneFreeze, FirstLayersAllModulesAndEmbeddings) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp), out = tmp.file("freeze");
+    train_tiny(base, out, {"--finetuning_type", "freeze", "--freeze_trainable_layers", "-1", "--freeze_trainable_modules", "all",
+                           "--freeze_extra_modules", "embed_tokens", "--max_steps", "1"});
+    const std::set<std::string> want = names_where(base, [](const std::string& n) {
+        return n.rfind("model.layers.0.", 0) == 0 || n == "model.embed_tokens.weight";
+    });
+    EXPECT_EQ(changed_tensors(base, out), want);
+}
+
+TEST(FinetuneFreeze, BadKeysAreConfigErrorsNamingThem) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp);
+    auto fails_with = [&](std::vector<std::string> o, const std::string& key) {
+        try {
+            o.insert(o.end(), {"--finetuning_type", "freeze", "--max_steps", "1"});
+            train_tiny(base, tmp.file("bad"), o);
+            ADD_FAILURE() << "accepted " << key;
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+        }
+    };
+    fails_with({"--freeze_trainable_modules", "attention"}, "freeze_trainable_modules");
+    fails_with({"--freeze_extra_modules", "lm_head"}, "freeze_extra_modules");  // tied: no lm_head
+    fails_with({"--freeze_trainable_layers", "0"}, "freeze_trainable_layers");
+    fails_with({"--adapter_name_or_path", base}, "adapter_name_or_path");
+}
+
+TEST(FinetuneFull, EveryTensorChangesAndLossFalls) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp), out = tmp.file("full");
+    train::TrainResult r = train_tiny(base, out, {"--finetuning_type", "full", "--max_steps", "8", "--num_train_epochs", "10",
+                                                  "--max_samples", "2", "--learning_rate", "3e-3"});
+    EXPECT_EQ(r.global_step, 8);
+    EXPECT_EQ(changed_tensors(base, out), names_where(base, [](const std::string&) { return true; }));
+    EXPECT_EQ(r.trainable_params, 9816640);  // every parameter of the tiny preset
+    const auto losses = logged_losses(out);
+    ASSERT_EQ(losses.size(), 8u);
+    EXPECT_LT(losses.back(), losses.front() - 0.5) << "full fine-tuning of 2 examples must fit them";
+    expect_hf_folder(out);
+    // The trained tensors are saved as the fp32 master weights (LF: cast_trainable_params_to_fp32).
+    Checkpoint ck = Checkpoint::open(out);
+    EXPECT_EQ(ck.info("model.layers.0.self_attn.q_proj.weight").dtype, DType::F32);
+    EXPECT_EQ(read_json_file(out + "/config.json").value("torch_dtype", ""), "float32");
+}
