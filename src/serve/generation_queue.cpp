@@ -1,7 +1,7 @@
 // Generation worker and bounded queue; see generation_queue.h.
 #include "generation_queue.h"
 
-#include "pdsd/chat/stop_strings.h"
+#include "pdsd/chat/text_stream.h"
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
 
@@ -165,22 +165,15 @@ void GenerationQueue::run() {
 }
 
 namespace {
-// Turns one row's tokens into streamed text pieces: skips special tokens, holds back bytes that
-// may start a stop string or end mid-character, stops at a stop string or the row's own limit.
+// One row's stream: its tokens through a chat::TextStream into the job's pieces, until a stop
+// string, a cancel or the row's own token limit.
 struct RowStream {
     GenJob* job;
-    const tokenizer::Tokenizer* tok;
+    chat::TextStream text;
     int64_t limit = -1;          // the row's max_new_tokens in a batch (-1: the generator's)
     int64_t count = 0;
-    std::string emitted, pending;
     bool stopped_by_string = false;
 
-    void emit(size_t n) {
-        if (n == 0) return;
-        job->push_piece(std::string_view(pending).substr(0, n));
-        emitted.append(pending, 0, n);
-        pending.erase(0, n);
-    }
     bool on_token(int64_t t) {
         ++count;
         if (!job->has_first_token) {
@@ -188,34 +181,15 @@ struct RowStream {
             job->has_first_token = true;
         }
         if (job->cancelled) return false;
-        if (!tok->is_special(static_cast<tokenizer::TokenId>(t))) {
-            pending += tok->token_bytes(static_cast<tokenizer::TokenId>(t));
-            size_t hold = 0;
-            if (!job->stop.empty()) {
-                std::string all = emitted + pending;
-                size_t stop = chat::find_stop(all, job->stop);
-                if (stop != std::string::npos) {
-                    emit(stop > emitted.size() ? tokenizer::complete_utf8_prefix(pending.substr(0, stop - emitted.size())) : 0);
-                    stopped_by_string = true;
-                    return false;
-                }
-                hold = chat::stop_prefix_suffix(all, job->stop);
-            }
-            size_t ready = pending.size() > hold ? pending.size() - hold : 0;
-            emit(tokenizer::complete_utf8_prefix(std::string_view(pending).substr(0, ready)));
-        }
-        return limit < 0 || count < limit;
+        chat::StreamStep step = text.push(t);
+        job->push_piece(step.piece);
+        stopped_by_string = step.stopped;
+        return !step.stopped && (limit < 0 || count < limit);
     }
     void finish(const model::GenerationResult& r, QueueStats& stats) {
-        std::vector<tokenizer::TokenId> gen(r.tokens.begin(), r.tokens.end());
-        std::string text = tok->decode(gen, /*skip_special_tokens=*/true);
-        size_t stop = chat::find_stop(text, job->stop);
-        if (stop != std::string::npos) text.resize(stop);
-        // Whatever is still held back (the tail, or U+FFFD replacements of a cut character).
-        if (!job->cancelled && text.size() > emitted.size() && text.compare(0, emitted.size(), emitted) == 0) {
-            job->push_piece(std::string_view(text).substr(emitted.size()));
-        }
-        job->text = std::move(text);
+        chat::StreamEnd end = text.finish(r.tokens);
+        if (!job->cancelled) job->push_piece(end.tail);
+        job->text = std::move(end.text);
         job->completion_tokens = static_cast<int64_t>(r.tokens.size());
         const bool hit_limit = limit >= 0 && count >= limit && r.reason != model::StopReason::eos;
         job->finish_reason = stopped_by_string ? "stop" : (r.reason == model::StopReason::length || hit_limit) ? "length" : "stop";
@@ -246,7 +220,7 @@ void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
         }
         jobs.push_back(j);
         prompts.emplace_back(ids32.begin(), ids32.end());
-        rows.push_back(RowStream{j, tokenizer_});
+        rows.push_back(RowStream{j, chat::TextStream(*tokenizer_, j->stop)});
     }
     if (jobs.empty()) return;
     if (jobs.size() == 1) {
