@@ -30,15 +30,14 @@ Answer ChatSession::ask(const std::string& question, const TextCallback& on_text
     Answer answer;
     std::string user_message = question;
     if (kb_) {
-        for (auto& h : kb_->search(question, options_.search)) {
-            if (h.kept) answer.sources.push_back(std::move(h));
-        }
-        user_message = rag::build_user_message(question, answer.sources, options_.templates);
+        rag::RagTurn turn = rag::retrieve(*kb_, question, options_.search, options_.templates);
+        answer.sources = std::move(turn.sources);
+        user_message = std::move(turn.user_message);
     }
     if (!generator_) {
         // Retrieval-only (Chatchat's return_direct): the retrieved chunks are the answer.
         answer.retrieval_only = true;
-        answer.text = rag::format_sources(answer.sources, /*with_text=*/true);
+        answer.text = rag::reference_text(answer.sources, /*with_text=*/true);
         if (on_text) on_text(answer.text);
         return answer;
     }

@@ -74,7 +74,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
     };
     auto print_sources = [&](const chat::Answer& a) {
         if (!base || o.no_sources || a.retrieval_only) return;
-        std::printf("\n\n%s", rag::format_sources(a.sources, /*with_text=*/false).c_str());
+        std::printf("\n\n%s", rag::reference_text(a.sources, /*with_text=*/false).c_str());
     };
     if (!cmd->get_option("--question")->empty()) {
         // One-shot for scripts: the answer text alone on stdout (sources after it for RAG).

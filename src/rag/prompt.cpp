@@ -1,7 +1,5 @@
 #include "pdsd/rag/prompt.h"
 
-#include <cstdio>
-
 namespace pdsd::rag {
 
 namespace {
@@ -29,19 +27,67 @@ std::string build_user_message(const std::string& question, const std::vector<kb
     return fill(templates.with_context, context, question);
 }
 
-std::string format_sources(const std::vector<kb::SearchHit>& hits, bool with_text) {
+RagTurn retrieve(const kb::KnowledgeBase& kb, const std::string& question, const kb::SearchOptions& search,
+                 const PromptTemplates& templates) {
+    RagTurn turn;
+    for (auto& h : kb.search(question, search)) {
+        if (h.kept) turn.sources.push_back(std::move(h));
+    }
+    turn.user_message = build_user_message(question, turn.sources, templates);
+    return turn;
+}
+
+namespace {
+// Python's urllib.parse.quote_plus, which urlencode applies to keys and values: ASCII letters,
+// digits and "_.-~" stay, a space becomes "+", every other byte %XX (upper-case hex).
+std::string quote_plus(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
     std::string out;
-    int n = 0;
-    char score[32];
+    for (unsigned char c : s) {
+        const bool alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        if (alnum || c == '_' || c == '.' || c == '-' || c == '~') {
+            out += static_cast<char>(c);
+        } else if (c == ' ') {
+            out += '+';
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+// Python's str.strip(" /").
+std::string strip_slashes(const std::string& s) {
+    const size_t b = s.find_first_not_of(" /");
+    if (b == std::string::npos) return "";
+    return s.substr(b, s.find_last_not_of(" /") - b + 1);
+}
+
+std::string download_url(const ReferenceLink& link, const std::string& file_name) {
+    return strip_slashes(link.api_base) + "/knowledge_base/download_doc?knowledge_base_name=" + quote_plus(link.kb_name) +
+           "&file_name=" + quote_plus(file_name);
+}
+}  // namespace
+
+std::vector<std::string> format_reference(const std::vector<kb::SearchHit>& hits, const std::optional<ReferenceLink>& link,
+                                          bool with_text) {
+    std::vector<std::string> refs;
     for (const auto& h : hits) {
         if (!h.kept) continue;
-        std::snprintf(score, sizeof score, "%.4f", h.score);
-        out += "出处 [" + std::to_string(++n) + "] " + h.file_name + " (chunk " + std::to_string(h.chunk_index) +
-               ", score " + score + ")\n";
-        if (with_text) out += "\n" + h.text + "\n\n";
+        std::string ref = "出处 [" + std::to_string(refs.size() + 1) + "] [" + h.file_name + "]";
+        if (link) ref += "(" + download_url(*link, h.file_name) + ")";
+        if (with_text) ref += " \n\n" + h.text + "\n\n";
+        refs.push_back(std::move(ref));
     }
-    if (n == 0) out = "未找到相关文档,该回答为大模型自身能力解答！\n";
-    return out;
+    return refs;
+}
+
+std::string reference_text(const std::vector<kb::SearchHit>& hits, bool with_text) {
+    std::string out;
+    for (const auto& ref : format_reference(hits, std::nullopt, with_text)) out += with_text ? ref : ref + "\n";
+    return out.empty() ? std::string(kNoReference) + "\n" : out;
 }
 
 }  // namespace pdsd::rag

@@ -209,6 +209,9 @@ std::string base64(const void* data, size_t n) {
 
 std::string sse(const json& j) { return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n"; }
 
+// Chatchat's "docs" entry of a kb_chat / file_chat answer that found no source.
+std::string no_reference_notice() { return std::string("<span style='color:red'>") + rag::kNoReference + "</span>"; }
+
 // The SSE events of `s` ("...\n\n" each), so each can go out in its own write.
 std::vector<std::string> split_events(const std::string& s) {
     std::vector<std::string> out;
@@ -1002,23 +1005,17 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     if (auto mt = body.find("max_tokens"); mt != body.end() && mt->is_number_integer() && mt->get<int64_t>() == 0) body.erase(mt);
     parse_sampling(body, *job);
 
-    std::vector<kb::SearchHit> hits;
+    rag::RagTurn turn;
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::lock_guard<std::mutex> elk(embed_mu);
         std::optional<std::string> em = db_embed_model(kb_root, name);
         if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
         kb::KnowledgeBase base(kb_root, name, embedder_for(*em));
-        for (auto& h : base.search(query, so))
-            if (h.kept) hits.push_back(std::move(h));
+        turn = rag::retrieve(base, query, so);
     }
     // Chatchat's format_reference: "出处 [i] [file](download url) \n\n<chunk>\n\n".
-    json docs = json::array();
-    for (size_t i = 0; i < hits.size(); ++i) {
-        httplib::Params p{{"knowledge_base_name", name}, {"file_name", hits[i].file_name}};
-        std::string url = base + "/knowledge_base/download_doc?" + httplib::detail::params_to_query_str(p);
-        docs.push_back("出处 [" + std::to_string(i + 1) + "] [" + hits[i].file_name + "](" + url + ") \n\n" + hits[i].text + "\n\n");
-    }
+    json docs = rag::format_reference(turn.sources, rag::ReferenceLink{base, name}, /*with_text=*/true);
     const std::string id = now_id("chat");
     const int64_t created_at = unix_now();
     auto frame = [id, created_at, this](const std::string& object, const std::string& content, json extra) {
@@ -1039,9 +1036,9 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
         else reply_json(res, j);
         return;
     }
-    if (docs.empty()) docs.push_back("<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>");
+    if (docs.empty()) docs.push_back(no_reference_notice());
     job->messages = history;
-    job->messages.push_back({"user", rag::build_user_message(query, hits)});
+    job->messages.push_back({"user", turn.user_message});
     job->stream = stream;
     submit(job);
     if (!stream) {
@@ -1307,27 +1304,24 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     if (!field(body, "temperature")) body["temperature"] = 0.01;   // Chatchat's file_chat default
     parse_sampling(body, *job);
 
-    std::vector<kb::SearchHit> hits;
+    rag::RagTurn turn;
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::string dir = temp_root(id);
         kb::SearchOptions so = chatchat_search_options(body, dir);
         std::lock_guard<std::mutex> elk(embed_mu);
         kb::KnowledgeBase base(dir, id, embedder_for(db_embed_model(dir, id).value_or("none")));
-        for (auto& h : base.search(query, so))
-            if (h.kept) hits.push_back(std::move(h));
+        turn = rag::retrieve(base, query, so);
     }
     // Chatchat's file_chat sources: "出处 [i] [file] \n\n<chunk>\n\n" (no link: temp files).
-    json docs = json::array();
-    for (size_t i = 0; i < hits.size(); ++i)
-        docs.push_back("出处 [" + std::to_string(i + 1) + "] [" + hits[i].file_name + "] \n\n" + hits[i].text + "\n\n");
-    if (docs.empty()) docs.push_back("<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>");
+    json docs = rag::format_reference(turn.sources, std::nullopt, /*with_text=*/true);
+    if (docs.empty()) docs.push_back(no_reference_notice());
     if (!gen) {
         reply_sse(res, stream ? std::vector<std::string>{sse({{"docs", docs}})} : std::vector<std::string>{sse({{"answer", ""}, {"docs", docs}})});
         return;
     }
     job->messages = history;
-    job->messages.push_back({"user", rag::build_user_message(query, hits)});
+    job->messages.push_back({"user", turn.user_message});
     job->stream = stream;
     submit(job);
     if (!stream) {

@@ -105,8 +105,16 @@ TEST(Chat, RetrievalOnlyAnswerListsChunks) {
     EXPECT_TRUE(a.retrieval_only);
     ASSERT_FALSE(a.sources.empty());
     EXPECT_LE(a.sources.size(), 2u);
-    EXPECT_NE(a.text.find("出处 [1] " + a.sources[0].file_name), std::string::npos) << a.text;
+    EXPECT_EQ(a.text.rfind("出处 [1] [" + a.sources[0].file_name + "] \n\n", 0), 0u) << a.text;
     EXPECT_NE(a.text.find(a.sources[0].text), std::string::npos);
+    // The session's sources are the RAG turn's: the kept hits, and the prompt built from them.
+    rag::RagTurn turn = rag::retrieve(base, "安装", o.search);
+    ASSERT_EQ(turn.sources.size(), a.sources.size());
+    for (size_t i = 0; i < turn.sources.size(); ++i) {
+        EXPECT_TRUE(turn.sources[i].kept);
+        EXPECT_EQ(turn.sources[i].chunk_id, a.sources[i].chunk_id);
+    }
+    EXPECT_EQ(turn.user_message, rag::build_user_message("安装", turn.sources));
 }
 
 TEST(Rag, PromptUsesChatchatTemplates) {
@@ -116,5 +124,26 @@ TEST(Rag, PromptUsesChatchatTemplates) {
     std::string p = rag::build_user_message("问?", {h1, h2});
     EXPECT_NE(p.find("【已知信息】[1] 甲\n\n[2] 乙\n\n【问题】问?"), std::string::npos) << p;
     EXPECT_EQ(rag::build_user_message("问?", {}), "请你回答我的问题:\n问?");
-    EXPECT_EQ(rag::format_sources({}, false), "未找到相关文档,该回答为大模型自身能力解答！\n");
+}
+
+TEST(Rag, FormatReferenceIsChatchats) {
+    kb::SearchHit h1, h2, dropped;
+    h1.file_name = "a b(1)!*'~_.-中.md";
+    h1.text = "甲";
+    h2.file_name = "install.md";
+    h2.text = "乙";
+    dropped.kept = false;
+    const std::vector<kb::SearchHit> hits{h1, dropped, h2};
+    // kb_chat (Chatchat's format_reference); the query is what Python's
+    // urllib.parse.urlencode({"knowledge_base_name": "kb 1", "file_name": h1.file_name}) gives.
+    auto linked = rag::format_reference(hits, rag::ReferenceLink{"http://h:7861/ ", "kb 1"}, true);
+    ASSERT_EQ(linked.size(), 2u);
+    EXPECT_EQ(linked[0], "出处 [1] [" + h1.file_name + "](http://h:7861/knowledge_base/download_doc?knowledge_base_name=kb+1"
+                         "&file_name=a+b%281%29%21%2A%27~_.-%E4%B8%AD.md) \n\n甲\n\n");
+    EXPECT_EQ(linked[1].rfind("出处 [2] [install.md](http://h:7861/knowledge_base/download_doc?", 0), 0u);
+    // file_chat: no link.
+    EXPECT_EQ(rag::format_reference(hits, std::nullopt, true)[1], "出处 [2] [install.md] \n\n乙\n\n");
+    // The terminal: heads only, one per line; Chatchat's notice when nothing was found.
+    EXPECT_EQ(rag::reference_text(hits, false), "出处 [1] [" + h1.file_name + "]\n出处 [2] [install.md]\n");
+    EXPECT_EQ(rag::reference_text({}, false), std::string(rag::kNoReference) + "\n");
 }

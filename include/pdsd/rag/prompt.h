@@ -2,11 +2,12 @@
 //
 // Chatchat joins the retrieved chunks with blank lines and fills its "default" template;
 // with no chunk it uses "empty". pdsd numbers the chunks ("[1] ...") so the answer can cite
-// them, and prints the sources after the answer as Chatchat's 出处 lines.
+// them, and lists the sources as Chatchat's 出处 entries (format_reference).
 #pragma once
 
 #include "pdsd/kb/knowledge_base.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,34 @@ struct PromptTemplates {
 std::string build_user_message(const std::string& question, const std::vector<kb::SearchHit>& hits,
                                const PromptTemplates& templates = {});
 
-// "出处 [i] file (chunk N, score S)\n\n<chunk text>\n" lines, Chatchat's reference format
-// without the download link; or Chatchat's "no relevant documents" line when empty.
-std::string format_sources(const std::vector<kb::SearchHit>& hits, bool with_text);
+// One RAG turn's retrieval, the same for `pdsd chat` and the server's kb_chat and file_chat:
+// search `kb`, keep the hits that pass the score threshold (rank order), fill the template.
+struct RagTurn {
+    std::vector<kb::SearchHit> sources;   // kept hits, in prompt order ([1], [2], ...)
+    std::string user_message;             // build_user_message(question, sources, templates)
+};
+RagTurn retrieve(const kb::KnowledgeBase& kb, const std::string& question, const kb::SearchOptions& search,
+                 const PromptTemplates& templates = {});
+
+// Where a 出处 entry links: {api_base}/knowledge_base/download_doc?knowledge_base_name=..&file_name=..
+// (the query urlencoded as Python's urllib.parse.urlencode does).
+struct ReferenceLink {
+    std::string api_base;                 // e.g. "http://127.0.0.1:7861"; " " and "/" at its ends are dropped
+    std::string kb_name;
+};
+
+// Chatchat's 出处 entries, one per kept hit, numbered from 1:
+//   with a link (kb_chat's format_reference): "出处 [i] [file](url) \n\n<chunk>\n\n"
+//   without (file_chat's, and the terminal):   "出处 [i] [file] \n\n<chunk>\n\n"
+// Without the text only the head is kept: "出处 [i] [file](url)" or "出处 [i] [file]".
+std::vector<std::string> format_reference(const std::vector<kb::SearchHit>& hits, const std::optional<ReferenceLink>& link,
+                                          bool with_text);
+
+// Chatchat's line for an answer with no source (the server wraps it in a red <span>).
+inline constexpr const char* kNoReference = "未找到相关文档,该回答为大模型自身能力解答！";
+
+// The terminal's sources: the link-less entries of format_reference one after another (a head
+// per line without the text), or kNoReference and a newline when no hit was kept.
+std::string reference_text(const std::vector<kb::SearchHit>& hits, bool with_text);
 
 }  // namespace pdsd::rag
