@@ -16,8 +16,9 @@ Then every call of the web UI: list/search (the client's default score_threshold
 what `pdsd kb search` returns, dense and bm25), create -> upload -> list -> search -> update_docs
 -> update_info -> delete_docs -> delete KB, recreate_vector_store (one progress frame per file,
 none lost), server configs and prompt template, KB chat through the openai client (first chunk
-carries docs; with and without return_direct), file chat (upload_temp_docs, then the temp_kb
-route and /chat/file_chat), /chat/chat/completions, and search_engine's offline error.
+carries docs, byte for byte what Chatchat's format_reference makes of the search; with and
+without return_direct), file chat (upload_temp_docs, then the temp_kb route and
+/chat/file_chat), /chat/chat/completions, and search_engine's offline error.
 
 Run with the venv that has langchain-chatchat (tests: -DPDSD_CHATCHAT_PYTHON=...); exits 77
 (ctest SKIP) when chatchat cannot be imported.
@@ -122,6 +123,7 @@ def main():
         import openai
         from chatchat.settings import Settings
         from chatchat.webui_pages.utils import ApiRequest
+        from chatchat.server.knowledge_base.utils import format_reference
     except ImportError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         from oracle_required import skip  # exit 77, or 1 when PDSD_ORACLES_REQUIRED names chatchat
@@ -222,6 +224,8 @@ def main():
         check(isinstance(docs, list) and len(docs) == len(api.search_kb_docs("samples", QUERIES[0]))
               and docs[0].startswith("出处 [1] [") and f"{url}/knowledge_base/download_doc?" in docs[0],
               f"kb chat: first chunk carries docs ({(docs or [''])[0][:60]!r})")
+        want_docs = format_reference("samples", api.search_kb_docs("samples", QUERIES[0]), url)
+        check(docs == want_docs, f"kb chat: docs == Chatchat's format_reference over search_kb_docs, byte for byte ({len(want_docs)})")
         text = "".join(c.choices[0].delta.content or "" for c in chunks[1:] if c.choices and getattr(c.choices[0], "delta", None))
         check(len(chunks) >= 3 and len(text) > 0, f"kb chat: {len(chunks)} chunks, answer {text[:30]!r}")
         extra_body["return_direct"] = True
