@@ -24,10 +24,10 @@ size_t stop_prefix_suffix(const std::string& text, const std::vector<std::string
     return best;
 }
 
-// Byte offset of the earliest occurrence of any stop string; npos when none.
-size_t find_stop(const std::string& text, const std::vector<std::string>& stops) {
+// Byte offset of the earliest occurrence of any stop string at or after `from`; npos when none.
+size_t find_stop(const std::string& text, const std::vector<std::string>& stops, size_t from = 0) {
     size_t first = std::string::npos;
-    for (const auto& s : stops) first = std::min(first, text.find(s));
+    for (const auto& s : stops) first = std::min(first, text.find(s, from));
     return first;
 }
 }  // namespace
@@ -53,10 +53,10 @@ StreamStep TextStream::push(int64_t token) {
 
     size_t ready = text_.size();
     if (!stops_.empty()) {
-        const size_t stop = find_stop(text_, stops_);
-        step.stopped = stop != std::string::npos;
         // No stop string starts before emitted_ (that text was never a held prefix), and a
         // held suffix starts where a stop string's first character would.
+        const size_t stop = find_stop(text_, stops_, emitted_);
+        step.stopped = stop != std::string::npos;
         ready = step.stopped ? stop : text_.size() - stop_prefix_suffix(text_, stops_);
     }
     step.piece = text_.substr(emitted_, ready - emitted_);

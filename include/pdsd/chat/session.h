@@ -6,9 +6,10 @@
 //
 // Without a generator the session answers retrieval-only (Chatchat's return_direct):
 // the answer is the retrieved chunks, and Answer::retrieval_only says so.
-// Streamed pieces end on UTF-8 character boundaries (a Chinese character spans several
-// byte-level tokens); concatenated they equal Answer::text, which is
-// decode(generated ids, skip_special_tokens) cut at the first stop string.
+// Streamed pieces come from a chat::TextStream: they end on UTF-8 character boundaries (a
+// Chinese character spans several byte-level tokens); concatenated they equal Answer::text,
+// which is decode(generated ids, skip_special_tokens) cut at the first stop string.
+// With a knowledge base the turn is rag::retrieve's (kept hits -> Chatchat's RAG prompt).
 #pragma once
 
 #include "pdsd/kb/knowledge_base.h"
