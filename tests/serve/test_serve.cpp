@@ -338,6 +338,31 @@ TEST(Serve, KnowledgeBaseRoundTrip) {
     EXPECT_EQ(body_json(r)["code"], 404);
 }
 
+TEST(Serve, KbChatSourceLinkDownloadsTheFile) {
+    // The 出处 link is urlencoded as Chatchat's (Python's urlencode: a space is "+", parentheses
+    // are escaped); following it must fetch the cited file (httplib reads "+" as a space).
+    Running s;
+    auto c = s.client();
+    ASSERT_EQ(post_json(c, "/knowledge_base/create_knowledge_base", {{"knowledge_base_name", "kb 3"}})->status, 200);
+    const std::string name = "退货 政策 (v2).md", content = "退货政策：七天无理由退货，保留发票。\n";
+    httplib::MultipartFormDataItems items = {{"files", content, name, "text/markdown"}, {"knowledge_base_name", "kb 3", "", ""}};
+    ASSERT_EQ(c.Post("/knowledge_base/upload_docs", items)->status, 200);
+    auto r = post_json(c, "/chat/kb_chat", {{"query", "退货政策"}, {"kb_name", "kb 3"}, {"stream", false}, {"return_direct", true}});
+    ASSERT_EQ(r->status, 200) << r->body;
+    const std::string doc = body_json(r)["docs"].at(0).get<std::string>();
+    const std::string head = "出处 [1] [" + name + "](";
+    ASSERT_EQ(doc.rfind(head, 0), 0u) << doc;
+    const std::string url = doc.substr(head.size(), doc.find(") \n\n") - head.size());
+    EXPECT_NE(url.find("knowledge_base_name=kb+3&file_name="), std::string::npos) << url;
+    EXPECT_EQ(url.find_first_of(" ()"), std::string::npos) << url;
+    const std::string path = url.substr(url.find("/knowledge_base/download_doc?"));
+    c.set_url_encode(false);   // send the link as a browser does (httplib's client would escape "+")
+    auto d = c.Get(path.c_str());
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->status, 200) << path;
+    EXPECT_EQ(d->body, content);
+}
+
 TEST(Serve, UploadAndDeleteCannotEscapeTheKnowledgeBase) {
     Running s;
     auto c = s.client();
