@@ -43,6 +43,7 @@ public:
 
     StreamStep push(int64_t token);
     // `generated`: every id the generator returned (eos and tokens never pushed included).
+    // Throws InternalError when its text does not begin with what the pieces printed.
     StreamEnd finish(const std::vector<int64_t>& generated) const;
 
 private:
