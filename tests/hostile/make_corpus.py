@@ -14,6 +14,11 @@ import sys
 import zipfile
 import zlib
 
+if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+    # an option here is a user asking for help, not a folder to fill (a run with --help once
+    # wrote the corpus into ./--help and it was committed)
+    print(__doc__.strip())
+    sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
 OUT = sys.argv[1]
 
 
