@@ -71,6 +71,8 @@ Answer ChatSession::ask(const std::string& question, const TextCallback& on_text
     answer.tokens = std::move(r.tokens);
     answer.reason = r.reason;
     answer.prompt_tokens = r.prompt_tokens;
+    answer.prefill_seconds = r.prefill_seconds;
+    answer.decode_seconds = r.decode_seconds;
     history_.push_back({"user", question});
     history_.push_back({"assistant", answer.text});
     return answer;

@@ -1,10 +1,11 @@
 // `pdsd chat`: terminal chat with a Qwen2.5 model, plain or grounded in a knowledge base.
-//   pdsd chat --model DIR                      REPL: /reset, /exit, Ctrl-C stops an answer
+//   pdsd chat --model DIR                      REPL: history, """ blocks, /? /set /show /clear /bye
 //   pdsd chat --model DIR -q "question"        one answer on stdout (logs on stderr)
 //   pdsd chat --kb samples -q "question"       RAG; without a model: retrieval-only
 #include "commands.h"
 
 #include "pdsd/chat/model_loader.h"
+#include "pdsd/chat/repl.h"
 #include "pdsd/chat/session.h"
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
@@ -32,6 +33,39 @@ struct ChatOpts {
     std::vector<std::string> stop;
     bool no_sources = false;
 };
+
+// The terminal REPL (chat/repl.h): a message per line or per """ block, slash commands,
+// tokens/s after each answer. Ctrl-C stops an answer; at the prompt it exits (130).
+template <class Print, class Sources>
+void run_repl(chat::ChatSession& session, const std::string& banner, const Print& print_piece, const Sources& print_sources) {
+    bool tty = ::isatty(STDIN_FILENO);
+    chat::LineReader in(tty ? chat::default_history_path() : "");
+    if (tty) std::fprintf(stderr, "%s", banner.c_str());
+    chat::ReplState state;
+    auto read_line = [&](const std::string& prompt) { return in.read(prompt); };
+    while (auto msg = chat::read_message(read_line)) {
+        if (msg->empty()) continue;
+        in.remember(*msg);
+        chat::ReplReply r = chat::run_command(*msg, session, state);
+        if (r.action == chat::ReplAction::exit) break;
+        if (r.action == chat::ReplAction::handled) {
+            std::fprintf(stderr, "%s", r.output.c_str());
+            continue;
+        }
+        chat::Answer a = session.ask(*msg, print_piece);
+        print_sources(a);
+        std::printf("\n");
+        std::fflush(stdout);
+        if (a.interrupted) std::fprintf(stderr, "[stopped]\n");
+        if (state.verbose && tty && !a.retrieval_only) std::fprintf(stderr, "%s\n", chat::answer_stats(a).c_str());
+    }
+}
+
+std::string tty_banner(const std::string& model_dir, const std::string& kb) {
+    return "pdsd chat: " + (model_dir.empty() ? std::string("retrieval-only") : model_dir) +
+           (kb.empty() ? "" : " over knowledge base " + kb) +
+           ". /? for help, /bye to leave, \"\"\" for a multi-line message, Ctrl-C stops an answer.\n";
+}
 
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
     model::quant::parse_type(o.quant);  // a bad --quant fails before the model loads
@@ -86,35 +120,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
         return;
     }
 
-    bool tty = ::isatty(STDIN_FILENO);
-    if (tty) {
-        std::fprintf(stderr, "pdsd chat: %s%s. /reset clears the history, /exit quits, Ctrl-C stops an answer.\n",
-                     gen ? model_dir.c_str() : "retrieval-only", base ? (" over knowledge base " + o.kb).c_str() : "");
-    }
-    std::string line;
-    while (true) {
-        if (tty) std::fprintf(stderr, "\n>>> ");
-        if (!std::getline(std::cin, line)) {
-            if (interrupt_requested() && !std::cin.eof()) {  // Ctrl-C at the prompt: new prompt
-                clear_interrupt();
-                std::cin.clear();
-                continue;
-            }
-            break;  // EOF (Ctrl-D) or closed input
-        }
-        if (line == "/exit" || line == "/quit") break;
-        if (line == "/reset") {
-            session.reset();
-            std::fprintf(stderr, "history cleared\n");
-            continue;
-        }
-        if (line.empty()) continue;
-        chat::Answer a = session.ask(line, print_piece);
-        print_sources(a);
-        std::printf("\n");
-        std::fflush(stdout);
-        if (a.interrupted) std::fprintf(stderr, "[stopped]\n");
-    }
+    run_repl(session, tty_banner(gen ? model_dir : "", o.kb), print_piece, print_sources);
 }
 }  // namespace
 

@@ -41,6 +41,8 @@ struct Answer {
     std::vector<kb::SearchHit> sources;         // kept hits, in prompt order
     model::StopReason reason = model::StopReason::length;
     int64_t prompt_tokens = 0;
+    double prefill_seconds = 0;                 // prompt forward + first token
+    double decode_seconds = 0;                  // every later token
     bool retrieval_only = false;
     bool interrupted = false;                   // stopped by Ctrl-C
 };
