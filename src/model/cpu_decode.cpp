@@ -4,13 +4,14 @@
 
 #include "pdsd/core/error.h"
 
+#include "row_chunks.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -209,36 +210,18 @@ void finish_rows(Epilogue, const Segment&, int64_t, int64_t, int64_t, const floa
 }
 #endif
 
-// Runs every row of every segment on the intra-op threads. The rows are cut into chunks of
-// 64 within each segment; threads take chunks from a shared counter until none is left, so a
-// thread that started late or streams slower takes fewer. A call of one chunk runs inline.
+// Runs every row of every segment on the intra-op threads (row_chunks.h).
 void run(const bf16* x, int64_t M, int64_t K, const std::vector<Segment>& segs, Epilogue epi) {
-    std::vector<std::pair<size_t, int64_t>> chunks;  // (segment, first row)
-    for (size_t i = 0; i < segs.size(); ++i) {
-        for (int64_t r = 0; r < segs[i].n; r += kChunkRows) chunks.emplace_back(i, r);
-    }
-    const auto n_chunks = static_cast<int64_t>(chunks.size());
-    std::atomic<int64_t> next{0};
-    auto worker = [&](int64_t, int64_t) {
-        std::vector<float> dots(static_cast<size_t>(M * kChunkRows)), dots2(dots.size());
-        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
-            const Segment& s = segs[chunks[static_cast<size_t>(c)].first];
-            const int64_t r0 = chunks[static_cast<size_t>(c)].second, rows = std::min(kChunkRows, s.n - r0);
-            for (int64_t j = 0; j < rows; j += kBlockRows) {
-                const int64_t nr = std::min(kBlockRows, rows - j);
-                dot_rows(x, M, s.w + (r0 + j) * K, nr, K, dots.data() + j, kChunkRows);
-                if (epi == Epilogue::silu_mul) dot_rows(x, M, s.w2 + (r0 + j) * K, nr, K, dots2.data() + j, kChunkRows);
-            }
-            for (int64_t m = 0; m < M; ++m) {
-                finish_rows(epi, s, m, r0, rows, dots.data() + m * kChunkRows, dots2.data() + m * kChunkRows);
-            }
+    auto rows_of = [&](size_t i) { return segs[i].n; };
+    for_each_row_chunk<kChunkRows>(segs.size(), rows_of, M, [&](size_t i, int64_t r0, int64_t rows, float* dots, float* dots2) {
+        const Segment& s = segs[i];
+        for (int64_t j = 0; j < rows; j += kBlockRows) {
+            const int64_t nr = std::min(kBlockRows, rows - j);
+            dot_rows(x, M, s.w + (r0 + j) * K, nr, K, dots + j, kChunkRows);
+            if (epi == Epilogue::silu_mul) dot_rows(x, M, s.w2 + (r0 + j) * K, nr, K, dots2 + j, kChunkRows);
         }
-    };
-    if (n_chunks <= 1) {
-        worker(0, 1);
-    } else {
-        at::parallel_for(0, at::get_num_threads(), 1, worker);
-    }
+        for (int64_t m = 0; m < M; ++m) finish_rows(epi, s, m, r0, rows, dots + m * kChunkRows, dots2 + m * kChunkRows);
+    });
 }
 
 const bf16* ptr(const at::Tensor& t) { return t.defined() ? static_cast<const bf16*>(t.data_ptr()) : nullptr; }

@@ -9,6 +9,7 @@
 #include "pdsd/model/qwen2.h"
 
 #include "quant_kernels.h"
+#include "row_chunks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -218,40 +219,27 @@ struct Segment {
 
 constexpr int64_t kChunkRows = 64;  // weight rows per work item
 
-// All rows of all segments on the intra-op threads, chunks of 64 rows taken from a shared
-// counter (a late or slow thread takes fewer). x (M, kp) fp32 zero-padded, xsum its group sums.
+// All rows of all segments on the intra-op threads (row_chunks.h). x (M, kp) fp32
+// zero-padded, xsum its group sums.
 void run(const float* x, const float* xsum, int64_t M, const std::vector<Segment>& segs, Epilogue epi) {
-    std::vector<std::pair<size_t, int64_t>> chunks;
-    for (size_t i = 0; i < segs.size(); ++i) {
-        for (int64_t r = 0; r < segs[i].w->n; r += kChunkRows) chunks.emplace_back(i, r);
-    }
-    const auto n_chunks = static_cast<int64_t>(chunks.size());
-    std::atomic<int64_t> next{0};
-    auto worker = [&](int64_t, int64_t) {
-        std::vector<float> dots(static_cast<size_t>(M * kChunkRows)), dots2(dots.size());
-        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
-            const Segment& s = segs[chunks[static_cast<size_t>(c)].first];
-            const int64_t r0 = chunks[static_cast<size_t>(c)].second, n = s.w->n, rows = std::min(kChunkRows, n - r0);
-            dot(x, xsum, M, *s.w, r0, rows, dots.data(), kChunkRows);
-            if (epi == Epilogue::silu_mul) dot(x, xsum, M, *s.w2, r0, rows, dots2.data(), kChunkRows);
-            for (int64_t m = 0; m < M; ++m) {
-                const float* d = dots.data() + m * kChunkRows;
-                float* y = s.y + m * n + r0;
-                for (int64_t j = 0; j < rows; ++j) {
-                    float v = d[j];
-                    if (epi == Epilogue::bias && s.bias) v += s.bias[r0 + j];
-                    if (epi == Epilogue::add) v += s.residual[m * n + r0 + j];
-                    if (epi == Epilogue::silu_mul) v = v / (1.0f + std::exp(-v)) * dots2[static_cast<size_t>(m * kChunkRows + j)];
-                    y[j] = v;
-                }
+    auto rows_of = [&](size_t i) { return segs[i].w->n; };
+    for_each_row_chunk<kChunkRows>(segs.size(), rows_of, M, [&](size_t i, int64_t r0, int64_t rows, float* dots, float* dots2) {
+        const Segment& s = segs[i];
+        const int64_t n = s.w->n;
+        dot(x, xsum, M, *s.w, r0, rows, dots, kChunkRows);
+        if (epi == Epilogue::silu_mul) dot(x, xsum, M, *s.w2, r0, rows, dots2, kChunkRows);
+        for (int64_t m = 0; m < M; ++m) {
+            const float* d = dots + m * kChunkRows;
+            float* y = s.y + m * n + r0;
+            for (int64_t j = 0; j < rows; ++j) {
+                float v = d[j];
+                if (epi == Epilogue::bias && s.bias) v += s.bias[r0 + j];
+                if (epi == Epilogue::add) v += s.residual[m * n + r0 + j];
+                if (epi == Epilogue::silu_mul) v = v / (1.0f + std::exp(-v)) * dots2[m * kChunkRows + j];
+                y[j] = v;
             }
         }
-    };
-    if (n_chunks <= 1) {
-        worker(0, 1);
-    } else {
-        at::parallel_for(0, at::get_num_threads(), 1, worker);
-    }
+    });
 }
 
 void check_input(const at::Tensor& x, const QuantWeight& w) {
