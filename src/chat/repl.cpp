@@ -11,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 
+#include <poll.h>
 #include <unistd.h>
 
 #ifdef PDSD_HAVE_LIBEDIT
@@ -38,17 +39,27 @@ struct LineReader::Impl {
     }
     // Our own character reader: libedit's retries a read interrupted by Ctrl-C, and its signal
     // handling (EL_SIGNAL) re-raises the signal to the whole process group. Returns 1 with a
-    // character, 0 at end of input, -1 when Ctrl-C was pressed.
+    // character, 0 at end of input, -1 when Ctrl-C was pressed. It waits in poll() with a short
+    // timeout and looks at the interrupt flag each time: a Ctrl-C that lands after the prompt
+    // is printed but before the read starts sets the flag without interrupting any call, and a
+    // plain blocking read would then wait for the next key.
     static int getc_fn(EditLine*, wchar_t* out) {
         std::mbstate_t st{};
         while (true) {
+            if (interrupt_requested()) {
+                *out = L'\0';
+                return -1;
+            }
+            pollfd pfd{STDIN_FILENO, POLLIN, 0};
+            int ready = ::poll(&pfd, 1, 100);  // ms
+            if (ready == 0 || (ready < 0 && errno == EINTR)) continue;
+            if (ready < 0) return 0;
             char c = 0;
             ssize_t r = ::read(STDIN_FILENO, &c, 1);
             if (r == 0) return 0;
             if (r < 0) {
-                if (errno == EINTR && !interrupt_requested()) continue;  // SIGWINCH and the like
-                *out = L'\0';
-                return -1;
+                if (errno == EINTR || errno == EAGAIN) continue;  // the flag is looked at above
+                return 0;
             }
             wchar_t wc = 0;
             size_t k = std::mbrtowc(&wc, &c, 1, &st);

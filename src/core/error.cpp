@@ -3,6 +3,9 @@
 #include <atomic>
 #include <csignal>
 
+#include <pthread.h>
+#include <signal.h>
+
 namespace pdsd {
 
 std::string ErrorInfo::format() const {
@@ -37,6 +40,12 @@ void install_interrupt_handler() {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;  // no SA_RESTART: blocking reads (the chat prompt) return EINTR
     sigaction(SIGINT, &sa, nullptr);
+    // A parent (a CI runner, a supervisor) may hand us SIGINT blocked; Ctrl-C must still stop
+    // an answer and exit the REPL, so take it unblocked.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
 }
 
 bool interrupt_requested() { return g_interrupted.load(); }

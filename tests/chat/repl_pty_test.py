@@ -9,6 +9,7 @@ Exit 77 (skip) when the build has no line editing (libedit-dev missing at config
 import os
 import pty
 import select
+import signal
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ class Repl:
         env.pop("PDSD_HISTORY", None)
         self.pid, self.fd = pty.fork()
         if self.pid == 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])  # a CI runner's blocked signals stay out
             os.execve(PDSD, [PDSD, "chat", "--model", MODEL, "--temperature", "0", "--max_new_tokens", "4"], env)
         self.out = b""
 
@@ -52,16 +54,17 @@ class Repl:
     def exit_code(self, timeout=30):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            try:
-                os.read(self.fd, 4096)  # drain so the child never blocks on a full pty
-            except OSError:
-                pass
+            r, _, _ = select.select([self.fd], [], [], 0.05)
+            if r:  # drain so the child never blocks on a full pty (never a blocking read)
+                try:
+                    self.out += os.read(self.fd, 4096)
+                except OSError:
+                    pass
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 return os.waitstatus_to_exitcode(status)
-            time.sleep(0.05)
         os.kill(self.pid, 9)
-        raise AssertionError("pdsd did not exit")
+        raise AssertionError(f"pdsd did not exit; output since the last match:\n{self.out.decode(errors='replace')}")
 
 
 def main():
