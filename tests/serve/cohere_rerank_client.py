@@ -28,8 +28,11 @@ with tempfile.TemporaryDirectory() as d:
     with open(df, "w", encoding="utf-8") as f:
         for x in docs:
             f.write(json.dumps(x, ensure_ascii=False) + "\n")
-    want = json.loads(subprocess.run([pdsd, "kb", "rerank", "-m", model, "--query", query, "--docs", df, "--json"],
+    want = json.loads(subprocess.run([pdsd, "kb", "rerank", "-m", model, "--query", query, "--docs", df, "--json",
+                                      "--dtype", "auto"],
                                      check=True, capture_output=True, text=True).stdout)
+    # --dtype auto: the dtype serve takes from kb_settings.yaml's default embed_dtype (bf16 on
+    # CPUs with native bf16, else fp32), so the scores compare to 1e-6 on any machine.
     want = [r["relevance_score"] for r in want["results"]]
     err = open(os.path.join(d, "err"), "w+")
     srv = subprocess.Popen([pdsd, "serve", "--port", "0", "--root", os.path.join(d, "data"), "-e", "none",
