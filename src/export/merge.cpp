@@ -163,6 +163,11 @@ ExportOptions options_from_lf(const LfArgs& a) {
         throw UsageError(ErrorInfo{}.at("finetuning_type").expected("lora").found(a.finetuning.finetuning_type)
                              .hint("pdsd export merges LoRA adapters"));
     }
+    if (a.model.quantization_bit) {  // LLaMA-Factory refuses the same way
+        throw UsageError(ErrorInfo{}.at("quantization_bit").msg("adapters are merged onto the unquantized base")
+                             .found(std::to_string(*a.model.quantization_bit))
+                             .hint("drop quantization_bit: a QLoRA adapter merges into the original bf16/fp32 weights"));
+    }
     if (a.export_.export_legacy_format) {
         throw UsageError(ErrorInfo{}.at("export_legacy_format").expected("false").found("true")
                              .hint("pdsd writes safetensors only; pickle .bin checkpoints can run code when loaded"));

@@ -426,6 +426,8 @@ at::Tensor linear_add(const at::Tensor& x, const QuantWeight& w, const at::Tenso
     return finish(compute(x, {s}, Epilogue::add)[0], x);
 }
 
+void release_float_weight(at::Tensor& p) { p.set_data(at::zeros({1}, p.options()).expand(p.sizes())); }
+
 int64_t quantize_model(LoadedModel& lm, Type type) {
     if (type == Type::none) return 0;
     if (!lm.device.is_cpu()) {
@@ -435,13 +437,11 @@ int64_t quantize_model(LoadedModel& lm, Type type) {
     at::NoGradGuard no_grad;
     auto& m = *lm.model;
     int64_t bytes = 0, weights = 0;
-    // The float weight is released: its parameter keeps its shape as a zero-stride view of one zero.
-    auto release = [](at::Tensor& p) { p.set_data(at::zeros({1}, p.options()).expand(p.sizes())); };
     auto take = [&](at::Tensor& w, Type t) {
         auto q = std::make_shared<QuantWeight>(quantize(w, t));
         bytes += q->nbytes();
         weights += w.numel();
-        release(w);
+        release_float_weight(w);
         return q;
     };
     m.release_packed_weights();

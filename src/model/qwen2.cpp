@@ -43,7 +43,9 @@ at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& packed, const at
 
 at::Tensor ProjImpl::forward(const at::Tensor& x) {
     at::Tensor y;  // (..., in) -> (..., out)
-    if (quant) {
+    if (nf4) {
+        y = at::linear(x, nf4::dequantize(*nf4, x.scalar_type()), bias);
+    } else if (quant) {
         y = quant::linear(x, {quant.get()}, {bias})[0];
     } else if (cpu_decode::applies(x, weight)) {
         y = cpu_decode::linear(x, {weight}, {bias})[0];  // decode rows on the CPU, bf16

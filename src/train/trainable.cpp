@@ -326,6 +326,12 @@ std::unique_ptr<Trainable> make_trainable(const LfArgs& a, model::Qwen2ForCausal
                                               a.finetuning.pure_bf16, tied);
 }
 
+int64_t projection_params(const Qwen2Config& c) {
+    const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim(), kv = c.num_key_value_heads * c.head_dim(),
+                  I = c.intermediate_size;
+    return c.num_hidden_layers * (h * q + 2 * h * kv + q * h + 3 * h * I);
+}
+
 ParamCount count_parameters(const LfArgs& a, const Qwen2Config& cfg, const std::string& base_dir) {
     ParamCount c;
     if (a.finetuning.finetuning_type == "lora") {

@@ -12,6 +12,7 @@
 #include "pdsd/core/safetensors.h"
 #include "pdsd/data/dataset.h"
 #include "pdsd/model/loader.h"
+#include "pdsd/model/nf4.h"
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/chat_template.h"
 #include "pdsd/tokenizer/tokenizer.h"
@@ -189,6 +190,27 @@ std::string fmt_g(double v, int prec = 4) {
     return b;
 }
 
+// QLoRA keys (LLaMA-Factory ModelArguments): 4-bit bitsandbytes formats under LoRA only.
+void check_quantization(const LfArgs& a) {
+    const auto& m = a.model;
+    if (!m.quantization_bit) return;
+    if (a.finetuning.finetuning_type != "lora") {
+        throw ConfigError(ErrorInfo{}.at("quantization_bit").msg("Quantization is only compatible with the LoRA method")
+                              .found("finetuning_type " + a.finetuning.finetuning_type).hint("use finetuning_type: lora, or drop quantization_bit"));
+    }
+    if (*m.quantization_bit != 4) {
+        throw ConfigError(ErrorInfo{}.at("quantization_bit").expected("4").found(std::to_string(*m.quantization_bit))
+                              .hint(*m.quantization_bit == 8 ? "8-bit QLoRA (bitsandbytes LLM.int8) is not implemented; quantization_bit: 4 "
+                                                               "(NF4) needs half its memory for the base"
+                                                             : "QLoRA stores the base in 4 bits"));
+    }
+    if (m.quantization_method != "bnb") {
+        throw ConfigError(ErrorInfo{}.at("quantization_method").expected("bnb").found(m.quantization_method)
+                              .hint("pdsd implements bitsandbytes' NF4/FP4 formats"));
+    }
+    model::nf4::parse_kind(m.quantization_type);  // ConfigError naming quantization_type
+}
+
 void check_supported(const LfArgs& a) {
     if (a.finetuning.stage != "sft") {
         throw ConfigError(ErrorInfo{}.at("stage").expected("sft").found(a.finetuning.stage)
@@ -197,8 +219,9 @@ void check_supported(const LfArgs& a) {
     const std::string& ft = a.finetuning.finetuning_type;
     if (ft != "lora" && ft != "freeze" && ft != "full") {
         throw ConfigError(ErrorInfo{}.at("finetuning_type").expected("lora | freeze | full").found("'" + ft + "'")
-                              .hint("QLoRA is lora with quantization_bit, which pdsd does not quantize yet"));
+                              .hint("QLoRA is finetuning_type lora with quantization_bit: 4"));
     }
+    check_quantization(a);
     if (a.model.model_name_or_path.empty()) throw ConfigError(ErrorInfo{}.at("model_name_or_path").msg("is required"));
     if (a.training.output_dir.empty()) throw ConfigError(ErrorInfo{}.at("output_dir").msg("is required"));
     if (a.data.dataset.empty()) throw ConfigError(ErrorInfo{}.at("dataset").msg("is required"));
@@ -307,10 +330,21 @@ std::string TrainPlan::to_text() const {
       << "trainable params: " << trainable_params << " of " << total_params << " ("
       << fmt_g(100.0 * static_cast<double>(trainable_params) / static_cast<double>(std::max<int64_t>(1, total_params)), 4)
       << "%)\n"
-      << "finetuning_type: " << finetuning_type << "\n"
+      << "finetuning_type: " << finetuning_type << (quantization.empty() ? "" : " (QLoRA: base in " + quantization + ")") << "\n"
       << "device: " << device << ", compute dtype: " << dtype << "\n"
       << "gradient checkpointing: " << (gradient_checkpointing ? "on" : "off") << "\n"
       << "peak memory estimate: " << fmt_g(peak_memory_gib, 3) << " GiB\n";
+    if (!methods.empty()) {
+        o << "peak memory estimate by method (this batch, dtype and model):\n"
+          << "  method    trainable params   GiB\n";
+        const std::string self = finetuning_type == "lora" && !quantization.empty() ? "qlora-4" : finetuning_type;
+        for (const auto& m : methods) {
+            char line[96];
+            std::snprintf(line, sizeof line, "  %-9s %16lld   %s%s\n", m.method.c_str(), static_cast<long long>(m.trainable_params),
+                          fmt_g(m.peak_memory_gib, 3).c_str(), m.method == self ? " <- this run" : "");
+            o << line;
+        }
+    }
     return o.str();
 }
 
@@ -327,6 +361,7 @@ public:
     void setup_environment();
     void setup_data();
     void make_plan();
+    double estimate_peak_gib(const LfArgs& a, const ParamCount& pc) const;  // GiB, see make_plan
     TrainResult dry_run() const;
     void setup_model();
     void resume();
@@ -494,24 +529,47 @@ void SftRecipe::make_plan() {
     plan_.device = dev_.str();
     plan_.dtype = dtype_name_;
     plan_.finetuning_type = a_.finetuning.finetuning_type;
+    if (a_.model.quantization_bit) {
+        plan_.quantization = "4-bit " + a_.model.quantization_type + (a_.model.double_quantization ? ", double quantization" : "");
+    }
     plan_.gradient_checkpointing = ta_.checkpointing_enabled();
-    // Rough peak: weights + trained tensors' (param, grad, 2 AdamW moments, fp32) + saved activations
-    // (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
-    // checkpointing only each layer's input, H values per token per layer, plus one layer's
-    // full set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3
-    // temporaries) + the kept CE gradient.
+    plan_.peak_memory_gib = estimate_peak_gib(a_, pc);
+    // The same estimate for each of LLaMA-Factory's methods on this batch, dtype and model (the
+    // project document's table): freeze with this config's freeze keys, LoRA with its LoRA keys.
+    const int64_t layers = cfg_.num_hidden_layers;
+    for (const char* method : {"full", "freeze", "lora", "qlora-4"}) {
+        LfArgs m = a_;
+        m.finetuning.finetuning_type = std::string(method) == "qlora-4" ? "lora" : method;
+        if (std::string(method) == "qlora-4") m.model.quantization_bit = 4;
+        else if (m.finetuning.finetuning_type == "lora") m.model.quantization_bit.reset();
+        if (a_.finetuning.finetuning_type != "freeze") {  // LF's defaults, within this model's depth
+            m.finetuning.freeze_trainable_layers = std::min<int64_t>(m.finetuning.freeze_trainable_layers, layers);
+        }
+        const ParamCount c = count_parameters(m, cfg_, a_.model.model_name_or_path);
+        plan_.methods.push_back({method, c.trainable, estimate_peak_gib(m, c)});
+    }
+}
+
+// Rough peak: weights + trained tensors' (param, grad, 2 AdamW moments, fp32) + saved activations
+// (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
+// checkpointing only each layer's input, H values per token per layer, plus one layer's full
+// set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3 temporaries) + the
+// kept CE gradient. QLoRA: the decoder projections at 4 bits + their block scales (nf4.h).
+double SftRecipe::estimate_peak_gib(const LfArgs& a, const ParamCount& pc) const {
     const double bytes = dtype_ == c10::kFloat ? 4 : 2;
-    const double tokens = static_cast<double>(ta_.per_device_train_batch_size * std::min(plan_.max_seq_len, a_.data.cutoff_len + 8));
+    const double tokens = static_cast<double>(ta_.per_device_train_batch_size * std::min(plan_.max_seq_len, a.data.cutoff_len + 8));
     const double per_layer = tokens * (14.0 * static_cast<double>(cfg_.hidden_size) + 4.0 * static_cast<double>(cfg_.intermediate_size)) * bytes;
     const double act = plan_.gradient_checkpointing
                            ? tokens * static_cast<double>(cfg_.num_hidden_layers * cfg_.hidden_size) * bytes + per_layer
                            : per_layer * static_cast<double>(cfg_.num_hidden_layers);
     const double ce = static_cast<double>(opt_.ce_chunk_tokens) * static_cast<double>(cfg_.vocab_size) * 4 * 3 +
                       tokens * static_cast<double>(cfg_.hidden_size) * bytes;
-    const bool lora = a_.finetuning.finetuning_type == "lora";
-    const double base = static_cast<double>(lora ? plan_.total_params - plan_.trainable_params : plan_.total_params);
-    const double w = base * bytes + static_cast<double>(plan_.trainable_params) * 16;
-    plan_.peak_memory_gib = (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
+    const bool lora = a.finetuning.finetuning_type == "lora";
+    const double base = static_cast<double>(lora ? pc.total - pc.trainable : pc.total);
+    const double proj = a.model.quantization_bit ? static_cast<double>(projection_params(cfg_)) : 0.0;
+    const double proj_bytes = (a.model.double_quantization ? 4.0 + 8.0 / 64 + 32.0 / (64 * 256) : 4.0 + 32.0 / 64) / 8;
+    const double w = (base - proj) * bytes + proj * proj_bytes + static_cast<double>(pc.trainable) * 16;
+    return (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
 }
 
 TrainResult SftRecipe::dry_run() const {
@@ -540,6 +598,13 @@ void SftRecipe::setup_model() {
     lo.dtype = dtype_name_;
     lm_ = model::load_qwen2(a_.model.model_name_or_path, lo);
     auto& net = *lm_.model;
+    if (a_.model.quantization_bit) {
+        int64_t float_bytes = 0;
+        const int64_t b = model::nf4::quantize_base(net, model::nf4::parse_kind(a_.model.quantization_type),
+                                                    a_.model.double_quantization, &float_bytes);
+        log::info(kComp, log::cat("QLoRA: decoder projections stored in ", plan_.quantization, ": ", fmt_g(static_cast<double>(b) / 1e6, 3),
+                                  " MB instead of ", fmt_g(static_cast<double>(float_bytes) / 1e6, 3), " MB"));
+    }
     trainable_ = make_trainable(a_, net, a_.model.model_name_or_path, dtype_, dev_);
     net.train();
     lm_weight_ = net.lm_head ? net.lm_head->weight : net.model->embed_tokens->weight;  // (V, H)

@@ -240,6 +240,9 @@ TEST(Export, LlamaFactoryArgsMapToOptions) {
     a.finetuning.finetuning_type = "full";
     EXPECT_THROW(exporter::options_from_lf(a), UsageError);
     a.finetuning.finetuning_type = "lora";
+    a.model.quantization_bit = 4;   // the QLoRA training yaml reused: merge onto the float base
+    EXPECT_THROW(exporter::options_from_lf(a), UsageError);
+    a.model.quantization_bit.reset();
     a.export_.export_dir.clear();
     EXPECT_THROW(exporter::options_from_lf(a), UsageError);
 }

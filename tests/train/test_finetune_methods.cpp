@@ -1,4 +1,4 @@
-// finetuning_type freeze and full on a tiny random Qwen2 (CPU, in-process run_sft with
+// finetuning_type freeze and full, and LoRA on a 4-bit base (QLoRA), on a tiny random Qwen2 (CPU, in-process run_sft with
 // configs/sft_tiny.yaml shortened): which tensors the saved HF model folder changed, bit for
 // bit against the base checkpoint, the folder's files, and that it loads back.
 #include "pdsd/core/error.h"
@@ -19,6 +19,8 @@
 #include <fstream>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <sstream>
 #include <set>
 
 using namespace pdsd;
@@ -36,7 +38,8 @@ std::string make_tiny(const test::TempDir& dir) {
 }
 
 // configs/sft_tiny.yaml, made short: 8 examples, 2 per step, cutoff 64, no eval, no plot.
-train::TrainResult train_tiny(const std::string& base, const std::string& out, std::vector<std::string> overrides) {
+train::TrainResult train_tiny(const std::string& base, const std::string& out, std::vector<std::string> overrides,
+                              bool dry_run = false) {
     LfArgs args;
     ConfigSchema schema = lf_schema(args, "train");
     schema.load_yaml(test::source_dir() + "/configs/sft_tiny.yaml");
@@ -48,6 +51,7 @@ train::TrainResult train_tiny(const std::string& base, const std::string& out, s
     schema.apply_overrides(o);
     train::TrainOptions opt;
     opt.args = args;
+    opt.dry_run = dry_run;
     return train::run_sft(opt);
 }
 
@@ -173,4 +177,80 @@ TEST(FinetuneFull, EveryTensorChangesAndLossFalls) {
     Checkpoint ck = Checkpoint::open(out);
     EXPECT_EQ(ck.info("model.layers.0.self_attn.q_proj.weight").dtype, DType::F32);
     EXPECT_EQ(read_json_file(out + "/config.json").value("torch_dtype", ""), "float32");
+}
+
+// QLoRA (LLaMA-Factory's quantization_bit: 4): the base's decoder projections are held in NF4
+// (model/nf4.h, equal to bitsandbytes' format), only the adapter trains and is saved.
+TEST(FinetuneQlora, TheAdapterTrainsOnAFourBitBaseAndLossFalls) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp), out = tmp.file("qlora"), plain = tmp.file("lora");
+    const std::vector<std::string> common = {"--finetuning_type", "lora", "--max_steps", "8", "--num_train_epochs", "10",
+                                             "--max_samples", "2", "--learning_rate", "5e-3", "--lora_target", "all"};
+    std::vector<std::string> q = common;
+    q.insert(q.end(), {"--quantization_bit", "4", "--quantization_type", "nf4", "--double_quantization", "true"});
+    train::TrainResult r = train_tiny(base, out, q);
+    train::TrainResult l = train_tiny(base, plain, common);
+    EXPECT_EQ(r.global_step, 8);
+    EXPECT_EQ(r.trainable_params, l.trainable_params);   // the same adapter shapes
+    const auto ql = logged_losses(out), ll = logged_losses(plain);
+    ASSERT_EQ(ql.size(), 8u);
+    EXPECT_LT(ql.back(), ql.front() - 0.1) << "the adapter must fit 2 examples over a 4-bit base";
+    // Step 1 runs the 4-bit base with a zero adapter: near the float model's loss, not equal.
+    EXPECT_NEAR(ql.front(), ll.front(), 0.05);
+    EXPECT_NE(ql.front(), ll.front());
+    EXPECT_TRUE(fs::exists(out + "/adapter_model.safetensors"));
+    EXPECT_TRUE(fs::exists(out + "/adapter_config.json"));
+    EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+}
+
+TEST(FinetuneQlora, BadKeysAreConfigErrorsNamingThem) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp);
+    auto fails_with = [&](std::vector<std::string> o, const std::string& word) {
+        try {
+            o.insert(o.end(), {"--max_steps", "1"});
+            train_tiny(base, tmp.file("bad"), o);
+            ADD_FAILURE() << "accepted " << word;
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+        }
+    };
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "8"}, "LLM.int8");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "3"}, "quantization_bit");
+    fails_with({"--finetuning_type", "freeze", "--quantization_bit", "4"}, "only compatible with the LoRA method");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "4", "--quantization_type", "int4"}, "quantization_type");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "4", "--quantization_method", "hqq"}, "quantization_method");
+}
+
+// --dry-run's table: each method's trainable parameters and peak estimate on this batch; the
+// run's own row is marked; full trains everything and needs the most, QLoRA the least.
+TEST(FinetuneQlora, DryRunTablesEveryMethodsMemory) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp);
+    testing::internal::CaptureStdout();
+    train_tiny(base, tmp.file("dry"), {"--finetuning_type", "lora", "--quantization_bit", "4"}, true);
+    const std::string plan = testing::internal::GetCapturedStdout();
+    EXPECT_NE(plan.find("finetuning_type: lora (QLoRA: base in 4-bit nf4, double quantization)"), std::string::npos) << plan;
+    std::map<std::string, std::pair<int64_t, double>> rows;
+    std::string marked;
+    std::istringstream in(plan.substr(plan.find("peak memory estimate by method")));
+    std::string line, method;
+    std::getline(in, line);
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+        std::istringstream l(line);
+        int64_t n = 0;
+        double gib = 0;
+        if (!(l >> method >> n >> gib)) break;
+        rows[method] = {n, gib};
+        if (line.find("<- this run") != std::string::npos) marked = method;
+    }
+    ASSERT_EQ(rows.size(), 4u) << plan;
+    EXPECT_EQ(marked, "qlora-4");
+    EXPECT_EQ(rows["full"].first, 9816640);
+    EXPECT_EQ(rows["lora"].first, rows["qlora-4"].first);
+    EXPECT_GT(rows["full"].second, rows["freeze"].second);
+    EXPECT_GE(rows["freeze"].second, rows["lora"].second);
+    EXPECT_GE(rows["lora"].second, rows["qlora-4"].second);
+    EXPECT_FALSE(fs::exists(tmp.file("dry")));  // a dry run writes nothing
 }

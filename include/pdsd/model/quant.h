@@ -91,4 +91,8 @@ at::Tensor linear_add(const at::Tensor& x, const QuantWeight& w, const at::Tenso
 // takes every call). Returns the quantized bytes. UsageError on a non-CPU model.
 int64_t quantize_model(LoadedModel& lm, Type type);
 
+// Drops a float weight whose quantized copy took its place: the parameter keeps its shape as a
+// zero-stride view of one zero (shapes still read right; the values are gone).
+void release_float_weight(at::Tensor& p);
+
 }  // namespace pdsd::model::quant

@@ -13,6 +13,11 @@ struct LogitsDumpOptions {
     std::string model_dir;                    // HF Qwen2 folder
     std::string adapter_dir;                  // PEFT adapter folder; empty = base model only
     std::vector<std::vector<int64_t>> rows;   // token ids, one sequence per row (right-padded to the longest)
+    // QLoRA's base (LLaMA-Factory's keys): 4 = the decoder projections in 4 bits (model/nf4.h)
+    // before the adapter is attached, as `pdsd train --quantization_bit 4` trains it; 0 = float.
+    int64_t quantization_bit = 0;
+    std::string quantization_type = "nf4";    // nf4 | fp4
+    bool double_quantization = true;
     std::string out_path;                     // safetensors: "logits" fp32 (rows, T, V), "input_ids" int64, "attention_mask" int64
 };
 
