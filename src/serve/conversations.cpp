@@ -89,6 +89,8 @@ private:
     sqlite3_stmt* st_ = nullptr;
 };
 
+constexpr const char* kIdChars = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
+
 constexpr const char* kMessageColumns =
     "id, conversation_id, chat_type, query, response, meta_data, feedback_score, feedback_reason, create_time";
 
@@ -168,13 +170,26 @@ const std::string& ConversationStore::path() const { return impl_->path; }
 
 Conversation ConversationStore::create(const std::string& name, const std::string& chat_type) {
     check_name(name);
+    return insert(uuid_hex(), name, chat_type);
+}
+
+Conversation ConversationStore::adopt(const std::string& id, const std::string& name, const std::string& chat_type) {
+    if (id.empty() || id.size() > 32 || id.find_first_not_of(kIdChars) != std::string::npos)
+        throw UsageError(ErrorInfo{}.at("conversation_id").msg("bad conversation id").expected("1..32 characters of 0-9 a-z A-Z _ - (Chatchat's uuid4 hex)")
+                             .found("'" + id + "'"));
+    check_name(name);
+    if (auto c = get(id)) return *c;
+    return insert(id, name, chat_type);
+}
+
+Conversation ConversationStore::insert(const std::string& id, const std::string& name, const std::string& chat_type) {
     std::lock_guard<std::mutex> lk(impl_->mu);
-    Conversation c{uuid_hex(), name, chat_type, ""};
-    impl_->stmt("INSERT INTO conversation (id, name, chat_type) VALUES (?, ?, ?)").bind(1, c.id).bind(2, name).bind(3, chat_type).step();
-    auto s = impl_->stmt("SELECT create_time FROM conversation WHERE id = ?");
-    s.bind(1, c.id);
-    if (s.step()) c.create_time = s.text(0);
-    return c;
+    // OR IGNORE: two first turns of one adopted id racing make one row.
+    impl_->stmt("INSERT OR IGNORE INTO conversation (id, name, chat_type) VALUES (?, ?, ?)").bind(1, id).bind(2, name).bind(3, chat_type).step();
+    auto s = impl_->stmt("SELECT id, name, chat_type, create_time FROM conversation WHERE id = ?");
+    s.bind(1, id);
+    s.step();
+    return Conversation{s.text(0), s.text(1), s.text(2), s.text(3)};
 }
 
 std::vector<Conversation> ConversationStore::list() const {

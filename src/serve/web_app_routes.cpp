@@ -79,6 +79,18 @@ std::string download_name(const std::string& name) {
     return (out.empty() ? std::string("conversation") : out) + ".md";
 }
 
+// The name of a conversation its first query starts: that query's first 20 characters on one line.
+std::string title_of(const std::string& query) {
+    constexpr size_t kChars = 20;
+    std::string out;
+    size_t chars = 0;
+    for (unsigned char c : query) {
+        if ((c & 0xC0) != 0x80 && ++chars > kChars) break;   // a byte that starts a code point
+        out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : static_cast<char>(c);
+    }
+    return out.find_first_not_of(' ') == std::string::npos ? std::string("新对话") : out;
+}
+
 }  // namespace
 
 ConversationStore& WebApp::store() {
@@ -96,6 +108,7 @@ bool WebApp::is_public_path(const std::string& path) {
 std::string WebApp::begin_turn(const json& body, const std::string& chat_type, const std::string& query, const json& meta_data) {
     std::optional<std::string> cid = opt_string(body, "conversation_id");
     if (!cid || cid->empty()) return "";
+    store().adopt(*cid, title_of(query), chat_type);   // a Chatchat client's own id starts a conversation
     return store().add_message(*cid, chat_type, query, meta_data).id;
 }
 

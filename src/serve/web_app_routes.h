@@ -40,7 +40,9 @@ public:
 
     // A chat request whose body has a non-empty "conversation_id": records `query` (and
     // `meta_data`, e.g. {"docs": [...]}) as a new message and returns its id; "" when the body
-    // names none. IoError (404) when the conversation does not exist, before any generation.
+    // names none. A conversation id the store has not seen is adopted (made with that id, named
+    // after the query), as Chatchat stores the turns of the ids its clients make up;
+    // UsageError (400) for an id that cannot be one (conversations.h), before any generation.
     std::string begin_turn(const nlohmann::json& body, const std::string& chat_type, const std::string& query,
                            const nlohmann::json& meta_data = nlohmann::json::object());
     // Stores the answer of turn `message_id` ("" : nothing to do). Never throws (it runs at the

@@ -68,6 +68,11 @@ public:
     const std::string& path() const;
 
     Conversation create(const std::string& name, const std::string& chat_type);
+    // Conversation `id`, made with that id (and `name`, `chat_type`) when the store has none:
+    // Chatchat's clients (its Streamlit page) make their own uuid4 hex ids and never create
+    // them, and Chatchat stores their turns anyway. UsageError unless `id` is 1..32 characters
+    // of [0-9A-Za-z_-].
+    Conversation adopt(const std::string& id, const std::string& name, const std::string& chat_type);
     std::vector<Conversation> list() const;                       // newest first
     std::optional<Conversation> get(const std::string& id) const;
     void rename(const std::string& id, const std::string& name);  // IoError when unknown
@@ -90,6 +95,7 @@ public:
     std::string export_markdown(const std::string& conversation_id) const;
 
 private:
+    Conversation insert(const std::string& id, const std::string& name, const std::string& chat_type);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
