@@ -131,6 +131,13 @@ def main():
         def options(select_id):   # read in one script: the page rebuilds its <option>s on every refresh
             return driver.execute_script("return [...document.querySelectorAll('#' + arguments[0] + ' option')].map(o => o.value);", select_id)
 
+        def upload(name, text, input_id, button_id):   # writes tmp/name, picks it in the file input, clicks
+            path = os.path.join(tmp, name)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            by_id(input_id).send_keys(path)
+            by_id(button_id).click()
+
         def no_error():
             errors = driver.find_elements(By.CSS_SELECTOR, ".msg.error")
             if errors:
@@ -326,11 +333,7 @@ def main():
         if not by_id("createStatus").text.startswith("已新建"):
             sys.exit("FAIL: create KB: " + by_id("createStatus").text)
         Select(by_id("kbManage")).select_by_value("webtest")
-        up = os.path.join(tmp, "网页上传测试.md")
-        with open(up, "w", encoding="utf-8") as f:
-            f.write("# 花期\n\n网页上传的文件：紫藤花开放时间是四月。\n")
-        by_id("files").send_keys(up)
-        by_id("upload").click()
+        upload("网页上传测试.md", "# 花期\n\n网页上传的文件：紫藤花开放时间是四月。\n", "files", "upload")
         wait.until(lambda d: d.find_element(By.ID, "uploadStatus").text.startswith(("已上传", "部分失败", "上传失败")))
         st = by_id("uploadStatus").text
         print(f"upload status: {st}")
@@ -364,11 +367,7 @@ def main():
         by_id("tabChat").click()
         by_id("newConv").click()
         Select(by_id("mode")).select_by_value("file_chat")
-        doc = os.path.join(tmp, "会议纪要.txt")
-        with open(doc, "w", encoding="utf-8") as f:
-            f.write("会议纪要：下次评审定在周五下午三点，地点是二号会议室。")
-        by_id("tempFiles").send_keys(doc)
-        by_id("tempUpload").click()
+        upload("会议纪要.txt", "会议纪要：下次评审定在周五下午三点，地点是二号会议室。", "tempFiles", "tempUpload")
         wait.until(lambda d: d.find_element(By.ID, "tempStatus").text.startswith(("已上传", "上传失败")))
         if not by_id("tempStatus").text.startswith("已上传"):
             sys.exit("FAIL: file chat upload: " + by_id("tempStatus").text)
