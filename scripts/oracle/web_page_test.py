@@ -6,10 +6,18 @@ Setup: `pdsd init` + `pdsd kb -r` on the bundled samples, and a tiny random-weig
 the real Qwen tokenizer (`pdsd model init --preset tiny --tokenizer ...`), so answers are
 gibberish but streamed through the real model, template and tokenizer.
 
-Checks: the page loads and lists the `samples` knowledge base; a question asked through the
-textarea gets a streamed answer (text grows while the request is open) and its sources
-(出处 entries naming sample files) under it; a file uploaded through the page is indexed
-(search_docs finds it afterwards). A screenshot is written to --screenshot.
+Checks (the web app of issue 17): Chinese by default; a KB chat question gets a streamed answer
+(text grows while the request is open), tokens/s, and its sources as collapsible cards under it
+that name sample files, link to the document and show the Markdown chunks as HTML; the
+conversation is stored server-side (GET /chat/conversations) and shown again after a page
+reload, sources included; 👎 with a reason lands in the message row (/chat/feedback);
+regenerate replaces the turn; an LLM chat answer stopped mid-stream stays on screen with its
+query stored (answer empty, as Chatchat stores it), edit-and-resend replaces that turn here and
+in the store, a sidebar rename is stored and heads the Markdown export; the language switch
+gives English and keeps it across a reload;
+the KB tab creates a KB, uploads a file, rebuilds with a finished progress bar, finds the file
+with scores in its search box and deletes the KB; file chat answers from an uploaded file.
+Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png beside it.
 
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
@@ -67,6 +75,7 @@ def main():
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import Select, WebDriverWait
     except ImportError:
         need(False, "selenium not installed (pip install selenium; CI: PDSD_TEST_VENV=1 scripts/setup.sh)")
@@ -103,20 +112,50 @@ def main():
         opts = webdriver.ChromeOptions()
         opts.binary_location = a.chromium
         for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1200,900", "--lang=zh-CN"):
+                     "--window-size=1400,900", "--lang=zh-CN"):
             opts.add_argument(flag)
         driver = webdriver.Chrome(service=Service(a.chromedriver), options=opts)
         driver.set_page_load_timeout(30)
         driver.get(base + "/")
         wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: any(o.get_attribute("value") == "samples"
-                                 for o in d.find_elements(By.CSS_SELECTOR, "#kb option")))
-        Select(driver.find_element(By.ID, "kb")).select_by_value("samples")
-        status = driver.find_element(By.ID, "status").text
-        print(f"status line: {status}")
+        by_id = lambda i: driver.find_element(By.ID, i)
+        shot_dir = os.path.dirname(os.path.abspath(a.screenshot))
+        os.makedirs(shot_dir, exist_ok=True)
+        stem = os.path.splitext(os.path.basename(a.screenshot))[0]
 
-        # Slow the stream down enough to see it grow: the tiny model is fast, so watch the
-        # answer text from the page's own updates (textContent snapshots while sending).
+        def shot(name):
+            path = a.screenshot if name == "" else os.path.join(shot_dir, f"{stem}_{name}.png")
+            driver.save_screenshot(path)
+            print(f"screenshot: {path}")
+
+        def options(select_id):   # read in one script: the page rebuilds its <option>s on every refresh
+            return driver.execute_script("return [...document.querySelectorAll('#' + arguments[0] + ' option')].map(o => o.value);", select_id)
+
+        def upload(name, text, input_id, button_id):   # writes tmp/name, picks it in the file input, clicks
+            path = os.path.join(tmp, name)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            by_id(input_id).send_keys(path)
+            by_id(button_id).click()
+
+        def no_error():
+            errors = driver.find_elements(By.CSS_SELECTOR, ".msg.error")
+            if errors:
+                sys.exit("FAIL: the page shows an error: " + errors[0].text)
+
+        def answered(count):
+            # an answer is complete when its action bar is there and the send button is back
+            return lambda d: (d.find_element(By.ID, "send").is_enabled() and
+                              len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant .actions")) >= count) or d.find_elements(By.CSS_SELECTOR, ".msg.error")
+
+        wait.until(lambda d: "samples" in options("kb"))
+        if driver.execute_script("return document.documentElement.lang") != "zh-CN" or by_id("send").text != "发送":
+            sys.exit("FAIL: the page is not Chinese by default")
+        Select(by_id("mode")).select_by_value("kb_chat")
+        Select(by_id("kb")).select_by_value("samples")
+        print(f"status line: {by_id('status').text}")
+
+        # ---- KB chat: a streamed answer, sources as cards under it ----
         driver.execute_script("""
             window.__lengths = [];
             const obs = new MutationObserver(() => {
@@ -125,57 +164,225 @@ def main():
             });
             obs.observe(document.getElementById('log'), {subtree: true, childList: true, characterData: true});
         """)
-        box = driver.find_element(By.ID, "input")
-        box.send_keys("如何安装？")
-        driver.find_element(By.ID, "send").click()
-        wait.until(lambda d: d.find_element(By.ID, "send").is_enabled() and d.find_elements(By.CSS_SELECTOR, ".msg.assistant"))
+        question = "如何安装？"
+        by_id("input").send_keys(question)
+        by_id("send").click()
+        wait.until(answered(1))
+        no_error()
         answer = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
         text = answer.find_element(By.CSS_SELECTOR, ".body").text
-        sources = answer.find_elements(By.CSS_SELECTOR, ".sources .source")
+        cards = answer.find_elements(By.CSS_SELECTOR, ".sources .source")
         lengths = driver.execute_script("return window.__lengths;")
         distinct = sorted(set(x for x in lengths if x > 0))
-        print(f"answer ({len(text)} chars): {text[:80]!r}; sources: {len(sources)}; "
-              f"answer length seen at {len(distinct)} distinct sizes while streaming")
-        errors = driver.find_elements(By.CSS_SELECTOR, ".msg.error")
-        if errors:
-            sys.exit("FAIL: the page shows an error: " + errors[0].text)
+        speed = answer.find_element(By.CSS_SELECTOR, ".speed").text
+        print(f"answer ({len(text)} chars): {text[:80]!r}; source cards: {len(cards)}; "
+              f"answer length seen at {len(distinct)} distinct sizes while streaming; speed: {speed!r}")
         if not text.strip():
             sys.exit("FAIL: empty answer")
-        if not sources:
-            sys.exit("FAIL: no sources under the answer")
-        src_text = " ".join(s.text for s in sources)
-        if not any(name in src_text for name in ("安装指南.md", "常见问题.txt", "运维手册.docx", "发布说明.html",
-                                                 "配置参考.json", "错误码.csv")):
-            sys.exit("FAIL: sources do not name a sample file: " + src_text[:300])
+        if not cards:
+            sys.exit("FAIL: no source cards under the answer")
+        titles = " ".join(c.find_element(By.TAG_NAME, "summary").text for c in cards)
+        samples = ("安装指南.md", "常见问题.txt", "运维手册.docx", "发布说明.html", "配置参考.json", "错误码.csv")
+        if not any(name in titles for name in samples):
+            sys.exit("FAIL: source cards do not name a sample file: " + titles[:300])
         if len(distinct) < 2:
             sys.exit(f"FAIL: the answer did not stream (non-empty sizes seen: {distinct})")
-        # Sources come after the answer text in the message box (under the answer).
-        order = driver.execute_script(
-            "const m = arguments[0]; return [...m.children].map(c => c.className);", answer)
+        if "tokens/s" not in speed:
+            sys.exit(f"FAIL: no tokens/s after the answer: {speed!r}")
+        order = driver.execute_script("const m = arguments[0]; return [...m.children].map(c => c.className);", answer)
         if order.index("sources") < order.index("body"):
             sys.exit(f"FAIL: sources above the answer: {order}")
+        # A card opens the document (download_doc, inline) and is collapsible.
+        links = answer.find_elements(By.CSS_SELECTOR, ".sources .source a.open")
+        if not links or "knowledge_base/download_doc" not in links[0].get_attribute("href"):
+            sys.exit("FAIL: a source card has no link to its document")
+        with urllib.request.urlopen(links[0].get_attribute("href"), timeout=10) as r:
+            if r.status != 200 or not r.read():
+                sys.exit("FAIL: the source link does not download the document")
+        cards[0].find_element(By.TAG_NAME, "summary").click()
+        if cards[0].get_attribute("open") is None:
+            sys.exit("FAIL: a source card does not open on click")
+        # Markdown rendered as HTML: the chunks of the Markdown sample show headings / lists.
+        md_tags = driver.execute_script(
+            "return [...document.querySelectorAll('.sources .source .text')].flatMap(t => [...t.querySelectorAll('h1,h2,h3,h4,ul,ol,li,strong,code,table')].map(e => e.tagName));")
+        print(f"rendered Markdown elements in the cards: {sorted(set(md_tags))}")
+        if not md_tags:
+            sys.exit("FAIL: no Markdown rendered as HTML in the source cards")
+        shot("")
 
-        driver.execute_script("document.querySelector('.msg.user').scrollIntoView();")
-        os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
-        driver.save_screenshot(a.screenshot)
-        print(f"screenshot: {a.screenshot}")
+        # ---- the conversation is stored server-side and comes back after a reload ----
+        convs = http_json(base + "/chat/conversations")["data"]
+        if len(convs) != 1:
+            sys.exit(f"FAIL: expected one stored conversation, got {convs}")
+        cid = convs[0]["id"]
+        rows = http_json(base + "/chat/conversations/messages?conversation_id=" + cid)["data"]
+        if len(rows) != 1 or rows[0]["query"] != question or rows[0]["chat_type"] != "kb_chat" or not rows[0]["meta_data"].get("docs"):
+            sys.exit(f"FAIL: the stored turn is not the asked one: {json.dumps(rows, ensure_ascii=False)[:400]}")
+        driver.refresh()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#convList li") and d.find_elements(By.CSS_SELECTOR, ".msg.assistant .actions"))
+        again = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
+        user_text = driver.find_elements(By.CSS_SELECTOR, ".msg.user .body")[-1].text
+        if user_text != question or again.find_element(By.CSS_SELECTOR, ".body").text != text:
+            sys.exit(f"FAIL: after a reload the conversation shows {user_text!r} / {again.text[:100]!r}")
+        if not again.find_elements(By.CSS_SELECTOR, ".sources .source"):
+            sys.exit("FAIL: after a reload the sources are gone")
+        print(f"reloaded: conversation {convs[0]['name']!r} with its answer and {len(again.find_elements(By.CSS_SELECTOR, '.sources .source'))} source cards")
 
-        # Upload through the page, then find the new file's text over the API.
-        up = os.path.join(tmp, "网页上传测试.txt")
-        with open(up, "w", encoding="utf-8") as f:
-            f.write("网页上传的文件：紫藤花开放时间是四月。")
-        driver.find_element(By.ID, "files").send_keys(up)
-        driver.find_element(By.ID, "upload").click()
+        # ---- feedback: thumbs down with a reason, stored in the message row ----
+        again.find_element(By.CSS_SELECTOR, ".thumb-down").click()
+        again.find_element(By.CSS_SELECTOR, ".fb-reason").send_keys("来源不对")
+        again.find_element(By.CSS_SELECTOR, ".fb-submit").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant .fb-done"))
+        row = http_json(base + "/chat/conversations/messages?conversation_id=" + cid)["data"][0]
+        if row["feedback_score"] != 0 or row["feedback_reason"] != "来源不对":
+            sys.exit(f"FAIL: feedback not stored: {row['feedback_score']} {row['feedback_reason']!r}")
+        print("feedback stored: score 0, reason 来源不对")
+
+        # ---- regenerate replaces the turn ----
+        again.find_element(By.CSS_SELECTOR, ".regenerate").click()
+
+        def regenerated(d):
+            ids = [m["id"] for m in http_json(base + "/chat/conversations/messages?conversation_id=" + cid)["data"]]
+            return (d.find_element(By.ID, "send").is_enabled() and d.find_elements(By.CSS_SELECTOR, ".msg.assistant .actions")
+                    and ids and ids[0] != row["id"]) or d.find_elements(By.CSS_SELECTOR, ".msg.error")
+        wait.until(regenerated)
+        no_error()
+        rows = http_json(base + "/chat/conversations/messages?conversation_id=" + cid)["data"]
+        if len(rows) != 1 or len(driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")) != 1:
+            sys.exit(f"FAIL: regenerate did not replace the turn ({len(rows)} rows)")
+
+        # ---- LLM chat: stop, edit-and-resend, rename ----
+        by_id("newConv").click()
+        Select(by_id("mode")).select_by_value("llm_chat")
+        by_id("maxTokens").clear()
+        by_id("maxTokens").send_keys("1024")   # long enough (~4 s here) to be stopped mid-answer
+        by_id("input").send_keys("写一首很长的诗")
+        by_id("send").click()
+        WebDriverWait(driver, 30, poll_frequency=0.05).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.assistant .body") and
+            d.find_elements(By.CSS_SELECTOR, ".msg.assistant .body")[-1].text.strip())
+        by_id("stop").click()
+        wait.until(lambda d: d.find_element(By.ID, "send").is_enabled())
+        partial = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .body")[-1].text
+        status = by_id("status").text
+        if not status.startswith("已停止") or not partial.strip():
+            sys.exit(f"FAIL: stop: status {status!r}, partial answer {partial[:60]!r}")
+        convs = http_json(base + "/chat/conversations")["data"]
+        lid = convs[0]["id"]
+        if convs[0]["chat_type"] != "llm_chat" or len(convs) != 2:
+            sys.exit(f"FAIL: the LLM chat is not a new stored conversation: {convs}")
+
+        def llm_rows():
+            return http_json(base + "/chat/conversations/messages?conversation_id=" + lid)["data"]
+        # Chatchat's order: the query is stored when asked, the answer when generation ends;
+        # a stopped stream never ends, so the row keeps an empty response.
+        time.sleep(0.5)
+        stopped = llm_rows()
+        if len(stopped) != 1 or stopped[0]["query"] != "写一首很长的诗" or stopped[0]["response"] != "":
+            sys.exit(f"FAIL: the stopped turn is stored as {json.dumps(stopped, ensure_ascii=False)[:300]}")
+        print(f"stop: {status}; {len(partial)} characters on screen, the stored turn has no answer")
+        by_id("maxTokens").clear()
+        by_id("maxTokens").send_keys("24")
+        driver.find_elements(By.CSS_SELECTOR, ".msg.user .edit")[-1].click()
+        if by_id("input").get_attribute("value") != "写一首很长的诗":
+            sys.exit("FAIL: edit did not put the question back into the input box")
+        by_id("input").clear()
+        by_id("input").send_keys("写一首短诗")
+        by_id("send").click()
+        wait.until(lambda d: (d.find_element(By.ID, "send").is_enabled() and
+                              len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant .actions")) == 1 and
+                              d.find_elements(By.CSS_SELECTOR, ".msg.user .body")[-1].text == "写一首短诗") or d.find_elements(By.CSS_SELECTOR, ".msg.error"))
+        no_error()
+        rows = llm_rows()
+        users = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".msg.user .body")]
+        if [r["query"] for r in rows] != ["写一首短诗"] or not rows[0]["response"] or users != ["写一首短诗"]:
+            sys.exit(f"FAIL: edit-and-resend did not replace the turn: rows {[r['query'] for r in rows]}, on screen {users}")
+        print("edit-and-resend: the edited question replaced the stopped turn, here and stored")
+        item = driver.find_element(By.CSS_SELECTOR, f"#convList li[data-id='{lid}']")
+        item.find_element(By.CSS_SELECTOR, ".rename").click()
+        box = driver.find_element(By.CSS_SELECTOR, "#convList .rename-input")
+        box.send_keys(Keys.CONTROL, "a")   # not clear(): WebDriver's clear blurs, and blur saves the box
+        box.send_keys("诗\n")
+        wait.until(lambda d: [c["name"] for c in http_json(base + "/chat/conversations")["data"] if c["id"] == lid] == ["诗"])
+        with urllib.request.urlopen(base + "/chat/conversations/export?conversation_id=" + lid, timeout=10) as r:
+            md = r.read().decode()
+        if not md.startswith("# 诗\n") or "写一首短诗" not in md or rows[0]["response"].strip()[:10] not in md:
+            sys.exit("FAIL: export after rename: " + md[:300])
+        print("rename + export: the sidebar name is stored and heads the Markdown export")
+
+        # ---- language switch: English, kept across a reload, and back ----
+        by_id("lang").click()
+        if by_id("send").text != "Send" or driver.execute_script("return document.documentElement.lang") != "en":
+            sys.exit(f"FAIL: the language switch did not switch to English (send button {by_id('send').text!r})")
+        driver.refresh()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#convList li"))
+        if by_id("send").text != "Send" or by_id("tabKb").text != "Knowledge bases":
+            sys.exit("FAIL: English not kept after a reload")
+        shot("english")
+        by_id("lang").click()
+        if by_id("send").text != "发送":
+            sys.exit("FAIL: could not switch back to Chinese")
+        print("language switch: 中文 -> English (kept after reload) -> 中文")
+
+        # ---- KB tab: create, upload, rebuild with progress, search with scores, delete ----
+        by_id("tabKb").click()
+        by_id("newKbName").send_keys("webtest")
+        by_id("newKbInfo").send_keys("网页测试")
+        by_id("createKb").click()
+        wait.until(lambda d: d.find_element(By.ID, "createStatus").text)
+        if not by_id("createStatus").text.startswith("已新建"):
+            sys.exit("FAIL: create KB: " + by_id("createStatus").text)
+        Select(by_id("kbManage")).select_by_value("webtest")
+        upload("网页上传测试.md", "# 花期\n\n网页上传的文件：紫藤花开放时间是四月。\n", "files", "upload")
         wait.until(lambda d: d.find_element(By.ID, "uploadStatus").text.startswith(("已上传", "部分失败", "上传失败")))
-        st = driver.find_element(By.ID, "uploadStatus").text
+        st = by_id("uploadStatus").text
         print(f"upload status: {st}")
         if not st.startswith("已上传"):
             sys.exit("FAIL: upload: " + st)
-        hits = http_json(base + "/knowledge_base/search_docs",
-                         {"query": "紫藤花开放时间", "knowledge_base_name": "samples", "top_k": 3})
-        hits = hits.get("data", hits) if isinstance(hits, dict) else hits
-        if not any("紫藤花" in (h.get("page_content") or "") for h in hits):
-            sys.exit(f"FAIL: uploaded file not found by search_docs: {json.dumps(hits, ensure_ascii=False)[:300]}")
+        wait.until(lambda d: "网页上传测试.md" in d.find_element(By.ID, "fileTable").text)
+        by_id("rebuild").click()
+        wait.until(lambda d: d.find_element(By.ID, "rebuildProgress").get_attribute("data-done") == "1"
+                   or d.find_element(By.ID, "rebuildStatus").text.startswith("出错"))
+        bar = by_id("rebuildProgress")
+        print(f"rebuild: progress {bar.get_attribute('value')}/{bar.get_attribute('max')}; {by_id('rebuildStatus').text}")
+        if bar.get_attribute("data-done") != "1" or float(bar.get_attribute("value")) < float(bar.get_attribute("max")):
+            sys.exit("FAIL: rebuild: " + by_id("rebuildStatus").text)
+        by_id("searchQuery").send_keys("紫藤花开放时间")
+        by_id("searchBtn").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#searchResults .hit") or "出错" in d.find_element(By.ID, "searchResults").text)
+        hit = driver.find_elements(By.CSS_SELECTOR, "#searchResults .hit")
+        if not hit or "紫藤花" not in hit[0].text or "score" not in hit[0].text:
+            sys.exit("FAIL: search box: " + by_id("searchResults").text[:300])
+        print(f"search: {hit[0].find_element(By.CSS_SELECTOR, '.score').text}")
+        shot("kb")
+        by_id("deleteKb").click()
+        by_id("deleteKb").click()   # the second click confirms
+        wait.until(lambda d: "webtest" not in options("kbManage"))
+        names = [k["kb_name"] for k in http_json(base + "/knowledge_base/list_knowledge_bases")["data"]]
+        if "webtest" in names:
+            sys.exit(f"FAIL: KB not deleted: {names}")
+        print("KB tab: create -> upload -> rebuild -> search -> delete")
+
+        # ---- file chat: upload a file, ask about it ----
+        by_id("tabChat").click()
+        by_id("newConv").click()
+        Select(by_id("mode")).select_by_value("file_chat")
+        upload("会议纪要.txt", "会议纪要：下次评审定在周五下午三点，地点是二号会议室。", "tempFiles", "tempUpload")
+        wait.until(lambda d: d.find_element(By.ID, "tempStatus").text.startswith(("已上传", "上传失败")))
+        if not by_id("tempStatus").text.startswith("已上传"):
+            sys.exit("FAIL: file chat upload: " + by_id("tempStatus").text)
+        by_id("input").send_keys("下次评审在哪里？")
+        by_id("send").click()
+        wait.until(answered(1))
+        no_error()
+        fa = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
+        ftitles = " ".join(c.text for c in fa.find_elements(By.CSS_SELECTOR, ".sources .source summary"))
+        if "会议纪要.txt" not in ftitles:
+            sys.exit("FAIL: file chat sources do not name the uploaded file: " + ftitles)
+        convs = http_json(base + "/chat/conversations")["data"]
+        if len(convs) != 3 or convs[0]["chat_type"] != "file_chat":
+            sys.exit(f"FAIL: the file chat is not a stored conversation: {convs}")
+        print("file chat: answered with the uploaded file as its source")
         print("OK")
     finally:
         if driver is not None:

@@ -4,6 +4,7 @@
 #include "generation_queue.h"
 #include "http_front.h"
 #include "rerank_route.h"
+#include "web_app_routes.h"
 
 #include "pdsd/chat/model_loader.h"
 #include "pdsd/core/error.h"
@@ -306,6 +307,7 @@ struct Server::Impl {
     std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
     HttpServer http;
     std::unique_ptr<HttpFront> front;         // the public socket (http_front.h)
+    std::unique_ptr<WebApp> web;              // the page's conversations, feedback, vendored files
     Metrics metrics;
     std::set<std::string> routes;
     int port = 0;
@@ -635,7 +637,7 @@ void Server::Impl::setup() {
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
         t_request_start = std::chrono::steady_clock::now();
-        if (o.api_key.empty() || req.path == "/health" || req.path == "/" || req.path == "/index.html")
+        if (o.api_key.empty() || req.path == "/health" || req.path == "/" || req.path == "/index.html" || WebApp::is_public_path(req.path))
             return httplib::Server::HandlerResponse::Unhandled;
         const std::string want = "Bearer " + o.api_key;
         std::string got = req.get_header_value("Authorization");
@@ -694,6 +696,9 @@ void Server::Impl::setup() {
     };
     get("/", page);
     get("/index.html", page);
+    web = std::make_unique<WebApp>(root);
+    web->add_routes([this](const std::string& p, WebApp::Fn fn) { get(p, std::move(fn), true); },
+                    [this](const std::string& p, WebApp::Fn fn) { post(p, std::move(fn), true); });
 
     // ---- OpenAI ----
     get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -901,7 +906,7 @@ void Server::Impl::setup() {
 // the same answer, each object with Chatchat's message_id/status fields; no tools/agents).
 void Server::Impl::chat_completions(const httplib::Request& req, httplib::Response& res, bool chatchat) {
     json body = parse_json_object(req);
-    const json extra = chatchat ? json{{"message_id", nullptr}, {"status", nullptr}} : json::object();
+    json extra = chatchat ? json{{"message_id", nullptr}, {"status", nullptr}} : json::object();
     if (chatchat) {
         for (const char* k : {"tools", "tool_choice"})
             if (const json* t = field(body, k); t && !(t->is_array() && t->empty()))
@@ -922,6 +927,8 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         include_usage = get_bool(*so, "include_usage").value_or(false);
     }
     require_model();
+    const std::string turn = web->begin_turn(body, "llm_chat", job->messages.back().content);   // with a conversation_id
+    if (chatchat && !turn.empty()) extra["message_id"] = turn;
     job->stream = stream;
     submit(job);
 
@@ -935,6 +942,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         job->wait();
         observe_ttft(*job);
         if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        web->end_turn(turn, job->text);
         json out{{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
                  {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
                                            {"finish_reason", job->finish_reason}, {"logprobs", nullptr}}})},
@@ -953,7 +961,8 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
     std::string head = sse(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
     stream_job(
         res, job, head, [chunk](const std::string& piece) { return sse(chunk({{"content", piece}}, nullptr)); },
-        [chunk, include_usage, usage, id, created_at, this](const GenJob& j) {
+        [chunk, include_usage, usage, id, created_at, this, turn](const GenJob& j) {
+            web->end_turn(turn, j.text);
             std::string out;
             if (!j.error.empty()) {
                 out += sse(error_json(HttpError{j.error_status, j.error, error_type(j.error_status), "", j.error_code}));
@@ -1016,11 +1025,12 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     }
     // Chatchat's format_reference: "出处 [i] [file](download url) \n\n<chunk>\n\n".
     json docs = rag::format_reference(turn.sources, rag::ReferenceLink{base, name}, /*with_text=*/true);
+    const std::string msg_id = web->begin_turn(body, "kb_chat", query, {{"kb_name", name}, {"docs", docs}});
     const std::string id = now_id("chat");
     const int64_t created_at = unix_now();
-    auto frame = [id, created_at, this](const std::string& object, const std::string& content, json extra) {
+    auto frame = [id, created_at, this, msg_id](const std::string& object, const std::string& content, json extra) {
         json j{{"id", id}, {"object", object}, {"model", gen ? json(model_id) : json(nullptr)}, {"created", created_at},
-               {"status", nullptr}, {"message_type", 1}, {"message_id", nullptr}, {"is_ref", false}};
+               {"status", nullptr}, {"message_type", 1}, {"message_id", msg_id.empty() ? json(nullptr) : json(msg_id)}, {"is_ref", false}};
         for (auto& [k, v] : extra.items()) j[k] = v;
         if (object == "chat.completion.chunk")
             j["choices"] = json::array({{{"delta", {{"content", content}, {"tool_calls", json::array()}}}, {"role", "assistant"}}});
@@ -1045,6 +1055,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
         job->wait();
         observe_ttft(*job);
         if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        web->end_turn(msg_id, job->text);
         reply_json(res, frame("chat.completion", job->text, {{"docs", docs}, {"finish_reason", job->finish_reason},
                                                              {"usage", {{"prompt_tokens", job->prompt_tokens}, {"completion_tokens", job->completion_tokens},
                                                                         {"total_tokens", job->prompt_tokens + job->completion_tokens}}}}));
@@ -1053,7 +1064,8 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     std::string head = sse(frame("chat.completion.chunk", "", {{"docs", docs}}));
     stream_job(
         res, job, head, [frame](const std::string& piece) { return sse(frame("chat.completion.chunk", piece, json::object())); },
-        [frame](const GenJob& j) {
+        [frame, msg_id, this](const GenJob& j) {
+            web->end_turn(msg_id, j.text);
             if (!j.error.empty()) return sse({{"error", j.error}});
             json f = frame("chat.completion.chunk", "", {{"finish_reason", j.finish_reason}});
             f["choices"][0]["finish_reason"] = j.finish_reason;
@@ -1316,6 +1328,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     // Chatchat's file_chat sources: "出处 [i] [file] \n\n<chunk>\n\n" (no link: temp files).
     json docs = rag::format_reference(turn.sources, std::nullopt, /*with_text=*/true);
     if (docs.empty()) docs.push_back(no_reference_notice());
+    const std::string msg_id = web->begin_turn(body, "file_chat", query, {{"knowledge_id", id}, {"docs", docs}});
     if (!gen) {
         reply_sse(res, stream ? std::vector<std::string>{sse({{"docs", docs}})} : std::vector<std::string>{sse({{"answer", ""}, {"docs", docs}})});
         return;
@@ -1328,12 +1341,13 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
         job->wait();
         observe_ttft(*job);
         if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        web->end_turn(msg_id, job->text);
         reply_sse(res, {sse({{"answer", job->text}, {"docs", docs}})});
         return;
     }
     stream_job(
         res, job, "", [](const std::string& piece) { return sse({{"answer", piece}}); },
-        [docs](const GenJob& j) { return j.error.empty() ? sse({{"docs", docs}}) : sse({{"error", j.error}}); });
+        [docs, msg_id, this](const GenJob& j) { web->end_turn(msg_id, j.text); return j.error.empty() ? sse({{"docs", docs}}) : sse({{"error", j.error}}); });
 }
 
 // Chatchat's update_docs: re-index the named files (already in the KB) from content/.
