@@ -6,6 +6,7 @@
 #include "pdsd/core/proc_clock.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/lora/generator.h"
+#include "pdsd/model/quant_type.h"
 
 #include <filesystem>
 #include <future>
@@ -43,6 +44,10 @@ ChatModel load_chat_model(const ChatModelOptions& o) {
         return m;
     }
     check_tokenizer_files(m.dir);
+    // --quant, else model_settings.yaml's quant: (validated before the slow load).
+    const std::string settings = (fs::path(o.root) / "model_settings.yaml").string();
+    const std::string quant = !o.quant.empty() ? o.quant : model::quant::settings_quant(settings);
+    model::quant::parse_type(quant, o.quant.empty() ? settings + ": quant" : "--quant");
     // The tokenizer (torch-free, one thread) loads while the model loads: start-up is
     // max(tokenizer, model) instead of their sum when a core is free.
     auto tok_future = std::async(std::launch::async, [dir = m.dir] {
@@ -51,8 +56,7 @@ ChatModel load_chat_model(const ChatModelOptions& o) {
         return t;
     });
     try {
-        m.generator = std::make_unique<model::Generator>(lora::load_generator(m.dir, o.device, o.dtype, o.adapter));
-        m.generator->quantize(o.quant, (fs::path(o.root) / "model_settings.yaml").string());  // --quant / quant:
+        m.generator = std::make_unique<model::Generator>(lora::load_generator(m.dir, o.device, o.dtype, o.adapter, quant));
     } catch (...) {
         try { tok_future.get(); } catch (...) {}  // report the model's error; join the thread first
         throw;

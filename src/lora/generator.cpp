@@ -13,13 +13,14 @@
 namespace pdsd::lora {
 
 model::Generator load_generator(const std::string& model_dir, const std::string& device, const std::string& dtype,
-                                const std::string& adapter_dir) {
-    if (adapter_dir.empty()) return model::Generator::load(model_dir, device, dtype);
+                                const std::string& adapter_dir, const std::string& quant) {
+    if (adapter_dir.empty()) return model::Generator::load(model_dir, device, dtype, quant);
     // Read the adapter first: a bad adapter fails before the (slow) model load.
     Adapter adapter = load_adapter(adapter_dir);
     model::LoadOptions lo;
     lo.device = device;
     lo.dtype = dtype;
+    lo.quant = quant;
     auto lm = std::make_shared<model::LoadedModel>(model::load_qwen2(model_dir, lo));
     const AdapterConfig& c = adapter.config;
     LoraHyper hyper{c.r, c.lora_alpha, c.lora_dropout, c.use_rslora};

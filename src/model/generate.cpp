@@ -154,13 +154,17 @@ Generator::Generator(std::shared_ptr<LoadedModel> model) : impl_(std::make_share
     // packing on / off (A/B timing; prefill then runs on the packed copies).
     const char* env = std::getenv("PDSD_CPU_PACK");
     const std::string pack = env ? env : "";
-    if (pack == "1" || (pack.empty() && !cpu_decode::cpu_supported())) impl_->lm->model->pack_cpu_weights();
+    // A model quantized at load has no float projections left to pack.
+    if (impl_->lm->quant_bytes == 0 && (pack == "1" || (pack.empty() && !cpu_decode::cpu_supported()))) {
+        impl_->lm->model->pack_cpu_weights();
+    }
 }
 
-Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype) {
+Generator Generator::load(const std::string& dir, const std::string& device, const std::string& dtype, const std::string& quant) {
     LoadOptions o;
     o.device = device;
     o.dtype = dtype;
+    o.quant = quant;
     return Generator(std::make_shared<LoadedModel>(load_qwen2(dir, o)));
 }
 
@@ -169,7 +173,7 @@ LoadedModel& Generator::model() { return *impl_->lm; }
 int64_t Generator::quantize(const std::string& type, const std::string& model_settings_yaml) {
     const std::string t = !type.empty() || model_settings_yaml.empty() ? type : quant::settings_quant(model_settings_yaml);
     release_cache();
-    return quant::quantize_model(*impl_->lm, quant::parse_type(t, type.empty() ? model_settings_yaml + ": quant" : "--quant"));
+    return impl_->lm->quant_bytes = quant::quantize_model(*impl_->lm, quant::parse_type(t, type.empty() ? model_settings_yaml + ": quant" : "--quant"));
 }
 int64_t Generator::max_context() const { return impl_->lm->config.max_position_embeddings; }
 void Generator::release_cache() {

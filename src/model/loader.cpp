@@ -2,6 +2,7 @@
 
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
+#include "pdsd/model/quant.h"
 #include "pdsd/model/weights.h"
 
 #include <ATen/ATen.h>
@@ -118,7 +119,8 @@ void check_names_and_shapes(Qwen2ForCausalLMImpl& model, const Checkpoint& ck) {
 }
 }  // namespace
 
-size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights) {
+size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights,
+                    const std::function<bool(const std::string&)>& as_stored) {
     check_names_and_shapes(model, *ck);
     at::NoGradGuard no_grad;
     size_t mapped = 0;
@@ -129,7 +131,8 @@ size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoin
         const TensorInfo& info = ck->info(p.key());
         const uint8_t* bytes = ck->data(p.key());
         const auto elem = static_cast<uintptr_t>(dtype_size(info.dtype));
-        if (map_weights && param.device().is_cpu() && param.scalar_type() == to_scalar_type(info.dtype) &&
+        const bool stored = as_stored && param.device().is_cpu() && as_stored(p.key());
+        if ((map_weights || stored) && param.device().is_cpu() && (stored || param.scalar_type() == to_scalar_type(info.dtype)) &&
             reinterpret_cast<uintptr_t>(bytes) % elem == 0) {
             if (!writable) {  // once, before the first view: a stray in-place write must not fault
                 ck->allow_private_writes();
@@ -138,7 +141,7 @@ size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoin
             // The view's deleter holds the Checkpoint (and so the mapping) until the last
             // parameter viewing it is freed. The empty placeholder's memory is released here.
             at::Tensor view = at::from_blob(const_cast<uint8_t*>(bytes), info.shape, [ck](void*) {},
-                                            param.options());
+                                            param.options().dtype(to_scalar_type(info.dtype)));
             param.set_data(view);
             ++mapped;
             lo = std::min(lo, reinterpret_cast<uintptr_t>(bytes));
@@ -175,8 +178,11 @@ LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options) {
     // Parameters are created uninitialised (at::empty: address space only, no page is touched),
     // then each becomes a view of the mapping or receives one converting copy.
     lm.model = Qwen2ForCausalLM(lm.config, at::TensorOptions().dtype(lm.dtype).device(lm.device));
-    size_t mapped = load_weights(*lm.model, ck, options.map_weights);
+    const quant::Type qt = quant::parse_type(options.quant);
+    size_t mapped = load_weights(*lm.model, ck, options.map_weights,
+                                 qt == quant::Type::none ? std::function<bool(const std::string&)>() : quant::is_quantized_weight);
     lm.model->eval();
+    if (qt != quant::Type::none) lm.quant_bytes = quant::quantize_model(lm, qt);  // drops the mapped float views
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info("model", log::cat("loaded ", dir, " (", lm.config.num_hidden_layers, " layers, hidden ",
                                 lm.config.hidden_size, ") on ", lm.device.str(), " as ", c10::toString(lm.dtype),

@@ -12,6 +12,10 @@
 #include "row_chunks.h"
 
 #include <ATen/ATen.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 
@@ -20,39 +24,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 
-#include <yaml-cpp/yaml.h>
 
 namespace pdsd::model::quant {
-
-Type parse_type(const std::string& name, const std::string& where) {
-    if (name.empty() || name == "none") return Type::none;
-    if (name == "int8") return Type::int8;
-    if (name == "int4") return Type::int4;
-    throw UsageError(ErrorInfo{}.at(where).msg("unknown quantization").expected("none | int8 | int4").found(name)
-                         .hint("int8: Q8_0-like groups of 32 (near-lossless); int4: 4-bit groups of 32 with scale and minimum"));
-}
-
-std::string type_name(Type t) { return t == Type::int8 ? "int8" : t == Type::int4 ? "int4" : "none"; }
-
-std::string settings_quant(const std::string& path) {
-    if (!std::filesystem::exists(path)) return "";
-    YAML::Node y;
-    try {
-        y = YAML::LoadFile(path);
-    } catch (const YAML::Exception& e) {
-        throw ConfigError(ErrorInfo{path}.msg("not valid YAML").found(e.what()));
-    }
-    if (!y.IsMap() || !y["quant"] || y["quant"].IsNull()) return "";
-    const std::string v = y["quant"].IsScalar() ? y["quant"].as<std::string>() : "(not a scalar)";
-    if (v != "none" && v != "int8" && v != "int4") {
-        throw ConfigError(ErrorInfo{path}.at("quant (line " + std::to_string(y["quant"].Mark().line + 1) + ")")
-                              .msg("unknown quantization").expected("none | int8 | int4").found(v)
-                              .hint("int8 is near-lossless; int4 is smaller and faster; none keeps the checkpoint's weights"));
-    }
-    return v;
-}
 
 int64_t QuantWeight::nbytes() const {
     int64_t b = 0;
@@ -327,12 +301,17 @@ QuantWeight quantize(const at::Tensor& w, Type type) {
     qw.q = at::empty({qw.n, type == Type::int8 ? qw.kp : qw.kp / 2}, u8);
     qw.scale = at::empty({qw.n, G}, at::TensorOptions().dtype(at::kHalf));
     if (type == Type::int4) qw.min = at::empty({qw.n, G}, at::TensorOptions().dtype(at::kHalf));
-    at::parallel_for(0, qw.n, 64, [&](int64_t r0, int64_t r1) {
-        at::Tensor rows = w.narrow(0, r0, r1 - r0).to(at::kFloat).contiguous();  // (r1 - r0, K)
+    // parallel_for hands each thread one range of ~N / threads rows: widen them to fp32 64 rows
+    // at a time (a whole range of the 151,936-row embedding would be ~270 MB per thread).
+    constexpr int64_t kChunk = 64;
+    at::parallel_for(0, qw.n, kChunk, [&](int64_t r0, int64_t r1) {
+      for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
+        const int64_t c1 = std::min(r1, c0 + kChunk);
+        at::Tensor rows = w.narrow(0, c0, c1 - c0).to(at::kFloat).contiguous();  // (c1 - c0, K)
         const float* src = rows.data_ptr<float>();
         auto* sc = static_cast<uint16_t*>(qw.scale.data_ptr());
-        for (int64_t r = r0; r < r1; ++r) {
-            const float* row = src + (r - r0) * qw.k;
+        for (int64_t r = c0; r < c1; ++r) {
+            const float* row = src + (r - c0) * qw.k;
             for (int64_t g = 0; g < G; ++g) {
                 const int64_t n = std::min(kGroup, qw.k - g * kGroup);
                 if (type == Type::int8) {
@@ -343,6 +322,7 @@ QuantWeight quantize(const at::Tensor& w, Type type) {
                 }
             }
         }
+      }
     });
     return qw;
 }
@@ -426,7 +406,30 @@ at::Tensor linear_add(const at::Tensor& x, const QuantWeight& w, const at::Tenso
     return finish(compute(x, {s}, Epilogue::add)[0], x);
 }
 
-void release_float_weight(at::Tensor& p) { p.set_data(at::zeros({1}, p.options()).expand(p.sizes())); }
+void release_float_weight(at::Tensor& p, std::optional<c10::ScalarType> dtype) {
+    // A weight viewing the mapped checkpoint (LoadOptions::quant) keeps its pages in this
+    // process until the whole mapping goes: unmap its whole pages now (the page cache keeps
+    // them), so quantizing tensor by tensor never holds every float page at once. Only when no
+    // other tensor shares the storage (on heap memory it is freed just after anyway).
+    if (p.device().is_cpu() && p.is_contiguous() && p.storage().use_count() == 1 && p.numel() > 0) {
+        const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+        const auto begin = reinterpret_cast<uintptr_t>(p.data_ptr());
+        const uintptr_t lo = (begin + page - 1) & ~(page - 1), hi = (begin + p.nbytes()) & ~(page - 1);
+        if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+    }
+    p.set_data(at::zeros({1}, p.options().dtype(dtype.value_or(p.scalar_type()))).expand(p.sizes()));
+}
+
+bool is_quantized_weight(const std::string& name) {
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return true;
+    if (name.rfind("model.layers.", 0) != 0) return false;
+    for (const char* p : {".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight", ".self_attn.o_proj.weight",
+                          ".mlp.gate_proj.weight", ".mlp.up_proj.weight", ".mlp.down_proj.weight"}) {
+        const size_t n = std::strlen(p);
+        if (name.size() > n && name.compare(name.size() - n, n, p) == 0) return true;
+    }
+    return false;
+}
 
 int64_t quantize_model(LoadedModel& lm, Type type) {
     if (type == Type::none) return 0;
@@ -441,7 +444,7 @@ int64_t quantize_model(LoadedModel& lm, Type type) {
         auto q = std::make_shared<QuantWeight>(quantize(w, t));
         bytes += q->nbytes();
         weights += w.numel();
-        release_float_weight(w);
+        release_float_weight(w, lm.dtype);  // a weight read in its stored dtype leaves one of the model's
         return q;
     };
     m.release_packed_weights();

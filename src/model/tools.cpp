@@ -112,9 +112,8 @@ std::string blas_sgemm_provider() {
 }
 
 nlohmann::json bench_generation(const BenchOptions& o) {
-    Generator gen = Generator::load(o.model_dir, o.device, o.dtype);
     const quant::Type qt = quant::parse_type(o.quant);
-    const int64_t quant_bytes = gen.quantize(o.quant);
+    Generator gen = Generator::load(o.model_dir, o.device, o.dtype, o.quant);  // quantized at load
     const LoadedModel& lm = gen.model();
     at::Generator rng = at::detail::createCPUGenerator(o.seed);
     int64_t vocab = std::min<int64_t>(lm.config.vocab_size, 151643);  // ordinary tokens
@@ -140,7 +139,7 @@ nlohmann::json bench_generation(const BenchOptions& o) {
     int64_t decode_steps = std::max<int64_t>(0, o.new_tokens - 1);
     return {{"model", o.model_dir}, {"device", lm.device.str()}, {"dtype", c10::toString(lm.dtype)},
             {"threads", at::get_num_threads()}, {"blas", blas_sgemm_provider()}, {"quant", quant::type_name(qt)},
-            {"quant_kernels", qt == quant::Type::none ? "" : quant::isa()}, {"quant_bytes", quant_bytes},
+            {"quant_kernels", qt == quant::Type::none ? "" : quant::isa()}, {"quant_bytes", gen.model().quant_bytes},
             {"cuda_graph", o.cuda_graph && DecodeGraph::supported(lm.device)}, {"batch", o.batch}, {"prompt_len", o.prompt_len},
             {"new_tokens", o.new_tokens}, {"prefill_s", best_prefill}, {"decode_s", best_decode},
             {"prefill_tokens_per_s", static_cast<double>(o.batch * o.prompt_len) / best_prefill},

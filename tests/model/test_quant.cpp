@@ -246,3 +246,37 @@ TEST(Quant, QuantizedModelMatchesDequantizedAtenModel) {
         EXPECT_LT((a1 - b.narrow(1, 0, 1)).abs().max().item<double>(), 1e-4) << type;
     }
 }
+
+// LoadOptions::quant: quantizing at load (the float weights read as views of the file in their
+// stored dtype, never copied) gives the model that quantizing after a float load gives, with
+// every parameter left in the compute dtype and no float projection left to read.
+TEST(Quant, QuantizingAtLoadEqualsQuantizingAfterLoad) {
+    torch::NoGradGuard ng;
+    for (const char* type : {"int8", "int4"}) {
+        LoadOptions o;
+        o.dtype = "fp32";
+        o.quant = type;
+        auto at_load = std::make_shared<LoadedModel>(load_qwen2(pdsd::test::golden("tiny-qwen2"), o));
+        EXPECT_GT(at_load->quant_bytes, 0);
+        Generator after = Generator::load(pdsd::test::golden("tiny-qwen2"), "cpu", "fp32");
+        EXPECT_EQ(after.quantize(type), at_load->quant_bytes);
+        for (const auto& p : at_load->model->named_parameters()) {
+            EXPECT_EQ(p.value().scalar_type(), at::kFloat) << p.key();
+            if (quant::is_quantized_weight(p.key())) EXPECT_LE(p.value().storage().nbytes(), 4u) << p.key();
+        }
+        EXPECT_TRUE(quant::is_quantized_weight("model.layers.3.mlp.down_proj.weight"));
+        EXPECT_FALSE(quant::is_quantized_weight("model.layers.3.mlp.down_proj.bias"));
+        EXPECT_FALSE(quant::is_quantized_weight("model.norm.weight"));
+        at::Tensor ids = at::tensor({5, 17, 300, 42, 9, 1000, 3, 77, 8, 1, 2, 3}, at::kLong).view({1, 12});
+        EXPECT_TRUE(at::equal(at_load->model->forward(ids).logits, after.model().model->forward(ids).logits)) << type;
+        GenerationOptions g;
+        g.do_sample = false;
+        g.max_new_tokens = 8;
+        g.eos_token_id = std::vector<int64_t>{};
+        Generator gl(at_load);
+        EXPECT_EQ(gl.generate({5, 17, 300, 42}, g).tokens, after.generate({5, 17, 300, 42}, g).tokens) << type;
+    }
+    LoadOptions bad;
+    bad.quant = "int3";
+    EXPECT_THROW(load_qwen2(pdsd::test::golden("tiny-qwen2"), bad), pdsd::UsageError);
+}

@@ -18,7 +18,9 @@ namespace pdsd::lora {
 // `adapter_dir` empty: the plain model (model::Generator::load). Otherwise a PEFT adapter
 // folder (adapter_config.json + adapter_model.safetensors); ConfigError/ShapeError when it
 // does not fit the model (other modules, ranks, unsupported PEFT options).
+// `quant`: weight-only quantization at load (model::LoadOptions::quant), before the adapter
+// is attached (LoRA runs in fp32 beside the quantized base projections).
 model::Generator load_generator(const std::string& model_dir, const std::string& device, const std::string& dtype,
-                                const std::string& adapter_dir = "");
+                                const std::string& adapter_dir = "", const std::string& quant = "");
 
 }  // namespace pdsd::lora

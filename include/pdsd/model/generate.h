@@ -74,8 +74,10 @@ using BatchTokenCallback = std::function<bool(size_t row, int64_t token)>;
 class Generator {
 public:
     explicit Generator(std::shared_ptr<LoadedModel> model);
-    // load_qwen2(dir, {device, dtype}) wrapped in a Generator.
-    static Generator load(const std::string& dir, const std::string& device = "cpu", const std::string& dtype = "");
+    // load_qwen2(dir, {device, dtype, quant}) wrapped in a Generator; `quant` none | int8 | int4
+    // quantizes at load, straight from the mapped file (LoadOptions::quant).
+    static Generator load(const std::string& dir, const std::string& device = "cpu", const std::string& dtype = "",
+                          const std::string& quant = "");
 
     GenerationResult generate(const std::vector<int64_t>& prompt, const GenerationOptions& options = {},
                               const TokenCallback& on_token = {});
@@ -84,10 +86,11 @@ public:
                                                  const BatchTokenCallback& on_token = {});
 
     LoadedModel& model();
-    // Weight-only quantization of the loaded CPU model in place (model/quant.h; `--quant`):
-    // `type` none | int8 | int4; "" takes the `quant:` key of `model_settings_yaml` (when that
-    // file exists), else none. Returns the quantized bytes (0: nothing done). Call before
-    // generating; UsageError / ConfigError on a bad value or a non-CPU model.
+    // Weight-only quantization of the loaded CPU model in place (model/quant.h): `type` none |
+    // int8 | int4; "" takes the `quant:` key of `model_settings_yaml` (when that file exists),
+    // else none. Returns the quantized bytes (0: nothing done). Call before generating;
+    // UsageError / ConfigError on a bad value or a non-CPU model. (Quantizing at load, load's
+    // `quant`, skips the float copy this one starts from.)
     int64_t quantize(const std::string& type, const std::string& model_settings_yaml = "");
     // config.json's max_position_embeddings: prompt + generated tokens never exceed it.
     int64_t max_context() const;

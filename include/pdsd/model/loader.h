@@ -20,6 +20,7 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,6 +31,11 @@ struct LoadOptions {
     std::string device = "cpu";  // "cpu" | "cuda" | "cuda:N"
     std::string dtype;           // "bf16" | "fp16" | "fp32"; empty: see resolve_dtype
     bool map_weights = true;     // CPU, stored dtype == model dtype: parameters view the file (no copy)
+    // Weight-only quantization at load ("" | none | int8 | int4, model/quant.h; CPU only): the
+    // weights quant::is_quantized_weight names are read as views of the mapped file in their
+    // stored dtype whatever the compute dtype, quantized, and dropped, so no float copy of them
+    // is ever made (peak memory: the quantized model + the page cache the kernel can reclaim).
+    std::string quant;
 };
 
 // A model ready for inference (eval, no grad), with its configs.
@@ -40,6 +46,7 @@ struct LoadedModel {
     c10::Device device = c10::kCPU;
     c10::ScalarType dtype = c10::kFloat;
     std::string path;
+    int64_t quant_bytes = 0;  // bytes of the weights quantized at load (LoadOptions::quant); 0: none
 };
 
 // "cpu" / "cuda" / "cuda:1" -> device; UsageError when malformed, or when CUDA is requested
@@ -62,7 +69,10 @@ bool cpu_has_native_bf16();
 // whose bytes are aligned to the element size) becomes a copy-on-write view of `ck`'s mapping
 // that keeps `ck` alive; the others get one converting copy (dtype/device). Returns how many
 // were mapped.
-size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights);
+// `as_stored`: parameters that become views of the file in the checkpoint's dtype even when the
+// model's dtype differs (their placeholder's dtype is replaced; load-time quantization reads them).
+size_t load_weights(Qwen2ForCausalLMImpl& model, const std::shared_ptr<Checkpoint>& ck, bool map_weights,
+                    const std::function<bool(const std::string&)>& as_stored = {});
 
 LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options = {});
 

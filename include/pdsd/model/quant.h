@@ -23,10 +23,13 @@
 // more rows (prefill) dequantize chunks of rows to fp32 and use ATen's matmul.
 #pragma once
 
+#include "pdsd/model/quant_type.h"
+
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,15 +38,6 @@ struct LoadedModel;  // loader.h
 }
 
 namespace pdsd::model::quant {
-
-enum class Type { none, int8, int4 };
-
-// "" / "none" / "int8" / "int4" -> Type; UsageError naming `where` (e.g. "--quant") otherwise.
-Type parse_type(const std::string& name, const std::string& where = "--quant");
-std::string type_name(Type t);
-// The `quant:` key of a model_settings.yaml ("" when the file or the key is absent); a value
-// other than none/int8/int4 is a ConfigError naming the file and key.
-std::string settings_quant(const std::string& model_settings_yaml);
 
 constexpr int64_t kGroup = 32;    // weights per scale
 constexpr int64_t kMaxRows = 8;   // rows of x up to which the weights are streamed
@@ -93,6 +87,13 @@ int64_t quantize_model(LoadedModel& lm, Type type);
 
 // Drops a float weight whose quantized copy took its place: the parameter keeps its shape as a
 // zero-stride view of one zero (shapes still read right; the values are gone).
-void release_float_weight(at::Tensor& p);
+// `dtype` (default: p's own) is the placeholder's dtype: a weight read from the file in its
+// stored dtype gives its place to one of the model's compute dtype.
+void release_float_weight(at::Tensor& p, std::optional<c10::ScalarType> dtype = std::nullopt);
+
+// Whether quantize_model replaces the HF parameter `name` (the seven decoder projections'
+// weights, model.embed_tokens.weight, lm_head.weight): the loader reads these straight from
+// the mapped file in their stored dtype when it quantizes at load (LoadOptions::quant).
+bool is_quantized_weight(const std::string& name);
 
 }  // namespace pdsd::model::quant
