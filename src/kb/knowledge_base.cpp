@@ -1464,10 +1464,11 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
     cand.reserve(2 * depth);
     std::vector<int64_t> bm25_list, dense_list;
 
-    // Dense list: query embedding + FAISS search (flat or IVF). In hybrid mode it runs on
-    // a second thread while SQLite does BM25 on this one (the two touch no shared state;
-    // the index is loaded and checked against the DB before), so the wall time is about
-    // max(BM25, dense) rather than the sum.
+    // Dense list: query embedding + FAISS search (flat or IVF). In hybrid mode BM25 runs on
+    // a second thread while the dense list is made on this one (the two touch no shared
+    // state until both are done; the index is loaded and checked against the DB before),
+    // so the wall time is about max(BM25, dense) rather than the sum. The dense side stays
+    // on the caller's thread: torch gives a new thread an OpenMP team (see dense_search).
     struct DenseResult { std::vector<float> dist; std::vector<fidx_t> labels; };
     const std::string scan = o.ivf_scan.empty() ? settings.ivf_scan : o.ivf_scan;
     if (scan != "fp16" && scan != "int8" && scan != "faiss")
@@ -1475,16 +1476,21 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
     const detail::CompactIvf* compact = nullptr;   // set after load_dense, before dense_search runs
     auto dense_search = [this, &o, &query, &compact, depth]() {
         DenseResult r;
-        auto q = embedder->embed({query}, true);   // a torch model keeps its own threads
-        // One query gains nothing from FAISS's OpenMP regions, and their worker threads
-        // spin after each one: measured on the 100k x 1024 IVF (nprobe 32), CPU per query
-        // 24 ms with the default team vs 6 ms single-threaded. The setting is per
-        // calling thread; it is restored for other work on this thread.
+        // One query gains nothing from OpenMP teams, and their worker threads spin after
+        // each region. FAISS: on the 100k x 1024 IVF (nprobe 32), CPU per query 24 ms with
+        // the default team vs 6 ms single-threaded. The query's embedding (a torch model's
+        // ops are OpenMP regions too): 8 concurrent hybrid searches on 2 cores, tiny BERT,
+        // 100k chunks, 21 queries/s with 73 % of the CPU in libgomp's spin-wait vs ~200/s
+        // single-threaded. Torch sets a thread's OpenMP count at its first op there, so the
+        // first query on a new thread still gets the team (hence the dense list runs on the
+        // caller's long-lived thread, below). The setting is per calling thread; it is
+        // restored for other work on this thread (a batch embed of `kb -r` keeps the team).
         struct OmpSingle {
             int prev = omp_get_max_threads();
             OmpSingle() { omp_set_num_threads(1); }
             ~OmpSingle() { omp_set_num_threads(prev); }
         } omp_single;
+        auto q = embedder->embed({query}, true);
         fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(index->ntotal)));
         if (k <= 0) return r;
         r.dist.resize(static_cast<size_t>(k));
@@ -1503,14 +1509,7 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
         }
         return r;
     };
-    std::future<DenseResult> dense_future;
-    if (o.mode == "hybrid" && o.hybrid_parallel) {
-        load_dense(rd);
-        compact = this->compact(scan);
-        dense_future = std::async(std::launch::async, dense_search);
-    }
-
-    if (o.mode != "dense") {
+    auto bm25_search = [&] {
         // Large KBs: terms found in more than 2% of the chunks (bm25_prune_df_ratio) are dropped from the query
         // while rarer terms remain (their IDF is small, and their posting lists are what
         // makes FTS5 slow); see docs/knowledge_base.md.
@@ -1554,16 +1553,26 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
                 fts.reset();
             }
         }
+    };
+    DenseResult r;
+    if (o.mode != "bm25") {
+        load_dense(rd);
+        compact = this->compact(scan);
+    }
+    if (o.mode == "hybrid" && o.hybrid_parallel) {
+        std::future<void> bm25_future = std::async(std::launch::async, bm25_search);
+        try {
+            r = dense_search();
+        } catch (...) {
+            bm25_future.wait();   // it uses this frame's state
+            throw;
+        }
+        bm25_future.get();
+    } else {
+        if (o.mode != "dense") bm25_search();
+        if (o.mode != "bm25") r = dense_search();
     }
     if (o.mode != "bm25") {
-        DenseResult r;
-        if (dense_future.valid()) {
-            r = dense_future.get();
-        } else {
-            load_dense(rd);
-            compact = this->compact(scan);
-            r = dense_search();
-        }
         for (size_t i = 0; i < r.labels.size(); ++i) {
             if (r.labels[i] < 0) continue;
             auto& h = cand[r.labels[i]];
