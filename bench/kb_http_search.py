@@ -52,8 +52,12 @@ def build_kb(pdsd, work, rows, embed):
     stamp = os.path.join(root, "built-with")   # the embed the KB was last built with
     if not os.path.exists(stamp) or open(stamp, encoding="utf-8").read() != embed:
         t0 = time.time()
-        subprocess.run([pdsd, "--log-level", "warn", "kb", "--root", root, "-r", "-n", "bench", "-e", embed, "--no-progress"],
-                       check=True, stdout=subprocess.DEVNULL)
+        log = os.path.join(root, "build.log")   # a small model warns once per truncated chunk
+        with open(log, "w", encoding="utf-8") as f:
+            r = subprocess.run([pdsd, "--log-level", "warn", "kb", "--root", root, "-r", "-n", "bench", "-e", embed, "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=f)
+        if r.returncode != 0:
+            sys.exit(f"kb -r failed (exit {r.returncode}); see {log}:\n" + open(log, encoding="utf-8").read()[-2000:])
         print(f"# built KB bench ({rows} rows, {embed}) in {time.time() - t0:.1f} s", flush=True)
         with open(stamp, "w", encoding="utf-8") as f:
             f.write(embed)

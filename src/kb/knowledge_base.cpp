@@ -1480,7 +1480,7 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
         // each region. FAISS: on the 100k x 1024 IVF (nprobe 32), CPU per query 24 ms with
         // the default team vs 6 ms single-threaded. The query's embedding (a torch model's
         // ops are OpenMP regions too): 8 concurrent hybrid searches on 2 cores, tiny BERT,
-        // 100k chunks, 21 queries/s with 73 % of the CPU in libgomp's spin-wait vs ~200/s
+        // 100k chunks, 21 queries/s with 73 % of the CPU in libgomp's spin-wait vs 300-450/s
         // single-threaded. Torch sets a thread's OpenMP count at its first op there, so the
         // first query on a new thread still gets the team (hence the dense list runs on the
         // caller's long-lived thread, below). The setting is per calling thread; it is
