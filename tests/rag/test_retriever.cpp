@@ -1,7 +1,8 @@
 // rag::Retriever and the thread-safe KnowledgeBase::search under it: repeated opens reuse
 // one object, a write (a file added, kb_settings.yaml changed) is seen by the next get(),
-// concurrent searches return what one thread does, and a BM25 search does not wait for a
-// dense search whose embedder is busy.
+// concurrent searches return what one thread does, a BM25 search does not wait for a
+// dense search whose embedder is busy, and a query is embedded on the searching thread
+// without an OpenMP team.
 #include "pdsd/core/error.h"
 #include "pdsd/kb/embedder.h"
 #include "pdsd/kb/knowledge_base.h"
@@ -16,6 +17,8 @@
 #include <future>
 #include <mutex>
 #include <thread>
+
+#include <omp.h>
 
 namespace fs = std::filesystem;
 using namespace pdsd;
@@ -86,6 +89,27 @@ private:
     std::condition_variable cv_;
     bool hold_ = false;
     int entered_ = 0;
+};
+
+// hash-ngram-64 that records, for each query it embeds, the calling thread and its
+// OpenMP team size.
+class RecordingEmbedder : public kb::Embedder {
+public:
+    std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) override {
+        if (is_query) {
+            std::lock_guard<std::mutex> l(mu_);
+            calls.push_back({std::this_thread::get_id(), omp_get_max_threads()});
+        }
+        return inner_.embed(texts, is_query);
+    }
+    int dim() const override { return 64; }
+    std::string name() const override { return "recording-test"; }
+    bool thread_safe() const override { return true; }
+    std::vector<std::pair<std::thread::id, int>> calls;
+
+private:
+    kb::HashNgramEmbedder inner_{64};
+    std::mutex mu_;
 };
 
 }  // namespace
@@ -207,4 +231,35 @@ TEST(Retriever, EmbeddersAreOpenedOnceAndSharedSafely) {
     auto g = r.add_embedder({"gated-spec", "/models/gated"}, std::make_shared<GatedEmbedder>());
     EXPECT_TRUE(g->thread_safe());   // wrapped: embed() serialised
     EXPECT_EQ(r.embedder(d.str(), "/models/gated").get(), g.get());
+}
+
+// A torch model's ops are OpenMP regions: a team's workers spin after each one, and torch
+// gives every new thread a team, so a search embeds its query on the caller's thread with
+// a team of one (hybrid's BM25 takes the helper thread) and restores the caller's setting.
+TEST(Retriever, AQueryIsEmbeddedOnTheSearchingThreadWithoutATeam) {
+    test::TempDir d;
+    kb::register_embedder_factory("recording-test", [](const std::string& n) -> std::unique_ptr<kb::Embedder> {
+        return n == "recording-test" ? std::make_unique<RecordingEmbedder>() : nullptr;
+    });
+    build_kb(d.str(), "recording-test");
+    auto rec = std::make_shared<RecordingEmbedder>();
+    rag::Retriever r;
+    r.add_embedder({"recording-test"}, rec);
+    auto base = r.get(d.str(), "kb");
+    std::thread([&] {
+        omp_set_num_threads(4);
+        for (const char* m : {"dense", "hybrid"}) {
+            kb::SearchOptions o = mode(m);
+            for (bool parallel : {true, false}) {
+                o.hybrid_parallel = parallel;
+                EXPECT_FALSE(base->search("安装步骤", o).empty()) << m;
+            }
+        }
+        EXPECT_EQ(omp_get_max_threads(), 4);   // restored
+        ASSERT_EQ(rec->calls.size(), 4u);
+        for (auto& [id, team] : rec->calls) {
+            EXPECT_EQ(id, std::this_thread::get_id());
+            EXPECT_EQ(team, 1);
+        }
+    }).join();
 }
