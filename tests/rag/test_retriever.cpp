@@ -112,6 +112,19 @@ private:
     std::mutex mu_;
 };
 
+// build_kb with a test embedder E registered as `name`; the Retriever searches with the
+// returned instance (so a test can hold or inspect it).
+template <class E>
+std::shared_ptr<E> build_kb_with(const std::string& root, const std::string& name, rag::Retriever& r) {
+    kb::register_embedder_factory(name, [name](const std::string& n) -> std::unique_ptr<kb::Embedder> {
+        return n == name ? std::make_unique<E>() : nullptr;
+    });
+    build_kb(root, name);
+    auto e = std::make_shared<E>();
+    r.add_embedder({name}, e);
+    return e;
+}
+
 }  // namespace
 
 TEST(Retriever, RepeatedGetsReuseOneKnowledgeBase) {
@@ -200,13 +213,8 @@ TEST(Retriever, EightThreadsGetWhatOneThreadGets) {
 
 TEST(Retriever, Bm25DoesNotWaitForABusyEmbedder) {
     test::TempDir d;
-    kb::register_embedder_factory("gated-test", [](const std::string& n) -> std::unique_ptr<kb::Embedder> {
-        return n == "gated-test" ? std::make_unique<GatedEmbedder>() : nullptr;
-    });
-    build_kb(d.str(), "gated-test");
-    auto gated = std::make_shared<GatedEmbedder>();
     rag::Retriever r;
-    r.add_embedder({"gated-test"}, gated);
+    auto gated = build_kb_with<GatedEmbedder>(d.str(), "gated-test", r);
     auto base = r.get(d.str(), "kb");
     base->vector_index_info();   // the index loaded before the embedder is held
 
@@ -238,13 +246,8 @@ TEST(Retriever, EmbeddersAreOpenedOnceAndSharedSafely) {
 // a team of one (hybrid's BM25 takes the helper thread) and restores the caller's setting.
 TEST(Retriever, AQueryIsEmbeddedOnTheSearchingThreadWithoutATeam) {
     test::TempDir d;
-    kb::register_embedder_factory("recording-test", [](const std::string& n) -> std::unique_ptr<kb::Embedder> {
-        return n == "recording-test" ? std::make_unique<RecordingEmbedder>() : nullptr;
-    });
-    build_kb(d.str(), "recording-test");
-    auto rec = std::make_shared<RecordingEmbedder>();
     rag::Retriever r;
-    r.add_embedder({"recording-test"}, rec);
+    auto rec = build_kb_with<RecordingEmbedder>(d.str(), "recording-test", r);
     auto base = r.get(d.str(), "kb");
     std::thread([&] {
         omp_set_num_threads(4);
