@@ -12,13 +12,16 @@
 #include "pdsd/kb/loader.h"
 #include "pdsd/kb/reranker.h"
 #include "pdsd/kb/splitter.h"
+#include "pdsd/rag/retriever.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 #include <time.h>
 
@@ -186,6 +189,74 @@ void run_rerank_command(const std::string& root, const RerankOpts& ro) {
                  rr->max_length());
 }
 
+// `kb search --queries FILE [--clients N]`: every non-empty line of FILE as a query, after
+// one untimed warm-up (first-use work: an IVF copy other than the configured one, page
+// cache, a second read connection). N threads share the one KnowledgeBase, each taking the
+// next query, the way N HTTP clients share serve's: the figure bench/kb_http_search.py
+// compares the server with. Prints per-query wall ms (p50/p95/max); with one client also
+// process-CPU ms (what a loaded machine does not inflate), with more the queries/s.
+void run_query_file(const kb::KnowledgeBase& base, const kb::SearchOptions& opt, const std::string& file,
+                    const std::string& dump_hits, int64_t clients) {
+    if (opt.mode != "bm25") base.vector_index_info();   // load the vector store before timing
+    std::vector<std::string> queries;
+    {
+        std::ifstream in(file);
+        if (!in) throw IoError(ErrorInfo{file}.msg("cannot read"));
+        for (std::string line; std::getline(in, line);)
+            if (!line.empty()) queries.push_back(line);
+    }
+    if (queries.empty()) throw DataError(ErrorInfo{file}.msg("no queries"));
+    base.search(queries[0], opt);
+    auto cpu_ms = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+        return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    };
+    const size_t n = queries.size();
+    std::vector<double> ms(n), cms(n);
+    std::vector<std::vector<kb::SearchHit>> found(n);
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+        for (size_t i; (i = next.fetch_add(1)) < n;) {
+            auto t0 = std::chrono::steady_clock::now();
+            double c0 = cpu_ms();
+            found[i] = base.search(queries[i], opt);
+            cms[i] = cpu_ms() - c0;
+            ms[i] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        }
+    };
+    auto w0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> pool;
+    for (int64_t c = 1; c < clients; ++c) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+    const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+    size_t hits = 0;
+    std::string dump;
+    for (auto& f : found) {
+        hits += f.size();
+        for (size_t i = 0; i < f.size(); ++i) dump += (i ? "\t" : "") + f[i].file_name + "#" + std::to_string(f[i].chunk_index);
+        dump += "\n";
+    }
+    if (!dump_hits.empty()) write_file_atomic(dump_hits, dump);
+    std::sort(ms.begin(), ms.end());
+    std::sort(cms.begin(), cms.end());
+    auto pct = [](const std::vector<double>& v, double p) { return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))]; };
+    std::string index_note;
+    if (opt.mode != "bm25") {
+        auto vi = base.vector_index_info();
+        index_note = " index " + vi.type + " dim " + std::to_string(vi.dim);
+        if (vi.type == "ivf")
+            index_note += " nlist " + std::to_string(vi.nlist) + " nprobe " + std::to_string(opt.nprobe > 0 ? std::min(opt.nprobe, vi.nlist) : vi.nprobe);
+    }
+    char load[96];
+    if (clients == 1) std::snprintf(load, sizeof load, " cpu_p50_ms %.3f cpu_p95_ms %.3f", pct(cms, 0.5), pct(cms, 0.95));
+    else std::snprintf(load, sizeof load, " clients %lld qps %.1f", static_cast<long long>(clients), static_cast<double>(n) / wall_s);
+    std::printf("mode %s chunks %lld queries %zu hits %zu p50_ms %.3f p95_ms %.3f max_ms %.3f%s%s\n", opt.mode.c_str(),
+                static_cast<long long>(base.chunk_count()), n, hits, pct(ms, 0.5), pct(ms, 0.95), ms.back(), load,
+                index_note.c_str());
+}
+
 }  // namespace
 
 void register_kb(CLI::App& app, Registry& registry) {
@@ -246,7 +317,7 @@ void register_kb(CLI::App& app, Registry& registry) {
 
     struct SearchOpts {
         std::string kb, query, mode, queries_file, dump_hits, bm25_scorer = "auto", ivf_scan;
-        int64_t top_k = -1, nprobe = 0;
+        int64_t top_k = -1, nprobe = 0, clients = 1;
         double threshold = 0, prune = 0.02;
         bool has_threshold = false, explain = false, json = false, hybrid_serial = false;
         RankFlags rank;
@@ -272,12 +343,15 @@ void register_kb(CLI::App& app, Registry& registry) {
         ->capture_default_str();
     search->add_flag("--hybrid-serial", so->hybrid_serial, "hybrid: BM25 then dense on one thread (default: both at once)");
     add_rank_flags(search, so->rank);
+    search->add_option("--clients", so->clients, "with --queries: N threads searching the one KB at once, each taking the next query")
+        ->check(CLI::Range(1, 256))->capture_default_str();
     search->add_option("--dump-hits", so->dump_hits,
                        "with --queries: write each query's kept hits as one line of file#chunk_index, tab-separated");
     registry.add(search, [o, so, th] {
         std::string root = kb::resolve_root(o->root);
-        kb::KbSettings st = kb::load_kb_settings(root);
-        kb::KnowledgeBase base(root, so->kb);
+        rag::Retriever retriever;   // the KB as serve opens it (one object, thread-safe search)
+        auto base = retriever.get(root, so->kb);
+        kb::KbSettings st = retriever.settings(root);
         kb::SearchOverrides ov;
         if (so->top_k != -1) ov.top_k = check_int_in_range(so->top_k, "--top_k", 1, kb::kMaxTopK);
         if (th->count()) ov.score_threshold = so->threshold;
@@ -291,61 +365,11 @@ void register_kb(CLI::App& app, Registry& registry) {
         opt.hybrid_parallel = !so->hybrid_serial;
         opt.bm25_scorer = so->bm25_scorer;
         if (!so->queries_file.empty()) {
-            if (opt.mode != "bm25") base.vector_index_info();   // load the vector store before timing
-            std::ifstream in(so->queries_file);
-            if (!in) throw IoError(ErrorInfo{so->queries_file}.msg("cannot read"));
-            // Wall and process-CPU milliseconds per query (CPU time is what a loaded
-            // machine does not inflate).
-            auto cpu_ms = [] {
-                timespec ts{};
-                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-                return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-            };
-            std::vector<double> ms, cms;
-            std::string line, dump;
-            // One untimed warm-up query (first-use work: an IVF copy other than the
-            // configured one, page cache, lazily prepared statements).
-            while (std::getline(in, line) && line.empty()) {}
-            if (!line.empty()) base.search(line, opt);
-            in.clear();
-            in.seekg(0);
-            size_t hits = 0;
-            while (std::getline(in, line)) {
-                if (line.empty()) continue;
-                auto t0 = std::chrono::steady_clock::now();
-                double c0 = cpu_ms();
-                auto found = base.search(line, opt);
-                cms.push_back(cpu_ms() - c0);
-                ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-                hits += found.size();
-                if (!so->dump_hits.empty()) {
-                    for (size_t i = 0; i < found.size(); ++i)
-                        dump += (i ? "\t" : "") + found[i].file_name + "#" + std::to_string(found[i].chunk_index);
-                    dump += "\n";
-                }
-            }
-            if (!so->dump_hits.empty()) write_file_atomic(so->dump_hits, dump);
-            if (ms.empty()) throw DataError(ErrorInfo{so->queries_file}.msg("no queries"));
-            std::sort(ms.begin(), ms.end());
-            std::sort(cms.begin(), cms.end());
-            auto pct = [](const std::vector<double>& v, double p) {
-                return v[std::min(v.size() - 1, static_cast<size_t>(p * (v.size() - 1) + 0.5))];
-            };
-            std::string index_note;
-            if (opt.mode != "bm25") {
-                auto vi = base.vector_index_info();
-                index_note = " index " + vi.type + " dim " + std::to_string(vi.dim);
-                if (vi.type == "ivf")
-                    index_note += " nlist " + std::to_string(vi.nlist) + " nprobe " +
-                                  std::to_string(opt.nprobe > 0 ? std::min(opt.nprobe, vi.nlist) : vi.nprobe);
-            }
-            std::printf("mode %s chunks %lld queries %zu hits %zu p50_ms %.3f p95_ms %.3f max_ms %.3f cpu_p50_ms %.3f cpu_p95_ms %.3f%s\n",
-                        opt.mode.c_str(), static_cast<long long>(base.chunk_count()), ms.size(), hits, pct(ms, 0.5),
-                        pct(ms, 0.95), ms.back(), pct(cms, 0.5), pct(cms, 0.95), index_note.c_str());
+            run_query_file(*base, opt, so->queries_file, so->dump_hits, so->clients);
             return;
         }
         if (so->query.empty()) throw UsageError(ErrorInfo{}.msg("no query given").hint("pdsd kb search -n KB \"query\""));
-        auto hits = base.search(so->query, opt);
+        auto hits = base->search(so->query, opt);
         double threshold = *opt.score_threshold;
         const bool reranked = opt.reranker != nullptr;
         if (so->json) {
@@ -407,9 +431,10 @@ void register_kb(CLI::App& app, Registry& registry) {
     registry.add(eval, [o, evo, eth] {
         if (evo->top_k <= 0) throw UsageError(ErrorInfo{}.at("--top_k").expected("a positive number").found(std::to_string(evo->top_k)));
         std::string root = kb::resolve_root(o->root);
-        kb::KbSettings st = kb::load_kb_settings(root);
+        rag::Retriever retriever;
+        kb::KbSettings st = retriever.settings(root);
         auto questions = kb::load_qa_file(evo->qa);
-        kb::KnowledgeBase base(root, evo->kb);
+        const kb::KnowledgeBase& base = *retriever.get(root, evo->kb);
         kb::SearchOverrides ov;
         ov.top_k = check_int_in_range(evo->top_k, "--top_k", 1, kb::kMaxTopK);
         if (eth->count()) ov.score_threshold = evo->threshold;

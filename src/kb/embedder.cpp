@@ -52,6 +52,26 @@ void register_embedder_factory(const std::string& name, EmbedderFactory factory)
     registry()[name] = std::move(factory);
 }
 
+std::vector<std::vector<float>> SerializedEmbedder::embed(const std::vector<std::string>& texts, bool is_query) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_->embed(texts, is_query);
+}
+
+void SerializedEmbedder::configure(const EmbedderOptions& o) {
+    std::lock_guard<std::mutex> lock(mu_);
+    inner_->configure(o);
+}
+
+size_t SerializedEmbedder::token_count(const std::string& text) const {
+    std::lock_guard<std::mutex> lock(mu_);   // a tokenizer may keep a cache
+    return inner_->token_count(text);
+}
+
+std::shared_ptr<Embedder> thread_safe_embedder(std::shared_ptr<Embedder> e) {
+    if (!e || e->thread_safe()) return e;
+    return std::make_shared<SerializedEmbedder>(std::move(e));
+}
+
 std::unique_ptr<Embedder> make_embedder(const std::string& name) {
     if (name.empty() || name == "none") return nullptr;
     if (name == "hash-ngram") return std::make_unique<HashNgramEmbedder>();

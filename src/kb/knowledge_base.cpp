@@ -21,6 +21,7 @@
 #include <faiss/index_io.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -30,11 +31,13 @@
 #include <future>
 #include <limits>
 #include <map>
+#include <mutex>
 #include <set>
 #include <unordered_map>
 
 #include <omp.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace pdsd::kb {
@@ -170,6 +173,15 @@ void add_chatchat_file_columns(Db& db) {
     if (!cols.step()) db.exec("ALTER TABLE knowledge_file ADD COLUMN custom_docs INTEGER DEFAULT 0");
 }
 
+// knowledge_base.generation: +1 with every committed update of the KB (update_one), so a
+// process holding the KB open (rag::Retriever) sees a write by any process with one
+// indexed SELECT. The AUTOINCREMENT id changes when a KB is dropped and made again, so
+// (id, generation) never repeats. Added to databases made before it existed.
+void add_generation_column(Db& db) {
+    Stmt cols(db, "SELECT 1 FROM pragma_table_info('knowledge_base') WHERE name = 'generation'");
+    if (!cols.step()) db.exec("ALTER TABLE knowledge_base ADD COLUMN generation INTEGER DEFAULT 0");
+}
+
 void ensure_schema(Db& db) {
     db.exec("PRAGMA journal_mode=WAL");
     db.exec("PRAGMA synchronous=NORMAL");
@@ -187,6 +199,7 @@ void ensure_schema(Db& db) {
         chunk_index INTEGER, text TEXT, start_char INTEGER, end_char INTEGER, token_count INTEGER);
       CREATE INDEX IF NOT EXISTS chunks_by_file ON chunks(kb_name, file_name);)");
     add_chatchat_file_columns(db);
+    add_generation_column(db);
 }
 
 std::string fts_table(int64_t kb_id) { return "chunks_fts_" + std::to_string(kb_id); }
@@ -317,7 +330,7 @@ std::unique_ptr<Embedder> open_embedder(const std::string& root, const std::stri
 }
 
 struct KbRow {
-    int64_t id = 0;
+    int64_t id = 0, generation = 0;
     std::string name, embed_model = "none";
     bool exists = false;
 };
@@ -325,11 +338,12 @@ struct KbRow {
 KbRow get_kb(Db& db, const std::string& kb) {
     KbRow r;
     r.name = kb;
-    Stmt st(db, "SELECT id, embed_model FROM knowledge_base WHERE kb_name = ?");
+    Stmt st(db, "SELECT id, embed_model, generation FROM knowledge_base WHERE kb_name = ?");
     st.bind(1, kb);
     if (st.step()) {
         r.id = st.i64(0);
         r.embed_model = st.text(1).empty() ? "none" : st.text(1);
+        r.generation = st.i64(2);
         r.exists = true;
     }
     return r;
@@ -844,7 +858,7 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
         progress.finish();
 
         Stmt upd(db, "UPDATE knowledge_base SET embed_model = ?, vs_type = ?, chunk_size = ?, chunk_overlap = ?, "
-                     "file_count = (SELECT count(*) FROM knowledge_file WHERE kb_name = ?) WHERE id = ?");
+                     "file_count = (SELECT count(*) FROM knowledge_file WHERE kb_name = ?), generation = generation + 1 WHERE id = ?");
         upd.bind(1, embed_name).bind(2, std::string(embedder ? "faiss" : "bm25")).bind(3, split.chunk_size)
             .bind(4, split.chunk_overlap).bind(5, kb_name).bind(6, kb.id);
         upd.run();
@@ -1061,37 +1075,102 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
 
 constexpr int64_t kPruneMinChunks = 20000;
 
+// One SQLite read connection and the search statements prepared on it. A connection and
+// its statements serve one thread at a time (the temp fts5vocab tables are per connection),
+// so each concurrent search leases its own from the KB's pool.
+struct SearchReader {
+    std::unique_ptr<Db> db;
+    std::unique_ptr<Stmt> fts, chunk, vocab, inst, generation;
+};
+
 struct KnowledgeBase::Impl {
     KbPaths paths;
-    std::unique_ptr<Db> db;
     KbRow kb;
     KbSettings settings;
     int64_t chunks = 0;
-    std::shared_ptr<Embedder> embedder;
+    // What is_current() compares: kb.generation and these stamps, taken at open.
+    FileStamp index_stamp, settings_stamp;
+    uint64_t db_inode = 0;   // info.db replaced (a data root wiped and rebuilt): a pooled connection would read the old file
+
+    // Idle read connections (SearchReader); a search takes one or opens another.
+    std::mutex pool_mu;
+    std::vector<std::unique_ptr<SearchReader>> idle;
+    static constexpr size_t kMaxIdleReaders = 16;
+
+    // Dense state, made once on first dense use under dense_mu (then read-only; FAISS
+    // search on a const index and CompactIvf::search are safe from several threads).
+    std::mutex dense_mu;
+    std::atomic<bool> index_loaded{false};
+    std::shared_ptr<Embedder> embedder;   // thread-safe (thread_safe_embedder)
+    EmbedderLookup lookup;                // how to find it when not given
     std::unique_ptr<faiss::Index> index;
-    bool index_loaded = false;
     // IVF only, on AVX-512 CPUs: the compact copies of the lists that single-query search
     // scans (ivf_compact.h); the configured one is made with the index, another on first
     // use; null -> FAISS's own search. Like the index, they are not refreshed when the KB
-    // is updated by another process while this object is open.
+    // is updated by another process while this object is open (is_current() says so).
     std::unique_ptr<detail::CompactIvf> fp16, int8;
-    std::unique_ptr<Stmt> fts, chunk, vocab, inst;
+
     // BM25 scored here from FTS5's postings (SearchOptions::bm25_scorer): each chunk's
-    // length in tokens (FTS5's docsize), the row count and mean length, loaded on first use.
+    // length in tokens (FTS5's docsize), the row count and mean length, loaded on first
+    // use under doc_mu, then read-only.
+    std::mutex doc_mu;
+    std::atomic<bool> doc_len_loaded{false};
     std::unordered_map<int64_t, uint32_t> doc_len;
     int64_t fts_rows = 0;
     double avg_len = 0;
-    bool doc_len_loaded = false;
 
     // The ranking stage's database steps (KnowledgeBase::search).
-    std::vector<SearchHit> candidates(const std::string& query, const SearchOptions& o);
-    void load_chunk(SearchHit& h);
-    void rerank(std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o);
+    std::vector<SearchHit> candidates(SearchReader& r, const std::string& query, const SearchOptions& o);
+    void load_chunk(SearchReader& r, SearchHit& h);
+    void rerank(SearchReader& r, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o);
 
-    void load_doc_len() {
-        if (doc_len_loaded) return;
+    std::unique_ptr<SearchReader> open_reader() {
+        auto r = std::make_unique<SearchReader>();
+        r->db = open_db(paths, false);
+        // Readers: memory-map the DB and keep a bigger page cache (search touches posting lists).
+        r->db->exec("PRAGMA mmap_size = 1073741824");
+        r->db->exec("PRAGMA cache_size = -65536");
+        const std::string fts = fts_table(kb.id);
+        r->fts = std::make_unique<Stmt>(*r->db, "SELECT rowid, bm25(" + fts + ") FROM " + fts + " WHERE " + fts +
+                                                    " MATCH ? ORDER BY rank LIMIT ?");
+        r->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, " + fts + ", 'row')");
+        r->vocab = std::make_unique<Stmt>(*r->db, "SELECT doc FROM temp.kb_vocab WHERE term = ?");
+        r->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_inst USING fts5vocab(main, " + fts + ", 'instance')");
+        r->inst = std::make_unique<Stmt>(*r->db, "SELECT doc FROM temp.kb_inst WHERE term = ?");
+        r->chunk = std::make_unique<Stmt>(*r->db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE id = ?");
+        r->generation = std::make_unique<Stmt>(*r->db, "SELECT id, generation FROM knowledge_base WHERE kb_name = ?");
+        return r;
+    }
+
+    // A read connection for one search; back to the pool when the lease ends.
+    struct Lease {
+        Impl& im;
+        std::unique_ptr<SearchReader> r;
+        explicit Lease(Impl& impl) : im(impl) {
+            {
+                std::lock_guard<std::mutex> lock(im.pool_mu);
+                if (!im.idle.empty()) {
+                    r = std::move(im.idle.back());
+                    im.idle.pop_back();
+                }
+            }
+            if (!r) r = im.open_reader();   // outside the lock: opening takes ~1 ms
+        }
+        ~Lease() {
+            std::lock_guard<std::mutex> lock(im.pool_mu);
+            if (im.idle.size() < kMaxIdleReaders) im.idle.push_back(std::move(r));
+        }
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        SearchReader& operator*() { return *r; }
+    };
+
+    void load_doc_len(SearchReader& r) {
+        if (doc_len_loaded.load(std::memory_order_acquire)) return;
+        std::lock_guard<std::mutex> lock(doc_mu);
+        if (doc_len_loaded.load(std::memory_order_relaxed)) return;
         // %_docsize.sz: one SQLite varint per FTS5 column (one column here).
-        Stmt s(*db, "SELECT id, sz FROM " + fts_table(kb.id) + "_docsize");
+        Stmt s(*r.db, "SELECT id, sz FROM " + fts_table(kb.id) + "_docsize");
         uint64_t tokens = 0;
         doc_len.reserve(static_cast<size_t>(chunks) + 16);
         while (s.step()) {
@@ -1108,8 +1187,7 @@ struct KnowledgeBase::Impl {
         }
         fts_rows = static_cast<int64_t>(doc_len.size());
         avg_len = fts_rows ? static_cast<double>(tokens) / static_cast<double>(fts_rows) : 0.0;
-        inst = std::make_unique<Stmt>(*db, "SELECT doc FROM temp.kb_inst WHERE term = ?");
-        doc_len_loaded = true;
+        doc_len_loaded.store(true, std::memory_order_release);
     }
 
     // The BM25 list from postings: for each term (in the given order, the order FTS5's
@@ -1118,9 +1196,10 @@ struct KnowledgeBase::Impl {
     // idf = ln((N - df + 0.5) / (df + 0.5)), at least 1e-6), so the scores are FTS5's
     // -bm25() bit for bit. Skips what costs FTS5 time: a docsize B-tree lookup, an
     // auxiliary-function call per matching row and sorting every match.
-    std::vector<std::pair<double, int64_t>> bm25_postings(const std::vector<std::pair<int64_t, std::string>>& terms,
+    std::vector<std::pair<double, int64_t>> bm25_postings(SearchReader& r, const std::vector<std::pair<int64_t, std::string>>& terms,
                                                          size_t depth) {
-        load_doc_len();
+        load_doc_len(r);
+        Stmt& inst = *r.inst;
         constexpr double k1 = 1.2, b = 0.75;
         std::unordered_map<int64_t, double> score;
         score.reserve(4096);
@@ -1135,14 +1214,14 @@ struct KnowledgeBase::Impl {
                 double D = it == doc_len.end() ? avg_len : static_cast<double>(it->second);
                 score[cur] += idf * ((tf * (k1 + 1.0)) / (tf + k1 * (1 - b + b * D / avg_len)));
             };
-            inst->bind(1, term);
-            while (inst->step()) {
-                int64_t doc = inst->i64(0);
+            inst.bind(1, term);
+            while (inst.step()) {
+                int64_t doc = inst.i64(0);
                 if (doc != cur) { flush(); cur = doc; tf = 0; }
                 tf += 1.0;
             }
             flush();
-            inst->reset();
+            inst.reset();
         }
         std::vector<std::pair<double, int64_t>> out;
         out.reserve(score.size());
@@ -1156,32 +1235,40 @@ struct KnowledgeBase::Impl {
         return out;
     }
 
-    void load_dense() {
-        if (index_loaded) return;
+    // The embedder, the index (checked against the DB on `r`) and the configured compact copy.
+    void load_dense(SearchReader& r) {
+        if (index_loaded.load(std::memory_order_acquire)) return;
+        std::lock_guard<std::mutex> lock(dense_mu);
+        if (index_loaded.load(std::memory_order_relaxed)) return;
         if (kb.embed_model == "none")
             throw UsageError(ErrorInfo{paths.kb_dir(kb.name)}.msg("this knowledge base has no vector store (embed_model none)")
                                  .hint("use --mode bm25, or rebuild with pdsd kb -r -n " + kb.name + " -e <model>"));
-        if (!embedder) embedder = std::shared_ptr<Embedder>(open_embedder(paths.root, kb.embed_model, settings));
+        if (!embedder && lookup) embedder = thread_safe_embedder(lookup(kb.embed_model));
+        if (!embedder) embedder = thread_safe_embedder(open_embedder(paths.root, kb.embed_model, settings));
         if (embedder->name() != embed_model_store_name(kb.embed_model))
             throw ConfigError(ErrorInfo{}.at("embedder").expected(embed_model_store_name(kb.embed_model)).found(embedder->name())
                                   .hint("the KB was indexed with another embedding model; rebuild it or pass the same model"));
         std::string ip = paths.index_path(kb.name, kb.embed_model);
         if (!fs::exists(ip)) throw IoError(ErrorInfo{ip}.msg("vector store missing").hint("run pdsd kb -i -n " + kb.name));
         index = read_index(ip);
-        if (!index_matches_db(*index, *db, kb.name))
+        if (!index_matches_db(*index, *r.db, kb.name))
             throw DataError(ErrorInfo{ip}.msg("the vector store does not match the database (an update was interrupted)")
                                 .hint("run pdsd kb -i -n " + kb.name + " to bring it up to date"));
         if (index->d != embedder->dim())
             throw FormatError(ErrorInfo{ip}.expected("dim " + std::to_string(embedder->dim())).found("dim " + std::to_string(index->d)));
         if (auto* ivf = dynamic_cast<IndexIVFFlat*>(index.get()))
             ivf->nprobe = ivf_default_nprobe(settings, ivf->nlist);
-        index_loaded = true;
-        compact(settings.ivf_scan);   // the configured copy now, not in the first query (~0.3-0.9 s at 100k x 1024)
+        compact_locked(settings.ivf_scan);   // the configured copy now, not in the first query (~0.3-0.9 s at 100k x 1024)
+        index_loaded.store(true, std::memory_order_release);
     }
 
     // The compact copy for `scan` ("fp16" | "int8"), built on first use; null when this
-    // CPU / index cannot use one (then FAISS searches).
+    // CPU / index cannot use one (then FAISS searches). After load_dense.
     const detail::CompactIvf* compact(const std::string& scan) {
+        std::lock_guard<std::mutex> lock(dense_mu);
+        return compact_locked(scan);
+    }
+    const detail::CompactIvf* compact_locked(const std::string& scan) {
         using detail::CompactIvf;
         auto* ivf = as_ivf(*index);
         if (!ivf || (scan != "fp16" && scan != "int8")) return nullptr;
@@ -1204,40 +1291,68 @@ struct KnowledgeBase::Impl {
     }
 };
 
+FileStamp file_stamp(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return {true, static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+            static_cast<uint64_t>(st.st_size)};
+}
+
 KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name, std::shared_ptr<Embedder> embedder)
+    : KnowledgeBase(root, kb_name, EmbedderLookup{}) {
+    impl_->embedder = thread_safe_embedder(std::move(embedder));
+}
+
+KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name, EmbedderLookup lookup)
     : impl_(std::make_unique<Impl>()) {
     validate_kb_name(kb_name);
-    impl_->paths = KbPaths{root};
-    impl_->db = open_db(impl_->paths, false);
-    impl_->kb = get_kb(*impl_->db, kb_name);
-    if (!impl_->kb.exists)
-        throw DataError(ErrorInfo{impl_->paths.info_db()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
+    Impl& im = *impl_;
+    im.paths = KbPaths{root};
+    // Stamps before the rows: a write in between makes is_current() false (never a stale true).
+    im.settings_stamp = file_stamp((fs::path(root) / "kb_settings.yaml").string());
+    auto db = open_db(im.paths, false);
+    im.db_inode = file_stamp(im.paths.info_db()).inode;
+    im.kb = get_kb(*db, kb_name);
+    if (!im.kb.exists)
+        throw DataError(ErrorInfo{im.paths.info_db()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
                             .hint("build it with pdsd kb -r -n " + kb_name + " (see pdsd kb list)"));
-    impl_->settings = load_kb_settings(root);
-    impl_->embedder = std::move(embedder);
-    Stmt c(*impl_->db, "SELECT count(*) FROM chunks WHERE kb_name = ?");
+    if (im.kb.embed_model != "none") im.index_stamp = file_stamp(im.paths.index_path(kb_name, im.kb.embed_model));
+    im.settings = load_kb_settings(root);
+    im.lookup = std::move(lookup);
+    Stmt c(*db, "SELECT count(*) FROM chunks WHERE kb_name = ?");
     c.bind(1, kb_name);
     c.step();
-    impl_->chunks = c.i64(0);
-    impl_->fts = std::make_unique<Stmt>(*impl_->db, "SELECT rowid, bm25(" + fts_table(impl_->kb.id) + ") FROM " +
-                                                        fts_table(impl_->kb.id) + " WHERE " + fts_table(impl_->kb.id) +
-                                                        " MATCH ? ORDER BY rank LIMIT ?");
-    // Readers: memory-map the DB and keep a bigger page cache (search touches posting lists).
-    impl_->db->exec("PRAGMA mmap_size = 1073741824");
-    impl_->db->exec("PRAGMA cache_size = -65536");
-    impl_->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_vocab USING fts5vocab(main, " + fts_table(impl_->kb.id) + ", 'row')");
-    impl_->vocab = std::make_unique<Stmt>(*impl_->db, "SELECT doc FROM temp.kb_vocab WHERE term = ?");
-    impl_->db->exec("CREATE VIRTUAL TABLE IF NOT EXISTS temp.kb_inst USING fts5vocab(main, " + fts_table(impl_->kb.id) + ", 'instance')");
-    impl_->chunk = std::make_unique<Stmt>(*impl_->db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE id = ?");
+    im.chunks = c.i64(0);
+    im.idle.push_back(im.open_reader());   // the first reader now: its errors belong to the open
 }
 
 KnowledgeBase::~KnowledgeBase() = default;
+
+bool KnowledgeBase::is_current() const {
+    Impl& im = *impl_;
+    if (file_stamp((fs::path(im.paths.root) / "kb_settings.yaml").string()) != im.settings_stamp) return false;
+    if (im.kb.embed_model != "none" && file_stamp(im.paths.index_path(im.kb.name, im.kb.embed_model)) != im.index_stamp) return false;
+    const FileStamp db = file_stamp(im.paths.info_db());
+    if (!db.exists || db.inode != im.db_inode) return false;
+    Impl::Lease lease(im);
+    Stmt& g = *(*lease).generation;
+    g.bind(1, im.kb.name);
+    const bool same = g.step() && g.i64(0) == im.kb.id && g.i64(1) == im.kb.generation;
+    g.reset();
+    return same;
+}
+
+int64_t KnowledgeBase::generation() const { return impl_->kb.generation; }
+const KbSettings& KnowledgeBase::settings() const { return impl_->settings; }
 const std::string& KnowledgeBase::name() const { return impl_->kb.name; }
 const std::string& KnowledgeBase::embed_model() const { return impl_->kb.embed_model; }
 int64_t KnowledgeBase::chunk_count() const { return impl_->chunks; }
 
 KnowledgeBase::VectorIndexInfo KnowledgeBase::vector_index_info() const {
-    impl_->load_dense();
+    {
+        Impl::Lease lease(*impl_);
+        impl_->load_dense(*lease);
+    }
     VectorIndexInfo v;
     v.ntotal = impl_->index->ntotal;
     v.dim = impl_->index->d;
@@ -1343,16 +1458,17 @@ void check_search_options(const SearchOptions& o) {
 }  // namespace
 
 // Stage 1: the BM25 and/or dense lists, `candidates` deep (at least top_k), merged by chunk id.
-std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query, const SearchOptions& o) {
+std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const std::string& query, const SearchOptions& o) {
     size_t depth = std::max(o.candidates, o.top_k);
     std::unordered_map<int64_t, SearchHit> cand;
     cand.reserve(2 * depth);
     std::vector<int64_t> bm25_list, dense_list;
 
-    // Dense list: query embedding + FAISS search (flat or IVF). In hybrid mode it runs on
-    // a second thread while SQLite does BM25 on this one (the two touch no shared state;
-    // the index is loaded and checked against the DB before), so the wall time is about
-    // max(BM25, dense) rather than the sum.
+    // Dense list: query embedding + FAISS search (flat or IVF). In hybrid mode BM25 runs on
+    // a second thread while the dense list is made on this one (the two touch no shared
+    // state until both are done; the index is loaded and checked against the DB before),
+    // so the wall time is about max(BM25, dense) rather than the sum. The dense side stays
+    // on the caller's thread: torch gives a new thread an OpenMP team (see dense_search).
     struct DenseResult { std::vector<float> dist; std::vector<fidx_t> labels; };
     const std::string scan = o.ivf_scan.empty() ? settings.ivf_scan : o.ivf_scan;
     if (scan != "fp16" && scan != "int8" && scan != "faiss")
@@ -1360,16 +1476,21 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query,
     const detail::CompactIvf* compact = nullptr;   // set after load_dense, before dense_search runs
     auto dense_search = [this, &o, &query, &compact, depth]() {
         DenseResult r;
-        auto q = embedder->embed({query}, true);   // a torch model keeps its own threads
-        // One query gains nothing from FAISS's OpenMP regions, and their worker threads
-        // spin after each one: measured on the 100k x 1024 IVF (nprobe 32), CPU per query
-        // 24 ms with the default team vs 6 ms single-threaded. The setting is per
-        // calling thread; it is restored for other work on this thread.
+        // One query gains nothing from OpenMP teams, and their worker threads spin after
+        // each region. FAISS: on the 100k x 1024 IVF (nprobe 32), CPU per query 24 ms with
+        // the default team vs 6 ms single-threaded. The query's embedding (a torch model's
+        // ops are OpenMP regions too): 8 concurrent hybrid searches on 2 cores, tiny BERT,
+        // 100k chunks, 21 queries/s with 73 % of the CPU in libgomp's spin-wait vs 300-450/s
+        // single-threaded. Torch sets a thread's OpenMP count at its first op there, so the
+        // first query on a new thread still gets the team (hence the dense list runs on the
+        // caller's long-lived thread, below). The setting is per calling thread; it is
+        // restored for other work on this thread (a batch embed of `kb -r` keeps the team).
         struct OmpSingle {
             int prev = omp_get_max_threads();
             OmpSingle() { omp_set_num_threads(1); }
             ~OmpSingle() { omp_set_num_threads(prev); }
         } omp_single;
+        auto q = embedder->embed({query}, true);
         fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(index->ntotal)));
         if (k <= 0) return r;
         r.dist.resize(static_cast<size_t>(k));
@@ -1388,14 +1509,7 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query,
         }
         return r;
     };
-    std::future<DenseResult> dense_future;
-    if (o.mode == "hybrid" && o.hybrid_parallel) {
-        load_dense();
-        compact = this->compact(scan);
-        dense_future = std::async(std::launch::async, dense_search);
-    }
-
-    if (o.mode != "dense") {
+    auto bm25_search = [&] {
         // Large KBs: terms found in more than 2% of the chunks (bm25_prune_df_ratio) are dropped from the query
         // while rarer terms remain (their IDF is small, and their posting lists are what
         // makes FTS5 slow); see docs/knowledge_base.md.
@@ -1407,9 +1521,9 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query,
         std::vector<std::pair<int64_t, std::string>> df;   // (chunks containing the term, term), rarest first
         if (postings || (large && terms.size() > 1)) {
             for (auto& t : terms) {
-                vocab->bind(1, t);
-                df.push_back({vocab->step() ? vocab->i64(0) : 0, t});
-                vocab->reset();
+                rd.vocab->bind(1, t);
+                df.push_back({rd.vocab->step() ? rd.vocab->i64(0) : 0, t});
+                rd.vocab->reset();
             }
             std::sort(df.begin(), df.end());
             const int64_t limit = large ? static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(chunks))
@@ -1429,25 +1543,36 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query,
             h.bm25_rank = bm25_list.size();
         };
         if (postings) {
-            for (auto& [s, id] : bm25_postings(df, depth)) add_bm25(id, s);
+            for (auto& [s, id] : bm25_postings(rd, df, depth)) add_bm25(id, s);
         } else {
             std::string expr = match_expression(terms);
             if (!expr.empty()) {
-                fts->bind(1, expr).bind(2, depth);
-                while (fts->step()) add_bm25(fts->i64(0), -fts->f64(1));   // FTS5 bm25() is lower-is-better and negative
-                fts->reset();
+                Stmt& fts = *rd.fts;
+                fts.bind(1, expr).bind(2, depth);
+                while (fts.step()) add_bm25(fts.i64(0), -fts.f64(1));   // FTS5 bm25() is lower-is-better and negative
+                fts.reset();
             }
         }
+    };
+    DenseResult r;
+    if (o.mode != "bm25") {
+        load_dense(rd);
+        compact = this->compact(scan);
+    }
+    if (o.mode == "hybrid" && o.hybrid_parallel) {
+        std::future<void> bm25_future = std::async(std::launch::async, bm25_search);
+        try {
+            r = dense_search();
+        } catch (...) {
+            bm25_future.wait();   // it uses this frame's state
+            throw;
+        }
+        bm25_future.get();
+    } else {
+        if (o.mode != "dense") bm25_search();
+        if (o.mode != "bm25") r = dense_search();
     }
     if (o.mode != "bm25") {
-        DenseResult r;
-        if (dense_future.valid()) {
-            r = dense_future.get();
-        } else {
-            load_dense();
-            compact = this->compact(scan);
-            r = dense_search();
-        }
         for (size_t i = 0; i < r.labels.size(); ++i) {
             if (r.labels[i] < 0) continue;
             auto& h = cand[r.labels[i]];
@@ -1467,22 +1592,23 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(const std::string& query,
     return all;
 }
 
-void KnowledgeBase::Impl::load_chunk(SearchHit& h) {
+void KnowledgeBase::Impl::load_chunk(SearchReader& rd, SearchHit& h) {
     if (!h.file_name.empty()) return;   // already read
-    chunk->bind(1, h.chunk_id);
-    if (chunk->step()) {
-        h.file_name = chunk->text(0);
-        h.chunk_index = chunk->i64(1);
-        h.text = chunk->text(2);
-        h.start_char = chunk->i64(3);
-        h.end_char = chunk->i64(4);
+    Stmt& chunk = *rd.chunk;
+    chunk.bind(1, h.chunk_id);
+    if (chunk.step()) {
+        h.file_name = chunk.text(0);
+        h.chunk_index = chunk.i64(1);
+        h.text = chunk.text(2);
+        h.start_char = chunk.i64(3);
+        h.end_char = chunk.i64(4);
     }
-    chunk->reset();
+    chunk.reset();
 }
 
 // Stage 4: the best rerank_top_n kept candidates (all ranked by fusion) rescored by the
 // cross-encoder; kept candidates beyond them are dropped.
-void KnowledgeBase::Impl::rerank(std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o) {
+void KnowledgeBase::Impl::rerank(SearchReader& rd, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o) {
     std::vector<SearchHit*> top;
     for (auto& h : all) {
         if (!h.kept) continue;
@@ -1497,7 +1623,7 @@ void KnowledgeBase::Impl::rerank(std::vector<SearchHit>& all, const std::string&
     std::vector<std::string> docs;
     docs.reserve(top.size());
     for (auto* h : top) {
-        load_chunk(*h);
+        load_chunk(rd, *h);
         docs.push_back(h->text);
     }
     std::vector<double> rel = o.reranker->scores(query, docs);
@@ -1514,15 +1640,16 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     Impl& im = *impl_;
     check_search_options(o);
     const double threshold = o.score_threshold ? *o.score_threshold : im.settings.score_threshold;
-    std::vector<SearchHit> all = im.candidates(query, o);
+    Impl::Lease lease(im);
+    std::vector<SearchHit> all = im.candidates(*lease, query, o);
     threshold_and_fuse(all, o, threshold);
     sort_ranked(all);
-    if (o.reranker) im.rerank(all, query, o);
+    if (o.reranker) im.rerank(*lease, all, query, o);
     keep_top_k(all, o.top_k);
     std::vector<SearchHit> out;
     for (auto& h : all) {
         if (!h.kept && !o.explain) break;
-        im.load_chunk(h);
+        im.load_chunk(*lease, h);
         out.push_back(std::move(h));
     }
     return out;

@@ -13,6 +13,7 @@
 #include "pdsd/kb/embedder.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/rag/prompt.h"
+#include "pdsd/rag/retriever.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
 #include <httplib.h>
@@ -301,8 +302,7 @@ struct Server::Impl {
     std::unique_ptr<model::Generator> gen;
     QueueStats stats;
     std::unique_ptr<GenerationQueue> queue;
-    std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search
-    std::mutex embed_mu;                      // embedders are not thread-safe
+    std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search (thread-safe: the Retriever's wrapper)
     std::shared_ptr<kb::Reranker> reranker;   // /v1/rerank and the KB routes' rerank stage (null: off)
     std::shared_mutex kb_mu;                  // searches shared, KB changes exclusive
     HttpServer http;
@@ -316,7 +316,9 @@ struct Server::Impl {
 
     std::string embed_spec;                   // the server's embed model ("none": BM25 only)
     std::string embed_spec_path;              // the same, a name under <root>/models made a path
-    std::map<std::string, std::shared_ptr<kb::Embedder>> embed_cache;   // other KBs' models, by spec (under embed_mu)
+    // Every KB read route gets its KB, embedder and kb_settings.yaml here (opened once,
+    // reopened when written; readers do not wait on each other: rag/retriever.h).
+    rag::Retriever retriever;
     // File chat (Chatchat's temp_kb): id -> its own data root <root>/temp/<id>, oldest first.
     std::vector<std::pair<std::string, std::string>> temp_kbs;
     static constexpr size_t kMaxTempKbs = 64;
@@ -344,6 +346,8 @@ struct Server::Impl {
         fs::path under_root = fs::path(root) / "models" / embed_spec;
         embed_spec_path = embedder && fs::path(embed_spec).is_relative() && !fs::is_directory(embed_spec, ec) && fs::is_directory(under_root, ec)
                               ? fs::absolute(under_root).lexically_normal().string() : embed_spec;
+        // KBs stored with this model (by its spec, path or name) search with the server's copy.
+        if (embedder) embedder = retriever.add_embedder({embed_spec, embed_spec_path, embedder->name()}, embedder);
         setup();
     }
     ~Impl() {
@@ -431,7 +435,7 @@ struct Server::Impl {
     // Search options of a Chatchat route: top_k, search_mode, and score_threshold on Chatchat's
     // 0..2 scale (see chatchat_distance); pdsd_score_threshold gives pdsd's own instead.
     kb::SearchOptions chatchat_search_options(const json& body, const std::string& settings_root) {
-        kb::KbSettings st = kb::load_kb_settings(settings_root);
+        kb::KbSettings st = retriever.settings(settings_root);
         kb::SearchOverrides ov{get_int(body, "top_k", 1, 1000), {}, {}, get_string(body, "search_mode"), {}, std::string("none")};
         if (auto p = get_number(body, "pdsd_score_threshold", -1e9, 1e9)) ov.score_threshold = *p;
         else if (auto t = get_number(body, "score_threshold", 0.0, 2.0)) ov.score_threshold = pdsd_threshold(*t, ov.mode.value_or(st.search_mode));
@@ -472,13 +476,14 @@ struct Server::Impl {
         if (!gen) throw HttpError{503, "no chat model is loaded (start pdsd serve with --model DIR)", "service_unavailable", "model", "model_not_loaded"};
     }
 
-    // The embedder of a KB's stored embed_model; call under embed_mu.
-    std::shared_ptr<kb::Embedder> embedder_for(const std::string& kb_embed_model) {
-        if (kb_embed_model.empty() || kb_embed_model == "none") return nullptr;
-        if (embedder && (embedder->name() == kb_embed_model || embed_spec == kb_embed_model || embed_spec_path == kb_embed_model)) return embedder;
-        auto& e = embed_cache[kb_embed_model];
-        if (!e) e = std::shared_ptr<kb::Embedder>(kb::open_embed_model(root, kb_embed_model));
-        return e;
+    // Knowledge base `name` under data root `kb_root` (the server's root or a temp KB's),
+    // from the Retriever; 404 when info.db does not know it. Call under kb_mu (shared).
+    std::shared_ptr<const kb::KnowledgeBase> open_kb(const std::string& kb_root, const std::string& name, const char* param) {
+        try {
+            return retriever.get(kb_root, name);
+        } catch (const DataError&) {   // KnowledgeBase: "not in the database"
+            throw HttpError{404, "未找到知识库 " + name, "not_found_error", param, "kb_not_found"};
+        }
     }
     // The embed model to build a KB with: the request's, else the server's.
     std::string embed_for_new_kb(const std::string& requested) const { return !requested.empty() ? requested : embed_spec; }
@@ -790,12 +795,7 @@ void Server::Impl::setup() {
         json data = json::array();
         if (!query.empty()) {
             std::shared_lock<std::shared_mutex> lk(kb_mu);
-            std::vector<kb::SearchHit> hits;
-            {
-                std::lock_guard<std::mutex> elk(embed_mu);
-                kb::KnowledgeBase base(root, name, embedder_for(db_embed_model(root, name).value_or("none")));
-                hits = base.search(query, so);
-            }
+            std::vector<kb::SearchHit> hits = open_kb(root, name, "knowledge_base_name")->search(query, so);
             for (auto& h : hits) {
                 if (!h.kept) continue;
                 // "score": Chatchat's distance (lower is better); metadata.pdsd: pdsd's own scores.
@@ -1017,11 +1017,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     rag::RagTurn turn;
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
-        std::lock_guard<std::mutex> elk(embed_mu);
-        std::optional<std::string> em = db_embed_model(kb_root, name);
-        if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "kb_name", "kb_not_found"};
-        kb::KnowledgeBase base(kb_root, name, embedder_for(*em));
-        turn = rag::retrieve(base, query, so);
+        turn = rag::retrieve(*open_kb(kb_root, name, "kb_name"), query, so);
     }
     // Chatchat's format_reference: "出处 [i] [file](download url) \n\n<chunk>\n\n".
     json docs = rag::format_reference(turn.sources, rag::ReferenceLink{base, name}, /*with_text=*/true);
@@ -1091,11 +1087,7 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
     if (fmt != "float" && fmt != "base64") throw bad_request("'encoding_format' must be float or base64", "encoding_format");
     get_string(body, "model");
     if (field(body, "dimensions")) throw bad_request("'dimensions' is not supported", "dimensions");
-    std::vector<std::vector<float>> vecs;
-    {
-        std::lock_guard<std::mutex> lk(embed_mu);
-        vecs = embedder->embed(texts, /*is_query=*/false);
-    }
+    std::vector<std::vector<float>> vecs = embedder->embed(texts, /*is_query=*/false);   // serialised by the wrapper
     // usage: tokens of the chat model's tokenizer when one is loaded, else UTF-8 bytes.
     int64_t tokens = 0;
     for (auto& t : texts) tokens += tok ? static_cast<int64_t>(tok->encode(t).size()) : static_cast<int64_t>(t.size());
@@ -1276,6 +1268,7 @@ void Server::Impl::upload_temp_docs(const httplib::Request& req, httplib::Respon
         if (temp_kbs.size() >= kMaxTempKbs) {   // bounded: the oldest goes
             std::error_code ec;
             fs::remove_all(temp_kbs.front().second, ec);
+            retriever.forget(temp_kbs.front().second);
             temp_kbs.erase(temp_kbs.begin());
         }
         temp_kbs.emplace_back(id, dir);
@@ -1321,9 +1314,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::string dir = temp_root(id);
         kb::SearchOptions so = chatchat_search_options(body, dir);
-        std::lock_guard<std::mutex> elk(embed_mu);
-        kb::KnowledgeBase base(dir, id, embedder_for(db_embed_model(dir, id).value_or("none")));
-        turn = rag::retrieve(base, query, so);
+        turn = rag::retrieve(*open_kb(dir, id, "knowledge_id"), query, so);
     }
     // Chatchat's file_chat sources: "出处 [i] [file] \n\n<chunk>\n\n" (no link: temp files).
     json docs = rag::format_reference(turn.sources, std::nullopt, /*with_text=*/true);

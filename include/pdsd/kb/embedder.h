@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,7 +43,33 @@ public:
     virtual size_t max_tokens() const { return 0; }
     // Tokens of `text` as a document, before truncation, with the model's specials.
     virtual size_t token_count(const std::string& /*text*/) const { return 0; }
+    // true: embed() may run on several threads at once (no state changes per call).
+    // Model-backed embedders are not (a torch module and its buffers are shared).
+    virtual bool thread_safe() const { return false; }
 };
+
+// An embedder whose embed() runs one call at a time: the lock that lets several searches
+// share one model. Only embed() takes the lock; dim/name/max_tokens pass through (they
+// read fields set at load). Share the wrapper, not the model, so every user takes the
+// same lock.
+class SerializedEmbedder final : public Embedder {
+public:
+    explicit SerializedEmbedder(std::shared_ptr<Embedder> inner) : inner_(std::move(inner)) {}
+    std::vector<std::vector<float>> embed(const std::vector<std::string>& texts, bool is_query) override;
+    int dim() const override { return inner_->dim(); }
+    std::string name() const override { return inner_->name(); }
+    void configure(const EmbedderOptions& o) override;
+    size_t max_tokens() const override { return inner_->max_tokens(); }
+    size_t token_count(const std::string& text) const override;
+    bool thread_safe() const override { return true; }
+
+private:
+    std::shared_ptr<Embedder> inner_;
+    mutable std::mutex mu_;
+};
+
+// `e` itself when it is thread-safe (or null), else `e` wrapped in a SerializedEmbedder.
+std::shared_ptr<Embedder> thread_safe_embedder(std::shared_ptr<Embedder> e);
 
 // Deterministic, model-free embedder for tests and benchmarks ("hash-ngram"): hashed
 // character 1- and 2-grams into `dim` buckets, L2-normalised. Texts sharing characters
@@ -56,6 +83,7 @@ public:
     int dim() const override { return dim_; }
     // "hash-ngram" for the default 256-d, else "hash-ngram-<dim>".
     std::string name() const override { return dim_ == 256 ? "hash-ngram" : "hash-ngram-" + std::to_string(dim_); }
+    bool thread_safe() const override { return true; }   // a pure function of the text
 
 private:
     int dim_;

@@ -31,6 +31,7 @@
 #include "pdsd/kb/reranker.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -227,13 +228,36 @@ struct SearchHit {
     std::string reason;                // why kept/dropped (explain)
 };
 
-// A KB opened for searching: holds the SQLite connection, the FAISS index and the
-// embedder. Thread-compatible (one search at a time per object).
+// A file's identity and contents stamp: inode, mtime (ns) and size; exists false when
+// absent. A rename over the file (how index.faiss is replaced) changes the inode.
+struct FileStamp {
+    bool exists = false;
+    uint64_t inode = 0;
+    int64_t mtime_ns = 0;
+    uint64_t size = 0;
+    bool operator==(const FileStamp& o) const {
+        return exists == o.exists && inode == o.inode && mtime_ns == o.mtime_ns && size == o.size;
+    }
+    bool operator!=(const FileStamp& o) const { return !(*this == o); }
+};
+FileStamp file_stamp(const std::string& path);
+
+// How a KB finds its embedder when a dense search first needs one: the KB's stored
+// embed_model -> an embedder, or null to open it from kb_settings.yaml as `kb -r -e` does.
+using EmbedderLookup = std::function<std::shared_ptr<Embedder>(const std::string& embed_model)>;
+
+// A KB opened for searching: a small pool of SQLite read connections, the FAISS index and
+// the embedder, loaded on first dense use. Thread-safe: search() may run on several
+// threads at once; each search leases its own read connection, the index is read-only
+// once loaded, and only the embedder call is serialised (thread_safe_embedder), so a
+// BM25 search never waits for a dense one. rag::Retriever keeps these open per (root, KB).
 class KnowledgeBase {
 public:
     // Throws IoError/DataError when the KB is not in info.db. `embedder` may be null
-    // (then dense/hybrid throw UsageError); otherwise it must match the KB's embed_model.
+    // (then it is opened from kb_settings.yaml on first dense use); otherwise it must
+    // match the KB's embed_model.
     KnowledgeBase(const std::string& root, const std::string& kb_name, std::shared_ptr<Embedder> embedder = nullptr);
+    KnowledgeBase(const std::string& root, const std::string& kb_name, EmbedderLookup lookup);
     ~KnowledgeBase();
     KnowledgeBase(const KnowledgeBase&) = delete;
     KnowledgeBase& operator=(const KnowledgeBase&) = delete;
@@ -244,6 +268,15 @@ public:
     const std::string& name() const;
     const std::string& embed_model() const;   // "none" when BM25 only
     int64_t chunk_count() const;
+    // The KB's knowledge_base.generation at open (+1 per committed update).
+    int64_t generation() const;
+    // kb_settings.yaml as read at open.
+    const KbSettings& settings() const;
+    // false once the KB was written or dropped since this object opened it (its id and
+    // generation in info.db), or index.faiss / kb_settings.yaml changed (FileStamp), or
+    // info.db itself was replaced (its inode):
+    // one indexed SELECT on a pooled connection and three stat() calls (~10-20 us).
+    bool is_current() const;
     // The dense index type, "flat" or "ivf" (nlist, nprobe filled for ivf); loads the
     // vector store (throws as dense search does when there is none).
     struct VectorIndexInfo { std::string type; int64_t ntotal = 0, dim = 0, nlist = 0, nprobe = 0; };
