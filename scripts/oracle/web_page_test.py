@@ -427,7 +427,7 @@ def train_tabs(driver, wait, by_id, options, shot, model):
     by_id("trPreview").click()
     wait.until(lambda d: not d.find_element(By.ID, "trPlan").get_attribute("hidden") or "出错" in d.find_element(By.ID, "trCommand").text)
     cmd, plan = by_id("trCommand").text, by_id("trPlan").text
-    if not cmd.startswith("pdsd train ") or "--max_steps 3" not in cmd or "--dataset helpdesk_alpaca_zh" not in cmd:
+    if not cmd.startswith("pdsd train ") or "--max_steps=3" not in cmd or "--dataset=helpdesk_alpaca_zh" not in cmd:
         sys.exit("FAIL: command preview: " + cmd[:400])
     if "3 total" not in plan:
         sys.exit("FAIL: dry-run plan: " + plan[:400])

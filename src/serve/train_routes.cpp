@@ -124,7 +124,7 @@ std::string now_stamp() {
 // The child's argv (after the binary) for `kind` from a body of LF keys, every key checked by
 // lf_schema (unknown key, wrong type: ConfigError naming it), paths resolved and confined.
 struct Plan {
-    std::vector<std::string> args;   // "train", "--key", "value", ...
+    std::vector<std::string> args;   // "train", "--key=value", ...
     json keys;                       // the same as an object (absolute paths)
     std::string out_dir;
 };
@@ -154,15 +154,15 @@ Plan make_plan(const std::string& root, const std::string& kind, json body) {
             for (auto& a : split_commas(text)) joined += (joined.empty() ? "" : ",") + existing_folder(root, key, a, "adapter_config.json");
             text = joined;
         }
-        plan.args.push_back("--" + key);
-        plan.args.push_back(text);
+        // One argv entry per key: a value that starts with "--" stays a value (not the next option).
+        plan.args.push_back("--" + key + "=" + text);
         plan.keys[key] = text;
     }
     plan.out_dir = plan.keys[out_key];
     return plan;
 }
 
-// "pdsd train --key value ...", values quoted for a POSIX shell where needed.
+// "pdsd train --key=value ...", each argument quoted for a POSIX shell where needed.
 std::string command_line(const std::vector<std::string>& args) {
     std::string out = "pdsd";
     for (auto& a : args) {

@@ -14,7 +14,7 @@
 //
 // Bodies are flat objects of LLaMA-Factory keys (lf_schema: an unknown key is 400 naming it);
 // values are strings, numbers, booleans or lists of strings. No shell: the child gets an argv
-// vector through execv. Paths (output_dir, export_dir, dataset_dir, resume_from_checkpoint) must
+// vector (`train --key=value ...`, one entry per key) through execv. Paths (output_dir, export_dir, dataset_dir, resume_from_checkpoint) must
 // resolve under the server root (relative ones are taken from it); model_name_or_path and
 // adapter_name_or_path may also be existing model / adapter folders elsewhere. One job at a
 // time (train or export): starting while one runs is 400. Starting again with the output_dir of

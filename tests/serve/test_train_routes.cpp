@@ -84,13 +84,15 @@ TEST_F(TrainRoutesTest, PreviewGivesTheCommandLineAndTheDryRunPlan) {
     json body = sft_tiny_body("saves/preview");
     body["max_steps"] = 3;
     body["lora_target"] = json::array({"q_proj", "v_proj"});
+    body["default_system"] = "--config /etc/passwd";   // a value, never an option of the child
     json d = data_of(post_json(c, "/pdsd/train/preview", body));
+    EXPECT_NE(d["argv"].dump().find("\"--default_system=--config /etc/passwd\""), std::string::npos) << d["argv"];
     std::string cmd = d["command"];
     const std::string out = fs::weakly_canonical(s.root.str() + "/saves/preview").string();
     EXPECT_EQ(cmd.rfind("pdsd train ", 0), 0u) << cmd;
-    for (const std::string& want : std::vector<std::string>{"--learning_rate 0.01", "--max_steps 3", "--lora_target q_proj,v_proj", "--template qwen",
-                             "--dataset helpdesk_alpaca_zh,product_faq_zh", "--output_dir " + out,
-                             "--model_name_or_path " + fs::weakly_canonical(TinyModel::get().dir).string()})
+    for (const std::string& want : std::vector<std::string>{"--learning_rate=0.01", "--max_steps=3", "--lora_target=q_proj,v_proj", "--template=qwen",
+                             "--dataset=helpdesk_alpaca_zh,product_faq_zh", "--output_dir=" + out,
+                             "--model_name_or_path=" + fs::weakly_canonical(TinyModel::get().dir).string()})
         EXPECT_NE(cmd.find(want), std::string::npos) << want << " not in: " << cmd;
     EXPECT_EQ(d["dry_run_exit_code"], 0) << d["dry_run"];
     std::string plan = d["dry_run"];
