@@ -155,10 +155,12 @@ TEST_F(TrainRoutesTest, TinyRunFinishesWithThreeLossRecordsThenExports) {
     EXPECT_EQ(adapters[0]["path"], out);
 
     json e = data_of(post_json(c, "/pdsd/export/start", {{"model_name_or_path", TinyModel::get().dir}, {"adapter_name_or_path", out},
-                                                         {"template", "qwen"}, {"export_dir", "exports/tiny"}, {"export_dtype", "fp32"}}));
+                                                         {"template", "qwen"}, {"export_dir", "exports/tiny"}, {"export_dtype", "fp32"},
+                                                         {"export_format", "gguf"}, {"gguf_type", "f16"}}));
     json es = wait_status(c, "export", 120);
     ASSERT_EQ(es["state"], "finished") << es.dump(1);
     EXPECT_TRUE(fs::is_regular_file(e["output_dir"].get<std::string>() + "/config.json"));
+    EXPECT_TRUE(fs::is_regular_file(e["output_dir"].get<std::string>() + "/model-f16.gguf")) << es["log"].dump(1);
     EXPECT_EQ(es["serve_command"], "pdsd serve --model " + e["output_dir"].get<std::string>());
 }
 
