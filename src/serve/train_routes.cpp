@@ -116,8 +116,10 @@ std::string existing_folder(const std::string& root, const std::string& key, con
 
 std::string now_stamp() {
     std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    ::localtime_r(&t, &tm);   // HTTP worker threads: not std::localtime's shared buffer
     char buf[32];
-    std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+    std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
     return buf;
 }
 
