@@ -16,8 +16,13 @@ query stored (answer empty, as Chatchat stores it), edit-and-resend replaces tha
 in the store, a sidebar rename is stored and heads the Markdown export; the language switch
 gives English and keeps it across a reload;
 the KB tab creates a KB, uploads a file, rebuilds with a finished progress bar, finds the file
-with scores in its search box and deletes the KB; file chat answers from an uploaded file.
-Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png beside it.
+with scores in its search box and deletes the KB; file chat answers from an uploaded file;
+the Training tab lists the datasets of dataset_info.json (this repository's data/, copied into the
+root) with a preview of one example, previews the `pdsd train` command and its dry-run plan, runs
+3 steps on the tiny model whose loss curve appears (an SVG path through 3 points) with the
+checkpoint list and the `pdsd serve --adapter` line to chat with the result; the Export tab merges
+that adapter (the finished run is offered in its adapter list).
+Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png / <stem>_train.png beside it.
 
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
@@ -89,6 +94,9 @@ def main():
         root, model = os.path.join(tmp, "data"), os.path.join(tmp, "model")
         run([a.pdsd, "init", "--root", root])
         run([a.pdsd, "kb", "-r", "--root", root, "--no-progress"])
+        repo_data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data")
+        for name in os.listdir(repo_data):   # dataset_info.json and its files: the Training tab's datasets
+            shutil.copy(os.path.join(repo_data, name), root)
         run([a.pdsd, "model", "init", "--preset", "tiny", "--out", model, "--seed", "7",
              "--tokenizer", os.path.join(a.fixtures, "qwen-tokenizer")])
         port = free_port()
@@ -383,6 +391,7 @@ def main():
         if len(convs) != 3 or convs[0]["chat_type"] != "file_chat":
             sys.exit(f"FAIL: the file chat is not a stored conversation: {convs}")
         print("file chat: answered with the uploaded file as its source")
+        train_tabs(driver, wait, by_id, options, shot, model)
         print("OK")
     finally:
         if driver is not None:
@@ -394,6 +403,65 @@ def main():
             except subprocess.TimeoutExpired:
                 server.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_tabs(driver, wait, by_id, options, shot, model):
+    """Training tab: datasets + preview, command preview + dry run, a 3-step run with its loss
+    curve, checkpoints and serve line; Export tab: merge the run's adapter."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def fill(field, value):
+        by_id(field).clear()
+        by_id(field).send_keys(value)
+
+    t0 = time.time()
+    by_id("tabTrain").click()
+    wait.until(lambda d: "helpdesk_alpaca_zh" in options("trDatasets"))
+    Select(by_id("trDatasets")).select_by_value("helpdesk_alpaca_zh")
+    wait.until(lambda d: "<|im_start|>assistant" in d.find_element(By.ID, "trPreviewExample").text)
+    fill("trModel", model)
+    for field, value in (("trMaxSteps", "3"), ("trLogSteps", "1"), ("trSaveSteps", "2"), ("trBatch", "2"), ("trAccum", "1"),
+                         ("trCutoff", "128"), ("trLr", "0.01"), ("trDevice", "cpu")):
+        fill(field, value)
+    by_id("trPreview").click()
+    wait.until(lambda d: not d.find_element(By.ID, "trPlan").get_attribute("hidden") or "出错" in d.find_element(By.ID, "trCommand").text)
+    cmd, plan = by_id("trCommand").text, by_id("trPlan").text
+    if not cmd.startswith("pdsd train ") or "--max_steps=3" not in cmd or "--dataset=helpdesk_alpaca_zh" not in cmd:
+        sys.exit("FAIL: command preview: " + cmd[:400])
+    if "3 total" not in plan:
+        sys.exit("FAIL: dry-run plan: " + plan[:400])
+    print(f"command preview: {cmd[:120]}...; plan: {plan.splitlines()[0] if plan else ''}")
+    by_id("trStart").click()
+    WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "trState").get_attribute("class") in ("state-finished", "state-failed", "state-stopped")
+                                     or d.find_element(By.ID, "trState").text.startswith("出错"))
+    state = by_id("trState").text
+    if by_id("trState").get_attribute("class") != "state-finished":
+        sys.exit(f"FAIL: training from the page: {state}\n" + by_id("trLog").text[-1500:])
+    path = driver.find_elements(By.CSS_SELECTOR, "#lossCurve path#lossPath")
+    d_attr = path[0].get_attribute("d") if path else ""
+    points = d_attr.count("M") + d_attr.count("L")
+    if points != 3:
+        sys.exit(f"FAIL: the loss curve has {points} points (d={d_attr!r})")
+    ckpts, serve = by_id("trCheckpoints").text, by_id("trServe").text
+    if "checkpoint-2" not in ckpts or "--adapter" not in serve:
+        sys.exit(f"FAIL: checkpoints {ckpts!r} / serve line {serve!r}")
+    print(f"training from the page: {state}; loss curve through {points} points; checkpoints {ckpts}; {serve}")
+    driver.execute_script("document.getElementById('lossCurve').scrollIntoView({block: 'center'});")
+    shot("train")
+
+    by_id("tabExport").click()
+    wait.until(lambda d: d.find_element(By.ID, "exAdapter").get_attribute("value"))
+    adapters = driver.execute_script("return [...document.querySelectorAll('#exAdapters option')].map(o => o.value);")
+    if by_id("exAdapter").get_attribute("value") not in adapters or by_id("exModel").get_attribute("value") != model:
+        sys.exit(f"FAIL: the export form is not prefilled with the run: {adapters}")
+    Select(by_id("exDtype")).select_by_visible_text("fp32")
+    by_id("exStart").click()
+    WebDriverWait(driver, 120).until(lambda d: d.find_element(By.ID, "exState").get_attribute("class") in ("state-finished", "state-failed")
+                                     or d.find_element(By.ID, "exState").text.startswith("出错"))
+    if by_id("exState").get_attribute("class") != "state-finished" or "pdsd serve --model" not in by_id("exServe").text:
+        sys.exit("FAIL: export from the page: " + by_id("exState").text + "\n" + by_id("exLog").text[-1500:])
+    print(f"export from the page: {by_id('exState').text}; {by_id('exServe').text}; train + export tabs took {time.time() - t0:.1f} s")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 #include "generation_queue.h"
 #include "http_front.h"
 #include "rerank_route.h"
+#include "train_routes.h"
 #include "web_app_routes.h"
 
 #include "pdsd/chat/model_loader.h"
@@ -308,6 +309,7 @@ struct Server::Impl {
     HttpServer http;
     std::unique_ptr<HttpFront> front;         // the public socket (http_front.h)
     std::unique_ptr<WebApp> web;              // the page's conversations, feedback, vendored files
+    std::unique_ptr<TrainRoutes> train;       // the page's Training / Export tabs (child pdsd train / export)
     Metrics metrics;
     std::set<std::string> routes;
     int port = 0;
@@ -704,6 +706,9 @@ void Server::Impl::setup() {
     web = std::make_unique<WebApp>(root);
     web->add_routes([this](const std::string& p, WebApp::Fn fn) { get(p, std::move(fn), true); },
                     [this](const std::string& p, WebApp::Fn fn) { post(p, std::move(fn), true); });
+    train = std::make_unique<TrainRoutes>(root);
+    train->add_routes([this](const std::string& p, TrainRoutes::Fn fn) { get(p, std::move(fn), true); },
+                      [this](const std::string& p, TrainRoutes::Fn fn) { post(p, std::move(fn), true); });
 
     // ---- OpenAI ----
     get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
