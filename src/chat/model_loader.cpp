@@ -36,6 +36,10 @@ void check_vocabulary(const std::string& dir, const tokenizer::Tokenizer& tok) {
 }  // namespace
 
 ChatModel load_chat_model(const ChatModelOptions& o) {
+    // --quant, else model_settings.yaml's quant:, validated before anything else is read.
+    const std::string settings = (fs::path(o.root) / "model_settings.yaml").string();
+    const std::string quant = !o.quant.empty() ? o.quant : model::quant::settings_quant(settings);
+    model::quant::parse_type(quant, o.quant.empty() ? settings + ": quant" : "--quant");
     ChatModel m;
     m.dir = kb::resolve_llm_model_dir(o.root, o.model);
     if (m.dir.empty()) {
@@ -44,10 +48,6 @@ ChatModel load_chat_model(const ChatModelOptions& o) {
         return m;
     }
     check_tokenizer_files(m.dir);
-    // --quant, else model_settings.yaml's quant: (validated before the slow load).
-    const std::string settings = (fs::path(o.root) / "model_settings.yaml").string();
-    const std::string quant = !o.quant.empty() ? o.quant : model::quant::settings_quant(settings);
-    model::quant::parse_type(quant, o.quant.empty() ? settings + ": quant" : "--quant");
     // The tokenizer (torch-free, one thread) loads while the model loads: start-up is
     // max(tokenizer, model) instead of their sum when a core is free.
     auto tok_future = std::async(std::launch::async, [dir = m.dir] {

@@ -11,7 +11,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/model/generate.h"
-#include "pdsd/model/quant.h"
+#include "pdsd/rag/retriever.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
 #include <cstdio>
@@ -68,20 +68,20 @@ std::string tty_banner(const std::string& model_dir, const std::string& kb) {
 }
 
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
-    model::quant::parse_type(o.quant);  // a bad --quant fails before the model loads
     std::string root = kb::resolve_root(o.root);
     chat::ChatModel cm = chat::load_chat_model({root, o.model, o.adapter, o.device, o.dtype, o.quant});
     const std::string& model_dir = cm.dir;
     std::unique_ptr<tokenizer::Tokenizer>& tok = cm.tokenizer;
     std::unique_ptr<model::Generator>& gen = cm.generator;
-    std::unique_ptr<kb::KnowledgeBase> base;
+    rag::Retriever retriever;  // the KB as serve, kb search and kb eval open it
+    std::shared_ptr<const kb::KnowledgeBase> base;
     chat::ChatOptions co;
     if (!o.kb.empty()) {
-        base = std::make_unique<kb::KnowledgeBase>(root, o.kb);
+        base = retriever.get(root, o.kb);
         kb::SearchOverrides ov{o.kb_top_k, o.rerank_top_n, o.score_threshold, std::nullopt, std::nullopt, std::nullopt};
         if (!o.mode.empty()) ov.mode = o.mode;
         if (!o.rerank.empty()) ov.rerank_model = o.rerank;
-        co.search = kb::make_search_options(root, kb::load_kb_settings(root), ov);
+        co.search = kb::make_search_options(root, retriever.settings(root), ov);
         co.history_len = o.history_len.value_or(3);  // Chatchat's HISTORY_LEN
     } else {
         co.history_len = o.history_len.value_or(-1);
