@@ -418,7 +418,7 @@ GgufReport write_gguf(const std::string& hf_dir, const std::string& out_path, co
         if (tt.type != tt.wanted) {
             ++fallbacks;
             if (tt.type == GGML_F16) ++f16_fallbacks;
-            log::info("gguf", log::cat(gn, ": row length ", p.ne[0], " is not a multiple of ", ggml_block_values(tt.wanted),
+            log::debug("gguf", log::cat(gn, ": row length ", p.ne[0], " is not a multiple of ", ggml_block_values(tt.wanted),
                                        " (", ggml_type_name(tt.wanted), "), written as ", ggml_type_name(tt.type)));
         }
         ++type_counts[ggml_type_name(p.type)];
