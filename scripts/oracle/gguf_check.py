@@ -64,6 +64,9 @@ def _params_without_extra_bufts():
 llama_c.llama_model_default_params = _params_without_extra_bufts
 
 TOL = {"bf16": 2e-2, "f16": 1e-2, "q8_0": 6e-2, "q4_0": 0.5, "q5_0": 0.3, "q4_k_m": 0.4, "q5_k_m": 0.25, "q6_k": 0.12}
+# The mixes against HF on their own dequantized weights: llama.cpp quantizes the activations to
+# 8 bits (Q8_0 / Q8_K) for these dot products, as for q8_0 files.
+TOL_DEQUANTIZED = 6e-2
 # llama.cpp's LLAMA_FTYPE_MOSTLY_* of the mixes (llama.h)
 FTYPE = {"q4_0": 2, "q5_0": 8, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 GGML_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K",
@@ -169,8 +172,117 @@ def gguf_tensors(path):
         for d in ne:
             n *= d
         bv, bb = block[t]
-        out[name] = (t, data[start + off:start + off + n // bv * bb])
+        out[name] = (t, ne, data[start + off:start + off + n // bv * bb])
     return out
+
+
+def _f16(b, lo):
+    return b[:, lo:lo + 2].copy().view(np.float16).astype(np.float32)
+
+
+def _k4_scales(s):
+    """Q4_K/Q5_K: (nb, 12) packed bytes -> 6-bit scales and mins, (nb, 8) each."""
+    s = s.astype(np.uint8)
+    sc = np.empty((s.shape[0], 8), np.uint8)
+    mn = np.empty((s.shape[0], 8), np.uint8)
+    sc[:, :4], mn[:, :4] = s[:, 0:4] & 63, s[:, 4:8] & 63
+    sc[:, 4:] = (s[:, 8:12] & 0xF) | ((s[:, 0:4] >> 6) << 4)
+    mn[:, 4:] = (s[:, 8:12] >> 4) | ((s[:, 4:8] >> 6) << 4)
+    return sc.astype(np.float32), mn.astype(np.float32)
+
+
+def dequantize(t, raw, n):
+    """Values of n weights stored as ggml type t (numpy, written from the block layouts)."""
+    u = np.frombuffer(raw, np.uint8)
+    if t == 0:
+        return u.view(np.float32).copy()
+    if t == 1:
+        return u.view(np.float16).astype(np.float32)
+    if t == 30:
+        return (u.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if t == 8:
+        b = u.reshape(-1, 34)
+        return (b[:, 2:].view(np.int8).astype(np.float32) * _f16(b, 0)).reshape(-1)
+    if t in (2, 6, 7):
+        bb, qs0 = {2: (18, 2), 6: (22, 6), 7: (24, 8)}[t]
+        b = u.reshape(-1, bb)
+        qs = b[:, qs0:qs0 + 16]
+        q = np.concatenate([qs & 0xF, qs >> 4], axis=1).astype(np.int32)
+        if t != 2:
+            qh = b[:, qs0 - 4:qs0].copy().view(np.uint32)[:, 0]
+            q |= (((qh[:, None] >> np.arange(32, dtype=np.uint32)) & 1) << 4).astype(np.int32)
+        if t == 7:
+            return (q.astype(np.float32) * _f16(b, 0) + _f16(b, 2)).reshape(-1)
+        return ((q - (8 if t == 2 else 16)).astype(np.float32) * _f16(b, 0)).reshape(-1)
+    if t in (12, 13):
+        b = u.reshape(-1, 144 if t == 12 else 176)
+        d, dmin = _f16(b, 0), _f16(b, 2)
+        sc, mn = _k4_scales(b[:, 4:16])
+        qs = b[:, 16:144] if t == 12 else b[:, 48:176]
+        out = np.empty((b.shape[0], 256), np.float32)
+        for c in range(4):  # 64 values per 32 bytes: low nibbles (sub-block 2c), high (2c + 1)
+            ql = qs[:, 32 * c:32 * c + 32].astype(np.int32)
+            lo, hi = ql & 0xF, ql >> 4
+            if t == 13:
+                qh = b[:, 16:48].astype(np.int32)
+                lo = lo + ((qh >> (2 * c)) & 1) * 16
+                hi = hi + ((qh >> (2 * c + 1)) & 1) * 16
+            for k, q in ((2 * c, lo), (2 * c + 1, hi)):
+                out[:, 32 * k:32 * k + 32] = (d * sc[:, k:k + 1]) * q.astype(np.float32) - dmin * mn[:, k:k + 1]
+        return out.reshape(-1)
+    if t == 14:
+        b = u.reshape(-1, 210)
+        d = _f16(b, 208)
+        sc = b[:, 192:208].copy().view(np.int8).astype(np.float32)
+        out = np.empty((b.shape[0], 256), np.float32)
+        for h in range(2):  # 128 values per 64 ql bytes and 32 qh bytes
+            ql = b[:, 64 * h:64 * h + 64].astype(np.int32)
+            qh = b[:, 128 + 32 * h:128 + 32 * h + 32].astype(np.int32)
+            parts = [(ql[:, :32] & 0xF) | ((qh & 3) << 4), (ql[:, 32:] & 0xF) | (((qh >> 2) & 3) << 4),
+                     (ql[:, :32] >> 4) | (((qh >> 4) & 3) << 4), (ql[:, 32:] >> 4) | (((qh >> 6) & 3) << 4)]
+            for p, q in enumerate(parts):
+                for half in range(2):  # 16 values per scale
+                    s_ = sc[:, 8 * h + 2 * p + half:8 * h + 2 * p + half + 1]
+                    cols = slice(128 * h + 32 * p + 16 * half, 128 * h + 32 * p + 16 * half + 16)
+                    out[:, cols] = (d * s_) * (q[:, 16 * half:16 * half + 16] - 32).astype(np.float32)
+        return out.reshape(-1)
+    raise SystemExit(f"no numpy dequantizer for ggml type {t}")
+
+
+HF_OF_GGUF = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+              "output.weight": "lm_head.weight"}
+HF_OF_BLOCK = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+               "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+
+
+def write_dequantized(gguf_path, merged_dir, out_dir):
+    """An HF folder (merged_dir's config and tokenizer) whose F32 weights are the GGUF's
+    dequantized values: the model llama.cpp runs, for HF transformers to run too."""
+    os.makedirs(out_dir, exist_ok=True)
+    for f in os.listdir(merged_dir):
+        if f.endswith(".json") and not f.startswith("model.safetensors"):
+            shutil.copy(os.path.join(merged_dir, f), out_dir)
+    header, blobs, off = {}, [], 0
+    for name, (t, ne, raw) in gguf_tensors(gguf_path).items():
+        if name in HF_OF_GGUF:
+            hf = HF_OF_GGUF[name]
+        else:
+            _, layer, part, kind = name.split(".")
+            hf = f"model.layers.{layer}.{HF_OF_BLOCK[part]}.{kind}"
+        n = int(np.prod(ne))
+        v = dequantize(t, raw, n).astype("<f4").tobytes()
+        header[hf] = {"dtype": "F32", "shape": list(reversed(ne)), "data_offsets": [off, off + len(v)]}
+        blobs.append(v)
+        off += len(v)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(os.path.join(out_dir, "model.safetensors"), "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for v in blobs:
+            f.write(v)
+    return out_dir
 
 
 def check_same_as_llama_quantize(bf16_path, pdsd_path, gtype, work):
@@ -186,8 +298,8 @@ def check_same_as_llama_quantize(bf16_path, pdsd_path, gtype, work):
     if sorted(ref) != sorted(got):
         raise SystemExit(f"FAIL {pdsd_path}: tensor names differ from llama-quantize's")
     counts, bad = {}, []
-    for name, (t, b) in ref.items():
-        gt, gb = got[name]
+    for name, (t, _, b) in ref.items():
+        gt, _, gb = got[name]
         counts[GGML_TYPE_NAMES.get(t, t)] = counts.get(GGML_TYPE_NAMES.get(t, t), 0) + 1
         if gt != t:
             bad.append(f"{name}: pdsd {GGML_TYPE_NAMES.get(gt, gt)}, llama-quantize {GGML_TYPE_NAMES.get(t, t)}")
@@ -216,11 +328,13 @@ def hf_logits(hf_python, model_dir, probes, work):
     return [z[f"logits{i}"] for i in range(len(probes))]
 
 
-def check_gguf(path, gtype, probes, ref_logits, hf_python, model_dir, work):
+def check_gguf(path, tol, probes, ref_logits, hf_python, model_dir, work):
+    """llama.cpp's logits on the probes within tol of ref_logits (HF on model_dir), and its
+    greedy continuations HF's argmax; returns (worst diff, greedy steps equal, llama logits)."""
     llm = Llama(model_path=path, n_ctx=256, n_batch=256, logits_all=True, n_threads=2, n_threads_batch=2,
                 verbose=False)
-    tol = TOL[gtype]
     worst = 0.0
+    got_all = []
     greedy_checked = 0
     continuations = []
     for ids, ref in zip(probes, ref_logits):
@@ -228,6 +342,7 @@ def check_gguf(path, gtype, probes, ref_logits, hf_python, model_dir, work):
         llm.eval(ids)
         got = np.array(llm.scores[: len(ids)], dtype=np.float32)
         assert got.shape == ref.shape, (got.shape, ref.shape)
+        got_all.append(got)
         scale = max(1.0, float(np.abs(ref).max()))
         diff = float(np.abs(got - ref).max()) / scale
         worst = max(worst, diff)
@@ -260,7 +375,11 @@ def check_gguf(path, gtype, probes, ref_logits, hf_python, model_dir, work):
     del llm
     if not ok:
         raise SystemExit(f"FAIL {path}: logits differ by {worst:.3g} of the logit scale > {tol}")
-    return worst, greedy_checked
+    return worst, greedy_checked, got_all
+
+
+def rel_diff(got_all, ref_all):
+    return max(float(np.abs(g - r).max()) / max(1.0, float(np.abs(r).max())) for g, r in zip(got_all, ref_all))
 
 
 def main():
@@ -307,9 +426,24 @@ def main():
             if ref is None:  # the merged safetensors are the same for every GGUF type
                 ref = hf_logits(a.hf_python, out, probes, work)
             path = os.path.join(out, f"model-{gtype}.gguf")
-            worst, greedy = check_gguf(path, gtype, probes, ref, a.hf_python, out, work)
-            summary[f"{case}/{gtype}"] = {"max_rel_diff": worst, "tol": TOL[gtype], "greedy_steps_equal": greedy}
-            if gtype in FTYPE:
+            if gtype not in FTYPE:
+                worst, greedy, _ = check_gguf(path, TOL[gtype], probes, ref, a.hf_python, out, work)
+                summary[f"{case}/{gtype}"] = {"max_rel_diff": worst, "tol": TOL[gtype], "greedy_steps_equal": greedy}
+            else:
+                # Reference: HF on the GGUF's own dequantized weights (numpy reader above), so
+                # only llama.cpp's arithmetic (8-bit activations) separates the two; the
+                # distance to the unquantized model is checked against the type's bound too.
+                deq = write_dequantized(path, out, os.path.join(work, f"{case}-{gtype}-dequantized"))
+                ref_deq = hf_logits(a.hf_python, deq, probes, work)
+                worst, greedy, got = check_gguf(path, TOL_DEQUANTIZED, probes, ref_deq, a.hf_python, deq, work)
+                shutil.rmtree(deq)
+                orig = rel_diff(got, ref)
+                print(f"{gtype}: max |llama - hf(unquantized)| / scale = {orig:.3g} (bound {TOL[gtype]})", flush=True)
+                if orig > TOL[gtype]:
+                    raise SystemExit(f"FAIL {path}: {orig:.3g} of the logit scale from the unquantized model > {TOL[gtype]}")
+                summary[f"{case}/{gtype}"] = {"max_rel_diff_dequantized": worst, "tol_dequantized": TOL_DEQUANTIZED,
+                                              "max_rel_diff_unquantized": orig, "bound_unquantized": TOL[gtype],
+                                              "greedy_steps_equal": greedy}
                 if case == "tiny" and gtype in ("q4_0", "q5_0"):
                     print(f"{gtype}: no llama-quantize comparison on tiny (rows of 176: llama.cpp has no fallback)")
                     continue
