@@ -408,24 +408,10 @@ void q6_k_block(const float* x, uint8_t* o) {
     }
 }
 
-void dq4_k_block(const uint8_t* o, float* y) {
+// Q4_K (qh null: 4-bit levels) and Q5_K (qh: the 5th bit of each level) dequantization:
+// 64 values per 32 level bytes, low nibbles with sub-block 2c's scale/min, high with 2c+1's.
+void dq_k_block(const uint8_t* o, const uint8_t* qh, const uint8_t* ql, float* y) {
     const float d = get_half(o), min = get_half(o + 2);
-    const uint8_t* q = o + 16;
-    for (int j = 0, is = 0; j < kQKK; j += 64, is += 2, q += 32) {
-        uint8_t s, m;
-        scale_min_k4(is, o + 4, s, m);
-        const float d1 = d * s, m1 = min * m;
-        scale_min_k4(is + 1, o + 4, s, m);
-        const float d2 = d * s, m2 = min * m;
-        for (int l = 0; l < 32; ++l) *y++ = d1 * (q[l] & 0xF) - m1;
-        for (int l = 0; l < 32; ++l) *y++ = d2 * (q[l] >> 4) - m2;
-    }
-}
-
-void dq5_k_block(const uint8_t* o, float* y) {
-    const float d = get_half(o), min = get_half(o + 2);
-    const uint8_t* qh = o + 16;
-    const uint8_t* ql = o + 48;
     uint8_t u1 = 1, u2 = 2;
     for (int j = 0, is = 0; j < kQKK; j += 64, is += 2, ql += 32) {
         uint8_t s, m;
@@ -433,12 +419,14 @@ void dq5_k_block(const uint8_t* o, float* y) {
         const float d1 = d * s, m1 = min * m;
         scale_min_k4(is + 1, o + 4, s, m);
         const float d2 = d * s, m2 = min * m;
-        for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-        for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (qh && (qh[l] & u1) ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)) - m2;
         u1 = static_cast<uint8_t>(u1 << 2);
         u2 = static_cast<uint8_t>(u2 << 2);
     }
 }
+void dq4_k_block(const uint8_t* o, float* y) { dq_k_block(o, nullptr, o + 16, y); }
+void dq5_k_block(const uint8_t* o, float* y) { dq_k_block(o, o + 16, o + 48, y); }
 
 void dq6_k_block(const uint8_t* o, float* y) {
     const float d = get_half(o + 208);

@@ -72,6 +72,19 @@ void make_tiny_with_tokenizer(const std::string& dir) {
     write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), tc.dump());
 }
 
+// Export options for the tiny base (with tokenizer) at dir/base, merged with the step-1 LoRA
+// into dir/out as a GGUF of `type`.
+ExportOptions tiny_gguf_export(const test::TempDir& dir, const std::string& type) {
+    make_tiny_with_tokenizer(dir.file("base"));
+    ExportOptions o;
+    o.model_name_or_path = dir.file("base");
+    o.adapter_name_or_path = {test::golden("tiny-qwen2-lora-step1")};
+    o.export_dir = dir.file("out");
+    o.export_format = "gguf";
+    o.gguf_type = type;
+    return o;
+}
+
 float bf16f(const uint8_t* p, uint64_t i) {
     uint16_t h;
     std::memcpy(&h, p + 2 * i, 2);
@@ -305,13 +318,7 @@ TEST(Gguf, ReaderRejectsTruncatedAndForeignFiles) {
 // listed in the manifest, and its weights are the merged (not the base) weights.
 TEST(Gguf, ExportWithGgufFormatWritesTheMergedModelAsGguf) {
     test::TempDir dir;
-    make_tiny_with_tokenizer(dir.file("base"));
-    ExportOptions o;
-    o.model_name_or_path = dir.file("base");
-    o.adapter_name_or_path = {test::golden("tiny-qwen2-lora-step1")};
-    o.export_dir = dir.file("out");
-    o.export_format = "gguf";
-    o.gguf_type = "bf16";
+    ExportOptions o = tiny_gguf_export(dir, "bf16");
     ExportReport r = run_export(o);
     EXPECT_EQ(r.gguf_file, "model-bf16.gguf");
     ASSERT_TRUE(fs::exists(dir.file("out/model-bf16.gguf")));
@@ -382,14 +389,8 @@ TEST(Gguf, TinyModelQuantizedMixesStoreTheQuantizedSourceValues) {
 // keeps Qwen2.5's template and stop; without one it stays `FROM .`.
 TEST(Gguf, ModelfilePointsAtTheGguf) {
     test::TempDir dir;
-    make_tiny_with_tokenizer(dir.file("base"));
-    ExportOptions o;
-    o.model_name_or_path = dir.file("base");
-    o.adapter_name_or_path = {test::golden("tiny-qwen2-lora-step1")};
+    ExportOptions o = tiny_gguf_export(dir, "Q4_K_M");
     o.template_name = "qwen";
-    o.export_dir = dir.file("out");
-    o.export_format = "gguf";
-    o.gguf_type = "Q4_K_M";
     ExportReport r = run_export(o);
     EXPECT_EQ(r.gguf_file, "model-q4_k_m.gguf");
     std::string mf = read_file(dir.file("out/Modelfile"));
