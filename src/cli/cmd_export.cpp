@@ -11,8 +11,13 @@
 #include "pdsd/core/lf_args.h"
 #include "pdsd/export/merge.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+
+namespace fs = std::filesystem;
 
 namespace pdsd::cli {
 
@@ -22,6 +27,17 @@ struct ExportCli {
     std::string check_dir;
     bool no_verify = false;
 };
+
+// An Ollama model name from the export folder's name: lower case letters, digits, '.', '_'
+// and '-' (other characters become '-').
+std::string ollama_model_name(const fs::path& dir) {
+    std::string n = dir.filename().string();
+    for (char& c : n) {
+        unsigned char u = static_cast<unsigned char>(c);
+        c = (std::isalnum(u) || c == '.' || c == '_' || c == '-') ? static_cast<char>(std::tolower(u)) : '-';
+    }
+    return n.empty() ? std::string("pdsd-model") : n;
+}
 }  // namespace
 
 void register_export(CLI::App& app, Registry& registry) {
@@ -37,7 +53,8 @@ void register_export(CLI::App& app, Registry& registry) {
         "LLaMA-Factory keys, as --key value (after the YAML): model_name_or_path, adapter_name_or_path (comma-separated, "
         "applied in order), template (qwen), finetuning_type (lora), export_dir, export_size (GB per shard, "
         "fractions allowed), export_dtype (auto|bf16|fp16|fp32), export_legacy_format (false only), default_system, export_format "
-        "(safetensors|gguf: also writes model-<gguf_type>.gguf for llama.cpp), gguf_type (bf16|f16|q8_0).");
+        "(safetensors|gguf: also writes model-<gguf_type>.gguf for llama.cpp), gguf_type (bf16|f16|q8_0, or llama-quantize's mixes q4_0|q5_0|q4_k_m|q5_k_m|q6_k); with a template the "
+        "Modelfile points Ollama at the GGUF and the `ollama create` line is printed.");
     registry.add(cmd, [cmd, opts] {
         LfArgs args;
         args.data.template_name = "";
@@ -87,6 +104,10 @@ void register_export(CLI::App& app, Registry& registry) {
                         static_cast<unsigned long long>(r.gguf_bytes));
         }
         for (const auto& f : r.files) std::printf("  %s\n", f.c_str());
+        if (std::find(r.files.begin(), r.files.end(), "Modelfile") != r.files.end()) {
+            fs::path dir = fs::absolute(r.export_dir).lexically_normal();
+            std::printf("ollama: ollama create %s -f %s\n", ollama_model_name(dir).c_str(), (dir / "Modelfile").c_str());
+        }
     });
 }
 

@@ -149,13 +149,11 @@ void write_tensor(AtomicFileWriter& w, const Plan& p, const TensorInfo& ti, cons
                 w.write(out.data(), out.size());
                 break;
             }
-            case GGML_Q8_0:
-                out.resize(m / kQ8_0Block * kQ8_0BlockBytes);
-                quantize_q8_0(f.data(), static_cast<int64_t>(m), out.data());
+            default:  // block formats: m is whole rows, a row whole blocks
+                out.resize(ggml_nbytes(p.type, m));
+                quantize_blocks(p.type, f.data(), static_cast<int64_t>(m), out.data());
                 w.write(out.data(), out.size());
                 break;
-            default:
-                throw InternalError(ErrorInfo{}.msg("unsupported ggml type"));
         }
     }
 }
@@ -190,42 +188,97 @@ bool looks_special(const std::string& t) {
 
 }  // namespace
 
+namespace {
+struct TypeSpelling {
+    GgufType type;
+    const char* name;
+    uint32_t file_type;   // LLAMA_FTYPE_MOSTLY_*
+    uint32_t base;        // ggml type of the mix's ordinary 2D weight
+};
+constexpr TypeSpelling kTypes[] = {
+    {GgufType::BF16, "bf16", 32, GGML_BF16},    {GgufType::F16, "f16", 1, GGML_F16},
+    {GgufType::Q8_0, "q8_0", 7, GGML_Q8_0},     {GgufType::Q4_0, "q4_0", 2, GGML_Q4_0},
+    {GgufType::Q5_0, "q5_0", 8, GGML_Q5_0},     {GgufType::Q4_K_M, "q4_k_m", 15, GGML_Q4_K},
+    {GgufType::Q5_K_M, "q5_k_m", 17, GGML_Q5_K}, {GgufType::Q6_K, "q6_k", 18, GGML_Q6_K},
+};
+const TypeSpelling& spelling(GgufType t) {
+    for (const auto& s : kTypes) if (s.type == t) return s;
+    throw InternalError(ErrorInfo{}.msg("unknown GgufType"));
+}
+}  // namespace
+
 GgufType parse_gguf_type(const std::string& name) {
     std::string s = name;
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (s == "bf16" || s == "bfloat16") return GgufType::BF16;
-    if (s == "f16" || s == "fp16" || s == "float16") return GgufType::F16;
-    if (s == "q8_0" || s == "q8") return GgufType::Q8_0;
-    throw UsageError(ErrorInfo{}.at("gguf_type").expected("bf16, f16 or q8_0").found(name));
+    if (s == "bfloat16") s = "bf16";
+    if (s == "fp16" || s == "float16") s = "f16";
+    if (s == "q8") s = "q8_0";
+    for (const auto& t : kTypes) if (s == t.name) return t.type;
+    throw UsageError(ErrorInfo{}.at("gguf_type").expected("bf16, f16, q8_0, q4_0, q5_0, q4_k_m, q5_k_m or q6_k").found(name)
+                         .hint("q4_k_m is what `ollama pull` gives by default"));
 }
 
-const char* gguf_type_name(GgufType t) {
-    switch (t) {
-        case GgufType::BF16: return "bf16";
-        case GgufType::F16: return "f16";
-        case GgufType::Q8_0: return "q8_0";
-    }
-    return "?";
-}
+const char* gguf_type_name(GgufType t) { return spelling(t).name; }
+uint32_t gguf_file_type(GgufType t) { return spelling(t).file_type; }
 
 const char* ggml_type_name(uint32_t t) {
     switch (t) {
         case GGML_F32: return "F32";
         case GGML_F16: return "F16";
+        case GGML_Q4_0: return "Q4_0";
+        case GGML_Q5_0: return "Q5_0";
+        case GGML_Q5_1: return "Q5_1";
         case GGML_Q8_0: return "Q8_0";
+        case GGML_Q4_K: return "Q4_K";
+        case GGML_Q5_K: return "Q5_K";
+        case GGML_Q6_K: return "Q6_K";
         case GGML_BF16: return "BF16";
         default: return "unknown";
     }
 }
 
 uint64_t ggml_nbytes(uint32_t t, uint64_t numel) {
-    switch (t) {
-        case GGML_F32: return numel * 4;
-        case GGML_F16:
-        case GGML_BF16: return numel * 2;
-        case GGML_Q8_0: return numel / kQ8_0Block * kQ8_0BlockBytes;
-        default: return 0;
+    uint64_t per = static_cast<uint64_t>(ggml_block_values(t));
+    return numel / per * static_cast<uint64_t>(ggml_block_bytes(t));
+}
+
+namespace {
+// llama.cpp's use_more_bits: the first and last eighth of the layers and every third between.
+bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+// Layer of "blk.N.xxx", or -1.
+int64_t block_index(const std::string& name) {
+    if (name.rfind("blk.", 0) != 0) return -1;
+    return std::strtoll(name.c_str() + 4, nullptr, 10);
+}
+
+// llama.cpp's tensor_type_fallback for a row of ne0 values.
+uint32_t row_fallback(uint32_t t, uint64_t ne0) {
+    if (ne0 % static_cast<uint64_t>(ggml_block_values(t)) == 0) return t;
+    uint32_t f = t == GGML_Q4_K ? GGML_Q5_0 : t == GGML_Q5_K ? GGML_Q5_1 : t == GGML_Q6_K ? GGML_Q8_0 : GGML_F16;
+    return ne0 % static_cast<uint64_t>(ggml_block_values(f)) == 0 ? f : GGML_F16;
+}
+}  // namespace
+
+GgufTensorType gguf_tensor_type(GgufType t, const std::string& name, const std::vector<uint64_t>& ne, int64_t n_layers,
+                                bool tied) {
+    GgufTensorType r;
+    if (ne.size() < 2) return r;  // norms and biases stay F32
+    const TypeSpelling& sp = spelling(t);
+    uint32_t want = sp.base;
+    const bool mix = t != GgufType::BF16 && t != GgufType::F16 && t != GgufType::Q8_0;
+    if (mix) {
+        const bool km = t == GgufType::Q4_K_M || t == GgufType::Q5_K_M;
+        const auto has = [&](const char* part) { return name.find(part) != std::string::npos; };
+        if (name == "output.weight" || (tied && name == "token_embd.weight")) {
+            want = ne[0] % static_cast<uint64_t>(ggml_block_values(sp.base)) != 0 ? GGML_Q8_0 : GGML_Q6_K;
+        } else if (km && (has("attn_v.weight") || has("ffn_down")) && use_more_bits(block_index(name), n_layers)) {
+            want = GGML_Q6_K;
+        }
     }
+    r.wanted = want;
+    r.type = (want == GGML_BF16 || want == GGML_F16) ? want : row_fallback(want, ne[0]);
+    return r;
 }
 
 uint16_t float_to_half(float f) {
@@ -268,37 +321,6 @@ uint16_t float_to_bf16(float f) {
 }
 
 float bf16_to_float(uint16_t b) { return u2f(static_cast<uint32_t>(b) << 16); }
-
-void quantize_q8_0(const float* x, int64_t n, uint8_t* out) {
-    for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
-        const float* v = x + b * kQ8_0Block;
-        float amax = 0.f;
-        for (int64_t j = 0; j < kQ8_0Block; ++j) amax = std::max(amax, std::fabs(v[j]));
-        const float d = amax / 127.f;
-        const float id = d != 0.f ? 1.0f / d : 0.0f;
-        uint8_t* o = out + b * kQ8_0BlockBytes;
-        uint16_t dh = float_to_half(d);
-        std::memcpy(o, &dh, 2);
-        for (int64_t j = 0; j < kQ8_0Block; ++j) {
-            int8_t q = static_cast<int8_t>(std::roundf(v[j] * id));  // roundf: half away from zero, as ggml
-            std::memcpy(o + 2 + j, &q, 1);
-        }
-    }
-}
-
-void dequantize_q8_0(const uint8_t* in, int64_t n, float* out) {
-    for (int64_t b = 0; b < n / kQ8_0Block; ++b) {
-        const uint8_t* o = in + b * kQ8_0BlockBytes;
-        uint16_t dh;
-        std::memcpy(&dh, o, 2);
-        float d = half_to_float(dh);
-        for (int64_t j = 0; j < kQ8_0Block; ++j) {
-            int8_t q;
-            std::memcpy(&q, o + 2 + j, 1);
-            out[b * kQ8_0Block + j] = static_cast<float>(q) * d;
-        }
-    }
-}
 
 std::string gguf_tensor_name(const std::string& n) {
     static const std::map<std::string, std::string> top = {
@@ -372,7 +394,8 @@ GgufReport write_gguf(const std::string& hf_dir, const std::string& out_path, co
     std::sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
 
     std::vector<Plan> plans;
-    int64_t f16_fallbacks = 0;
+    int64_t f16_fallbacks = 0, fallbacks = 0;
+    std::map<std::string, int64_t> type_counts;
     uint64_t offset = 0;
     for (const auto& hf : names) {
         if (hf == "lm_head.weight" && !write_output) continue;
@@ -390,23 +413,15 @@ GgufReport write_gguf(const std::string& hf_dir, const std::string& out_path, co
         p.hf_name = hf;
         p.name = gn;
         for (auto it = ti.shape.rbegin(); it != ti.shape.rend(); ++it) p.ne.push_back(static_cast<uint64_t>(*it));
-        if (ti.shape.size() == 1) {
-            p.type = GGML_F32;
-        } else {
-            switch (o.type) {
-                case GgufType::BF16: p.type = GGML_BF16; break;
-                case GgufType::F16: p.type = GGML_F16; break;
-                case GgufType::Q8_0:
-                    if (p.ne[0] % kQ8_0Block == 0) {
-                        p.type = GGML_Q8_0;
-                    } else {
-                        p.type = GGML_F16;
-                        ++f16_fallbacks;
-                        log::warn("gguf", log::cat(gn, ": row length ", p.ne[0], " is not a multiple of 32, written as F16"));
-                    }
-                    break;
-            }
+        GgufTensorType tt = gguf_tensor_type(o.type, gn, p.ne, cfg.num_hidden_layers, !write_output);
+        p.type = tt.type;
+        if (tt.type != tt.wanted) {
+            ++fallbacks;
+            if (tt.type == GGML_F16) ++f16_fallbacks;
+            log::debug("gguf", log::cat(gn, ": row length ", p.ne[0], " is not a multiple of ", ggml_block_values(tt.wanted),
+                                       " (", ggml_type_name(tt.wanted), "), written as ", ggml_type_name(tt.type)));
         }
+        ++type_counts[ggml_type_name(p.type)];
         p.nbytes = ggml_nbytes(p.type, ti.numel());
         p.offset = offset;
         offset += pad_to(p.nbytes, o.alignment);
@@ -493,11 +508,10 @@ GgufReport write_gguf(const std::string& hf_dir, const std::string& out_path, co
         fs::path abs = fs::absolute(dir).lexically_normal();
         name = abs.filename().empty() ? abs.parent_path().filename().string() : abs.filename().string();
     }
-    uint32_t file_type = o.type == GgufType::BF16 ? 32 : o.type == GgufType::F16 ? 1 : 7;  // LlamaFileType
     kv.str("general.architecture", "qwen2");
     kv.str("general.type", "model");
     kv.str("general.name", name);
-    kv.u32("general.file_type", file_type);
+    kv.u32("general.file_type", gguf_file_type(o.type));
     kv.u32("general.quantization_version", kQuantVersion);
     kv.u32("general.alignment", o.alignment);
     kv.u32("qwen2.block_count", static_cast<uint32_t>(cfg.num_hidden_layers));
@@ -561,9 +575,14 @@ GgufReport write_gguf(const std::string& hf_dir, const std::string& out_path, co
     r.kv = kv.count;
     r.n_vocab = n_vocab;
     r.f16_fallbacks = f16_fallbacks;
+    r.fallbacks = fallbacks;
+    r.type_counts = type_counts;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log::info("gguf", log::cat("wrote ", out_path, ": ", r.tensors, " tensors (", gguf_type_name(o.type), "), ", r.kv,
-                               " metadata keys, ", n_vocab, " tokens, ", r.file_bytes, " bytes in ", r.seconds, " s"));
+    std::string mix;
+    for (const auto& [type, n] : type_counts) mix += log::cat(mix.empty() ? "" : ", ", n, " ", type);
+    log::info("gguf", log::cat("wrote ", out_path, ": ", r.tensors, " tensors (", gguf_type_name(o.type), ": ", mix, "; ",
+                               fallbacks, " row-length fallbacks), ", r.kv, " metadata keys, ", n_vocab, " tokens, ",
+                               r.file_bytes, " bytes in ", r.seconds, " s"));
     return r;
 }
 
@@ -666,6 +685,12 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_unique<MappedFile>
     for (const auto& t : tensors_) {
         uint64_t nb = t.nbytes();
         if (nb == 0 && t.numel() != 0) throw FormatError(ErrorInfo{path}.at("tensor '" + t.name + "'").msg("unsupported ggml type"));
+        if (t.ne[0] % static_cast<uint64_t>(ggml_block_values(t.type)) != 0) {
+            throw FormatError(ErrorInfo{path}.at("tensor '" + t.name + "'")
+                                  .expected(log::cat("a row length that is a multiple of ", ggml_block_values(t.type), " for ",
+                                                     ggml_type_name(t.type)))
+                                  .found(std::to_string(t.ne[0])));
+        }
         if (t.offset % alignment_ || data_start_ + t.offset + nb > file_->size()) {
             throw FormatError(ErrorInfo{path}.at("tensor '" + t.name + "'").msg("data out of bounds or misaligned"));
         }
@@ -697,8 +722,11 @@ std::vector<float> GgufFile::to_float(const GgufTensor& t) const {
         case GGML_BF16:
             for (uint64_t i = 0; i < n; ++i) { uint16_t h; std::memcpy(&h, p + 2 * i, 2); v[i] = bf16_to_float(h); }
             break;
-        case GGML_Q8_0: dequantize_q8_0(p, static_cast<int64_t>(n), v.data()); break;
-        default: throw FormatError(ErrorInfo{file_->path()}.at("tensor '" + t.name + "'").msg("unsupported ggml type"));
+        default:
+            if (!ggml_is_block_quant(t.type)) {
+                throw FormatError(ErrorInfo{file_->path()}.at("tensor '" + t.name + "'").msg("unsupported ggml type"));
+            }
+            dequantize_blocks(t.type, p, static_cast<int64_t>(n), v.data());
     }
     return v;
 }

@@ -122,6 +122,14 @@ void check_target(const fs::path& final_dir) {
     }
 }
 
+// The Modelfile with its `FROM .` line naming `from` instead (the GGUF beside it).
+std::string modelfile_from(std::string modelfile, const std::string& from) {
+    const std::string line = "FROM .\n";
+    size_t at = modelfile.find(line);
+    if (at != std::string::npos) modelfile.replace(at, line.size(), "FROM " + from + "\n");
+    return modelfile;
+}
+
 }  // namespace
 
 std::string ollama_modelfile(const std::string& template_name, const std::optional<std::string>& default_system) {
@@ -285,8 +293,13 @@ ExportReport run_export(const ExportOptions& o) {
     if (!adapters.empty() && rep.tensors_changed == 0) {
         log::warn("export", "no weight changed: the adapters' deltas are zero or below the output dtype's rounding");
     }
+    // With a GGUF, Ollama is pointed at it (`FROM .` would make Ollama convert the safetensors itself).
+    const std::string gguf_file =
+        o.export_format == "gguf" ? std::string("model-") + gguf_type_name(parse_gguf_type(o.gguf_type)) + ".gguf" : "";
     if (!o.template_name.empty()) {
-        write_file_atomic((tmp.path() / "Modelfile").string(), ollama_modelfile(o.template_name, o.default_system));
+        std::string modelfile = ollama_modelfile(o.template_name, o.default_system);
+        if (!gguf_file.empty()) modelfile = modelfile_from(modelfile, "./" + gguf_file);
+        write_file_atomic((tmp.path() / "Modelfile").string(), modelfile);
         files.push_back("Modelfile");
     }
 
@@ -300,7 +313,7 @@ ExportReport run_export(const ExportOptions& o) {
         GgufOptions go;
         go.type = parse_gguf_type(o.gguf_type);
         go.name = final_dir.filename().string();
-        rep.gguf_file = std::string("model-") + gguf_type_name(go.type) + ".gguf";
+        rep.gguf_file = gguf_file;
         GgufReport gr = write_gguf(tmp.path().string(), (tmp.path() / rep.gguf_file).string(), go);
         rep.gguf_bytes = gr.file_bytes;
         files.push_back(rep.gguf_file);

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <set>
 
@@ -69,6 +70,19 @@ void make_tiny_with_tokenizer(const std::string& dir) {
     json tc = {{"eos_token", "<|im_end|>"}, {"pad_token", "<|endoftext|>"}, {"bos_token", nullptr},
                {"chat_template", "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"}};
     write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), tc.dump());
+}
+
+// Export options for the tiny base (with tokenizer) at dir/base, merged with the step-1 LoRA
+// into dir/out as a GGUF of `type`.
+ExportOptions tiny_gguf_export(const test::TempDir& dir, const std::string& type) {
+    make_tiny_with_tokenizer(dir.file("base"));
+    ExportOptions o;
+    o.model_name_or_path = dir.file("base");
+    o.adapter_name_or_path = {test::golden("tiny-qwen2-lora-step1")};
+    o.export_dir = dir.file("out");
+    o.export_format = "gguf";
+    o.gguf_type = type;
+    return o;
 }
 
 float bf16f(const uint8_t* p, uint64_t i) {
@@ -304,13 +318,7 @@ TEST(Gguf, ReaderRejectsTruncatedAndForeignFiles) {
 // listed in the manifest, and its weights are the merged (not the base) weights.
 TEST(Gguf, ExportWithGgufFormatWritesTheMergedModelAsGguf) {
     test::TempDir dir;
-    make_tiny_with_tokenizer(dir.file("base"));
-    ExportOptions o;
-    o.model_name_or_path = dir.file("base");
-    o.adapter_name_or_path = {test::golden("tiny-qwen2-lora-step1")};
-    o.export_dir = dir.file("out");
-    o.export_format = "gguf";
-    o.gguf_type = "bf16";
+    ExportOptions o = tiny_gguf_export(dir, "bf16");
     ExportReport r = run_export(o);
     EXPECT_EQ(r.gguf_file, "model-bf16.gguf");
     ASSERT_TRUE(fs::exists(dir.file("out/model-bf16.gguf")));
@@ -328,4 +336,72 @@ TEST(Gguf, ExportWithGgufFormatWritesTheMergedModelAsGguf) {
     o.export_dir = dir.file("out2");
     EXPECT_THROW(run_export(o), UsageError);
     EXPECT_FALSE(fs::exists(dir.file("out2")));
+}
+
+// llama-quantize mixes on the tiny model (width 64, ffn rows of 176, 2 layers, tied): the
+// writer stores each tensor in gguf_tensor_type's type, as the blocks of the source values
+// (dequantized back they equal quantize -> dequantize of the bf16 weights exactly), and the
+// report counts the types and the row-length fallbacks.
+TEST(Gguf, TinyModelQuantizedMixesStoreTheQuantizedSourceValues) {
+    test::TempDir dir;
+    make_tiny_with_tokenizer(dir.file("tiny"));
+    Checkpoint ck = Checkpoint::open(dir.file("tiny"));
+    for (GgufType type : {GgufType::Q4_0, GgufType::Q5_0, GgufType::Q4_K_M, GgufType::Q5_K_M, GgufType::Q6_K}) {
+        GgufOptions o;
+        o.type = type;
+        std::string path = dir.file(std::string("tiny-") + gguf_type_name(type) + ".gguf");
+        GgufReport r = write_gguf(dir.file("tiny"), path, o);
+        GgufFile g(path);
+        EXPECT_EQ(g.value("general.file_type"), gguf_file_type(type));
+        std::map<std::string, int64_t> counts;
+        int64_t fallbacks = 0;
+        for (const auto& hf : ck.names()) {
+            const GgufTensor* t = g.find(gguf_tensor_name(hf));
+            ASSERT_NE(t, nullptr);
+            GgufTensorType want = gguf_tensor_type(type, t->name, t->ne, 2, true);
+            EXPECT_EQ(t->type, want.type) << t->name;
+            ++counts[ggml_type_name(t->type)];
+            fallbacks += want.type != want.wanted;
+            const TensorInfo& ti = ck.info(hf);
+            std::vector<float> x(ti.numel());
+            for (uint64_t i = 0; i < ti.numel(); ++i) x[i] = bf16f(ck.data(hf), i);
+            std::vector<float> v = g.to_float(*t);
+            std::vector<float> expect = x;
+            if (ggml_is_block_quant(t->type)) {
+                std::vector<uint8_t> q(ggml_nbytes(t->type, x.size()));
+                quantize_blocks(t->type, x.data(), static_cast<int64_t>(x.size()), q.data());
+                EXPECT_EQ(std::memcmp(q.data(), g.data(*t), q.size()), 0) << t->name;
+                dequantize_blocks(t->type, q.data(), static_cast<int64_t>(x.size()), expect.data());
+            } else if (t->type == GGML_F16) {
+                for (float& e : expect) e = half_to_float(float_to_half(e));
+            }
+            for (uint64_t i = 0; i < ti.numel(); ++i) ASSERT_EQ(v[i], expect[i]) << t->name << " " << i;
+        }
+        EXPECT_EQ(r.type_counts, counts) << gguf_type_name(type);
+        EXPECT_EQ(r.fallbacks, fallbacks);
+        EXPECT_EQ(r.f16_fallbacks, 2);  // both ffn_down (rows of 176)
+        EXPECT_EQ(g.find("blk.1.ffn_down.weight")->type, static_cast<uint32_t>(GGML_F16));
+        EXPECT_EQ(g.find("token_embd.weight")->type, static_cast<uint32_t>(GGML_Q8_0));  // tied output, 64 % 256
+    }
+}
+
+// With a GGUF the Modelfile names it (Ollama would otherwise convert the safetensors) and
+// keeps Qwen2.5's template and stop; without one it stays `FROM .`.
+TEST(Gguf, ModelfilePointsAtTheGguf) {
+    test::TempDir dir;
+    ExportOptions o = tiny_gguf_export(dir, "Q4_K_M");
+    o.template_name = "qwen";
+    ExportReport r = run_export(o);
+    EXPECT_EQ(r.gguf_file, "model-q4_k_m.gguf");
+    std::string mf = read_file(dir.file("out/Modelfile"));
+    EXPECT_NE(mf.find("\nFROM ./model-q4_k_m.gguf\n"), std::string::npos) << mf;
+    EXPECT_EQ(mf.find("FROM .\n"), std::string::npos);
+    EXPECT_NE(mf.find("<|im_start|>assistant\n"), std::string::npos);
+    EXPECT_NE(mf.find("PARAMETER stop \"<|im_end|>\""), std::string::npos);
+    GgufFile g(dir.file("out/model-q4_k_m.gguf"));
+    EXPECT_EQ(g.value("general.file_type"), 15);
+    o.export_format = "safetensors";
+    o.export_dir = dir.file("out-st");
+    run_export(o);
+    EXPECT_NE(read_file(dir.file("out-st/Modelfile")).find("\nFROM .\n"), std::string::npos);
 }

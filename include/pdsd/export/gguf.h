@@ -9,10 +9,13 @@
 // ne[0] is the innermost (contiguous) dimension: a HF weight [out, in] has ne = {in, out};
 // the bytes are the same row-major order. Offsets are relative to the data section.
 //
-// Tensor types: 2D weights in the chosen type (BF16, F16 or Q8_0); 1D tensors (norms,
-// biases) always F32, as convert_hf_to_gguf.py does. Q8_0 blocks are 32 consecutive values
-// of a row: {fp16 d = max|x| / 127, int8 q[32] = round(x / d)} (34 bytes); a weight whose row
-// length is not a multiple of 32 falls back to F16 (llama.cpp's converter does the same).
+// Tensor types: 1D tensors (norms, biases) always F32, as convert_hf_to_gguf.py does. 2D
+// weights: bf16 / f16 / q8_0 write every weight in that type (convert_hf_to_gguf.py; a Q8_0
+// weight whose row length is not a multiple of 32 falls back to F16). The llama-quantize file
+// types q4_0, q5_0, q4_k_m, q5_k_m, q6_k mix types per tensor as llama.cpp's quantizer does
+// (gguf_tensor_type below); their blocks are bit-exact with ggml's reference quantizers
+// (block layouts in src/export/gguf_quants.cpp), so the file equals `llama-quantize` run on
+// an F32/BF16 GGUF of the same weights without an importance matrix.
 //
 // Memory: tensors are read from the mmapped shards and converted in chunks of rows, so the
 // writer holds a few MB beyond the page cache; pages of a tensor are dropped once written.
@@ -33,13 +36,19 @@ class MappedFile;
 
 namespace pdsd::exporter {
 
-// Type of the 2D weights in the GGUF file.
-enum class GgufType { BF16, F16, Q8_0 };
-GgufType parse_gguf_type(const std::string& name);  // "bf16" | "f16" | "fp16" | "q8_0"; UsageError otherwise
-const char* gguf_type_name(GgufType t);              // "bf16" | "f16" | "q8_0"
+// File type (llama.cpp's LLAMA_FTYPE_*): the type of the 2D weights, or the quantizer's mix.
+enum class GgufType { BF16, F16, Q8_0, Q4_0, Q5_0, Q4_K_M, Q5_K_M, Q6_K };
+// "bf16" | "f16" | "fp16" | "q8_0" | "q4_0" | "q5_0" | "q4_k_m" | "q5_k_m" | "q6_k" (any case);
+// UsageError otherwise.
+GgufType parse_gguf_type(const std::string& name);
+const char* gguf_type_name(GgufType t);              // the canonical spelling above
+uint32_t gguf_file_type(GgufType t);                 // general.file_type (LLAMA_FTYPE_MOSTLY_*)
 
 // ggml tensor type ids (ggml.h / gguf-py GGMLQuantizationType) used here.
-enum GgmlType : uint32_t { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+enum GgmlType : uint32_t {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q8_0 = 8,
+    GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_BF16 = 30
+};
 // GGUF metadata value types (gguf-py GGUFValueType).
 enum GgufValueType : uint32_t {
     GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5, GGUF_F32 = 6,
@@ -64,9 +73,37 @@ float bf16_to_float(uint16_t b);
 void quantize_q8_0(const float* x, int64_t n, uint8_t* out);
 void dequantize_q8_0(const uint8_t* in, int64_t n, float* out);
 
-// Bytes of a tensor of `numel` values (ne0 a multiple of the block for Q8_0).
+// Block formats (gguf_quants.cpp): values and bytes per block (1 and 4 / 2 for F32 / F16 / BF16;
+// 0 bytes for a type this file does not know).
+bool ggml_is_block_quant(uint32_t ggml_type);        // Q4_0 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K
+int64_t ggml_block_values(uint32_t ggml_type);       // 32 or 256 (K-quants)
+int64_t ggml_block_bytes(uint32_t ggml_type);
+// n values (whole blocks) into n / block blocks, bytes equal to ggml's quantize_row_<type>_ref;
+// and back as ggml's dequantize_row_<type>. InternalError for a non-block type or partial block.
+void quantize_blocks(uint32_t ggml_type, const float* x, int64_t n, uint8_t* out);
+void dequantize_blocks(uint32_t ggml_type, const uint8_t* in, int64_t n, float* out);
+
+// Bytes of a tensor of `numel` values (ne0 a multiple of the type's block).
 uint64_t ggml_nbytes(uint32_t ggml_type, uint64_t numel);
-const char* ggml_type_name(uint32_t ggml_type);
+const char* ggml_type_name(uint32_t ggml_type);      // "Q4_K" ...
+
+// The ggml type of GGUF tensor `name` (ggml shape ne) in a file of type t, by llama.cpp's
+// quantizer rules (llama_tensor_get_type, src/llama-quant.cpp) for a Qwen2 model of n_layers
+// blocks; `tied`: the file has no output.weight (token_embd doubles as the output layer).
+//   1D tensors: F32.  bf16 / f16 / q8_0: that type for every 2D weight.
+//   Mixes (default Q4_0, Q5_0, Q4_K, Q5_K or Q6_K): output.weight, or token_embd when tied,
+//   gets Q6_K (Q8_0 when ne0 is not a multiple of the default's block);
+//   *_K_M: attn_v and ffn_down of the use_more_bits layers (first and last eighth, every third
+//   between) get Q6_K.
+// Row-length fallback (ne0 not a multiple of the block): Q4_K -> Q5_0, Q5_K -> Q5_1,
+// Q6_K -> Q8_0, and F16 when even 32 does not divide ne0 (llama.cpp stops there for Q4_0 /
+// Q5_0; pdsd writes F16 as for Q8_0).
+struct GgufTensorType {
+    uint32_t type = GGML_F32;     // written
+    uint32_t wanted = GGML_F32;   // before the row-length fallback (== type without one)
+};
+GgufTensorType gguf_tensor_type(GgufType t, const std::string& name, const std::vector<uint64_t>& ne, int64_t n_layers,
+                                bool tied);
 
 struct GgufOptions {
     GgufType type = GgufType::BF16;
@@ -79,7 +116,9 @@ struct GgufReport {
     int64_t tensors = 0;
     int64_t kv = 0;
     int64_t n_vocab = 0;               // token list length (= embedding rows)
-    int64_t f16_fallbacks = 0;         // Q8_0 requested but row length not a multiple of 32
+    int64_t f16_fallbacks = 0;         // 2D weights written as F16 as no block divides their rows
+    int64_t fallbacks = 0;             // tensors whose row length forced another type (F16 included)
+    std::map<std::string, int64_t> type_counts;  // ggml type name -> tensors of that type
     uint64_t file_bytes = 0;
     double seconds = 0;
 };
