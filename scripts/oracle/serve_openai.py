@@ -109,6 +109,16 @@ def main():
             s2 = client.chat.completions.create(model="tiny", messages=msgs, temperature=0.9, top_p=0.9, seed=42, max_tokens=8)
             check(s1.choices[0].message.content == s2.choices[0].message.content, "seeded sampling reproducible")
 
+            # The legacy completions route (LangChain's OpenAI LLM, lm-eval-harness, llama.cpp users).
+            c1 = client.completions.create(model="tiny", prompt="从前有座山，", temperature=0, max_tokens=10)
+            check(c1.object == "text_completion" and c1.usage.completion_tokens <= 10 and c1.choices[0].finish_reason in ("length", "stop"),
+                  f"completions shape, usage {c1.usage}")
+            cs = list(client.completions.create(model="tiny", prompt="从前有座山，", temperature=0, max_tokens=10, stream=True))
+            check("".join(c.choices[0].text for c in cs) == c1.choices[0].text and cs[-1].choices[0].finish_reason is not None,
+                  "completions stream text == non-stream text")
+            ce = client.completions.create(model="tiny", prompt="从前有座山，", temperature=0, max_tokens=10, echo=True)
+            check(ce.choices[0].text == "从前有座山，" + c1.choices[0].text, "completions echo")
+
             e = client.embeddings.create(model="hash-ngram", input=["如何安装", "退货政策"])   # client default: base64
             check(len(e.data) == 2 and len(e.data[0].embedding) == 256, "embeddings (base64 transport)")
             n2 = sum(x * x for x in e.data[0].embedding)
@@ -133,10 +143,10 @@ def main():
             except openai.BadRequestError:
                 check(True, "messages as string -> BadRequestError")
             try:
-                client.completions.create(model="tiny", prompt="hi")
-                check(False, "/v1/completions -> NotFoundError")
+                client.moderations.create(input="hi")
+                check(False, "/v1/moderations -> NotFoundError")
             except openai.NotFoundError:
-                check(True, "/v1/completions (not served) -> NotFoundError")
+                check(True, "/v1/moderations (not served) -> NotFoundError")
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -207,19 +207,24 @@ void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
     std::vector<GenJob*> jobs;
     const int64_t context = generator_->max_context();
     for (auto* j : all_jobs) {
-        std::vector<int32_t> ids32 = tokenizer_->encode(tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
-        j->prompt_tokens = static_cast<int64_t>(ids32.size());
+        std::vector<int64_t> ids = j->prompt_ids;
+        if (ids.empty()) {
+            std::vector<int32_t> ids32 = tokenizer_->encode(j->prompt ? *j->prompt : tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
+            ids.assign(ids32.begin(), ids32.end());
+        }
+        j->prompt_tokens = static_cast<int64_t>(ids.size());
         if (j->prompt_tokens >= context) {
             // No room for one new token: refuse, as OpenAI does, rather than answer "" with 200.
-            j->error = "this model's maximum context length is " + std::to_string(context) + " tokens, but the messages are " +
-                       std::to_string(j->prompt_tokens) + " tokens; shorten the messages or the history";
+            j->error = "this model's maximum context length is " + std::to_string(context) + " tokens, but the " +
+                       std::string(j->prompt || !j->prompt_ids.empty() ? "prompt is " : "messages are ") + std::to_string(j->prompt_tokens) +
+                       " tokens; shorten the " + (j->prompt || !j->prompt_ids.empty() ? "prompt" : "messages or the history");
             j->error_status = 400;
             j->error_code = "context_length_exceeded";
             stats_->rejected++;
             continue;
         }
         jobs.push_back(j);
-        prompts.emplace_back(ids32.begin(), ids32.end());
+        prompts.push_back(std::move(ids));
         rows.push_back(RowStream{j, chat::TextStream(*tokenizer_, j->stop)});
     }
     if (jobs.empty()) return;

@@ -24,7 +24,9 @@ namespace pdsd::serve {
 
 struct GenJob {
     // ---- input (set before submit) ----
-    std::vector<tokenizer::ChatMessage> messages;   // rendered with the Qwen2.5 template
+    std::vector<tokenizer::ChatMessage> messages;   // rendered with the Qwen2.5 template, unless:
+    std::optional<std::string> prompt;               // /v1/completions: raw text, tokenized as it is
+    std::vector<int64_t> prompt_ids;                 // /v1/completions: token ids (used when non-empty)
     model::GenerationOptions options;
     std::vector<std::string> stop;                   // stop strings, cut from the text
     bool stream = false;                             // keep the pieces for next_piece()

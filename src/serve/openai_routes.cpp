@@ -2,9 +2,17 @@
 // /v1/rerank); the shared state is server_impl.h.
 #include "server_impl.h"
 
+#include <algorithm>
 #include <string>
 
 namespace pdsd::serve {
+
+namespace {
+json usage_json(const GenJob& j) {
+    return json{{"prompt_tokens", j.prompt_tokens}, {"completion_tokens", j.completion_tokens},
+                {"total_tokens", j.prompt_tokens + j.completion_tokens}};
+}
+}  // namespace
 
 void Server::Impl::setup_openai() {
     get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -14,6 +22,7 @@ void Server::Impl::setup_openai() {
         reply_json(res, {{"object", "list"}, {"data", data}});
     });
     post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat_completions(req, res); });
+    post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res); });
     post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
     for (const char* path : {"/v1/rerank", "/rerank", "/v2/rerank"})   // Xinference / llama-server / Cohere (rerank_route.h)
         post(path, [this](const httplib::Request& req, httplib::Response& res) { reply_json(res, rerank_response(parse_json_object(req), reranker.get(), now_id("rerank-"))); });
@@ -51,10 +60,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
 
     const std::string id = now_id("chatcmpl-");
     const int64_t created_at = unix_now();
-    auto usage = [](const GenJob& j) {
-        return json{{"prompt_tokens", j.prompt_tokens}, {"completion_tokens", j.completion_tokens},
-                    {"total_tokens", j.prompt_tokens + j.completion_tokens}};
-    };
+    auto usage = usage_json;
     if (!stream) {
         job->wait();
         observe_ttft(*job);
@@ -125,6 +131,66 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
     }
     reply_json(res, {{"object", "list"}, {"data", data}, {"model", embedder->name()},
                      {"usage", {{"prompt_tokens", tokens}, {"total_tokens", tokens}}}});
+}
+
+// OpenAI's legacy completions (what llama.cpp's server, vLLM and Xinference also answer): the
+// prompt is continued as it is, no chat template. `prompt`: a string, one string in an array,
+// or token ids; OpenAI's default of 16 new tokens when max_tokens is absent; `echo` prepends
+// the prompt text; n, best_of, logprobs and suffix other than their defaults are refused.
+void Server::Impl::completions(const httplib::Request& req, httplib::Response& res) {
+    json body = parse_json_object(req);
+    auto job = std::make_shared<GenJob>();
+    const json* p = field(body, "prompt");
+    if (!p) throw bad_request("'prompt' is required", "prompt");
+    if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
+    if (p->is_string()) {
+        job->prompt = p->get<std::string>();
+    } else if (p->is_array() && !p->empty() && std::all_of(p->begin(), p->end(), [](const json& x) { return x.is_number_integer(); })) {
+        const int64_t vocab = tok ? tok->vocab_size() : 0;
+        for (auto& x : *p) {
+            const int64_t id = x.get<int64_t>();
+            if (id < 0 || id >= vocab) throw bad_request("'prompt' token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")", "prompt");
+            job->prompt_ids.push_back(id);
+        }
+    } else {
+        throw bad_request("'prompt' must be a string, an array of one string, or an array of token ids (one prompt per request)", "prompt");
+    }
+    for (const char* k : {"suffix", "logprobs"})
+        if (const json* v = field(body, k); v && !v->is_null()) throw bad_request(std::string("'") + k + "' is not supported by pdsd", k);
+    if (auto b = get_int(body, "best_of", 1, 1); b && *b != 1) throw bad_request("only best_of = 1 is supported", "best_of");
+    const bool echo = get_bool(body, "echo").value_or(false);
+    if (echo && !job->prompt) throw bad_request("'echo' needs a text prompt", "echo");
+    get_string(body, "model");
+    job->options.max_new_tokens = 16;   // OpenAI's default for this route
+    parse_sampling(body, *job);
+    const bool stream = get_bool(body, "stream").value_or(false);
+    require_model();
+    job->stream = stream;
+    submit(job);
+
+    const std::string id = now_id("cmpl-"), prefix = echo ? *job->prompt : std::string();
+    const int64_t created_at = unix_now();
+    auto choice = [id, created_at, this](const std::string& text, json finish) {
+        return json{{"id", id}, {"object", "text_completion"}, {"created", created_at}, {"model", model_id},
+                    {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", std::move(finish)}}})}};
+    };
+    if (!stream) {
+        job->wait();
+        observe_ttft(*job);
+        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        json out = choice(prefix + job->text, job->finish_reason);
+        out["usage"] = usage_json(*job);
+        reply_json(res, out);
+        return;
+    }
+    stream_job(
+        res, job, prefix.empty() ? std::string() : sse(choice(prefix, nullptr)),
+        [choice](const std::string& piece) { return sse(choice(piece, nullptr)); },
+        [choice](const GenJob& j) {
+            std::string out = j.error.empty() ? sse(choice("", j.finish_reason))
+                                              : sse(error_json(HttpError{j.error_status, j.error, error_type(j.error_status), "", j.error_code}));
+            return out + "data: [DONE]\n\n";
+        });
 }
 
 }  // namespace pdsd::serve

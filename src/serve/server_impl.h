@@ -169,6 +169,7 @@ struct Server::Impl {
     void setup_kb();         // chatchat_routes.cpp: Chatchat's knowledge-base API
     void setup_chatchat();   // Chatchat's web-UI routes beyond the KB API (chat, temp KBs, server info)
     void chat_completions(const httplib::Request& req, httplib::Response& res, bool chatchat = false);
+    void completions(const httplib::Request& req, httplib::Response& res);   // /v1/completions
     void kb_chat(const httplib::Request& req, httplib::Response& res);
     void kb_chat_run(json body, httplib::Response& res, const std::string& base);
     void kb_chat_openai(const httplib::Request& req, httplib::Response& res);

@@ -655,3 +655,59 @@ TEST(Serve, FailedCreateLeavesNoFolder) {
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200) << r->body;
 }
+
+// /v1/completions: the prompt continued as it is (no chat template), as a string or as token
+// ids, equal to the generator's greedy continuation; OpenAI's 16-token default; echo; the
+// stream's text pieces add up to the answer; unsupported options are 400s naming them.
+TEST(Serve, CompletionsContinueThePromptAsItIs) {
+    Running s;
+    auto c = s.client();
+    auto& m = TinyModel::get();
+    const std::string prompt = "从前有座山，山里有座庙，";
+    auto ids32 = m.tok->encode(prompt);
+    std::vector<int64_t> ids(ids32.begin(), ids32.end());
+    model::GenerationOptions g;
+    g.do_sample = false;
+    g.max_new_tokens = 16;
+    auto want = m.gen->generate(ids, g);
+    const std::string want_text = m.tok->decode(std::vector<tokenizer::TokenId>(want.tokens.begin(), want.tokens.end()), true);
+
+    auto r = post_json(c, "/v1/completions", {{"model", "tiny"}, {"prompt", prompt}, {"temperature", 0}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    json j = body_json(r);
+    EXPECT_EQ(j["object"], "text_completion");
+    EXPECT_EQ(j["choices"][0]["text"], want_text);
+    EXPECT_EQ(j["usage"]["prompt_tokens"], static_cast<int64_t>(ids.size()));
+    EXPECT_EQ(j["usage"]["completion_tokens"], static_cast<int64_t>(want.tokens.size()));   // 16 unless eos came first
+    // Token ids and [string] give the same answer; echo prepends the prompt.
+    auto r2 = post_json(c, "/v1/completions", {{"prompt", ids}, {"temperature", 0}});
+    ASSERT_TRUE(r2);
+    EXPECT_EQ(body_json(r2)["choices"][0]["text"], want_text) << r2->body;
+    auto r3 = post_json(c, "/v1/completions", {{"prompt", {prompt}}, {"temperature", 0}, {"echo", true}});
+    ASSERT_TRUE(r3);
+    EXPECT_EQ(body_json(r3)["choices"][0]["text"], prompt + want_text) << r3->body;
+    // Streamed: text pieces, then finish_reason, then [DONE].
+    auto r4 = post_json(c, "/v1/completions", {{"prompt", prompt}, {"temperature", 0}, {"stream", true}});
+    ASSERT_TRUE(r4);
+    auto frames = sse_data(r4->body);
+    ASSERT_GE(frames.size(), 2u);
+    EXPECT_EQ(frames.back(), "[DONE]");
+    std::string text;
+    for (size_t i = 0; i + 2 < frames.size(); ++i) text += json::parse(frames[i])["choices"][0]["text"].get<std::string>();
+    EXPECT_EQ(text, want_text);
+    EXPECT_FALSE(json::parse(frames[frames.size() - 2])["choices"][0]["finish_reason"].is_null());
+    for (const auto& [body, word] : std::vector<std::pair<json, std::string>>{
+             {{{"prompt", 3}}, "prompt"},
+             {{{"prompt", {1, -2}}}, "prompt"},
+             {{{"prompt", {1, 99999999}}}, "vocabulary"},
+             {{{"prompt", "x"}, {"suffix", "y"}}, "suffix"},
+             {{{"prompt", "x"}, {"logprobs", 2}}, "logprobs"},
+             {{{"prompt", {1, 2}}, {"echo", true}}, "echo"},
+             {json::object(), "prompt"}}) {
+        auto b = post_json(c, "/v1/completions", body);
+        ASSERT_TRUE(b);
+        EXPECT_EQ(b->status, 400) << body.dump() << " " << b->body;
+        EXPECT_NE(b->body.find(word), std::string::npos) << b->body;
+    }
+}
