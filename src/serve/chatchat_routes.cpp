@@ -265,13 +265,10 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     job->stream = stream;
     submit(job);
     if (!stream) {
-        job->wait();
-        observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        wait_for(*job);
         web->end_turn(msg_id, job->text);
         reply_json(res, frame("chat.completion", job->text, {{"docs", docs}, {"finish_reason", job->finish_reason},
-                                                             {"usage", {{"prompt_tokens", job->prompt_tokens}, {"completion_tokens", job->completion_tokens},
-                                                                        {"total_tokens", job->prompt_tokens + job->completion_tokens}}}}));
+                                                             {"usage", usage_json(*job)}}));
         return;
     }
     std::string head = sse(frame("chat.completion.chunk", "", {{"docs", docs}}));
@@ -511,9 +508,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     job->stream = stream;
     submit(job);
     if (!stream) {
-        job->wait();
-        observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        wait_for(*job);
         web->end_turn(msg_id, job->text);
         reply_sse(res, {sse({{"answer", job->text}, {"docs", docs}})});
         return;

@@ -7,12 +7,6 @@
 
 namespace pdsd::serve {
 
-namespace {
-json usage_json(const GenJob& j) {
-    return json{{"prompt_tokens", j.prompt_tokens}, {"completion_tokens", j.completion_tokens},
-                {"total_tokens", j.prompt_tokens + j.completion_tokens}};
-}
-}  // namespace
 
 void Server::Impl::setup_openai() {
     get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -62,9 +56,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
     const int64_t created_at = unix_now();
     auto usage = usage_json;
     if (!stream) {
-        job->wait();
-        observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        wait_for(*job);
         web->end_turn(turn, job->text);
         json out{{"id", id}, {"object", "chat.completion"}, {"created", created_at}, {"model", model_id},
                  {"choices", json::array({{{"index", 0}, {"message", {{"role", "assistant"}, {"content", job->text}}},
@@ -175,9 +167,7 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
                     {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", std::move(finish)}}})}};
     };
     if (!stream) {
-        job->wait();
-        observe_ttft(*job);
-        if (!job->error.empty()) throw HttpError{job->error_status, job->error, error_type(job->error_status), "", job->error_code};
+        wait_for(*job);
         json out = choice(prefix + job->text, job->finish_reason);
         out["usage"] = usage_json(*job);
         reply_json(res, out);

@@ -315,6 +315,17 @@ struct Server::Impl {
                             "rate_limit_error", "", "queue_full"};
     }
 
+    // A non-streamed job, finished; its error becomes the HTTP error.
+    void wait_for(GenJob& job) {
+        job.wait();
+        observe_ttft(job);
+        if (!job.error.empty()) throw HttpError{job.error_status, job.error, error_type(job.error_status), "", job.error_code};
+    }
+    static json usage_json(const GenJob& j) {
+        return json{{"prompt_tokens", j.prompt_tokens}, {"completion_tokens", j.completion_tokens},
+                    {"total_tokens", j.prompt_tokens + j.completion_tokens}};
+    }
+
     void observe_ttft(const GenJob& job) {
         if (!job.has_first_token) return;
         std::lock_guard<std::mutex> lk(metrics.mu);
