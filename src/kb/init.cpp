@@ -104,6 +104,7 @@ bool is_model_dir(const fs::path& p) {
 
 std::string resolve_llm_model_dir(const std::string& root, const std::string& model_option) {
     const fs::path models = fs::path(root) / "models";
+    if (model_option == "none") return "";   // retrieval-only, whatever model_settings.yaml says
     if (!model_option.empty()) {
         for (const fs::path& c : {fs::path(model_option), models / model_option})
             if (is_model_dir(c)) return c.string();

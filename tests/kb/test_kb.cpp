@@ -683,6 +683,21 @@ TEST(KbInit, InitCopiesSamplesAndKeepsExistingConfigs) {
     EXPECT_EQ(kb.search("E2003 证书", SearchOptions{}).at(0).file_name, "错误码.csv");
 }
 
+// `--model none` (chat / serve): retrieval-only even when model_settings.yaml names a model;
+// a model folder given by name under <root>/models resolves; a missing one is an IoError.
+TEST(KbInit, ModelNoneIsRetrievalOnlyWhateverTheSettingsSay) {
+    test::TempDir d;
+    fs::create_directories(d.file("models/m"));
+    write(d.file("models/m/config.json"), "{}");
+    write(d.file("models/m/model.safetensors"), "x");
+    write(d.file("models/m/tokenizer.json"), "{}");
+    write(d.file("model_settings.yaml"), "default_llm_model: m\n");
+    EXPECT_EQ(fs::path(resolve_llm_model_dir(d.str(), "")).filename(), "m");
+    EXPECT_EQ(resolve_llm_model_dir(d.str(), "none"), "");
+    EXPECT_EQ(fs::path(resolve_llm_model_dir(d.str(), "m")).filename(), "m");
+    EXPECT_THROW(resolve_llm_model_dir(d.str(), "absent"), IoError);
+}
+
 TEST(KbProgress, PlainLinesWhenNotATty) {
     std::FILE* f = std::tmpfile();
     {

@@ -300,8 +300,8 @@ bool set_kb_info(const std::string& root, const std::string& kb, const std::stri
 // Model settings (<root>/model_settings.yaml, pdsd init): the chat model folder that `chat`
 // and `serve` load. `model_option` (--model) wins: a folder, else a name under <root>/models.
 // Then llm_model_path (relative to the cwd, then to the root), then default_llm_model as a
-// name under <root>/models. "" : no model (retrieval-only). A given --model that resolves
-// to nothing is an IoError.
+// name under <root>/models. "" : no model (retrieval-only; also `--model none`, which skips
+// the settings file). A given --model that resolves to nothing is an IoError.
 std::string resolve_llm_model_dir(const std::string& root, const std::string& model_option);
 // Set top-level `key: value` lines of a settings YAML written by pdsd init, keeping the
 // comments; keys not present are appended. (pdsd init -l/-e/-x.)
