@@ -260,10 +260,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
         return;
     }
     if (docs.empty()) docs.push_back(no_reference_notice());
-    job->messages = history;
-    job->messages.push_back({"user", turn.user_message});
-    job->stream = stream;
-    submit(job);
+    submit_turn(job, std::move(history), turn.user_message, stream);
     if (!stream) {
         wait_for(*job);
         web->end_turn(msg_id, job->text);
@@ -503,10 +500,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
         reply_sse(res, stream ? std::vector<std::string>{sse({{"docs", docs}})} : std::vector<std::string>{sse({{"answer", ""}, {"docs", docs}})});
         return;
     }
-    job->messages = history;
-    job->messages.push_back({"user", turn.user_message});
-    job->stream = stream;
-    submit(job);
+    submit_turn(job, std::move(history), turn.user_message, stream);
     if (!stream) {
         wait_for(*job);
         web->end_turn(msg_id, job->text);

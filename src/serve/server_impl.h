@@ -315,6 +315,14 @@ struct Server::Impl {
                             "rate_limit_error", "", "queue_full"};
     }
 
+    // A RAG turn's generation (kb_chat, file_chat): the history, then the templated question.
+    void submit_turn(const std::shared_ptr<GenJob>& job, std::vector<tokenizer::ChatMessage> history, const std::string& user_message,
+                     bool stream) {
+        job->messages = std::move(history);
+        job->messages.push_back({"user", user_message});
+        job->stream = stream;
+        submit(job);
+    }
     // A non-streamed job, finished; its error becomes the HTTP error.
     void wait_for(GenJob& job) {
         job.wait();
