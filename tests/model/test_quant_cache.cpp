@@ -15,6 +15,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <system_error>
+
+#include <unistd.h>
 
 namespace {
 
@@ -55,6 +58,25 @@ protected:
     std::string model_, cache_;
     std::map<std::string, std::string> saved_;
 };
+
+// Run by hand (not through ctest, which sets PDSD_CACHE_DIR), this binary's loads with --quant
+// cache into a temp folder, never into ~/.cache.
+class TempCacheDir : public ::testing::Environment {
+public:
+    void SetUp() override {
+        if (std::getenv("PDSD_CACHE_DIR")) return;
+        dir_ = (fs::temp_directory_path() / ("pdsd-test-quant-cache-" + std::to_string(::getpid()))).string();
+        ::setenv("PDSD_CACHE_DIR", dir_.c_str(), 1);
+    }
+    void TearDown() override {
+        std::error_code ec;
+        if (!dir_.empty()) fs::remove_all(dir_, ec);
+    }
+
+private:
+    std::string dir_;
+};
+[[maybe_unused]] ::testing::Environment* const kTempCacheDir = ::testing::AddGlobalTestEnvironment(new TempCacheDir);
 
 at::Tensor logits(LoadedModel& lm) {
     torch::NoGradGuard ng;
