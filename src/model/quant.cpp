@@ -264,8 +264,11 @@ std::vector<at::Tensor> compute(const at::Tensor& x, std::vector<Segment> segs, 
 
 // A short prefill (a chat prompt: tens of rows) streams the weights once per block of kMaxRows
 // rows: ceil(M / 8) passes over the quantized bytes cost less than dequantizing every weight
-// to fp32 for ATen (~2.5 s per prompt for Qwen2.5-0.5B int4 on 2 cores, whatever M is).
-constexpr int64_t kStreamedRows = 128;
+// to fp32 for ATen (~1.7 s per prompt for Qwen2.5-0.5B int4 on 2 cores, whatever M is).
+// Measured (`model bench --quant int4`, 2 threads, loaded 2-core VM): 34 rows 0.48 s against
+// 1.7-1.8 s; at 128 rows about even on a quiet machine and far worse under contention (the
+// many short parallel regions), hence 64.
+constexpr int64_t kStreamedRows = 64;
 
 std::vector<at::Tensor> compute_by_blocks(const at::Tensor& x, const std::vector<Segment>& segs, Epilogue epi) {
     const int64_t K = x.size(-1), M = x.numel() / K;
