@@ -121,6 +121,34 @@ void write_cache(const std::string& path, const std::string& key, const std::vec
     write_safetensors(path, views, {{"format", "pt"}, {"pdsd_quant_key", key}});
 }
 
+// The cache files of an older state of the same checkpoint folder and type (after a change of
+// the checkpoint the key, and so the name, differs): removed once the new one is written, so a
+// retrained folder does not pile up copies. Best effort: what cannot be read or removed stays.
+void remove_stale(const std::string& path, const std::string& key) {
+    const fs::path keep(path);
+    const std::string name = keep.filename().string();
+    const std::string prefix = name.substr(0, name.size() - std::string("0123456789abcdef.safetensors").size());
+    const size_t l1 = key.find('\n'), l2 = key.find('\n', l1 + 1);
+    const std::string folder = key.substr(l1 + 1, l2 - l1);  // the resolved path line, "\n" included
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(keep.parent_path(), ec)) {
+        const std::string other = e.path().filename().string();
+        if (other == name || other.rfind(prefix, 0) != 0 || e.path().extension() != ".safetensors") continue;
+        try {
+            SafetensorsFile f(e.path().string());
+            auto it = f.metadata().find("pdsd_quant_key");
+            if (it == f.metadata().end()) continue;
+            const std::string& k = it->second;
+            const size_t o1 = k.find('\n');
+            if (o1 != std::string::npos && k.compare(o1 + 1, folder.size(), folder) == 0) {
+                fs::remove(e.path(), ec);
+                log::info("model", log::cat("removed the outdated quantized-weight cache ", e.path().string()));
+            }
+        } catch (const Error&) {
+        }
+    }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -178,6 +206,7 @@ QuantizeResult quantize_model_cached(LoadedModel& lm, Type type, const Checkpoin
     try {
         write_cache(r.path, key, slots);
         r.use = CacheUse::written;
+        remove_stale(r.path, key);
         log::info("model", log::cat("quantized weights cached in ", r.path, " (", seconds_since(t1), " s to write; the next load maps it)"));
     } catch (const std::exception& e) {
         r.use = CacheUse::unwritable;

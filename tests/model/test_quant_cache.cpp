@@ -1,6 +1,6 @@
 // The quantized-weight cache (model/quant_cache.h): a second load maps the cached file and
 // gives bit-identical logits and greedy ids; a changed checkpoint or a damaged cache file
-// misses (and is rewritten); an unwritable cache folder only warns; PDSD_QUANT_CACHE=0 is off.
+// misses (and is rewritten; an outdated file is removed); an unwritable cache folder only warns; PDSD_QUANT_CACHE=0 is off.
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/quant_cache.h"
@@ -149,6 +149,8 @@ TEST_F(QuantCache, ChangedCheckpointMisses) {
     auto [second, r2] = load("int8");
     EXPECT_EQ(r2.use, CacheUse::written);
     EXPECT_NE(r2.path, r1.path);
+    EXPECT_FALSE(fs::exists(r1.path));  // the outdated file of the same folder and type is gone
+    EXPECT_EQ(files_in(cache_), 1u);
     EXPECT_TRUE(at::equal(logits(*first), logits(*second)));
 }
 

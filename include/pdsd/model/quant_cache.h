@@ -6,7 +6,8 @@
 // model folder (it may be read-only or shared). PDSD_QUANT_CACHE=0 turns the cache off.
 // Key: the checkpoint folder's resolved path, each shard's name, size and mtime (ns), the
 // dtype the weights were quantized from, the type and kFormatVersion; a changed checkpoint
-// gives another file name. The key is also stored in the file's metadata and checked on read.
+// gives another file name (and the older file of that folder and type is removed once the new
+// one is written). The key is also stored in the file's metadata and checked on read.
 // File: safetensors, for each weight `<hf name>.q` (int8: I8 (n, kp); int4: U8 (n, kp / 2)),
 // `<hf name>.scale` (F16 (n, kp / 32)) and in int4 `<hf name>.min` (F16), written atomically
 // (temp + rename). A cache that fails to read or does not match is a warning and is rewritten;
