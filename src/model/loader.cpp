@@ -3,6 +3,7 @@
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
 #include "pdsd/model/quant.h"
+#include "pdsd/model/quant_cache.h"
 #include "pdsd/model/weights.h"
 
 #include <ATen/ATen.h>
@@ -182,7 +183,8 @@ LoadedModel load_qwen2(const std::string& dir, const LoadOptions& options) {
     size_t mapped = load_weights(*lm.model, ck, options.map_weights,
                                  qt == quant::Type::none ? std::function<bool(const std::string&)>() : quant::is_quantized_weight);
     lm.model->eval();
-    if (qt != quant::Type::none) lm.quant_bytes = quant::quantize_model(lm, qt);  // drops the mapped float views
+    // Drops the mapped float views; maps the quantized-weight cache when it matches (quant_cache.h).
+    if (qt != quant::Type::none) lm.quant_bytes = quant::quantize_model_cached(lm, qt, *ck).bytes;
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log::info("model", log::cat("loaded ", dir, " (", lm.config.num_hidden_layers, " layers, hidden ",
                                 lm.config.hidden_size, ") on ", lm.device.str(), " as ", c10::toString(lm.dtype),

@@ -153,7 +153,7 @@ TEST(Quant, KernelsMatchDequantizedReference) {
         ASSERT_EQ(quant::isa(), isa);
         for (quant::Type type : {quant::Type::int8, quant::Type::int4}) {
             for (auto [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 64, 64}, {1, 896, 131}, {2, 75, 67}, {3, 100, 130},
-                                   {5, 4864, 9}, {8, 33, 257}, {13, 96, 70}, {1, 7, 3}}) {
+                                   {5, 4864, 9}, {8, 33, 257}, {13, 96, 70}, {1, 7, 3}, {100, 96, 70}}) {
                 const std::string what = isa + " " + quant::type_name(type) + " M " + std::to_string(M) + " K " + std::to_string(K) +
                                          " N " + std::to_string(N);
                 at::Tensor x = randn({M, K}, 1.0, 3), b = randn({N}, 0.1, 4), res = randn({M, N}, 1.0, 5);

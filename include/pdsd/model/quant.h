@@ -20,7 +20,9 @@
 // step is memory-bound, and fp32 activations keep the kernel exact up to summation order
 // against "dequantize, then fp32 matmul"). AVX2+FMA+F16C and AVX-512F/BW variants behind a
 // runtime check, a scalar loop elsewhere. At most kMaxRows rows (decode) stream the weights;
-// more rows (prefill) dequantize chunks of rows to fp32 and use ATen's matmul.
+// up to 64 rows (a chat prompt's prefill) stream them once per block of kMaxRows rows; more
+// rows dequantize chunks of rows to fp32 and use ATen's matmul (quant.cpp, kStreamedRows).
+// Weights quantized at load are cached on disk and mapped on the next load (quant_cache.h).
 #pragma once
 
 #include "pdsd/model/quant_type.h"
