@@ -5,13 +5,14 @@
 # precision as pdsd's bf16 run. Runs back to back, prints the load average with each number.
 #   bench/cpu_llama_bench.sh [PROMPT_LEN=128] [NEW=32] [THREADS=2]
 # Env: PDSD (build/pdsd), PYTHON (.venv python, HF side), LLAMA_PYTHON (python with llama_cpp),
-#      MODEL (checkpoint folder, made when missing), GGUF_TYPES (bf16 f16), PDSD_DTYPES (fp32 bf16),
+#      MODEL (checkpoint folder, made when missing), GGUF_TYPES (bf16 f16; also q8_0 q4_k_m ...),
+#      PDSD_DTYPES (fp32 bf16), PDSD_QUANTS (pdsd --quant runs, e.g. "int8 int4"; none by default),
 #      RUNS (timed runs after a warm-up, best reported; 3), SKIP_HF=1 (leave HF out), HF_DTYPES (fp32 bf16).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pdsd=${PDSD:-$here/build/pdsd}
 py=${PYTHON:-$here/.venv/bin/python}
-lpy=${LLAMA_PYTHON:-/work/venvs/llama/bin/python}
+lpy=${LLAMA_PYTHON:-$here/.venv-llama/bin/python}
 plen=${1:-128}; new=${2:-32}; threads=${3:-2}
 model=${MODEL:-/tmp/pdsd-bench-qwen2.5-0.5b-tok}
 fixtures=${PDSD_FIXTURES:-$here/tests/fixtures}
@@ -33,6 +34,10 @@ declare -A res
 for d in $pdtypes; do
   l=$(load); r=$("$pdsd" -t "$threads" --log-level warn model bench --model "$model" --dtype "$d" --prompt-len "$plen" --new "$new" --runs "$runs")
   res["pdsd-$d"]=$r; echo "pdsd $d (load $l): $r"
+done
+for q in ${PDSD_QUANTS:-}; do
+  l=$(load); r=$("$pdsd" -t "$threads" --log-level warn model bench --model "$model" --quant "$q" --prompt-len "$plen" --new "$new" --runs "$runs")
+  res["pdsd-$q"]=$r; echo "pdsd --quant $q (load $l): $r"
 done
 for t in $gtypes; do
   l=$(load); r=$(OMP_NUM_THREADS=$threads "$lpy" "$here/bench/llama_cpp_bench.py" --model "$model-gguf-$t/model-$t.gguf" \
