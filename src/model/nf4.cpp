@@ -3,6 +3,8 @@
 #include "pdsd/core/error.h"
 #include "pdsd/model/qwen2.h"
 
+#include "layer_projections.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -157,9 +159,7 @@ int64_t quantize_base(Qwen2ForCausalLMImpl& model, Kind kind, bool double_quant,
     };
     model.release_packed_weights();
     for (auto& layer : model.model->layers) {
-        auto& a = *layer->self_attn;
-        auto& f = *layer->mlp;
-        for (Proj* p : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &f.gate_proj, &f.up_proj, &f.down_proj}) take(*p);
+        for (Proj* p : layer_projections(*layer)) take(*p);
     }
     if (float_bytes) *float_bytes = before;
     return bytes;

@@ -9,6 +9,7 @@
 #include "pdsd/model/loader.h"
 #include "pdsd/model/qwen2.h"
 
+#include "layer_projections.h"
 #include "quant_kernels.h"
 #include "row_chunks.h"
 
@@ -453,10 +454,9 @@ void release_float_weight(at::Tensor& p, std::optional<c10::ScalarType> dtype) {
 bool is_quantized_weight(const std::string& name) {
     if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return true;
     if (name.rfind("model.layers.", 0) != 0) return false;
-    for (const char* p : {".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight", ".self_attn.o_proj.weight",
-                          ".mlp.gate_proj.weight", ".mlp.up_proj.weight", ".mlp.down_proj.weight"}) {
-        const size_t n = std::strlen(p);
-        if (name.size() > n && name.compare(name.size() - n, n, p) == 0) return true;
+    for (const char* proj : kLayerProjectionNames) {
+        const std::string suffix = std::string(".") + proj + ".weight";
+        if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
     }
     return false;
 }
@@ -467,15 +467,12 @@ std::vector<Slot> model_slots(LoadedModel& lm, Type type) {
     std::vector<Slot> slots;
     auto add = [&](const std::string& name, Proj& p, Type t) { slots.push_back({name, &p->weight, &p->quant, t}); };
     for (size_t i = 0; i < m.model->layers.size(); ++i) {
-        auto& layer = m.model->layers[i];
+        auto& layer = *m.model->layers[i];
         const std::string pre = "model.layers." + std::to_string(i) + ".";
-        add(pre + "self_attn.q_proj.weight", layer->self_attn->q_proj, type);
-        add(pre + "self_attn.k_proj.weight", layer->self_attn->k_proj, type);
-        add(pre + "self_attn.v_proj.weight", layer->self_attn->v_proj, small);
-        add(pre + "self_attn.o_proj.weight", layer->self_attn->o_proj, type);
-        add(pre + "mlp.gate_proj.weight", layer->mlp->gate_proj, type);
-        add(pre + "mlp.up_proj.weight", layer->mlp->up_proj, type);
-        add(pre + "mlp.down_proj.weight", layer->mlp->down_proj, type);
+        const auto projs = layer_projections(layer);
+        for (size_t j = 0; j < projs.size(); ++j) {
+            add(pre + kLayerProjectionNames[j] + ".weight", *projs[j], projs[j] == &layer.self_attn->v_proj ? small : type);
+        }
     }
     auto& e = *m.model->embed_tokens;
     slots.push_back({"model.embed_tokens.weight", &e.weight, &e.quant, small});

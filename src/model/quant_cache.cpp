@@ -105,17 +105,15 @@ std::vector<QuantWeightPtr> read_cache(const std::string& path, const std::strin
     return out;
 }
 
-TensorView tensor_view(const std::string& name, const at::Tensor& t, DType dtype) {
-    return TensorView{name, dtype, t.sizes().vec(), t.data_ptr(), static_cast<uint64_t>(t.nbytes())};
-}
-
 void write_cache(const std::string& path, const std::string& key, const std::vector<Slot>& slots) {
     std::vector<TensorView> views;
+    std::vector<at::Tensor> keep(3 * slots.size());   // the quantized tensors are contiguous: no copy is made
+    size_t k = 0;
     for (const Slot& s : slots) {
         const QuantWeight& w = **s.quant;
-        views.push_back(tensor_view(s.name + ".q", w.q, w.type == Type::int4 ? DType::U8 : DType::I8));
-        views.push_back(tensor_view(s.name + ".scale", w.scale, DType::F16));
-        if (w.min.defined()) views.push_back(tensor_view(s.name + ".min", w.min, DType::F16));
+        views.push_back(tensor_view(s.name + ".q", w.q, keep[k++]));   // I8 (int8) / U8 (int4 nibbles)
+        views.push_back(tensor_view(s.name + ".scale", w.scale, keep[k++]));
+        if (w.min.defined()) views.push_back(tensor_view(s.name + ".min", w.min, keep[k++]));
     }
     fs::create_directories(fs::path(path).parent_path());
     write_safetensors(path, views, {{"format", "pt"}, {"pdsd_quant_key", key}});
@@ -163,9 +161,9 @@ std::string cache_dir() {
     return "";
 }
 
-std::string cache_path(const std::string& dir, const LoadedModel& lm, const Checkpoint& ck, Type type, c10::ScalarType source) {
+std::string cache_path(const std::string& dir, const LoadedModel& lm, const std::string& key, Type type) {
     char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(cache_key(lm, ck, type, source))));
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(key)));
     std::string stem = fs::path(lm.path).lexically_normal().filename().string();
     if (stem.empty() || stem == "." || stem == "..") stem = "model";
     return (fs::path(dir) / (stem + "-" + type_name(type) + "-" + hex + ".safetensors")).string();
@@ -182,7 +180,7 @@ QuantizeResult quantize_model_cached(LoadedModel& lm, Type type, const Checkpoin
     std::vector<Slot> slots = model_slots(lm, type);
     const c10::ScalarType source = slots.front().weight->scalar_type();
     const std::string key = cache_key(lm, ck, type, source);
-    r.path = cache_path(dir, lm, ck, type, source);
+    r.path = cache_path(dir, lm, key, type);
     const auto t0 = std::chrono::steady_clock::now();
     if (fs::exists(r.path)) {
         try {

@@ -7,6 +7,8 @@
 #include "pdsd/model/cpu_decode.h"
 #include "pdsd/model/onednn.h"
 
+#include "layer_projections.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -352,9 +354,7 @@ bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
     if (!options_.device().is_cpu() || options_.dtype() != at::kBFloat16 || !onednn::available()) return false;
     std::vector<Proj> projs;
     for (auto& layer : model->layers) {
-        auto& a = layer->self_attn;
-        auto& m = layer->mlp;
-        projs.insert(projs.end(), {a->q_proj, a->k_proj, a->v_proj, a->o_proj, m->gate_proj, m->up_proj, m->down_proj});
+        for (Proj* p : layer_projections(*layer)) projs.push_back(*p);
     }
     if (lm_head) projs.push_back(lm_head);
     try {
@@ -373,9 +373,7 @@ bool Qwen2ForCausalLMImpl::pack_cpu_weights() {
 
 void Qwen2ForCausalLMImpl::release_packed_weights() {
     for (auto& layer : model->layers) {
-        auto& a = layer->self_attn;
-        auto& m = layer->mlp;
-        for (auto* p : {&a->q_proj, &a->k_proj, &a->v_proj, &a->o_proj, &m->gate_proj, &m->up_proj, &m->down_proj}) (*p)->packed = at::Tensor();
+        for (Proj* p : layer_projections(*layer)) (*p)->packed = at::Tensor();
     }
     if (lm_head) lm_head->packed = at::Tensor();
     lm_head_packed_ = at::Tensor();

@@ -61,14 +61,14 @@ void Server::Impl::setup_kb() {
         else throw bad_request("the body must be the knowledge base name as a JSON string", "knowledge_base_name");
         validate_kb(name);
         std::unique_lock<std::shared_mutex> lk(kb_mu);
-        if (!kb::delete_knowledge_base(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        if (!kb::delete_knowledge_base(root, name)) throw kb_not_found(name);
         reply_json(res, {{"code", 200}, {"msg", "成功删除知识库 " + name}, {"data", nullptr}});
     }, true);
     get("/knowledge_base/list_files", [this](const httplib::Request& req, httplib::Response& res) {
         if (!req.has_param("knowledge_base_name")) throw bad_request("'knowledge_base_name' is required", "knowledge_base_name");
         std::string name = validate_kb(req.get_param_value("knowledge_base_name"));
         std::shared_lock<std::shared_mutex> lk(kb_mu);
-        if (!db_embed_model(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        if (!db_embed_model(root, name)) throw kb_not_found(name);
         json data = json::array();
         int64_t no = 0;
         for (auto& f : kb::list_kb_files(root, name)) {
@@ -119,7 +119,7 @@ void Server::Impl::setup_kb() {
         get_bool(body, "not_refresh_vs_cache");
         std::unique_lock<std::shared_mutex> lk(kb_mu);
         kb::KbPaths paths{root};
-        if (!fs::is_directory(paths.kb_dir(name))) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        if (!fs::is_directory(paths.kb_dir(name))) throw kb_not_found(name);
         json failed = json::object();
         std::vector<std::string> existing;
         std::set<std::string> in_db;
@@ -309,7 +309,7 @@ void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& r
 
     std::unique_lock<std::shared_mutex> lk(kb_mu);
     kb::KbPaths paths{root};
-    if (!db_embed_model(root, name)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+    if (!db_embed_model(root, name)) throw kb_not_found(name);
     const fs::path content = paths.content_dir(name);
     fs::create_directories(content);
     json failed = json::object();
@@ -372,7 +372,7 @@ void Server::Impl::setup_chatchat() {
         std::string name = validate_kb(require_string(body, "knowledge_base_name"));
         std::string info = require_string(body, "kb_info");
         std::unique_lock<std::shared_mutex> lk(kb_mu);
-        if (!kb::set_kb_info(root, name, info)) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+        if (!kb::set_kb_info(root, name, info)) throw kb_not_found(name);
         reply_json(res, {{"code", 200}, {"msg", "知识库介绍修改完成"}, {"data", {{"kb_info", info}}}});
     }, true);
     post("/chat/file_chat", [this](const httplib::Request& req, httplib::Response& res) { file_chat(req, res); }, true);
@@ -531,7 +531,7 @@ void Server::Impl::update_docs(const httplib::Request& req, httplib::Response& r
     }
     std::unique_lock<std::shared_mutex> lk(kb_mu);
     std::optional<std::string> em = db_embed_model(root, name);
-    if (!em) throw HttpError{404, "未找到知识库 " + name, "not_found_error", "knowledge_base_name", "kb_not_found"};
+    if (!em) throw kb_not_found(name);
     std::set<std::string> in_db;
     for (auto& f : kb::list_kb_files(root, name))
         if (f.in_db) in_db.insert(f.file_name);

@@ -14,6 +14,9 @@
 namespace pdsd::serve {
 
 HttpError bad_request(const std::string& message, const std::string& param) { return {400, message, "invalid_request_error", param, ""}; }
+HttpError kb_not_found(const std::string& name, const std::string& param) {
+    return {404, "未找到知识库 " + name, "not_found_error", param, "kb_not_found"};
+}
 
 json error_json(const HttpError& e) {
     return {{"error",

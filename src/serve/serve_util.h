@@ -36,6 +36,8 @@ struct HttpError {
 };
 
 HttpError bad_request(const std::string& message, const std::string& param = "");
+// Chatchat's 404 for an unknown knowledge base `name` (request field `param`).
+HttpError kb_not_found(const std::string& name, const std::string& param = "knowledge_base_name");
 
 json error_json(const HttpError& e);
 

@@ -85,11 +85,12 @@ void Server::Impl::setup() {
     get("/", page);
     get("/index.html", page);
     web = std::make_unique<WebApp>(root);
-    web->add_routes([this](const std::string& p, WebApp::Fn fn) { get(p, std::move(fn), true); },
-                    [this](const std::string& p, WebApp::Fn fn) { post(p, std::move(fn), true); });
+    // The page's route sets report errors in Chatchat's shape, as its other routes.
+    const AddRoute page_get = [this](const std::string& p, RouteFn fn) { get(p, std::move(fn), true); };
+    const AddRoute page_post = [this](const std::string& p, RouteFn fn) { post(p, std::move(fn), true); };
+    web->add_routes(page_get, page_post);
     train = std::make_unique<TrainRoutes>(root);
-    train->add_routes([this](const std::string& p, TrainRoutes::Fn fn) { get(p, std::move(fn), true); },
-                      [this](const std::string& p, TrainRoutes::Fn fn) { post(p, std::move(fn), true); });
+    train->add_routes(page_get, page_post);
 
     setup_openai();
     setup_kb();

@@ -134,7 +134,7 @@ struct Server::Impl {
     }
 
     // Wraps a handler: HttpError and pdsd errors become JSON errors, nothing escapes.
-    using Fn = std::function<void(const httplib::Request&, httplib::Response&)>;
+    using Fn = RouteFn;   // route_set.h
     httplib::Server::Handler wrap(Fn fn, bool chatchat = false) {
         return [this, fn = std::move(fn), chatchat](const httplib::Request& req, httplib::Response& res) {
             try {
@@ -230,7 +230,7 @@ struct Server::Impl {
         try {
             return retriever.get(kb_root, name);
         } catch (const DataError&) {   // KnowledgeBase: "not in the database"
-            throw HttpError{404, "未找到知识库 " + name, "not_found_error", param, "kb_not_found"};
+            throw kb_not_found(name, param);
         }
     }
     // The embed model to build a KB with: the request's, else the server's.

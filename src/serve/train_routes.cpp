@@ -390,7 +390,7 @@ json TrainRoutes::status(const std::string& kind) {
     return d;
 }
 
-void TrainRoutes::add_routes(const Add& get, const Add& post) {
+void TrainRoutes::add_routes(const AddRoute& get, const AddRoute& post) {
     get("/pdsd/train/datasets", [this](const httplib::Request& req, httplib::Response& res) {
         std::string dir = req.get_param_value("dataset_dir");
         dir = under_root(root_, "dataset_dir", dir.empty() ? root_ : dir);

@@ -24,6 +24,8 @@
 // server's own (/proc/self/exe). Replies are {"code":200,"msg","data"} like the page's other routes.
 #pragma once
 
+#include "route_set.h"
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -37,16 +39,13 @@ namespace pdsd::serve {
 
 class TrainRoutes {
 public:
-    using Fn = std::function<void(const httplib::Request&, httplib::Response&)>;
-    using Add = std::function<void(const std::string& path, Fn fn)>;
-
     explicit TrainRoutes(std::string root);
     // A job still running is interrupted (SIGINT, then SIGKILL after 10 s) and reaped.
     ~TrainRoutes();
     TrainRoutes(const TrainRoutes&) = delete;
     TrainRoutes& operator=(const TrainRoutes&) = delete;
 
-    void add_routes(const Add& get, const Add& post);
+    void add_routes(const AddRoute& get, const AddRoute& post);
 
     struct Job {
         std::string id, kind;             // kind: train | export

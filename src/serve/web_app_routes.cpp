@@ -121,7 +121,7 @@ void WebApp::end_turn(const std::string& message_id, const std::string& response
     }
 }
 
-void WebApp::add_routes(const Add& get, const Add& post) {
+void WebApp::add_routes(const AddRoute& get, const AddRoute& post) {
     for (auto& f : kVendor) {
         get(f.path, [&f](const httplib::Request&, httplib::Response& res) {
             res.set_header("Cache-Control", "max-age=86400");

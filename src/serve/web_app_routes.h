@@ -18,6 +18,8 @@
 
 #include "pdsd/serve/conversations.h"
 
+#include "route_set.h"
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -30,13 +32,10 @@ namespace pdsd::serve {
 
 class WebApp {
 public:
-    using Fn = std::function<void(const httplib::Request&, httplib::Response&)>;
-    using Add = std::function<void(const std::string& path, Fn fn)>;
-
     explicit WebApp(std::string root) : root_(std::move(root)) {}
 
     // Registers the routes above through the server's `get` / `post` (auth, errors, metrics).
-    void add_routes(const Add& get, const Add& post);
+    void add_routes(const AddRoute& get, const AddRoute& post);
 
     // A chat request whose body has a non-empty "conversation_id": records `query` (and
     // `meta_data`, e.g. {"docs": [...]}) as a new message and returns its id; "" when the body

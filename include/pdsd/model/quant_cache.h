@@ -38,10 +38,9 @@ std::vector<Slot> model_slots(LoadedModel& lm, Type type);
 
 // The cache folder from the environment (see above); "" when PDSD_QUANT_CACHE=0 or no home.
 std::string cache_dir();
-// The cache file for `ck` (opened from lm.path) quantized to `type` from `source` (the dtype
-// the float weights have now), inside `dir`.
-std::string cache_path(const std::string& dir, const LoadedModel& lm, const Checkpoint& ck, Type type,
-                       c10::ScalarType source);
+// The cache file inside `dir` for lm's checkpoint under `key` (the checkpoint's stamps, the
+// type, the source dtype and the format version: see above) quantized to `type`.
+std::string cache_path(const std::string& dir, const LoadedModel& lm, const std::string& key, Type type);
 
 enum class CacheUse { off, hit, written, unwritable };
 struct QuantizeResult {
