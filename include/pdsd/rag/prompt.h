@@ -1,8 +1,9 @@
 // RAG prompt assembly with Langchain-Chatchat's templates (anchors.md section 3).
 //
-// Chatchat joins the retrieved chunks with blank lines and fills its "default" template;
-// with no chunk it uses "empty". pdsd numbers the chunks ("[1] ...") so the answer can cite
-// them, and lists the sources as Chatchat's 出处 entries (format_reference).
+// Chatchat joins the retrieved chunks with blank lines and fills the rag template prompt_name
+// names ("default"); with no chunk it uses "empty". pdsd numbers the chunks ("[1] ...") so the
+// answer can cite them, and lists the sources as Chatchat's 出处 entries (format_reference).
+// The templates come from <root>/prompt_settings.yaml (prompt_settings.h).
 #pragma once
 
 #include "pdsd/kb/knowledge_base.h"
