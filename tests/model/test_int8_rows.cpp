@@ -6,6 +6,7 @@
 #include "pdsd/model/int8_rows.h"
 #include "pdsd/model/weights.h"
 
+#include "same_bits.h"
 #include "test_util.h"
 
 #include <torch/torch.h>
@@ -26,10 +27,7 @@ std::string golden_path() {
 // The cases make_int8_golden.py writes.
 const char* const kCases[] = {"int8_f32", "int8_bf16", "int8_f16", "int8_f32_tiny"};
 
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kByte), b.contiguous().view(at::kByte));
-}
+using test::same_bits;
 
 }  // namespace
 

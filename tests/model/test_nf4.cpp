@@ -6,6 +6,7 @@
 #include "pdsd/model/nf4.h"
 #include "pdsd/model/weights.h"
 
+#include "same_bits.h"
 #include "test_util.h"
 
 #include <torch/torch.h>
@@ -35,10 +36,7 @@ const Case kCases[] = {{"nf4_f32", nf4::Kind::nf4, false},
                        {"fp4_f32_dq", nf4::Kind::fp4, true},
                        {"nf4_f32_dq_tail", nf4::Kind::nf4, true}};
 
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kByte), b.contiguous().view(at::kByte));
-}
+using test::same_bits;
 
 }  // namespace
 
