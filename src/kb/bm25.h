@@ -42,6 +42,37 @@ inline std::string indexed_terms(const std::string& text) {
     return out;
 }
 
+// What FTS5's unicode61 tokenizer (remove_diacritics 0) makes of a chunk's indexed_terms:
+// its tokens, hence the lengths and term frequencies of the local store's FTS5 table. That
+// is pdsd's terms split where unicode61 separates but pdsd's term rule does not ('_', a few
+// Greek/Cyrillic signs and marks, kana sound marks and the middle dot; text.cpp's
+// for_each_run), Greek and Cyrillic capitals folded (pdsd lowercases ASCII and Latin-1 only).
+// Not emulated: folding of Latin Extended-A/B capitals (e.g. Ā): a chunk with both cases of
+// such a letter counts two terms here and one in FTS5.
+inline bool unicode61_separates(char32_t c) {
+    return c == '_' || c == 0x375 || c == 0x37E || c == 0x384 || c == 0x385 || c == 0x387 || c == 0x3F6 ||
+           (c >= 0x378 && c <= 0x379) || (c >= 0x380 && c <= 0x383) || c == 0x38B || c == 0x38D || c == 0x3A2 ||
+           (c >= 0x482 && c <= 0x489) || c == 0x3040 || (c >= 0x3097 && c <= 0x309C) || c == 0x30A0 || c == 0x30FB;
+}
+inline char32_t unicode61_fold(char32_t c) {
+    if ((c >= 0x391 && c <= 0x3A9) || (c >= 0x410 && c <= 0x42F)) return c + 0x20;
+    if (c >= 0x400 && c <= 0x40F) return c + 0x50;
+    return c;
+}
+inline std::vector<std::string> fts5_tokens(const std::string& text) {
+    std::vector<std::string> out;
+    for (auto& term : bm25_terms(text, false)) {
+        std::u32string tok;
+        for (char32_t c : utf8_to_u32(term)) {
+            if (!unicode61_separates(c)) { tok += unicode61_fold(c); continue; }
+            if (!tok.empty()) out.push_back(u32_to_utf8(tok));
+            tok.clear();
+        }
+        if (!tok.empty()) out.push_back(u32_to_utf8(tok));
+    }
+    return out;
+}
+
 // FTS5's idf of a term in `df` of `n_rows` chunks: ln((N - df + 0.5) / (df + 0.5)), at least 1e-6.
 inline double fts5_idf(int64_t n_rows, int64_t df) {
     double idf = std::log((static_cast<double>(n_rows) - static_cast<double>(df) + 0.5) / (static_cast<double>(df) + 0.5));

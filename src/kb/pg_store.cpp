@@ -297,14 +297,14 @@ private:
     bool first_ = true, done_ = false;
 };
 
-// A chunk's BM25 terms counted: (term, tf) and its length in terms (FTS5's docsize).
+// A chunk's BM25 tokens counted: (token, tf) and its length in tokens (FTS5's docsize).
 struct ChunkTerms {
     std::vector<std::pair<std::string, int64_t>> tf;
     int64_t length = 0;
 };
 ChunkTerms count_chunk_terms(const std::string& text) {
     std::unordered_map<std::string, int64_t> n;
-    auto terms = bm25_terms(text, false);
+    auto terms = detail::fts5_tokens(text);   // what the local store's FTS5 table holds
     for (auto& t : terms) ++n[t];
     ChunkTerms c;
     c.tf.assign(n.begin(), n.end());
