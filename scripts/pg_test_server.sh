@@ -50,6 +50,8 @@ start_server() {
   bin=$(find_bin) || skip "the pgserver wheel is not installed for $python (pip install pgserver; scripts/requirements-oracle.txt)"
   [[ -x $bin/postgres && -x $bin/initdb && -x $bin/pg_ctl ]] || skip "no initdb/pg_ctl/postgres in $bin"
   if [[ $(id -u) == 0 ]] && ! command -v setpriv >/dev/null; then skip "running as root and setpriv (util-linux) is missing"; fi
+  (cd / && as_server_user test -x "$bin/postgres") \
+    || { echo "the server user cannot run $bin/postgres (was the wheel installed with umask 077?)"; exit 1; }
 
   local tmp
   tmp=$(mktemp -d /tmp/pdsd-pg.XXXXXX)
