@@ -255,7 +255,13 @@ TEST_F(PgStoreTest, RebuildIsOneTransaction) {
     EXPECT_TRUE(store->bm25_top_k("kb1", "alpha", 5).empty());
     EXPECT_EQ(texts_of(other.bm25_top_k("kb1", "gamma", 5)), std::vector<std::string>{"新的 gamma"});
     EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + ".kb_chunks"), "1");
-    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + ".kb_vectors_" + std::to_string(now->id)), "1");
+    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + "." + now->vectors_table), "1");
+    // The vector tables of this and the previous generation stay (a reader that began before
+    // the last commit still reads the previous one); older ones are dropped.
+    store->rebuild_kb(content("kb1", 2, {chunk("a.txt", 0, "新的 gamma", {1, 1})}));
+    EXPECT_EQ(sql_value(server().dsn, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = '" +
+                                          schema_ + "' AND tablename LIKE 'kb\\_vectors\\_%'"),
+              "kb_vectors_" + std::to_string(now->id) + "_2,kb_vectors_" + std::to_string(now->id) + "_3");
     // BM25 only: no vectors, dense refused with a message.
     store->rebuild_kb(content("kb1", 0, {chunk("a.txt", 0, "只有 BM25")}));
     EXPECT_THROW(store->dense_top_k("kb1", {1, 0}, 1), UsageError);
@@ -274,8 +280,9 @@ TEST_F(PgStoreTest, DenseTopKEqualsBruteForceCosine) {
     }
     auto store = open();
     store->rebuild_kb(content("dense", d, chunks));
-    auto id = store->kb_info("dense")->id;
-    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM pg_indexes WHERE schemaname = '" + schema_ + "' AND indexdef LIKE '%hnsw%vector_cosine_ops%' AND tablename = 'kb_vectors_" + std::to_string(id) + "'"), "1");
+    const std::string vt = store->kb_info("dense")->vectors_table;
+    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM pg_indexes WHERE schemaname = '" + schema_ +
+                                          "' AND indexdef LIKE '%hnsw%vector_cosine_ops%' AND tablename = '" + vt + "'"), "1");
 
     auto cosine = [](const std::vector<float>& a, const std::vector<float>& b) {
         double dot = 0, na = 0, nb = 0;
@@ -399,12 +406,13 @@ TEST_F(PgStoreTest, DropKb) {
     auto store = open();
     store->rebuild_kb(content("gone", 2, {chunk("a.txt", 0, "删除我", {1, 0})}));
     store->rebuild_kb(content("kept", 0, {chunk("a.txt", 0, "留下 删除")}));
+    store->rebuild_kb(content("gone", 2, {chunk("a.txt", 0, "删除我", {0, 1})}));   // two vector tables now
     const std::string id = std::to_string(store->kb_info("gone")->id);
     EXPECT_TRUE(store->drop_kb("gone"));
     EXPECT_FALSE(store->kb_info("gone"));
     EXPECT_FALSE(store->drop_kb("gone"));
     EXPECT_THROW(store->bm25_top_k("gone", "删除", 3), DataError);
-    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM information_schema.tables WHERE table_schema = '" + schema_ + "' AND table_name = 'kb_vectors_" + id + "'"), "0");
+    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM information_schema.tables WHERE table_schema = '" + schema_ + "' AND table_name LIKE 'kb\\_vectors\\_" + id + "\\_%'"), "0");
     for (const char* t : {"kb_chunks", "kb_terms", "kb_postings"})
         EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + "." + t + " WHERE kb_id = " + id), "0") << t;
     EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + ".knowledge_file WHERE kb_name = 'gone'"), "0");

@@ -4,18 +4,19 @@
 // Chatchat's columns), the chunks (text + metadata), BM25 in ordinary tables (kb_terms: each
 // term's chunk count; kb_postings: term -> chunk, tf, chunk length, from pdsd's own
 // bm25_terms, since PostgreSQL's text search does not split Chinese this way) and, per KB
-// with an embedder, kb_vectors_<kb id>(chunk_id, embedding vector(d)) with an HNSW index
-// (vector_cosine_ops). A KB's vectors get their own table because vector(d) fixes d and
-// HNSW needs it, while KBs differ in d.
+// with an embedder and per rebuild, kb_vectors_<kb id>_<generation>(chunk_id, embedding
+// vector(d)) with an HNSW index (vector_cosine_ops). A KB's vectors get their own table
+// because vector(d) fixes d and HNSW needs it, while KBs differ in d; a new one per rebuild
+// so the index is built in bulk after the COPY while searches read the previous one.
 //
 // Scores are the local store's (knowledge_base.h's header comment): bm25 = FTS5's -bm25()
 // (same terms, same formula: src/kb/bm25.h), dense = cosine similarity (1 - pgvector's <=>).
 //
 // Reliability: a KB's rebuild is one transaction; a failure (or a killed process) at any
 // point leaves the previous rows, and readers see the old KB until the commit (MVCC: the
-// rebuild deletes and inserts, it takes no lock that blocks a search, unless the vector
-// width changes and kb_vectors_<id> is made again). Rebuilds of one KB from several
-// processes queue on an advisory lock.
+// rebuild deletes rows and writes a new vector table; it takes no lock a search waits for).
+// The previous generation's vector table is dropped by the next rebuild. Rebuilds of one KB
+// from several processes queue on an advisory lock.
 //
 // The connection: a libpq URI or key=value DSN (kb_settings.yaml's pg_connection_uri). The
 // password comes from the environment ($PGPASSWORD, or ~/.pgpass / $PGPASSFILE), never from
@@ -72,6 +73,7 @@ struct PgKbContent {
 struct PgKbInfo {
     int64_t id = 0, generation = 0, dim = 0, chunk_count = 0, term_total = 0, file_count = 0;
     std::string kb_name, kb_info, vs_type, embed_model;
+    std::string vectors_table;   // kb_vectors_<id>_<generation>; "" without vectors
 };
 
 struct PgSearchOptions {
