@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cctype>
 #include <cmath>
 #include <filesystem>
@@ -21,6 +22,10 @@
 #include <random>
 #include <sstream>
 #include <thread>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 using namespace pdsd;
@@ -266,6 +271,65 @@ TEST_F(PgStoreTest, RebuildIsOneTransaction) {
     store->rebuild_kb(content("kb1", 0, {chunk("a.txt", 0, "只有 BM25")}));
     EXPECT_THROW(store->dense_top_k("kb1", {1, 0}, 1), UsageError);
     EXPECT_EQ(texts_of(store->bm25_top_k("kb1", "bm25", 5)), std::vector<std::string>{"只有 BM25"});
+}
+
+// kill -9 of a process in the middle of a rebuild (its postings COPY): the KB stays as it was,
+// searches from another connection meanwhile answer at once with the old KB, and the next
+// rebuild completes.
+TEST_F(PgStoreTest, KilledRebuildLosesNothingAndBlocksNoSearch) {
+    auto store = open();
+    store->rebuild_kb(content("kb", 2, {chunk("a.txt", 0, "旧的 安装 说明", {1, 0}), chunk("a.txt", 1, "旧的 证书", {0, 1})}));
+    const auto before = *store->kb_info("kb");
+    std::vector<PgChunk> big;
+    std::mt19937 rng(3);
+    const std::string han = "安装配置证书密码管理员日志升级失败服务网络端口数据备份恢复权限用户";
+    for (int i = 0; i < 3000; ++i) {
+        std::string t;
+        for (int j = 0; j < 250; ++j) t += han.substr(3 * (rng() % (han.size() / 3)), 3);
+        big.push_back(chunk("big.txt", i, t, {float(rng() % 7) + 1, 1}));
+    }
+    const std::string writer = "pdsd_writer_" + std::to_string(::getpid());   // its connection's application_name
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {   // the writer: its own connection, killed before it commits
+        try {
+            PgStore(dsn_ + "&application_name=" + writer).rebuild_kb(content("kb", 2, big));
+        } catch (...) {
+        }
+        ::_exit(0);
+    }
+    const std::string active = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + writer +
+                               "' AND state = 'active' AND query LIKE 'COPY kb_postings%'";
+    bool copying = false;
+    for (int i = 0; i < 3000 && !copying; ++i) {
+        copying = sql_value(server().dsn, active) == "1";
+        if (!copying) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_TRUE(copying) << "the writer's postings COPY was not seen";
+    auto t0 = std::chrono::steady_clock::now();
+    auto during = store->bm25_top_k("kb", "安装", 5);
+    auto dense = store->dense_top_k("kb", {1, 0}, 1);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer finished before it was killed";
+    EXPECT_EQ(texts_of(during), std::vector<std::string>{"旧的 安装 说明"});
+    ASSERT_EQ(dense.size(), 1u);
+    EXPECT_EQ(dense[0].text, "旧的 安装 说明");
+    EXPECT_LT(ms, 2000) << "searches waited for the rebuild";
+    // The server rolls the dead client's transaction back.
+    const std::string connected = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + writer + "'";
+    for (int i = 0; i < 1000 && sql_value(server().dsn, connected) != "0"; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_EQ(sql_value(server().dsn, connected), "0");
+    const auto after = *store->kb_info("kb");
+    EXPECT_EQ(after.generation, before.generation);
+    EXPECT_EQ(after.chunk_count, 2);
+    EXPECT_EQ(after.vectors_table, before.vectors_table);
+    EXPECT_EQ(sql_value(server().dsn, "SELECT count(*) FROM " + schema_ + ".kb_chunks"), "2");
+    store->rebuild_kb(content("kb", 2, big));   // the rerun completes
+    EXPECT_EQ(store->kb_info("kb")->chunk_count, 3000);
+    EXPECT_EQ(store->bm25_top_k("kb", "旧的", 5).size(), 0u);
 }
 
 TEST_F(PgStoreTest, DenseTopKEqualsBruteForceCosine) {
