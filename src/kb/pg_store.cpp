@@ -194,13 +194,13 @@ struct Conn {
         return scrub_userinfo(trim_message(m));
     }
 
-    [[noreturn]] void fail(const std::string& sql, const std::string& message, std::string hint = {}) const {
-        if (hint.empty()) {
-            if (message.find("extension \"vector\"") != std::string::npos || message.find("type \"vector\"") != std::string::npos)
-                hint = "the server needs pgvector (CREATE EXTENSION vector, as a superuser once)";
-            else if (message.find("server closed") != std::string::npos || message.find("no connection") != std::string::npos)
-                hint = "the connection to PostgreSQL was lost; the transaction was rolled back, run the command again";
-        }
+    [[noreturn]] void fail(const std::string& sql, const std::string& message) const {
+        std::string hint;
+        if (message.find("vector.control") != std::string::npos || message.find("extension \"vector\"") != std::string::npos ||
+            message.find("type \"vector\"") != std::string::npos)
+            hint = "the server needs pgvector (CREATE EXTENSION vector, as a superuser once)";
+        else if (message.find("server closed") != std::string::npos || message.find("no connection") != std::string::npos)
+            hint = "the connection to PostgreSQL was lost; the transaction was rolled back, run the command again";
         // The statement's first line names it (the schema script starts with a newline).
         const size_t b = sql.find_first_not_of('\n');
         const std::string stmt = b == std::string::npos ? sql : sql.substr(b, std::min<size_t>(80, sql.find('\n', b) - b));
