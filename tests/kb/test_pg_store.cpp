@@ -466,6 +466,67 @@ TEST_F(PgStoreTest, Bm25ScoresEqualTheLocalStore) {
     EXPECT_EQ(store->bm25_top_k("samples", "证书过期", 3).size(), 3u);
 }
 
+// From 20 000 chunks both stores drop common query terms (bm25.h keep_query_terms) and the
+// local store scores from its postings: same lists, same scores.
+TEST_F(PgStoreTest, Bm25OfALargeKbPrunesLikeTheLocalStore) {
+    test::TempDir root;
+    const std::string content_dir = root.file("knowledge_base/big/content");
+    fs::create_directories(content_dir);
+    // 40 000 short sentences (> 20 000 chunks of 40 characters): common words (in most chunks) and rare ones.
+    std::mt19937 rng(11);
+    const std::vector<std::string> common = {"系统", "用户", "配置", "server"}, rare = {"证书", "密码", "备份", "端口", "日志", "升级", "quota", "token"};
+    std::ofstream f(content_dir + "/big.txt");
+    for (int i = 0; i < 40000; ++i) {
+        f << common[rng() % common.size()] << common[rng() % common.size()];
+        for (int j = 0; j < 3; ++j) f << (rng() % 50 == 0 ? rare[rng() % rare.size()] + std::to_string(rng() % 40) : common[rng() % common.size()]);
+        f << "。\n\n";
+    }
+    f.close();
+    UpdateOptions uo;
+    uo.kb_names = {"big"};
+    uo.embed_model = "none";
+    uo.chunk_size = 40;
+    uo.chunk_overlap = 0;
+    uo.progress = false;
+    update_knowledge_bases(root.str(), uo);
+
+    PgKbContent pc;
+    pc.kb_name = "big";
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(root.file("knowledge_base/info.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT file_name, chunk_index, text FROM chunks ORDER BY id", -1, &st, nullptr), SQLITE_OK);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        pc.chunks.push_back(chunk(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), sqlite3_column_int64(st, 1),
+                                  reinterpret_cast<const char*>(sqlite3_column_text(st, 2))));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ASSERT_GE(pc.chunks.size(), 20000u);
+    auto store = open();
+    store->rebuild_kb(pc);
+
+    KnowledgeBase local(root.str(), "big");
+    for (const std::string q : {"系统 证书", "用户配置 密码 quota", "server 日志 升级", "系统用户"}) {
+        SearchOptions so;
+        so.mode = "bm25";
+        so.top_k = 30;
+        so.candidates = 30;
+        so.score_threshold = 0.0;   // bm25_scorer auto: postings at this size, with pruning
+        auto lh = local.search(q, so);
+        auto pg = store->bm25_top_k("big", q, 30);
+        ASSERT_EQ(pg.size(), lh.size()) << q;
+        ASSERT_FALSE(pg.empty()) << q;
+        for (size_t i = 0; i < lh.size(); ++i) {
+            EXPECT_EQ(pg[i].chunk_index, lh[i].chunk_index) << q << " rank " << i;
+            EXPECT_NEAR(pg[i].score, lh[i].score, 1e-6 * std::abs(lh[i].score)) << q << " rank " << i;
+        }
+    }
+    // Only the common terms: pruning keeps the rarest of them, in both stores.
+    PgSearchOptions no_prune;
+    no_prune.bm25_prune_df_ratio = 1.0;
+    EXPECT_NE(store->bm25_top_k("big", "系统用户", 5, no_prune)[0].score, store->bm25_top_k("big", "系统用户", 5)[0].score);
+}
+
 TEST_F(PgStoreTest, DropKb) {
     auto store = open();
     store->rebuild_kb(content("gone", 2, {chunk("a.txt", 0, "删除我", {1, 0})}));
