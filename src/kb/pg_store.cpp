@@ -382,22 +382,92 @@ std::optional<PgKbInfo> PgStore::kb_info(const std::string& kb_name) {
     return k;
 }
 
+namespace {
+
+// The BM25 side of a KB's content: each chunk's tokens, each token's chunk count (df) and
+// the total length (FTS5's avgdl = term_total / chunks).
+struct KbTerms {
+    std::vector<ChunkTerms> chunks;
+    std::unordered_map<std::string, int64_t> df;
+    int64_t term_total = 0;
+};
+KbTerms count_kb_terms(const PgKbContent& c) {
+    KbTerms k;
+    k.chunks.reserve(c.chunks.size());
+    for (auto& ch : c.chunks) {
+        k.chunks.push_back(count_chunk_terms(ch.text));
+        for (auto& [t, n] : k.chunks.back().tf) ++k.df[t];
+        k.term_total += k.chunks.back().length;
+    }
+    return k;
+}
+
+// Writes of one KB queue on this lock (released at the transaction's end).
+void lock_kb(const Conn& im, const std::string& kb_name) {
+    im.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", {std::to_string(kLockKb), kb_name});
+}
+
+// Rebuild steps (inside its transaction): `ids` are the chunks' ids, in content order.
+void copy_chunks(const Conn& im, int64_t kb_id, const PgKbContent& c, const std::vector<int64_t>& ids, const KbTerms& terms) {
+    CopyIn copy(im, "COPY kb_chunks(id, kb_id, file_name, chunk_index, text, metadata, start_char, end_char, token_count, term_count) FROM STDIN");
+    for (size_t i = 0; i < c.chunks.size(); ++i) {
+        auto& ch = c.chunks[i];
+        copy.num(ids[i]).num(kb_id).text(ch.file_name).num(ch.chunk_index).text(ch.text).text(ch.metadata_json)
+            .num(ch.start_char).num(ch.end_char).num(static_cast<int64_t>(count_terms(ch.text))).num(terms.chunks[i].length);
+        copy.end_row();
+    }
+    copy.finish();
+}
+void copy_bm25(const Conn& im, int64_t kb_id, const std::vector<int64_t>& ids, const KbTerms& terms) {
+    CopyIn df(im, "COPY kb_terms(kb_id, term, df) FROM STDIN");
+    for (auto& [t, n] : terms.df) {
+        df.num(kb_id).text(t).num(n);
+        df.end_row();
+    }
+    df.finish();
+    CopyIn postings(im, "COPY kb_postings(kb_id, term, chunk_id, tf, doc_len) FROM STDIN");
+    for (size_t i = 0; i < ids.size(); ++i)
+        for (auto& [t, n] : terms.chunks[i].tf) {
+            postings.num(kb_id).text(t).num(ids[i]).num(n).num(terms.chunks[i].length);
+            postings.end_row();
+        }
+    postings.finish();
+}
+// A new table `vt`, filled, then indexed: a bulk HNSW build is ~13x faster than inserting
+// into an indexed table (10k x 1024). Searches read the previous table meanwhile.
+void write_vectors(const Conn& im, const std::string& vt, const PgKbContent& c, const std::vector<int64_t>& ids) {
+    im.exec("CREATE TABLE " + vt + "(chunk_id BIGINT PRIMARY KEY, embedding vector(" + std::to_string(c.dim) + ") NOT NULL)");
+    CopyIn copy(im, "COPY " + vt + "(chunk_id, embedding) FROM STDIN");
+    for (size_t i = 0; i < c.chunks.size(); ++i) {
+        copy.num(ids[i]).text(vector_literal(c.chunks[i].embedding));
+        copy.end_row();
+    }
+    copy.finish();
+    if (c.dim > kHnswMaxDim) return;   // scanned exactly
+    // The graph is built in memory when it fits (pgvector warns and goes slower if not).
+    im.exec("SELECT set_config('maintenance_work_mem', $1, true)", {std::string(kIndexBuildMemory)});
+    im.exec("CREATE INDEX " + vt + "_hnsw ON " + vt + " USING hnsw (embedding vector_cosine_ops)");
+}
+void copy_files(const Conn& im, const PgKbContent& c) {
+    CopyIn copy(im, "COPY knowledge_file(file_name, file_ext, kb_name, document_loader_name, text_splitter_name, "
+                    "file_version, file_mtime, file_size, docs_count, sha256) FROM STDIN");
+    for (auto& f : c.files) {
+        copy.text(f.file_name).text(f.file_ext).text(c.kb_name).text(f.document_loader_name).text(f.text_splitter_name)
+            .num(f.file_version).num(f.file_mtime).num(f.file_size).num(f.docs_count).text(f.sha256);
+        copy.end_row();
+    }
+    copy.finish();
+}
+
+}  // namespace
+
 void PgStore::rebuild_kb(const PgKbContent& c) {
     Impl& im = *impl_;
     check_content(c, im.where);
-    // Terms counted before the transaction: its locks are held for the writes only.
-    std::vector<ChunkTerms> terms;
-    terms.reserve(c.chunks.size());
-    std::unordered_map<std::string, int64_t> df;
-    int64_t term_total = 0;
-    for (auto& ch : c.chunks) {
-        terms.push_back(count_chunk_terms(ch.text));
-        for (auto& [t, n] : terms.back().tf) ++df[t];
-        term_total += terms.back().length;
-    }
+    const KbTerms terms = count_kb_terms(c);   // before the transaction: its locks are held for the writes only
 
     Transaction tx(im);
-    im.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", {std::to_string(kLockKb), c.kb_name});
+    lock_kb(im, c.kb_name);
     auto row = im.exec("SELECT id, generation, old_vectors_table FROM knowledge_base WHERE kb_name = $1 FOR UPDATE", {c.kb_name});
     int64_t id = 0, generation = 0;
     if (PQntuples(row.get()) > 0) {
@@ -416,80 +486,29 @@ void PgStore::rebuild_kb(const PgKbContent& c) {
                             "DELETE FROM kb_chunks WHERE kb_id = $1"})
         im.exec(sql, {kb_id});
     im.exec("DELETE FROM knowledge_file WHERE kb_name = $1", {c.kb_name});
-    // Vectors go to a new table, indexed after the COPY (a bulk HNSW build: ~13x faster than
-    // inserting into an indexed table at 10k x 1024), and the KB's row points at it on commit.
-    // Searches keep reading the previous table meanwhile, without waiting for a lock.
-    const std::string vt = c.dim > 0 ? vectors_table(id, generation + 1) : "";
-    if (!vt.empty())
-        im.exec("CREATE TABLE " + vt + "(chunk_id BIGINT PRIMARY KEY, embedding vector(" + std::to_string(c.dim) + ") NOT NULL)");
 
-    // Chunk ids from the serial, in content order.
-    auto ids = im.exec("SELECT nextval(pg_get_serial_sequence('kb_chunks', 'id')) FROM generate_series(1, $1)",
-                       {std::to_string(c.chunks.size())});
-    std::vector<int64_t> chunk_id(c.chunks.size());
-    for (size_t i = 0; i < chunk_id.size(); ++i) chunk_id[i] = i64(ids.get(), static_cast<int>(i), 0);
-    {
-        CopyIn copy(im, "COPY kb_chunks(id, kb_id, file_name, chunk_index, text, metadata, start_char, end_char, token_count, term_count) FROM STDIN");
-        for (size_t i = 0; i < c.chunks.size(); ++i) {
-            auto& ch = c.chunks[i];
-            copy.num(chunk_id[i]).num(id).text(ch.file_name).num(ch.chunk_index).text(ch.text).text(ch.metadata_json)
-                .num(ch.start_char).num(ch.end_char).num(static_cast<int64_t>(count_terms(ch.text))).num(terms[i].length);
-            copy.end_row();
-        }
-        copy.finish();
-    }
-    {
-        CopyIn copy(im, "COPY kb_terms(kb_id, term, df) FROM STDIN");
-        for (auto& [t, n] : df) {
-            copy.num(id).text(t).num(n);
-            copy.end_row();
-        }
-        copy.finish();
-    }
-    {
-        CopyIn copy(im, "COPY kb_postings(kb_id, term, chunk_id, tf, doc_len) FROM STDIN");
-        for (size_t i = 0; i < c.chunks.size(); ++i)
-            for (auto& [t, n] : terms[i].tf) {
-                copy.num(id).text(t).num(chunk_id[i]).num(n).num(terms[i].length);
-                copy.end_row();
-            }
-        copy.finish();
-    }
-    if (!vt.empty()) {
-        CopyIn copy(im, "COPY " + vt + "(chunk_id, embedding) FROM STDIN");
-        for (size_t i = 0; i < c.chunks.size(); ++i) {
-            copy.num(chunk_id[i]).text(vector_literal(c.chunks[i].embedding));
-            copy.end_row();
-        }
-        copy.finish();
-        if (c.dim <= kHnswMaxDim) {
-            // The graph is built in memory when it fits (pgvector warns and goes slower if not).
-            im.exec("SELECT set_config('maintenance_work_mem', $1, true)", {std::string(kIndexBuildMemory)});
-            im.exec("CREATE INDEX " + vt + "_hnsw ON " + vt + " USING hnsw (embedding vector_cosine_ops)");
-        }
-    }
-    {
-        CopyIn copy(im, "COPY knowledge_file(file_name, file_ext, kb_name, document_loader_name, text_splitter_name, "
-                        "file_version, file_mtime, file_size, docs_count, sha256) FROM STDIN");
-        for (auto& f : c.files) {
-            copy.text(f.file_name).text(f.file_ext).text(c.kb_name).text(f.document_loader_name).text(f.text_splitter_name)
-                .num(f.file_version).num(f.file_mtime).num(f.file_size).num(f.docs_count).text(f.sha256);
-            copy.end_row();
-        }
-        copy.finish();
-    }
+    auto id_rows = im.exec("SELECT nextval(pg_get_serial_sequence('kb_chunks', 'id')) FROM generate_series(1, $1)",
+                           {std::to_string(c.chunks.size())});
+    std::vector<int64_t> ids(c.chunks.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = i64(id_rows.get(), static_cast<int>(i), 0);
+    copy_chunks(im, id, c, ids, terms);
+    copy_bm25(im, id, ids, terms);
+    const std::string vt = c.dim > 0 ? vectors_table(id, generation + 1) : "";
+    if (!vt.empty()) write_vectors(im, vt, c, ids);
+    copy_files(im, c);
     im.exec("UPDATE knowledge_base SET kb_info = COALESCE(NULLIF($2, ''), kb_info), vs_type = 'pg', embed_model = $3, "
             "file_count = $4, chunk_size = $5, chunk_overlap = $6, dim = $7, chunk_count = $8, term_total = $9, "
             "generation = generation + 1, old_vectors_table = vectors_table, vectors_table = NULLIF($10, '') WHERE id = $1",
             {kb_id, c.kb_info, c.embed_model, std::to_string(c.files.size()), std::to_string(c.chunk_size),
-             std::to_string(c.chunk_overlap), std::to_string(c.dim), std::to_string(c.chunks.size()), std::to_string(term_total), vt});
+             std::to_string(c.chunk_overlap), std::to_string(c.dim), std::to_string(c.chunks.size()),
+             std::to_string(terms.term_total), vt});
     tx.commit();
 }
 
 bool PgStore::drop_kb(const std::string& kb_name) {
     Impl& im = *impl_;
     Transaction tx(im);
-    im.exec("SELECT pg_advisory_xact_lock($1, hashtext($2))", {std::to_string(kLockKb), kb_name});
+    lock_kb(im, kb_name);
     auto row = im.exec("SELECT id, vectors_table, old_vectors_table FROM knowledge_base WHERE kb_name = $1 FOR UPDATE", {kb_name});
     if (PQntuples(row.get()) == 0) return false;   // the transaction rolls back: nothing was written
     const int64_t id = i64(row.get(), 0, 0);
