@@ -132,6 +132,36 @@ std::vector<std::string> texts_of(const std::vector<SearchHit>& hits) {
     return v;
 }
 
+// Index root/knowledge_base/<kb>/content with the local store (BM25 only, chunk_size / overlap
+// given) and return its chunks, in id order, as the PostgreSQL store's content.
+PgKbContent index_locally(const std::string& root, const std::string& kb, int64_t chunk_size, int64_t chunk_overlap) {
+    UpdateOptions uo;
+    uo.kb_names = {kb};
+    uo.embed_model = "none";
+    uo.chunk_size = chunk_size;
+    uo.chunk_overlap = chunk_overlap;
+    uo.progress = false;
+    update_knowledge_bases(root, uo);
+    PgKbContent pc;
+    pc.kb_name = kb;
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open_v2((root + "/knowledge_base/info.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE kb_name = ? ORDER BY id",
+                                 -1, &st, nullptr), SQLITE_OK);
+    sqlite3_bind_text(st, 1, kb.c_str(), -1, SQLITE_TRANSIENT);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        PgChunk c = chunk(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), sqlite3_column_int64(st, 1),
+                          reinterpret_cast<const char*>(sqlite3_column_text(st, 2)));
+        c.start_char = sqlite3_column_int64(st, 3);
+        c.end_char = sqlite3_column_int64(st, 4);
+        pc.chunks.push_back(c);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return pc;
+}
+
 }  // namespace
 
 // ---- settings (no server needed) ------------------------------------------------------
@@ -400,29 +430,7 @@ TEST_F(PgStoreTest, Bm25ScoresEqualTheLocalStore) {
            // Where pdsd's terms and FTS5's unicode61 tokens differ (bm25.h, fts5_tokens):
            // '_' inside a word, Cyrillic capitals, the katakana middle dot.
            "Set max_connections and queue_limit. ПАРОЛЬ сервера: пароль. カタ・カナ.\n";
-    UpdateOptions uo;
-    uo.kb_names = {"samples"};
-    uo.embed_model = "none";
-    uo.chunk_size = 120;
-    uo.chunk_overlap = 20;
-    uo.progress = false;
-    update_knowledge_bases(root.str(), uo);
-
-    PgKbContent pc;
-    pc.kb_name = "samples";
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open_v2(root.file("knowledge_base/info.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT file_name, chunk_index, text, start_char, end_char FROM chunks WHERE kb_name = 'samples' ORDER BY id", -1, &st, nullptr), SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        PgChunk c = chunk(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), sqlite3_column_int64(st, 1),
-                          reinterpret_cast<const char*>(sqlite3_column_text(st, 2)));
-        c.start_char = sqlite3_column_int64(st, 3);
-        c.end_char = sqlite3_column_int64(st, 4);
-        pc.chunks.push_back(c);
-    }
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    PgKbContent pc = index_locally(root.str(), "samples", 120, 20);
     ASSERT_GT(pc.chunks.size(), 30u);
     auto store = open();
     store->rebuild_kb(pc);
@@ -482,25 +490,7 @@ TEST_F(PgStoreTest, Bm25OfALargeKbPrunesLikeTheLocalStore) {
         f << "。\n\n";
     }
     f.close();
-    UpdateOptions uo;
-    uo.kb_names = {"big"};
-    uo.embed_model = "none";
-    uo.chunk_size = 40;
-    uo.chunk_overlap = 0;
-    uo.progress = false;
-    update_knowledge_bases(root.str(), uo);
-
-    PgKbContent pc;
-    pc.kb_name = "big";
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open_v2(root.file("knowledge_base/info.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
-    sqlite3_stmt* st = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT file_name, chunk_index, text FROM chunks ORDER BY id", -1, &st, nullptr), SQLITE_OK);
-    while (sqlite3_step(st) == SQLITE_ROW)
-        pc.chunks.push_back(chunk(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), sqlite3_column_int64(st, 1),
-                                  reinterpret_cast<const char*>(sqlite3_column_text(st, 2))));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    PgKbContent pc = index_locally(root.str(), "big", 40, 0);
     ASSERT_GE(pc.chunks.size(), 20000u);
     auto store = open();
     store->rebuild_kb(pc);
