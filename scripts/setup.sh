@@ -16,7 +16,8 @@ APT_PACKAGES=(cmake g++ ninja-build pkg-config ccache git python3-venv
   libfaiss-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libspdlog-dev
   libsqlite3-dev libcpp-httplib-dev libyaml-cpp-dev libutf8proc-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpoppler-cpp-dev
-  libcairo2-dev fonts-dejavu-core libzip-dev libxml2-dev libsentencepiece-dev libedit-dev)
+  libcairo2-dev fonts-dejavu-core libzip-dev libxml2-dev libsentencepiece-dev libedit-dev
+  libpq-dev)   # libpq: the PostgreSQL knowledge-base store (vs_type pg); optional, compiled out without it
 # Test-only: the web page is checked in headless Chromium (scripts/oracle/web_page_test.py).
 [[ "${PDSD_TEST_VENV:-0}" == 1 ]] && APT_PACKAGES+=(chromium chromium-driver fonts-noto-cjk)
 

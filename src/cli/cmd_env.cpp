@@ -2,6 +2,7 @@
 #include "commands.h"
 
 #include "pdsd/core/version.h"
+#include "pdsd/kb/pg_store.h"
 #include "pdsd/model/cpu_decode.h"
 #include "pdsd/model/quant.h"
 
@@ -55,6 +56,7 @@ void print_env() {
     std::printf("- FAISS version: %d.%d.%d\n", FAISS_VERSION_MAJOR, FAISS_VERSION_MINOR, FAISS_VERSION_PATCH);
     std::printf("- SQLite version: %s (FTS5: %s)\n", sqlite3_libversion(),
                 sqlite3_compileoption_used("ENABLE_FTS5") ? "yes" : "no");
+    std::printf("- PostgreSQL store (vs_type pg): %s\n", pdsd::kb::pg_store_available() ? "yes (libpq)" : "no (built without libpq)");
 }
 }  // namespace
 

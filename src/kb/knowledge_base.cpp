@@ -8,8 +8,10 @@
 #include "pdsd/core/log.h"
 #include "pdsd/core/progress.h"
 #include "pdsd/kb/loader.h"
+#include "pdsd/kb/pg_store.h"
 #include "pdsd/kb/splitter.h"
 #include "pdsd/kb/text.h"
+#include "bm25.h"
 #include "ivf_compact.h"
 #include "sqlite_db.h"
 
@@ -117,7 +119,12 @@ KbSettings load_kb_settings(const std::string& root) {
     schema.add("RERANKER_MODEL", &s.reranker_model, "cross-encoder folder or name under <root>/models (bge-reranker-*)");
     schema.add("RERANKER_MAX_LENGTH", &s.reranker_max_length, "tokens per (query, chunk) pair given to the reranker");
     schema.add("rerank_top_n", &s.rerank_top_n, "fused candidates the reranker rescores before top_k");
+    schema.add("vs_type", &s.vs_type, "knowledge-base store: faiss (local folder) | pg (PostgreSQL + pgvector)");
+    schema.add("pg_connection_uri", &s.pg_connection_uri, "vs_type pg: postgresql://USER@HOST:PORT/DB (password from $PGPASSWORD)");
     schema.load_yaml(path);
+    if (s.vs_type != "faiss" && s.vs_type != "pg")
+        throw ConfigError(ErrorInfo{path}.at("vs_type").expected("faiss or pg").found(s.vs_type)
+                              .hint("Chatchat's milvus / es / chromadb stores are not in pdsd"));
     if (!weights.empty()) {
         if (weights.size() != 2)
             throw ConfigError(ErrorInfo{path}.at("hybrid_weights").expected("two numbers [bm25, dense]").found(std::to_string(weights.size()) + " values"));
@@ -155,6 +162,16 @@ std::string now_string() {
     char buf[32];
     std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
     return buf;
+}
+
+// vs_type pg: the PostgreSQL store (pg_store.h) is not yet what the kb verbs and search run
+// on (issue #22); refuse rather than quietly use the local store.
+void require_local_store(const KbSettings& settings, const std::string& root) {
+    if (settings.vs_type == "faiss") return;
+    const std::string path = (fs::path(root) / "kb_settings.yaml").string();
+    pg_dsn_from_settings(settings, path);   // without libpq: that this build has no PostgreSQL store
+    throw UsageError(ErrorInfo{path}.at("vs_type").msg("the kb verbs and search do not run on the PostgreSQL store yet")
+                         .found("pg").hint("set vs_type: faiss for now (the local store); see docs/knowledge_base.md, PostgreSQL store"));
 }
 
 void validate_kb_name(const std::string& kb) {
@@ -203,24 +220,6 @@ void ensure_schema(Db& db) {
 }
 
 std::string fts_table(int64_t kb_id) { return "chunks_fts_" + std::to_string(kb_id); }
-
-std::string fts_terms(const std::string& text, bool query) {
-    auto terms = bm25_terms(text, query);
-    std::string out;
-    for (auto& t : terms) {
-        if (!out.empty()) out += ' ';
-        out += t;
-    }
-    return out;
-}
-
-std::vector<std::string> distinct_query_terms(const std::string& query) {
-    std::vector<std::string> out;
-    std::set<std::string> seen;
-    for (auto& t : bm25_terms(query, true))
-        if (seen.insert(t).second) out.push_back(t);
-    return out;
-}
 
 // FTS5 MATCH expression: the terms OR-ed, each quoted.
 std::string match_expression(const std::vector<std::string>& terms) {
@@ -629,7 +628,7 @@ struct Indexer {
                     .bind(5, c.start).bind(6, c.end).bind(7, count_terms(c.text));
                 ins_chunk.run();
                 int64_t id = sqlite3_last_insert_rowid(db.get());
-                ins_fts.bind(1, id).bind(2, fts_terms(c.text, false));
+                ins_fts.bind(1, id).bind(2, detail::indexed_terms(c.text));
                 ins_fts.run();
                 if (collect_texts) {
                     new_ids.push_back(id);
@@ -649,6 +648,7 @@ struct Indexer {
 void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const UpdateOptions& opt,
                 const KbSettings& settings, const std::vector<std::string>* only_files, UpdateReport& report) {
     validate_kb_name(kb_name);
+    require_local_store(settings, paths.root);
     std::string content = paths.content_dir(kb_name);
     std::string embed_name = embed_model_spec(!opt.embed_model.empty() ? opt.embed_model : settings.embed_model);
     std::unique_ptr<Embedder> embedder = open_embedder(paths.root, embed_name, settings);   // before any work: fail fast
@@ -1101,8 +1101,6 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
 
 // ---- search --------------------------------------------------------------------
 
-constexpr int64_t kPruneMinChunks = 20000;
-
 // One SQLite read connection and the search statements prepared on it. A connection and
 // its statements serve one thread at a time (the temp fts5vocab tables are per connection),
 // so each concurrent search leases its own from the KB's pool.
@@ -1228,19 +1226,17 @@ struct KnowledgeBase::Impl {
                                                          size_t depth) {
         load_doc_len(r);
         Stmt& inst = *r.inst;
-        constexpr double k1 = 1.2, b = 0.75;
         std::unordered_map<int64_t, double> score;
         score.reserve(4096);
         for (auto& [df, term] : terms) {
-            double idf = std::log((static_cast<double>(fts_rows) - static_cast<double>(df) + 0.5) / (static_cast<double>(df) + 0.5));
-            if (idf <= 0.0) idf = 1e-6;
+            const double idf = detail::fts5_idf(fts_rows, df);
             int64_t cur = -1;
             double tf = 0;
             auto flush = [&] {
                 if (cur < 0) return;
                 auto it = doc_len.find(cur);
                 double D = it == doc_len.end() ? avg_len : static_cast<double>(it->second);
-                score[cur] += idf * ((tf * (k1 + 1.0)) / (tf + k1 * (1 - b + b * D / avg_len)));
+                score[cur] += detail::fts5_term_score(idf, tf, D, avg_len);
             };
             inst.bind(1, term);
             while (inst.step()) {
@@ -1338,6 +1334,8 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
     im.paths = KbPaths{root};
     // Stamps before the rows: a write in between makes is_current() false (never a stale true).
     im.settings_stamp = file_stamp((fs::path(root) / "kb_settings.yaml").string());
+    im.settings = load_kb_settings(root);
+    require_local_store(im.settings, root);
     auto db = open_db(im.paths, false);
     im.db_inode = file_stamp(im.paths.info_db()).inode;
     im.kb = get_kb(*db, kb_name);
@@ -1345,7 +1343,6 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
         throw DataError(ErrorInfo{im.paths.info_db()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
                             .hint("build it with pdsd kb -r -n " + kb_name + " (see pdsd kb list)"));
     if (im.kb.embed_model != "none") im.index_stamp = file_stamp(im.paths.index_path(kb_name, im.kb.embed_model));
-    im.settings = load_kb_settings(root);
     im.lookup = std::move(lookup);
     Stmt c(*db, "SELECT count(*) FROM chunks WHERE kb_name = ?");
     c.bind(1, kb_name);
@@ -1541,10 +1538,10 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
         // Large KBs: terms found in more than 2% of the chunks (bm25_prune_df_ratio) are dropped from the query
         // while rarer terms remain (their IDF is small, and their posting lists are what
         // makes FTS5 slow); see docs/knowledge_base.md.
-        std::vector<std::string> terms = distinct_query_terms(query);
+        std::vector<std::string> terms = detail::distinct_query_terms(query);
         if (o.bm25_scorer != "auto" && o.bm25_scorer != "fts5" && o.bm25_scorer != "postings")
             throw UsageError(ErrorInfo{}.at("bm25_scorer").expected("auto, fts5 or postings").found(o.bm25_scorer));
-        const bool large = chunks >= kPruneMinChunks;
+        const bool large = chunks >= detail::kPruneMinChunks;
         const bool postings = o.bm25_scorer == "postings" || (o.bm25_scorer == "auto" && large);
         std::vector<std::pair<int64_t, std::string>> df;   // (chunks containing the term, term), rarest first
         if (postings || (large && terms.size() > 1)) {
@@ -1553,13 +1550,7 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
                 df.push_back({rd.vocab->step() ? rd.vocab->i64(0) : 0, t});
                 rd.vocab->reset();
             }
-            std::sort(df.begin(), df.end());
-            const int64_t limit = large ? static_cast<int64_t>(o.bm25_prune_df_ratio * static_cast<double>(chunks))
-                                        : std::numeric_limits<int64_t>::max();
-            std::vector<std::pair<int64_t, std::string>> kept;
-            for (auto& e : df)
-                if (e.first > 0 && (e.first <= limit || kept.empty())) kept.push_back(e);
-            df = std::move(kept);
+            df = detail::keep_query_terms(std::move(df), chunks, o.bm25_prune_df_ratio);
             terms.clear();
             for (auto& e : df) terms.push_back(e.second);
         }

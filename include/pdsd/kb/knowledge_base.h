@@ -96,6 +96,12 @@ struct KbSettings {
     std::string reranker_model = "bge-reranker-large";
     int64_t reranker_max_length = 1024;
     int64_t rerank_top_n = 20;              // fused candidates the reranker rescores
+    // The store (Chatchat's vs_type): faiss = this folder's FAISS + SQLite; pg = PostgreSQL +
+    // pgvector at pg_connection_uri (a libpq URI without the password: $PGPASSWORD or
+    // ~/.pgpass). The kb verbs and search run on faiss only so far and refuse pg with a
+    // message (pdsd/kb/pg_store.h is the PostgreSQL store's API; docs/knowledge_base.md).
+    std::string vs_type = "faiss";
+    std::string pg_connection_uri;
 };
 KbSettings load_kb_settings(const std::string& root);
 
