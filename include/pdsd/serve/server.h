@@ -7,7 +7,9 @@
 //                          delete_docs, recreate_vector_store, download_doc}, POST /chat/kb_chat
 //   Operations             GET /health, GET /metrics (Prometheus text), GET / (the web page)
 //
-// One model, one generation worker: generation requests wait in a bounded FIFO queue
+//   Model switching        GET /pdsd/models, POST /pdsd/models/load (model_routes.h)
+//
+// One model at a time (switchable at runtime), one generation worker: generation requests wait in a bounded FIFO queue
 // (ServeOptions::queue_size, counting the running one); when it is full the request gets
 // 429 with Retry-After. A streaming client that disconnects stops its generation at the next
 // token. Every error is OpenAI's shape {"error":{"message","type","param","code"}} with a
@@ -73,6 +75,9 @@ public:
     // Tests: while paused the worker starts no new generation (queued requests wait), so the
     // queue can be filled deterministically.
     void pause_worker(bool paused);
+    // Tests: while paused a model load (POST /pdsd/models/load) finishes loading but waits
+    // before it swaps, so "a load is running" lasts as long as the test needs.
+    void pause_model_swaps(bool paused);
 
 private:
     struct Impl;
