@@ -269,8 +269,8 @@ json checkpoints(const std::string& out_dir) {
     return out;
 }
 
-// How to chat with what a finished job made: serve loads one model (and adapter) at start,
-// so the page shows the command to run.
+// The command line that serves what a finished job made (the page's 在对话中使用 loads it into
+// the running server instead: POST /pdsd/models/load).
 std::string serve_command(const TrainRoutes::Job& j) {
     auto key = [&](const char* k) { return j.keys.value(k, std::string()); };
     if (j.kind == "export") return command_line({"serve", "--model", j.out_dir});
