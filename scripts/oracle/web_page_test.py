@@ -21,14 +21,15 @@ the Training tab lists the datasets of dataset_info.json (this repository's data
 root) with a preview of one example, previews the `pdsd train` command and its dry-run plan, runs
 3 steps on the tiny model whose loss curve appears (an SVG path through 3 points) with the
 checkpoint list and the `pdsd serve --adapter` line; the run's adapter (and its checkpoint) is in
-the dialogue's model picker, picking it shows 加载中… and swaps the server's model (/health's id is
+the dialogue's model picker (a broken model folder picked there shows its error in place and the
+old model keeps serving), picking the run shows 加载中… and swaps the server's model (/health's id is
 the run's), and an LLM chat answer then equals `pdsd chat --adapter` greedy output for the same
 question (and differs from the base model's); the picker goes back to the base model, the
 Training tab's 在对话中使用 button loads the run again and opens the dialogue; the Export tab
 merges that adapter (the finished run is offered in its adapter list) and its 在对话中使用 loads
 the merged model, whose answer equals `pdsd chat --model <export>`.
 Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png / <stem>_train.png /
-<stem>_models.png beside it.
+<stem>_model_error.png / <stem>_models.png beside it.
 
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
@@ -105,6 +106,11 @@ def main():
             shutil.copy(os.path.join(repo_data, name), root)
         run([a.pdsd, "model", "init", "--preset", "tiny", "--out", model, "--seed", "7",
              "--tokenizer", os.path.join(a.fixtures, "qwen-tokenizer")])
+        broken = os.path.join(root, "models", "broken")   # listed by the model picker, fails to load
+        os.makedirs(broken)
+        shutil.copy(os.path.join(a.fixtures, "qwen-tokenizer", "tokenizer.json"), broken)
+        with open(os.path.join(broken, "config.json"), "w") as f:
+            f.write("{ not json")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = open(os.path.join(tmp, "serve.log"), "w")
@@ -542,14 +548,18 @@ def use_button(driver, wait, by_id, base, button, want_id):
 def use_models(driver, wait, by_id, options, shot, model, base, root, pdsd, no_error, run_dir):
     """The finished run in the dialogue's model picker: picked, loaded (/health's id changes), and
     its greedy answer is `pdsd chat --adapter`'s; back to the base, then the Training tab's button."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
     run = os.path.relpath(os.path.realpath(run_dir), os.path.realpath(root))
-    choices = {}   # adapter or model path -> the picker's option value (the load body)
-    for v in options("model"):
-        if v:
-            c = json.loads(v)
-            choices[c.get("adapter") or c.get("model")] = v
+
+    def picker():   # adapter or model path -> the picker's option value (the load body)
+        return {(c.get("adapter") or c.get("model")): v for v in options("model") if v for c in [json.loads(v)]}
+    try:   # the page refreshes the picker when it sees the run finish
+        WebDriverWait(driver, 10).until(lambda d: run in picker() and run + "/checkpoint-2" in picker())
+    except TimeoutException:
+        pass
+    choices = picker()
     if run not in choices or run + "/checkpoint-2" not in choices:
         sys.exit(f"FAIL: the model picker does not offer the run {run!r} and its checkpoint-2: {sorted(choices)}")
     base_choice = choices.get(os.path.realpath(model))
@@ -560,10 +570,19 @@ def use_models(driver, wait, by_id, options, shot, model, base, root, pdsd, no_e
         new MutationObserver(() => window.__modelStatus.push(document.getElementById('modelStatus').textContent))
           .observe(document.getElementById('modelStatus'), {subtree: true, childList: true, characterData: true});
     """)
+    # A model that does not load: the error in place, the old model still serving and selected.
+    Select(by_id("model")).select_by_value(choices["models/broken"])
+    wait.until(lambda d: by_id("modelStatus").text.startswith(("已加载", "加载失败")))
+    failed = by_id("modelStatus").text
+    if not failed.startswith("加载失败") or "models/broken" not in failed or health_model(base) != os.path.basename(model) \
+            or json.loads(Select(by_id("model")).first_selected_option.get_attribute("value")).get("model") != os.path.realpath(model):
+        sys.exit(f"FAIL: a broken model: status {failed!r}, /health {health_model(base)!r}")
+    print(f"broken model picked: {failed[:90]!r}; still serving {health_model(base)!r}")
+    shot("model_error")
     Select(by_id("model")).select_by_value(choices[run])
     status = wait_loaded(wait, by_id, base, os.path.basename(run))
     seen = driver.execute_script("return window.__modelStatus;")
-    if "加载中…" not in seen:
+    if seen.count("加载中…") < 2:   # the broken model's load, then the run's
         sys.exit(f"FAIL: no 加载中… while the adapter loaded (status texts {seen})")
     loaded = http_json(base + "/pdsd/models")["data"]["loaded"]
     if loaded["adapter"] != run:

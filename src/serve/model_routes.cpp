@@ -29,7 +29,8 @@ bool is_model(const fs::path& d) { return has_file(d, "config.json") && (has_fil
 bool is_adapter(const fs::path& d) { return has_file(d, "adapter_config.json"); }
 
 bool is_checkpoint(const std::string& name) {
-    return name.size() > 11 && name.rfind("checkpoint-", 0) == 0 && std::all_of(name.begin() + 11, name.end(), ::isdigit);
+    return name.size() > 11 && name.rfind("checkpoint-", 0) == 0 &&
+           std::all_of(name.begin() + 11, name.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
 }
 
 // The id a model gets when none is given: the adapter's run ("run" or "run/checkpoint-N"),

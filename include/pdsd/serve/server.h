@@ -32,7 +32,7 @@ struct ServeOptions {
     int port = 7861;                        // 0: any free port (see Server::bind)
     std::string api_key;                    // non-empty: every route but /health (and the page) needs "Bearer <key>"
     std::string model_dir;                  // "" : no chat model (KB routes, embeddings and retrieval-only kb_chat)
-    std::string model_name;                 // id shown in /v1/models; "" : the model folder's name
+    std::string model_name;                 // id shown in /v1/models; "" : the adapter's run name, else the model folder's name
     std::string adapter_dir;                // LoRA adapter applied unmerged at load
     std::string device = "cpu", dtype;
     std::string quant;                      // none | int8 | int4 (model/quant.h); "": model_settings.yaml's quant
