@@ -189,7 +189,13 @@ std::shared_ptr<ModelRoutes::Outcome> ModelRoutes::start_load(Request r) {
                             error_type(409), "model", "model_loading"};
         loading_ = {{"model", relative(r.options.model)}, {"adapter", relative(r.options.adapter)}, {"started", unix_now()}};
         previous = std::move(loader_);   // finished: loading_ was null (it may still be freeing the model it replaced)
-        loader_ = std::thread([this, r = std::move(r), done]() mutable { run_load(std::move(r), *done); });
+        try {
+            loader_ = std::thread([this, r = std::move(r), done]() mutable { run_load(std::move(r), *done); });
+        } catch (...) {                  // no thread: no load is running
+            loading_ = nullptr;
+            loader_ = std::move(previous);
+            throw;
+        }
     }
     if (previous.joinable()) previous.join();
     return done;
