@@ -15,7 +15,8 @@ its webui_pages/kb_chat.py. Set-up, the way a Chatchat user would do it with pds
 Then every call of the web UI: list/search (the client's default score_threshold 2.0 returns
 what `pdsd kb search` returns, dense and bm25), create -> upload -> list -> search -> update_docs
 -> update_info -> delete_docs -> delete KB, recreate_vector_store (one progress frame per file,
-none lost), server configs and prompt template, KB chat through the openai client (first chunk
+none lost), server configs and prompt templates (Chatchat's defaults, byte for byte), a file's
+chunks (search_kb_docs with file_name, the KB page's document view), KB chat through the openai client (first chunk
 carries docs, byte for byte what Chatchat's format_reference makes of the search; with and
 without return_direct), file chat (upload_temp_docs, then the temp_kb route and
 /chat/file_chat), /chat/chat/completions, and search_engine's offline error.
@@ -213,6 +214,23 @@ def main():
         check(cfg.get("api_address", "").startswith("http://"), f"get_server_configs -> {cfg}")
         tpl = json.loads(api.get_prompt_template("rag", "default"))
         check("{{context}}" in tpl.get("data", "") and "{{question}}" in tpl["data"], "get_prompt_template rag/default")
+        # every llm_model / rag default of Chatchat's PromptSettings, byte for byte, from the
+        # prompt_settings.yaml pdsd init wrote; an unknown name is Chatchat's "not found"
+        from chatchat.settings import PromptSettings
+        for ty in ("llm_model", "rag"):
+            for name, want in PromptSettings.model_fields[ty].default.items():
+                got = json.loads(api.get_prompt_template(ty, name))
+                check(got.get("code") == 200 and got.get("data") == want, f"get_prompt_template {ty}/{name} == Chatchat's default")
+        got = json.loads(api.get_prompt_template("rag", "nope"))
+        check(got.get("code") != 200 and got.get("msg", "").startswith("Prompt template not found"), f"get_prompt_template rag/nope -> {got.get('msg')!r}")
+
+        # the KB page's view of one file: search_kb_docs(file_name=...) without a query = its chunks, in order
+        biggest = max(api.list_kb_docs("samples"), key=lambda f: f["docs_count"])   # the file of most chunks
+        sample = biggest["file_name"]
+        docs = api.search_kb_docs(knowledge_base_name="samples", file_name=sample)
+        check(len(docs) == biggest["docs_count"] > 1 and all(d["metadata"]["source"] == sample and d["page_content"] for d in docs)
+              and [d["metadata"]["chunk_index"] for d in docs] == list(range(len(docs))),
+              f"search_kb_docs(file_name={sample!r}): {len(docs)} chunks of that file, in order")
 
         # KB chat, as webui_pages/kb_chat.py calls it
         messages = [{"role": "user", "content": QUERIES[0]}]

@@ -5,17 +5,23 @@
 # venv or its packages.
 # With a fifth argument `qlora` (ctest oracle_qlora_peft) the base is trained and evaluated in
 # 4-bit NF4 with double quantization (`--quantization_bit 4`), and PEFT attaches the adapter to
-# the base dequantized by bitsandbytes' reference kernels.
-#   peft_adapter_check.sh PDSD SOURCE_DIR FIXTURES_DIR PYTHON [qlora]
+# the base dequantized by bitsandbytes' reference kernels; with `qlora8` (oracle_qlora8_peft) in
+# 8-bit int8 rows (`--quantization_bit 8`), dequantized as bitsandbytes' Linear8bitLt trains.
+#   peft_adapter_check.sh PDSD SOURCE_DIR FIXTURES_DIR PYTHON [qlora | qlora8]
 set -euo pipefail
 PDSD=$1; SRC=$2; FIX=$3; PY=$4; MODE=${5:-lora}
 [[ -x $PY ]] || { echo "SKIP: no python at $PY"; exit 77; }
 "$PY" -c "import torch, transformers, peft, safetensors" 2>/dev/null || { echo "SKIP: torch/transformers/peft missing in $PY"; exit 77; }
 QUANT=(); CHECK=()
-if [[ $MODE == qlora ]]; then
+if [[ $MODE == qlora* ]]; then
   "$PY" -c "import bitsandbytes" 2>/dev/null || { echo "SKIP: bitsandbytes missing in $PY"; exit 77; }
+fi
+if [[ $MODE == qlora ]]; then
   QUANT=(--quantization_bit 4 --quantization_type nf4 --double_quantization true)
   CHECK=(--nf4 nf4 --double-quant)
+elif [[ $MODE == qlora8 ]]; then
+  QUANT=(--quantization_bit 8)
+  CHECK=(--int8)
 fi
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 cd "$SRC"

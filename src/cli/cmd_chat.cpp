@@ -11,6 +11,7 @@
 #include "pdsd/core/log.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/model/generate.h"
+#include "pdsd/rag/prompt_settings.h"
 #include "pdsd/rag/retriever.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
@@ -25,7 +26,7 @@ namespace pdsd::cli {
 namespace {
 
 struct ChatOpts {
-    std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter, rerank;
+    std::string model, device = "cpu", dtype, system, question, kb, root, mode, adapter, rerank, prompt_name;
     std::string quant;  // --quant, else model_settings.yaml's quant:
     std::optional<double> temperature, top_p, repetition_penalty, score_threshold;
     std::optional<int64_t> top_k, max_new_tokens, seed, kb_top_k, history_len, rerank_top_n;
@@ -69,6 +70,11 @@ std::string tty_banner(const std::string& model_dir, const std::string& kb) {
 
 void run_chat(const ChatOpts& o, CLI::App* cmd) {
     std::string root = kb::resolve_root(o.root);
+    // The template first: a wrong --prompt_name fails before the model loads.
+    rag::PromptTemplates templates;
+    if (!o.kb.empty()) templates = rag::load_prompt_settings(root).rag(o.prompt_name.empty() ? "default" : o.prompt_name, "--prompt_name");
+    else if (!o.prompt_name.empty())
+        throw UsageError(ErrorInfo{}.at("--prompt_name").msg("--prompt_name picks a rag template: it needs --kb NAME"));
     chat::ChatModel cm = chat::load_chat_model({root, o.model, o.adapter, o.device, o.dtype, o.quant});
     const std::string& model_dir = cm.dir;
     std::unique_ptr<tokenizer::Tokenizer>& tok = cm.tokenizer;
@@ -76,6 +82,7 @@ void run_chat(const ChatOpts& o, CLI::App* cmd) {
     rag::Retriever retriever;  // the KB as serve, kb search and kb eval open it
     std::shared_ptr<const kb::KnowledgeBase> base;
     chat::ChatOptions co;
+    co.templates = templates;
     if (!o.kb.empty()) {
         base = retriever.get(root, o.kb);
         kb::SearchOverrides ov{o.kb_top_k, o.rerank_top_n, o.score_threshold, std::nullopt, std::nullopt, std::nullopt};
@@ -150,6 +157,7 @@ void register_chat(CLI::App& app, Registry& registry) {
     cmd->add_option("--search_mode", o->mode, "bm25 | dense | hybrid (default: kb_settings.yaml)");
     cmd->add_option("--rerank", o->rerank, "rerank retrieved chunks with this cross-encoder (none = off; default: kb_settings.yaml USE_RERANKER)");
     cmd->add_option("--rerank-top-n,--rerank_top_n", o->rerank_top_n, "chunks the reranker rescores before --kb_top_k (default: kb_settings.yaml, 20)");
+    cmd->add_option("--prompt_name", o->prompt_name, "rag template of <root>/prompt_settings.yaml for --kb answers (default: default; rag.empty when no chunk is kept)");
     cmd->add_flag("--no_sources", o->no_sources, "do not print the sources after a RAG answer");
     registry.add(cmd, [o, cmd] { run_chat(*o, cmd); });
 }

@@ -9,7 +9,9 @@
 #include "commands.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
 #include "pdsd/kb/knowledge_base.h"
+#include "pdsd/rag/prompt_settings.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -37,7 +39,7 @@ void register_init(CLI::App& app, Registry& registry) {
         bool recreate = false;
     };
     auto opts = std::make_shared<Opts>();
-    auto* cmd = app.add_subcommand("init", "create the data root (knowledge_base/, the samples KB, kb_settings.yaml, model_settings.yaml)");
+    auto* cmd = app.add_subcommand("init", "create the data root (knowledge_base/, the samples KB, kb_settings.yaml, model_settings.yaml, prompt_settings.yaml)");
     cmd->add_option("--root", opts->root, "data root (default: $PDSD_ROOT, else ./data)");
     cmd->add_option("-l,--llm-model", opts->llm_model, "default chat model: a name under <root>/models (written to model_settings.yaml)");
     cmd->add_option("-e,--embed-model", opts->embed_model, "default embedding model: a folder, a name under <root>/models, hash-ngram or none (kb_settings.yaml)");
@@ -49,6 +51,14 @@ void register_init(CLI::App& app, Registry& registry) {
         std::error_code ec;
         std::string exe = fs::read_symlink("/proc/self/exe", ec).string();
         for (auto& line : kb::init_root(root, kb::find_samples_dir(exe))) std::printf("%s\n", line.c_str());
+        // Chatchat's prompt_settings.yaml (the rag layer owns the templates, so not kb::init_root).
+        const std::string prompt_yaml = (fs::path(root) / "prompt_settings.yaml").string();
+        if (fs::exists(prompt_yaml)) {
+            std::printf("kept existing %s\n", prompt_yaml.c_str());
+        } else {
+            write_file_atomic(prompt_yaml, rag::default_prompt_settings_yaml());
+            std::printf("wrote %s\n", prompt_yaml.c_str());
+        }
 
         const std::string model_yaml = (fs::path(root) / "model_settings.yaml").string();
         const std::string kb_yaml = (fs::path(root) / "kb_settings.yaml").string();

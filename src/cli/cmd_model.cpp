@@ -75,7 +75,7 @@ void register_model(CLI::App& app, Registry& registry) {
     cl->add_option("--adapter", dump->adapter_dir, "PEFT LoRA adapter folder (attached unmerged, as pdsd train does)");
     cl->add_option("--ids", *id_rows, "comma-separated token ids, one sequence per --ids")->required();
     cl->add_option("--out", dump->out_path, "output .safetensors (logits, input_ids, attention_mask)")->required();
-    cl->add_option("--quantization_bit", dump->quantization_bit, "4: the base's decoder projections in 4 bits, as QLoRA trains them (0 = float)")->capture_default_str();
+    cl->add_option("--quantization_bit", dump->quantization_bit, "4 | 8: the base's decoder projections in 4 / 8 bits, as QLoRA trains them (0 = float)")->capture_default_str();
     cl->add_option("--quantization_type", dump->quantization_type, "nf4 | fp4 (with --quantization_bit 4)")->capture_default_str();
     cl->add_option("--double_quantization", dump->double_quantization, "8-bit block scales (with --quantization_bit 4)")->capture_default_str();
     registry.add(cl, [=] {

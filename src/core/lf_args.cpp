@@ -8,10 +8,10 @@ ConfigSchema lf_schema(LfArgs& a, const std::string& command) {
     s.add("model_name_or_path", &m.model_name_or_path, "Hugging Face folder of the base model");
     s.add("adapter_name_or_path", &m.adapter_name_or_path, "LoRA adapter folder(s), comma-separated, applied in order");
     s.add("device", &m.device, "auto | cpu | cuda | cuda:N (pdsd)");
-    s.add("quantization_bit", &m.quantization_bit, "QLoRA: 4 stores the frozen base in 4 bits (bitsandbytes NF4/FP4 blocks)");
+    s.add("quantization_bit", &m.quantization_bit, "QLoRA: 4 | 8 stores the frozen base in 4 bits (bitsandbytes NF4/FP4 blocks) or 8 bits (int8 rows)");
     s.add("quantization_method", &m.quantization_method, "bnb (bitsandbytes' formats)");
-    s.add("quantization_type", &m.quantization_type, "nf4 | fp4: the 4-bit code of quantization_bit 4");
-    s.add("double_quantization", &m.double_quantization, "also store the block absmaxes in 8 bits");
+    s.add("quantization_type", &m.quantization_type, "nf4 | fp4: the 4-bit code of quantization_bit 4 (ignored with 8)");
+    s.add("double_quantization", &m.double_quantization, "quantization_bit 4: also store the block absmaxes in 8 bits (ignored with 8)");
 
     auto& d = a.data;
     s.add("dataset", &d.dataset, "dataset names from dataset_info.json, comma-separated");

@@ -1045,6 +1045,34 @@ std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string
     return out;
 }
 
+std::vector<SearchHit> list_chunks(const std::string& root, const std::string& kb, const std::string& file_name) {
+    validate_kb_name(kb);
+    KbPaths paths{root};
+    if (!fs::exists(paths.info_db()))
+        throw IoError(ErrorInfo{paths.info_db()}.msg("no knowledge base database").hint("build one: pdsd kb -r"));
+    auto db = open_db(paths, false);
+    Stmt known(*db, "SELECT 1 FROM knowledge_base WHERE kb_name = ?");
+    known.bind(1, kb);
+    if (!known.step()) throw DataError(ErrorInfo{paths.info_db()}.at("knowledge base '" + kb + "'").msg("not in the database"));
+    Stmt st(*db, std::string("SELECT id, file_name, chunk_index, text, start_char, end_char FROM chunks WHERE kb_name = ?") +
+                     (file_name.empty() ? "" : " AND file_name LIKE ?") + " ORDER BY file_name, chunk_index");
+    st.bind(1, kb);
+    if (!file_name.empty()) st.bind(2, file_name);
+    std::vector<SearchHit> out;
+    while (st.step()) {
+        SearchHit h;
+        h.chunk_id = st.i64(0);
+        h.kb = kb;
+        h.file_name = st.text(1);
+        h.chunk_index = st.i64(2);
+        h.text = st.text(3);
+        h.start_char = st.i64(4);
+        h.end_char = st.i64(5);
+        out.push_back(std::move(h));
+    }
+    return out;
+}
+
 std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
     KbPaths paths{root};
     std::map<std::string, KbInfo> m;

@@ -1,7 +1,7 @@
 // Private to src/model: the seven linear projections of a Qwen2 decoder layer with their HF
-// names under "model.layers.N.", in HF's order: what bitsandbytes' Linear4bit and pdsd's
+// names under "model.layers.N.", in HF's order: what bitsandbytes' Linear4bit / Linear8bitLt and pdsd's
 // --quant replace, what the bf16 path packs for oneDNN. One list, so the places that walk
-// the projections (quant.cpp, nf4.cpp, qwen2.cpp) cannot drift apart.
+// the projections (quant.cpp, qlora_base.cpp, qwen2.cpp) cannot drift apart.
 #pragma once
 
 #include "pdsd/model/qwen2.h"

@@ -1,10 +1,6 @@
 #include "pdsd/model/nf4.h"
 
 #include "pdsd/core/error.h"
-#include "pdsd/model/qwen2.h"
-
-#include "layer_projections.h"
-
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -145,24 +141,6 @@ at::Tensor dequantize(const Nf4Weight& w, c10::ScalarType dtype) {
     auto ids = at::stack({hi, lo}, 1).reshape({-1}).slice(0, 0, n).to(at::kLong);
     auto values = code(w.kind).to(w.packed.device()).index_select(0, ids);
     return scale_blocks(values, block_absmax(w), w.blocksize).to(dtype).view({w.rows, w.cols});
-}
-
-int64_t quantize_base(Qwen2ForCausalLMImpl& model, Kind kind, bool double_quant, int64_t* float_bytes) {
-    at::NoGradGuard no_grad;
-    int64_t bytes = 0, before = 0;
-    auto take = [&](Proj& p) {
-        auto q = std::make_shared<Nf4Weight>(quantize(p->weight, kind, double_quant));
-        bytes += q->nbytes();
-        before += p->weight.numel() * static_cast<int64_t>(p->weight.element_size());
-        quant::release_float_weight(p->weight);
-        p->nf4 = std::move(q);
-    };
-    model.release_packed_weights();
-    for (auto& layer : model.model->layers) {
-        for (Proj* p : layer_projections(*layer)) take(*p);
-    }
-    if (float_bytes) *float_bytes = before;
-    return bytes;
 }
 
 }  // namespace pdsd::model::nf4

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -147,6 +148,55 @@ void remove_stale(const std::string& path, const std::string& key) {
     }
 }
 
+// The cache's size cap in bytes: $PDSD_QUANT_CACHE_MAX_GB (decimal GB, default 20; a value that
+// is not a positive number is a warning and the default).
+uint64_t cache_max_bytes() {
+    constexpr double kDefaultGb = 20;
+    const std::string v = env("PDSD_QUANT_CACHE_MAX_GB");
+    double gb = kDefaultGb;
+    if (!v.empty()) {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (end != v.c_str() + v.size() || !(x > 0) || x > 1e9)
+            log::warn("model", log::cat("PDSD_QUANT_CACHE_MAX_GB='", v, "' is not a positive number of GB: using ", kDefaultGb));
+        else
+            gb = x;
+    }
+    return static_cast<uint64_t>(gb * 1e9);
+}
+
+// Keeps the cache folder under cache_max_bytes(): its cache files (<stem>-<type>-<16 hex>.safetensors),
+// least recently used first (a hit refreshes a file's mtime), are removed until the rest fit;
+// `keep` (the file just used) always stays. Other files in the folder are not counted or touched.
+void trim_cache(const fs::path& dir, const fs::path& keep) {
+    struct Entry { fs::file_time_type mtime; uint64_t size; fs::path path; };
+    std::vector<Entry> files;
+    uint64_t total = 0;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        const std::string n = e.path().filename().string();
+        const bool ours = e.path().extension() == ".safetensors" && (n.find("-int8-") != std::string::npos || n.find("-int4-") != std::string::npos);
+        std::error_code ec2;
+        if (!ours || !e.is_regular_file(ec2)) continue;
+        const uint64_t size = e.file_size(ec2);
+        const auto mtime = e.last_write_time(ec2);
+        if (ec2) continue;
+        files.push_back({mtime, size, e.path()});
+        total += size;
+    }
+    const uint64_t cap = cache_max_bytes();
+    std::sort(files.begin(), files.end(), [](const Entry& a, const Entry& b) { return a.mtime < b.mtime; });
+    for (const Entry& f : files) {
+        if (total <= cap) break;
+        if (f.path == keep) continue;
+        if (fs::remove(f.path, ec)) {
+            total -= f.size;
+            log::info("model", log::cat("removed the least recently used quantized-weight cache ", f.path.string(), " (",
+                                        f.size / 1000000, " MB; the cache is capped at PDSD_QUANT_CACHE_MAX_GB=", cap / 1e9, ")"));
+        }
+    }
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -192,6 +242,9 @@ QuantizeResult quantize_model_cached(LoadedModel& lm, Type type, const Checkpoin
                 *slots[i].quant = std::move(cached[i]);
             }
             r.use = CacheUse::hit;
+            std::error_code ec;
+            fs::last_write_time(r.path, fs::file_time_type::clock::now(), ec);   // recently used (best effort)
+            trim_cache(dir, r.path);
             log::info("model", log::cat("loaded quantized weights (", type_name(type), ", ", r.bytes / 1000000, " MB) from cache ",
                                         r.path, " in ", seconds_since(t0), " s"));
             return r;
@@ -205,6 +258,7 @@ QuantizeResult quantize_model_cached(LoadedModel& lm, Type type, const Checkpoin
         write_cache(r.path, key, slots);
         r.use = CacheUse::written;
         remove_stale(r.path, key);
+        trim_cache(dir, r.path);
         log::info("model", log::cat("quantized weights cached in ", r.path, " (", seconds_since(t1), " s to write; the next load maps it)"));
     } catch (const std::exception& e) {
         r.use = CacheUse::unwritable;

@@ -47,6 +47,8 @@ at::Tensor ProjImpl::forward(const at::Tensor& x) {
     at::Tensor y;  // (..., in) -> (..., out)
     if (nf4) {
         y = at::linear(x, nf4::dequantize(*nf4, x.scalar_type()), bias);
+    } else if (int8) {
+        y = at::linear(x, int8_rows::dequantize(*int8, x.scalar_type()), bias);
     } else if (quant) {
         y = quant::linear(x, {quant.get()}, {bias})[0];
     } else if (cpu_decode::applies(x, weight)) {

@@ -3,16 +3,44 @@
 namespace pdsd::rag {
 
 namespace {
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-    for (size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size())) s.replace(pos, from.size(), to);
-    return s;
+// Calls on_var(begin, end, name) for each "{{ name }}" of `tpl` (name: letters, digits, '_').
+template <class F>
+void scan_variables(const std::string& tpl, F on_var) {
+    for (size_t pos = tpl.find("{{"); pos != std::string::npos; pos = tpl.find("{{", pos + 2)) {
+        const size_t close = tpl.find("}}", pos + 2);
+        if (close == std::string::npos) return;
+        const std::string inner = tpl.substr(pos + 2, close - pos - 2);
+        const size_t b = inner.find_first_not_of(" \t"), e = inner.find_last_not_of(" \t");
+        if (b == std::string::npos) continue;
+        const std::string name = inner.substr(b, e - b + 1);
+        if (name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != std::string::npos) continue;
+        on_var(pos, close + 2, name);
+    }
 }
 
 std::string fill(const std::string& tpl, const std::string& context, const std::string& question) {
-    // Question last: a question containing "{{context}}" must stay literal.
-    return replace_all(replace_all(tpl, "{{context}}", context), "{{question}}", question);
+    return render_template(tpl, {{"context", context}, {"question", question}});
 }
 }  // namespace
+
+std::vector<std::string> template_variables(const std::string& tpl) {
+    std::vector<std::string> out;
+    scan_variables(tpl, [&](size_t, size_t, const std::string& name) { out.push_back(name); });
+    return out;
+}
+
+std::string render_template(const std::string& tpl, const std::map<std::string, std::string>& vars) {
+    std::string out;
+    size_t done = 0;   // tpl[0, done) is in `out`
+    scan_variables(tpl, [&](size_t begin, size_t end, const std::string& name) {
+        auto it = vars.find(name);
+        if (it == vars.end()) return;
+        out.append(tpl, done, begin - done);
+        out += it->second;
+        done = end;
+    });
+    return out.append(tpl, done, std::string::npos);
+}
 
 std::string build_user_message(const std::string& question, const std::vector<kb::SearchHit>& hits,
                                const PromptTemplates& templates) {

@@ -79,27 +79,51 @@ void Server::Impl::setup_kb() {
         }
         reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", data}});
     }, true);
+    // Chatchat's search_docs: with a query, the search; without one but with file_name (SQL
+    // LIKE) or metadata (first-level keys equal), that file's chunks (its list_docs, score 3.0
+    // as DocumentWithVSId's default): the KB page's view of a file.
     post("/knowledge_base/search_docs", [this](const httplib::Request& req, httplib::Response& res) {
         json body = parse_json_object(req);
         std::string name = validate_kb(require_string(body, "knowledge_base_name"));
         std::string query = get_string(body, "query").value_or("");
         kb::SearchOptions so = chatchat_search_options(body, root);
-        get_string(body, "file_name");
+        std::string file_name = get_string(body, "file_name").value_or("");
+        json meta = json::object();
+        if (const json* m = field(body, "metadata"); m && !m->is_null()) {
+            if (!m->is_object()) throw bad_request("'metadata' must be an object of first-level keys (e.g. {\"source\": \"a.md\"})", "metadata");
+            meta = *m;
+        }
+        auto doc = [](const kb::SearchHit& h, double score) {
+            return json{{"id", std::to_string(h.chunk_id)}, {"page_content", h.text}, {"type", "Document"},
+                        {"metadata", {{"source", h.file_name}, {"chunk_index", h.chunk_index}, {"start_char", h.start_char}, {"end_char", h.end_char}}},
+                        {"score", score}};
+        };
         json data = json::array();
+        std::shared_lock<std::shared_mutex> lk(kb_mu);
         if (!query.empty()) {
-            std::shared_lock<std::shared_mutex> lk(kb_mu);
-            std::vector<kb::SearchHit> hits = open_kb(root, name, "knowledge_base_name")->search(query, so);
-            for (auto& h : hits) {
+            for (auto& h : open_kb(root, name, "knowledge_base_name")->search(query, so)) {
                 if (!h.kept) continue;
                 // "score": Chatchat's distance (lower is better); metadata.pdsd: pdsd's own scores.
                 json own{{"score", h.score}, {"search_mode", so.mode}};
                 if (h.bm25) own["bm25"] = *h.bm25;
                 if (h.cosine) own["cosine"] = *h.cosine;
                 if (h.rerank) own["rerank"] = *h.rerank;   // cross-encoder relevance (the hits are in its order)
-                data.push_back({{"id", std::to_string(h.chunk_id)}, {"page_content", h.text}, {"type", "Document"},
-                                {"metadata", {{"source", h.file_name}, {"chunk_index", h.chunk_index},
-                                              {"start_char", h.start_char}, {"end_char", h.end_char}, {"pdsd", own}}},
-                                {"score", chatchat_distance(h)}});
+                json d = doc(h, chatchat_distance(h));
+                d["metadata"]["pdsd"] = own;
+                data.push_back(std::move(d));
+            }
+        } else if (!file_name.empty() || !meta.empty()) {
+            std::vector<kb::SearchHit> rows;
+            try {
+                rows = kb::list_chunks(root, name, file_name);
+            } catch (const DataError&) {
+                throw kb_not_found(name);
+            }
+            for (auto& h : rows) {
+                json d = doc(h, 3.0);
+                bool match = true;
+                for (auto& [k, v] : meta.items()) match = match && d["metadata"].contains(k) && d["metadata"][k] == v;
+                if (match) data.push_back(std::move(d));
             }
         }
         reply_json(res, data);
@@ -224,7 +248,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     const std::shared_ptr<ServedModel> model = models->current();   // kept to the end: a load meanwhile does not change it
     bool return_direct = get_bool(body, "return_direct").value_or(false) || !model;
     get_string(body, "model");
-    get_string(body, "prompt_name");
+    const rag::PromptTemplates templates = rag_templates(body);
     auto job = std::make_shared<GenJob>();
     std::vector<tokenizer::ChatMessage> history;
     if (const json* h = field(body, "history")) history = parse_messages(*h, "history", false);
@@ -235,7 +259,7 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     rag::RagTurn turn;
     {
         std::shared_lock<std::shared_mutex> lk(kb_mu);
-        turn = rag::retrieve(*open_kb(kb_root, name, "kb_name"), query, so);
+        turn = rag::retrieve(*open_kb(kb_root, name, "kb_name"), query, so, templates);
     }
     // Chatchat's format_reference: "出处 [i] [file](download url) \n\n<chunk>\n\n".
     json docs = rag::format_reference(turn.sources, rag::ReferenceLink{base, name}, /*with_text=*/true);
@@ -280,7 +304,8 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
             json f = frame("chat.completion.chunk", "", {{"finish_reason", j.finish_reason}});
             f["choices"][0]["finish_reason"] = j.finish_reason;
             return sse(f) + "data: [DONE]\n\n";
-        });
+        },
+        keep_shown(msg_id));
 }
 
 void Server::Impl::upload_docs(const httplib::Request& req, httplib::Response& res) {
@@ -383,19 +408,49 @@ void Server::Impl::setup_chatchat() {
     post("/server/configs", [this](const httplib::Request& req, httplib::Response& res) {
         reply_json(res, {{"api_address", base_url(req)}});
     }, true);
+    prompts = std::make_unique<rag::PromptSettingsCache>(root);
+    // Chatchat's route: {type (default llm_model), name (default default)} -> data: the template.
     post("/server/get_prompt_template", [this](const httplib::Request& req, httplib::Response& res) {
         json body = req.body.empty() ? json::object() : parse_json_object(req);
         std::string type = get_string(body, "type").value_or("llm_model"), name = get_string(body, "name").value_or("default");
-        const rag::PromptTemplates t;
-        // The templates pdsd fills: rag (kb_chat, file chat) and the plain LLM one.
-        std::map<std::pair<std::string, std::string>, std::string> known = {
-            {{"rag", "default"}, t.with_context}, {{"rag", "empty"}, t.without_context}, {{"llm_model", "default"}, "{{input}}"}};
-        auto it = known.find({type, name});
-        if (it == known.end())
-            throw HttpError{404, "Prompt template not found: " + type + "/" + name + " (pdsd has rag/default, rag/empty, llm_model/default)",
-                            "not_found_error", "name", "template_not_found"};
-        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", it->second}});
+        rag::PromptSettings ps = prompt_settings();
+        const std::string* t = ps.find(type, name);
+        if (!t) {
+            std::string known;
+            for (auto& [ty, list] : ps.sections)
+                for (auto& [n, _] : list) known += (known.empty() ? "" : ", ") + ty + "/" + n;
+            throw HttpError{404, "Prompt template not found: " + type + "/" + name + " (known: " + known + "; from " + ps.where() + ")",
+                            "not_found_error", ps.sections.count(type) ? "name" : "type", "template_not_found"};
+        }
+        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", *t}});
     }, true);
+    // pdsd's: the template names per type, for the web page's 提示词模板 select.
+    get("/pdsd/prompt_templates", [this](const httplib::Request&, httplib::Response& res) {
+        rag::PromptSettings ps = prompt_settings();
+        json data = json::object();
+        for (auto& [type, list] : ps.sections) data[type] = ps.names(type);
+        reply_json(res, {{"code", 200}, {"msg", "success"}, {"data", data},
+                         {"file", ps.source.empty() ? json(nullptr) : json(ps.source)}});
+    }, true);
+}
+
+rag::PromptSettings Server::Impl::prompt_settings() {
+    try {
+        return prompts->get();
+    } catch (const ConfigError& e) {   // the server's file is broken, not the request
+        throw HttpError{500, e.what(), "server_error", "", "bad_prompt_settings"};
+    }
+}
+
+rag::PromptTemplates Server::Impl::rag_templates(const json& body) {
+    std::string name = get_string(body, "prompt_name").value_or("");
+    if (name.empty()) name = "default";   // Chatchat's default
+    rag::PromptSettings ps = prompt_settings();
+    try {
+        return ps.rag(name);
+    } catch (const UsageError& e) {
+        throw HttpError{400, e.what(), "invalid_request_error", "prompt_name", "prompt_not_found"};
+    }
 }
 
 // The OpenAI-shaped kb chat: the last message is the query, the ones before it the history;
@@ -480,7 +535,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     std::string id = validate_kb(require_string(body, "knowledge_id"), "knowledge_id");
     bool stream = get_bool(body, "stream").value_or(false);
     get_string(body, "model_name");
-    get_string(body, "prompt_name");
+    const rag::PromptTemplates templates = rag_templates(body);
     auto job = std::make_shared<GenJob>();
     std::vector<tokenizer::ChatMessage> history;
     if (const json* h = field(body, "history")) history = parse_messages(*h, "history", false);
@@ -493,7 +548,7 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
         std::shared_lock<std::shared_mutex> lk(kb_mu);
         std::string dir = temp_root(id);
         kb::SearchOptions so = chatchat_search_options(body, dir);
-        turn = rag::retrieve(*open_kb(dir, id, "knowledge_id"), query, so);
+        turn = rag::retrieve(*open_kb(dir, id, "knowledge_id"), query, so, templates);
     }
     // Chatchat's file_chat sources: "出处 [i] [file] \n\n<chunk>\n\n" (no link: temp files).
     json docs = rag::format_reference(turn.sources, std::nullopt, /*with_text=*/true);
@@ -513,7 +568,8 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     }
     stream_job(
         res, job, "", [](const std::string& piece) { return sse({{"answer", piece}}); },
-        [docs, msg_id, this](const GenJob& j) { web->end_turn(msg_id, j.text); return j.error.empty() ? sse({{"docs", docs}}) : sse({{"error", j.error}}); });
+        [docs, msg_id, this](const GenJob& j) { web->end_turn(msg_id, j.text); return j.error.empty() ? sse({{"docs", docs}}) : sse({{"error", j.error}}); },
+        keep_shown(msg_id));
 }
 
 // Chatchat's update_docs: re-index the named files (already in the KB) from content/.

@@ -91,7 +91,8 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
             }
             out += "data: [DONE]\n\n";
             return out;
-        });
+        },
+        keep_shown(turn));
 }
 
 void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {

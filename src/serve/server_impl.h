@@ -20,6 +20,7 @@
 #include "pdsd/kb/embedder.h"
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/rag/prompt.h"
+#include "pdsd/rag/prompt_settings.h"
 #include "pdsd/rag/retriever.h"
 #include "pdsd/tokenizer/tokenizer.h"
 
@@ -66,6 +67,8 @@ struct Server::Impl {
     // File chat (Chatchat's temp_kb): id -> its own data root <root>/temp/<id>, oldest first.
     std::vector<std::pair<std::string, std::string>> temp_kbs;
     static constexpr size_t kMaxTempKbs = 64;
+    // <root>/prompt_settings.yaml, re-read when it changes (made in setup_chatchat: needs root).
+    std::unique_ptr<rag::PromptSettingsCache> prompts;
 
     explicit Impl(ServeOptions opts) : o(std::move(opts)) {
         root = kb::resolve_root(o.root);
@@ -173,6 +176,11 @@ struct Server::Impl {
     void embeddings(const httplib::Request& req, httplib::Response& res);
     void upload_docs(const httplib::Request& req, httplib::Response& res);
     std::string metrics_text();
+    // The prompt templates now (a broken prompt_settings.yaml: 500 naming its file and line).
+    rag::PromptSettings prompt_settings();
+    // The rag templates a chat body's prompt_name picks ("default" when absent); 400 naming
+    // the field, the known names and the file for an unknown one.
+    rag::PromptTemplates rag_templates(const json& body);
 
     // Search options of a Chatchat route: top_k, search_mode, and score_threshold on Chatchat's
     // 0..2 scale (see chatchat_distance); pdsd_score_threshold gives pdsd's own instead.
@@ -336,41 +344,51 @@ struct Server::Impl {
         metrics.ttft.observe(std::chrono::duration<double>(job.first_token - job.submitted).count());
     }
 
+    // stream_job's on_stop for a recorded turn (`msg_id` from begin_turn): the text shown
+    // becomes its answer.
+    std::function<void(const std::string&)> keep_shown(std::string msg_id) {
+        return [this, msg_id = std::move(msg_id)](const std::string& shown) { web->end_turn(msg_id, shown); };
+    }
+
     // Streams `job` as SSE: `head` frames first, then one frame per piece (`piece_frame`),
-    // then `tail` (called after the job finished; returns the closing frames).
+    // then `tail` (called after the job finished; returns the closing frames). `on_stop`
+    // (optional) gets the text of the pieces sent when the stream ends early (the client
+    // stopped it or went away, the server is stopping): what the client was shown, which
+    // Chatchat keeps as the answer of a stopped turn.
     void stream_job(httplib::Response& res, std::shared_ptr<GenJob> job, std::string head,
-                    std::function<std::string(const std::string&)> piece_frame, std::function<std::string(const GenJob&)> tail) {
+                    std::function<std::string(const std::string&)> piece_frame, std::function<std::string(const GenJob&)> tail,
+                    std::function<void(const std::string& shown)> on_stop = {}) {
         res.set_header("Cache-Control", "no-cache");
         res.set_header("X-Accel-Buffering", "no");
-        auto provide = [this, job, head = std::move(head), piece_frame, tail](httplib::DataSink& sink) {
+        auto provide = [this, job, head = std::move(head), piece_frame, tail, on_stop](httplib::DataSink& sink) {
             auto last_write = std::chrono::steady_clock::now();
+            std::string shown;   // the pieces written so far
+            auto stop = [&] {
+                job->cancelled = true;   // the client went away: stop generating
+                if (on_stop && !shown.empty()) on_stop(shown);
+                return false;
+            };
             // One write per SSE event: clients that read one event per chunk see every frame.
             auto write = [&](const std::string& s) {
-                for (auto& e : split_events(s)) {
-                    if (!sink.write(e.data(), e.size())) {
-                        job->cancelled = true;   // the client went away: stop generating
-                        return false;
-                    }
-                }
+                for (auto& e : split_events(s))
+                    if (!sink.write(e.data(), e.size())) return false;
                 last_write = std::chrono::steady_clock::now();
                 return true;
             };
-            if (!write(head)) return false;
+            if (!write(head)) return stop();
             std::string piece;
             while (true) {
                 bool timed_out = false;
                 if (job->next_piece(piece, std::chrono::milliseconds(200), timed_out)) {
-                    if (!write(piece_frame(piece))) return false;
+                    if (!write(piece_frame(piece))) return stop();
+                    shown += piece;
                     continue;
                 }
                 if (timed_out) {
-                    if (stopping || !sink.is_writable()) {
-                        job->cancelled = true;
-                        return false;
-                    }
+                    if (stopping || !sink.is_writable()) return stop();
                     // keep-alive while queued or prefilling, as sse_starlette does
                     if (std::chrono::steady_clock::now() - last_write >= std::chrono::seconds(kPingSeconds) && !write(sse_ping()))
-                        return false;
+                        return stop();
                     continue;
                 }
                 break;  // finished, no piece left

@@ -6,7 +6,7 @@
 #include "pdsd/lora/adapter.h"
 #include "pdsd/lora/inject.h"
 #include "pdsd/model/loader.h"
-#include "pdsd/model/nf4.h"
+#include "pdsd/model/qlora_base.h"
 #include "pdsd/model/weights.h"
 
 #include <ATen/ATen.h>
@@ -20,17 +20,13 @@ void dump_logits(const LogitsDumpOptions& o) {
     size_t T = 0;
     for (const auto& r : o.rows) T = std::max(T, r.size());
     if (T == 0) throw UsageError(ErrorInfo{}.at("--ids").msg("sequences are empty"));
+    const auto base = model::qlora::parse(o.quantization_bit, o.quantization_type, o.double_quantization);  // checked before loading
     model::LoadOptions lo;
     lo.device = "cpu";
     lo.dtype = "fp32";
     model::LoadedModel lm = model::load_qwen2(o.model_dir, lo);
     auto& net = *lm.model;
-    if (o.quantization_bit != 0 && o.quantization_bit != 4) {
-        throw UsageError(ErrorInfo{}.at("--quantization_bit").expected("0 or 4").found(std::to_string(o.quantization_bit)));
-    }
-    if (o.quantization_bit == 4) {
-        model::nf4::quantize_base(net, model::nf4::parse_kind(o.quantization_type), o.double_quantization);
-    }
+    model::qlora::quantize_base(net, base);
     if (!o.adapter_dir.empty()) {
         lora::Adapter ad = lora::load_adapter(o.adapter_dir);
         const auto& c = ad.config;

@@ -12,7 +12,7 @@
 #include "pdsd/core/safetensors.h"
 #include "pdsd/data/dataset.h"
 #include "pdsd/model/loader.h"
-#include "pdsd/model/nf4.h"
+#include "pdsd/model/qlora_base.h"
 #include "pdsd/model/weights.h"
 #include "pdsd/tokenizer/chat_template.h"
 #include "pdsd/tokenizer/tokenizer.h"
@@ -95,6 +95,12 @@ std::string model_fingerprint(const std::string& dir) {
     return sha256_hex(acc);
 }
 
+// The QLoRA base storage these keys ask for (bits 0: none).
+model::qlora::BaseQuant base_quant(const LfArgs& a) {
+    const auto& m = a.model;
+    return model::qlora::parse(m.quantization_bit.value_or(0), m.quantization_type, m.double_quantization);
+}
+
 // Every key that changes the training trajectory (not output/logging/saving keys).
 json trajectory_hparams(const LfArgs& a) {
     const auto& t = a.training;
@@ -123,11 +129,18 @@ json trajectory_hparams(const LfArgs& a) {
                 {"val_size", a.data.val_size}};
 }
 
-// trajectory_hparams plus the method's keys; LoRA's set is unchanged, so checkpoints of
-// earlier pdsd versions still resume.
+// trajectory_hparams plus the method's keys; LoRA's set is unchanged (QLoRA adds the base's
+// storage), so checkpoints of earlier pdsd versions still resume.
 json method_hparams(const LfArgs& a) {
     json h = trajectory_hparams(a);
     const auto& f = a.finetuning;
+    if (const auto q = base_quant(a); q.bits) {
+        h["quantization_bit"] = q.bits;
+        if (q.bits == 4) {  // with 8 these keys are ignored and stay out
+            h["quantization_type"] = model::nf4::kind_name(q.kind);
+            h["double_quantization"] = q.double_quant;
+        }
+    }
     if (f.finetuning_type == "lora") return h;
     h["finetuning_type"] = f.finetuning_type;
     h["pure_bf16"] = f.pure_bf16;
@@ -190,7 +203,7 @@ std::string fmt_g(double v, int prec = 4) {
     return b;
 }
 
-// QLoRA keys (LLaMA-Factory ModelArguments): 4-bit bitsandbytes formats under LoRA only.
+// QLoRA keys (LLaMA-Factory ModelArguments): bitsandbytes' 4-bit or 8-bit base under LoRA only.
 void check_quantization(const LfArgs& a) {
     const auto& m = a.model;
     if (!m.quantization_bit) return;
@@ -198,17 +211,14 @@ void check_quantization(const LfArgs& a) {
         throw ConfigError(ErrorInfo{}.at("quantization_bit").msg("Quantization is only compatible with the LoRA method")
                               .found("finetuning_type " + a.finetuning.finetuning_type).hint("use finetuning_type: lora, or drop quantization_bit"));
     }
-    if (*m.quantization_bit != 4) {
-        throw ConfigError(ErrorInfo{}.at("quantization_bit").expected("4").found(std::to_string(*m.quantization_bit))
-                              .hint(*m.quantization_bit == 8 ? "8-bit QLoRA (bitsandbytes LLM.int8) is not implemented; quantization_bit: 4 "
-                                                               "(NF4) needs half its memory for the base"
-                                                             : "QLoRA stores the base in 4 bits"));
-    }
     if (m.quantization_method != "bnb") {
         throw ConfigError(ErrorInfo{}.at("quantization_method").expected("bnb").found(m.quantization_method)
-                              .hint("pdsd implements bitsandbytes' NF4/FP4 formats"));
+                              .hint("pdsd implements bitsandbytes' NF4/FP4 and int8 formats"));
     }
-    model::nf4::parse_kind(m.quantization_type);  // ConfigError naming quantization_type
+    if (*m.quantization_bit == 0) {  // parse's "no quantization" is not a value LF accepts
+        throw ConfigError(ErrorInfo{}.at("quantization_bit").expected("4 | 8").found("0").hint("drop quantization_bit for a float base"));
+    }
+    base_quant(a);  // ConfigError naming quantization_bit or quantization_type
 }
 
 void check_supported(const LfArgs& a) {
@@ -219,7 +229,7 @@ void check_supported(const LfArgs& a) {
     const std::string& ft = a.finetuning.finetuning_type;
     if (ft != "lora" && ft != "freeze" && ft != "full") {
         throw ConfigError(ErrorInfo{}.at("finetuning_type").expected("lora | freeze | full").found("'" + ft + "'")
-                              .hint("QLoRA is finetuning_type lora with quantization_bit: 4"));
+                              .hint("QLoRA is finetuning_type lora with quantization_bit: 4 or 8"));
     }
     check_quantization(a);
     if (a.model.model_name_or_path.empty()) throw ConfigError(ErrorInfo{}.at("model_name_or_path").msg("is required"));
@@ -337,7 +347,7 @@ std::string TrainPlan::to_text() const {
     if (!methods.empty()) {
         o << "peak memory estimate by method (this batch, dtype and model):\n"
           << "  method    trainable params   GiB\n";
-        const std::string self = finetuning_type == "lora" && !quantization.empty() ? "qlora-4" : finetuning_type;
+        const std::string self = quantization_bit ? "qlora-" + std::to_string(quantization_bit) : finetuning_type;
         for (const auto& m : methods) {
             char line[96];
             std::snprintf(line, sizeof line, "  %-9s %16lld   %s%s\n", m.method.c_str(), static_cast<long long>(m.trainable_params),
@@ -529,19 +539,23 @@ void SftRecipe::make_plan() {
     plan_.device = dev_.str();
     plan_.dtype = dtype_name_;
     plan_.finetuning_type = a_.finetuning.finetuning_type;
-    if (a_.model.quantization_bit) {
-        plan_.quantization = "4-bit " + a_.model.quantization_type + (a_.model.double_quantization ? ", double quantization" : "");
-    }
+    plan_.quantization_bit = base_quant(a_).bits;
+    plan_.quantization = base_quant(a_).describe();
     plan_.gradient_checkpointing = ta_.checkpointing_enabled();
     plan_.peak_memory_gib = estimate_peak_gib(a_, pc);
     // The same estimate for each of LLaMA-Factory's methods on this batch, dtype and model (the
     // project document's table): freeze with this config's freeze keys, LoRA with its LoRA keys.
     const int64_t layers = cfg_.num_hidden_layers;
-    for (const char* method : {"full", "freeze", "lora", "qlora-4"}) {
+    for (const std::string method : {"full", "freeze", "lora", "qlora-8", "qlora-4"}) {
         LfArgs m = a_;
-        m.finetuning.finetuning_type = std::string(method) == "qlora-4" ? "lora" : method;
-        if (std::string(method) == "qlora-4") m.model.quantization_bit = 4;
-        else if (m.finetuning.finetuning_type == "lora") m.model.quantization_bit.reset();
+        const bool qlora = method.rfind("qlora-", 0) == 0;
+        m.finetuning.finetuning_type = qlora ? "lora" : method;
+        m.model.quantization_bit.reset();
+        if (qlora) m.model.quantization_bit = std::stoll(method.substr(6));
+        if (qlora && a_.model.quantization_bit != 4) {  // the 4-bit keys of another run: LF's defaults
+            m.model.quantization_type = "nf4";
+            m.model.double_quantization = true;
+        }
         if (a_.finetuning.finetuning_type != "freeze") {  // LF's defaults, within this model's depth
             m.finetuning.freeze_trainable_layers = std::min<int64_t>(m.finetuning.freeze_trainable_layers, layers);
         }
@@ -554,7 +568,8 @@ void SftRecipe::make_plan() {
 // (~ (14 H + 4 I) values per token per layer, as autograd keeps them; with gradient
 // checkpointing only each layer's input, H values per token per layer, plus one layer's full
 // set while it is recomputed in backward) + one CE chunk (chunk x V fp32, ~3 temporaries) + the
-// kept CE gradient. QLoRA: the decoder projections at 4 bits + their block scales (nf4.h).
+// kept CE gradient. QLoRA: the decoder projections at their stored size (qlora_base.h; the
+// 8-bit row scales taken at K = hidden_size).
 double SftRecipe::estimate_peak_gib(const LfArgs& a, const ParamCount& pc) const {
     const double bytes = dtype_ == c10::kFloat ? 4 : 2;
     const double tokens = static_cast<double>(ta_.per_device_train_batch_size * std::min(plan_.max_seq_len, a.data.cutoff_len + 8));
@@ -566,8 +581,9 @@ double SftRecipe::estimate_peak_gib(const LfArgs& a, const ParamCount& pc) const
                       tokens * static_cast<double>(cfg_.hidden_size) * bytes;
     const bool lora = a.finetuning.finetuning_type == "lora";
     const double base = static_cast<double>(lora ? pc.total - pc.trainable : pc.total);
-    const double proj = a.model.quantization_bit ? static_cast<double>(projection_params(cfg_)) : 0.0;
-    const double proj_bytes = (a.model.double_quantization ? 4.0 + 8.0 / 64 + 32.0 / (64 * 256) : 4.0 + 32.0 / 64) / 8;
+    const model::qlora::BaseQuant q = base_quant(a);
+    const double proj = q.bits ? static_cast<double>(projection_params(cfg_)) : 0.0;
+    const double proj_bytes = q.bytes_per_weight(cfg_.hidden_size);
     const double w = (base - proj) * bytes + proj * proj_bytes + static_cast<double>(pc.trainable) * 16;
     return (w + act + ce) / (1024.0 * 1024.0 * 1024.0);
 }
@@ -598,10 +614,9 @@ void SftRecipe::setup_model() {
     lo.dtype = dtype_name_;
     lm_ = model::load_qwen2(a_.model.model_name_or_path, lo);
     auto& net = *lm_.model;
-    if (a_.model.quantization_bit) {
+    if (const model::qlora::BaseQuant q = base_quant(a_); q.bits) {
         int64_t float_bytes = 0;
-        const int64_t b = model::nf4::quantize_base(net, model::nf4::parse_kind(a_.model.quantization_type),
-                                                    a_.model.double_quantization, &float_bytes);
+        const int64_t b = model::qlora::quantize_base(net, q, &float_bytes);
         log::info(kComp, log::cat("QLoRA: decoder projections stored in ", plan_.quantization, ": ", fmt_g(static_cast<double>(b) / 1e6, 3),
                                   " MB instead of ", fmt_g(static_cast<double>(float_bytes) / 1e6, 3), " MB"));
     }

@@ -242,6 +242,8 @@ TEST(Export, LlamaFactoryArgsMapToOptions) {
     a.finetuning.finetuning_type = "lora";
     a.model.quantization_bit = 4;   // the QLoRA training yaml reused: merge onto the float base
     EXPECT_THROW(exporter::options_from_lf(a), UsageError);
+    a.model.quantization_bit = 8;
+    EXPECT_THROW(exporter::options_from_lf(a), UsageError);
     a.model.quantization_bit.reset();
     a.export_.export_dir.clear();
     EXPECT_THROW(exporter::options_from_lf(a), UsageError);

@@ -3,11 +3,10 @@
 // $PDSD_NF4_GOLDEN names a freshly made golden, as oracle_nf4_bnb does), and the properties a
 // correct quantizer has on any input.
 #include "pdsd/core/error.h"
-#include "pdsd/model/loader.h"
 #include "pdsd/model/nf4.h"
-#include "pdsd/model/qwen2.h"
 #include "pdsd/model/weights.h"
 
+#include "same_bits.h"
 #include "test_util.h"
 
 #include <torch/torch.h>
@@ -37,10 +36,7 @@ const Case kCases[] = {{"nf4_f32", nf4::Kind::nf4, false},
                        {"fp4_f32_dq", nf4::Kind::fp4, true},
                        {"nf4_f32_dq_tail", nf4::Kind::nf4, true}};
 
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-    return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-           at::equal(a.contiguous().view(at::kByte), b.contiguous().view(at::kByte));
-}
+using test::same_bits;
 
 }  // namespace
 
@@ -115,44 +111,4 @@ TEST(Nf4, BadQuantizationTypeNamesTheKey) {
         EXPECT_NE(std::string(e.what()).find("quantization_type"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("nf4"), std::string::npos) << e.what();
     }
-}
-
-// quantize_base (QLoRA's frozen base): every decoder projection holds NF4, its float weight is
-// released (shape kept, one element of storage), and the model computes exactly what the float
-// model computes after each weight is replaced by its dequantized value, forward and backward.
-TEST(Nf4, QuantizedBaseEqualsTheDequantizedFloatModel) {
-    LoadOptions o;
-    o.dtype = "fp32";
-    LoadedModel q = load_qwen2(test::golden("tiny-qwen2"), o), r = load_qwen2(test::golden("tiny-qwen2"), o);
-    int64_t float_bytes = 0, params = 0;
-    const int64_t bytes = nf4::quantize_base(*q.model, nf4::Kind::nf4, true, &float_bytes);
-    for (size_t i = 0; i < r.model->model->layers.size(); ++i) {
-        auto& qa = *q.model->model->layers[i]->self_attn;
-        auto& ra = *r.model->model->layers[i]->self_attn;
-        auto& qf = *q.model->model->layers[i]->mlp;
-        auto& rf = *r.model->model->layers[i]->mlp;
-        for (auto [qp, rp] : {std::pair{qa.q_proj, ra.q_proj}, {qa.k_proj, ra.k_proj}, {qa.v_proj, ra.v_proj}, {qa.o_proj, ra.o_proj},
-                              {qf.gate_proj, rf.gate_proj}, {qf.up_proj, rf.up_proj}, {qf.down_proj, rf.down_proj}}) {
-            ASSERT_TRUE(qp->nf4);
-            EXPECT_EQ(qp->weight.sizes(), rp->weight.sizes());
-            EXPECT_LE(qp->weight.storage().nbytes(), 4u);
-            torch::NoGradGuard ng;
-            params += rp->weight.numel();
-            rp->weight.copy_(nf4::dequantize(*qp->nf4, at::kFloat));
-        }
-    }
-    EXPECT_EQ(float_bytes, params * 4);
-    // 4 bits + an 8-bit scale per 64 + an fp32 scale per 256 blocks (ceil), as bitsandbytes.
-    EXPECT_NEAR(static_cast<double>(bytes) / static_cast<double>(params), (4.0 + 8.0 / 64) / 8, 0.01);
-    at::Tensor ids = at::tensor({5, 17, 300, 42, 9, 1000, 3, 77}, at::kLong).view({1, 8});
-    at::Tensor a = q.model->forward(ids).logits, b = r.model->forward(ids).logits;
-    EXPECT_TRUE(at::equal(a, b));
-    // The gradient reaching the (frozen) input embeddings flows through the 4-bit projections.
-    q.model->model->embed_tokens->weight.set_requires_grad(true);
-    r.model->model->embed_tokens->weight.set_requires_grad(true);
-    q.model->forward(ids).logits.pow(2).mean().backward();
-    r.model->forward(ids).logits.pow(2).mean().backward();
-    at::Tensor gq = q.model->model->embed_tokens->weight.grad(), gr = r.model->model->embed_tokens->weight.grad();
-    ASSERT_TRUE(gq.defined() && gr.defined());
-    EXPECT_LT((gq - gr).abs().max().item<double>(), 1e-7 + 1e-5 * gr.abs().max().item<double>());
 }

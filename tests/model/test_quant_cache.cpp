@@ -1,6 +1,7 @@
 // The quantized-weight cache (model/quant_cache.h): a second load maps the cached file and
 // gives bit-identical logits and greedy ids; a changed checkpoint or a damaged cache file
-// misses (and is rewritten; an outdated file is removed); an unwritable cache folder only warns; PDSD_QUANT_CACHE=0 is off.
+// misses (and is rewritten; an outdated file is removed); an unwritable cache folder only warns; PDSD_QUANT_CACHE=0 is off;
+// PDSD_QUANT_CACHE_MAX_GB caps the folder, least recently used files first.
 #include "pdsd/model/generate.h"
 #include "pdsd/model/loader.h"
 #include "pdsd/model/quant_cache.h"
@@ -10,6 +11,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include <memory>
 #include <system_error>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace {
@@ -29,7 +32,7 @@ using quant::CacheUse;
 class QuantCache : public ::testing::Test {
 protected:
     void SetUp() override {
-        for (const char* name : {"PDSD_CACHE_DIR", "PDSD_QUANT_CACHE", "XDG_CACHE_HOME"}) {
+        for (const char* name : {"PDSD_CACHE_DIR", "PDSD_QUANT_CACHE", "XDG_CACHE_HOME", "PDSD_QUANT_CACHE_MAX_GB"}) {
             if (const char* v = std::getenv(name)) saved_[name] = v;
             ::unsetenv(name);
         }
@@ -39,7 +42,7 @@ protected:
         ::setenv("PDSD_CACHE_DIR", cache_.c_str(), 1);
     }
     void TearDown() override {
-        for (const char* name : {"PDSD_CACHE_DIR", "PDSD_QUANT_CACHE", "XDG_CACHE_HOME"}) {
+        for (const char* name : {"PDSD_CACHE_DIR", "PDSD_QUANT_CACHE", "XDG_CACHE_HOME", "PDSD_QUANT_CACHE_MAX_GB"}) {
             if (saved_.count(name)) ::setenv(name, saved_[name].c_str(), 1);
             else ::unsetenv(name);
         }
@@ -132,10 +135,13 @@ TEST_F(QuantCache, LoaderUsesTheCache) {
     auto first = std::make_shared<LoadedModel>(load_qwen2(model_, o));
     ASSERT_EQ(files_in(cache_), 1u);
     const fs::path file = fs::directory_iterator(cache_)->path();
-    const auto written = fs::last_write_time(file);
+    // A rewrite is a temp file renamed over it (a new inode); a hit only refreshes the mtime.
+    auto inode = [&] { struct stat st {}; return ::stat(file.c_str(), &st) == 0 ? st.st_ino : 0; };
+    const auto written = inode();
+    ASSERT_NE(written, 0u);
     auto second = std::make_shared<LoadedModel>(load_qwen2(model_, o));
     EXPECT_EQ(files_in(cache_), 1u);
-    EXPECT_EQ(fs::last_write_time(file), written);
+    EXPECT_EQ(inode(), written);
     EXPECT_EQ(second->quant_bytes, first->quant_bytes);
     EXPECT_TRUE(at::equal(logits(*first), logits(*second)));
     EXPECT_EQ(greedy(first), greedy(second));
@@ -187,6 +193,43 @@ TEST_F(QuantCache, UnwritableCacheDirStillLoads) {
     auto ref = std::make_shared<LoadedModel>(load_qwen2(model_, o));
     EXPECT_EQ(quant::quantize_model(*ref, quant::Type::int4), r.bytes);
     EXPECT_TRUE(at::equal(logits(*lm), logits(*ref)));
+}
+
+TEST_F(QuantCache, SizeCapRemovesLeastRecentlyUsedFirst) {
+    auto [a, ra] = load("int8");
+    auto [b, rb] = load("int4");
+    ASSERT_EQ(ra.use, CacheUse::written);
+    ASSERT_EQ(rb.use, CacheUse::written);
+    const auto now = fs::file_time_type::clock::now();
+    fs::last_write_time(ra.path, now - std::chrono::seconds(100));
+    fs::last_write_time(rb.path, now - std::chrono::seconds(50));
+    const std::string other = cache_ + "/other-int8-0000000000000000.safetensors";   // another model's, oldest
+    { std::ofstream(other) << "0123456789"; }
+    fs::last_write_time(other, now - std::chrono::seconds(200));
+    const std::string notes = cache_ + "/notes.txt";   // not a cache file: never counted or removed
+    { std::ofstream(notes) << std::string(1 << 20, 'x'); }
+
+    ::setenv("PDSD_QUANT_CACHE_MAX_GB", "abc", 1);   // not a number: the default (20 GB), nothing removed
+    auto [c, rc] = load("int4");
+    EXPECT_EQ(rc.use, CacheUse::hit);
+    EXPECT_EQ(files_in(cache_), 4u);
+
+    char cap[64];   // room for the int8 file only
+    std::snprintf(cap, sizeof cap, "%.9f", static_cast<double>(fs::file_size(ra.path) + 5) / 1e9);
+    ::setenv("PDSD_QUANT_CACHE_MAX_GB", cap, 1);
+    auto [d, rd] = load("int8");   // a hit makes the int8 file the most recently used
+    EXPECT_EQ(rd.use, CacheUse::hit);
+    EXPECT_TRUE(fs::exists(ra.path));
+    EXPECT_FALSE(fs::exists(rb.path));
+    EXPECT_FALSE(fs::exists(other));
+    EXPECT_TRUE(fs::exists(notes));
+    EXPECT_TRUE(at::equal(logits(*d), logits(*a)));
+
+    ::setenv("PDSD_QUANT_CACHE_MAX_GB", "0.000000001", 1);   // 1 byte: the file in use still stays
+    auto [e, re] = load("int4");
+    EXPECT_EQ(re.use, CacheUse::written);
+    EXPECT_TRUE(fs::exists(re.path));
+    EXPECT_FALSE(fs::exists(ra.path));
 }
 
 TEST_F(QuantCache, DisabledAndLocation) {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# ctest train_methods_resume: finetuning_type freeze and full, and QLoRA (tiny random Qwen2,
+# ctest train_methods_resume: finetuning_type freeze and full, and QLoRA 4-bit and 8-bit (tiny random Qwen2,
 # CPU). A run killed with SIGKILL and started again resumes from its newest checkpoint-N and ends
 # with the same logged losses and the same output bytes as an uninterrupted run (model.safetensors,
 # or QLoRA's adapter_model.safetensors); `pdsd chat` answers from the output folder (QLoRA: the
-# adapter on the base); a changed freeze key is refused.
+# adapter on the base); a changed freeze key or quantization_bit is refused.
 #   resume_methods.sh PDSD SOURCE_DIR FIXTURES_DIR
 set -euo pipefail
 PDSD=$1; SRC=$2; FIX=$3
@@ -47,8 +47,13 @@ check_method() {  # $1 name, $2 model | adapter (what the output folder is), the
 check_method freeze model --finetuning_type freeze --freeze_trainable_layers 1 --freeze_trainable_modules mlp,self_attn --freeze_extra_modules norm
 check_method full model --finetuning_type full
 check_method qlora adapter --finetuning_type lora --lora_target all --quantization_bit 4 --quantization_type nf4 --double_quantization true
+check_method qlora8 adapter --finetuning_type lora --lora_target all --quantization_bit 8
 # A finished output folder of another trajectory is refused, naming the key that changed.
 if "${BASE[@]}" --finetuning_type freeze --freeze_trainable_layers 2 --output_dir "$W/freeze-b" 2>"$W/d.log" >/dev/null; then
   echo "resume with another freeze_trainable_layers was accepted"; exit 1; fi
 grep -q "freeze_trainable_layers" "$W/d.log" || { cat "$W/d.log"; exit 1; }
+# The base's storage is part of the trajectory: an 8-bit QLoRA folder does not resume in 4 bits.
+if "${BASE[@]}" --finetuning_type lora --lora_target all --quantization_bit 4 --output_dir "$W/qlora8-b" 2>"$W/q.log" >/dev/null; then
+  echo "resume with another quantization_bit was accepted"; exit 1; fi
+grep -q "quantization_bit" "$W/q.log" || { cat "$W/q.log"; exit 1; }
 echo "ok"

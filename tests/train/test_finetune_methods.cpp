@@ -1,7 +1,8 @@
-// finetuning_type freeze and full, and LoRA on a 4-bit base (QLoRA), on a tiny random Qwen2 (CPU, in-process run_sft with
+// finetuning_type freeze and full, and LoRA on a 4-bit or 8-bit base (QLoRA), on a tiny random Qwen2 (CPU, in-process run_sft with
 // configs/sft_tiny.yaml shortened): which tensors the saved HF model folder changed, bit for
 // bit against the base checkpoint, the folder's files, and that it loads back.
 #include "pdsd/core/error.h"
+#include "pdsd/core/file_util.h"
 #include "pdsd/core/json_io.h"
 #include "pdsd/core/lf_args.h"
 #include "pdsd/core/safetensors.h"
@@ -15,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <filesystem>
@@ -215,22 +217,27 @@ TEST(FinetuneQlora, BadKeysAreConfigErrorsNamingThem) {
             EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
         }
     };
-    fails_with({"--finetuning_type", "lora", "--quantization_bit", "8"}, "LLM.int8");
-    fails_with({"--finetuning_type", "lora", "--quantization_bit", "3"}, "quantization_bit");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "3"}, "4 | 8");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "0"}, "quantization_bit");
+    fails_with({"--finetuning_type", "freeze", "--quantization_bit", "8"}, "only compatible with the LoRA method");
+    fails_with({"--finetuning_type", "lora", "--quantization_bit", "8", "--quantization_method", "hqq"}, "quantization_method");
     fails_with({"--finetuning_type", "freeze", "--quantization_bit", "4"}, "only compatible with the LoRA method");
     fails_with({"--finetuning_type", "lora", "--quantization_bit", "4", "--quantization_type", "int4"}, "quantization_type");
     fails_with({"--finetuning_type", "lora", "--quantization_bit", "4", "--quantization_method", "hqq"}, "quantization_method");
 }
 
-// --dry-run's table: each method's trainable parameters and peak estimate on this batch; the
-// run's own row is marked; full trains everything and needs the most, QLoRA the least.
-TEST(FinetuneQlora, DryRunTablesEveryMethodsMemory) {
+namespace {
+
+// --dry-run's table for a QLoRA run with `bits`: each method's trainable parameters and peak
+// estimate on this batch; the run's own row is marked; full trains everything and needs the
+// most, then freeze, LoRA, 8-bit QLoRA and 4-bit QLoRA.
+void check_dry_run_table(const std::string& bits, const std::string& base_line) {
     test::TempDir tmp;
     const std::string base = make_tiny(tmp);
     testing::internal::CaptureStdout();
-    train_tiny(base, tmp.file("dry"), {"--finetuning_type", "lora", "--quantization_bit", "4"}, true);
+    train_tiny(base, tmp.file("dry"), {"--finetuning_type", "lora", "--quantization_bit", bits}, true);
     const std::string plan = testing::internal::GetCapturedStdout();
-    EXPECT_NE(plan.find("finetuning_type: lora (QLoRA: base in 4-bit nf4, double quantization)"), std::string::npos) << plan;
+    EXPECT_NE(plan.find("finetuning_type: lora (QLoRA: base in " + base_line + ")"), std::string::npos) << plan;
     std::map<std::string, std::pair<int64_t, double>> rows;
     std::string marked;
     std::istringstream in(plan.substr(plan.find("peak memory estimate by method")));
@@ -245,12 +252,56 @@ TEST(FinetuneQlora, DryRunTablesEveryMethodsMemory) {
         rows[method] = {n, gib};
         if (line.find("<- this run") != std::string::npos) marked = method;
     }
-    ASSERT_EQ(rows.size(), 4u) << plan;
-    EXPECT_EQ(marked, "qlora-4");
+    ASSERT_EQ(rows.size(), 5u) << plan;
+    EXPECT_EQ(marked, "qlora-" + bits);
     EXPECT_EQ(rows["full"].first, 9816640);
     EXPECT_EQ(rows["lora"].first, rows["qlora-4"].first);
+    EXPECT_EQ(rows["lora"].first, rows["qlora-8"].first);
     EXPECT_GT(rows["full"].second, rows["freeze"].second);
     EXPECT_GE(rows["freeze"].second, rows["lora"].second);
-    EXPECT_GE(rows["lora"].second, rows["qlora-4"].second);
+    EXPECT_GE(rows["lora"].second, rows["qlora-8"].second);
+    EXPECT_GE(rows["qlora-8"].second, rows["qlora-4"].second);
     EXPECT_FALSE(fs::exists(tmp.file("dry")));  // a dry run writes nothing
 }
+
+}  // namespace
+
+TEST(FinetuneQlora, DryRunTablesEveryMethodsMemory) { check_dry_run_table("4", "4-bit nf4, double quantization"); }
+
+// 8-bit QLoRA (LLaMA-Factory's quantization_bit: 8): the decoder projections held as int8 rows
+// (model/int8_rows.h, equal to bitsandbytes' Int8Params), only the adapter trains and is saved.
+// quantization_type / double_quantization are 4-bit keys: ignored, the run is the same bit for bit.
+TEST(FinetuneQlora8, TheAdapterTrainsOnAnEightBitBaseAndLossFalls) {
+    test::TempDir tmp;
+    const std::string base = make_tiny(tmp), out = tmp.file("q8");
+    const std::vector<std::string> common = {"--finetuning_type", "lora", "--max_steps", "8", "--num_train_epochs", "10",
+                                             "--max_samples", "2", "--learning_rate", "5e-3", "--lora_target", "all"};
+    auto with = [&](std::vector<std::string> extra) {
+        extra.insert(extra.begin(), common.begin(), common.end());
+        return extra;
+    };
+    train::TrainResult r = train_tiny(base, out, with({"--quantization_bit", "8"}));
+    train::TrainResult ig = train_tiny(base, tmp.file("q8_ignored"), with({"--quantization_bit", "8", "--quantization_type", "fp4",
+                                                                            "--double_quantization", "false"}));
+    train::TrainResult f = train_tiny(base, tmp.file("lora"), common);
+    train::TrainResult q4 = train_tiny(base, tmp.file("q4"), with({"--quantization_bit", "4"}));
+    EXPECT_EQ(r.global_step, 8);
+    EXPECT_EQ(r.trainable_params, f.trainable_params);  // the same adapter shapes
+    const auto l8 = logged_losses(out), lf = logged_losses(tmp.file("lora")), l4 = logged_losses(tmp.file("q4"));
+    ASSERT_EQ(l8.size(), 8u);
+    EXPECT_LT(l8.back(), l8.front() - 0.1) << "the adapter must fit 2 examples over an 8-bit base";
+    // Step 1 runs the quantized base with a zero adapter: 8 bits stay nearer the float model than
+    // 4 (the logged loss has 4 decimals: at 8 bits it may read equal), and the adapter trained
+    // over it is another one than over the float base.
+    EXPECT_LE(std::abs(l8.front() - lf.front()), std::abs(l4.front() - lf.front()));
+    EXPECT_NEAR(l8.front(), lf.front(), 0.01);
+    EXPECT_NE(read_file(tmp.file("lora") + "/adapter_model.safetensors"), read_file(out + "/adapter_model.safetensors"));
+    EXPECT_EQ(logged_losses(tmp.file("q8_ignored")), l8);
+    EXPECT_EQ(read_file(tmp.file("q8_ignored") + "/adapter_model.safetensors"), read_file(out + "/adapter_model.safetensors"));
+    EXPECT_EQ(ig.global_step, 8);
+    EXPECT_EQ(q4.global_step, 8);
+    EXPECT_TRUE(fs::exists(out + "/adapter_config.json"));
+    EXPECT_FALSE(fs::exists(out + "/model.safetensors"));
+}
+
+TEST(FinetuneQlora8, DryRunTablesEveryMethodsMemory) { check_dry_run_table("8", "8-bit int8 rows"); }

@@ -16,11 +16,11 @@ struct LfModelArgs {
     std::string model_name_or_path;                 // HF folder of the base model
     std::vector<std::string> adapter_name_or_path;  // LoRA adapter folder(s), applied in order
     std::string device = "auto";                    // pdsd: auto | cpu | cuda[:N]
-    // QLoRA (LLaMA-Factory ModelArguments): the frozen base stored in 4 bits while LoRA trains.
-    std::optional<int64_t> quantization_bit;        // 4 (8, LLM.int8, is not implemented)
+    // QLoRA (LLaMA-Factory ModelArguments): the frozen base stored in 4 or 8 bits while LoRA trains.
+    std::optional<int64_t> quantization_bit;        // 4 (NF4/FP4) | 8 (int8 rows)
     std::string quantization_method = "bnb";        // bitsandbytes' formats
-    std::string quantization_type = "nf4";          // nf4 | fp4
-    bool double_quantization = true;                // absmaxes stored in 8 bits too
+    std::string quantization_type = "nf4";          // nf4 | fp4 (4-bit only)
+    bool double_quantization = true;                // absmaxes stored in 8 bits too (4-bit only)
 };
 
 struct LfDataArgs {

@@ -228,6 +228,12 @@ struct SearchHit {
     std::string reason;                // why kept/dropped (explain)
 };
 
+// The chunks of `kb`'s files whose name matches `file_name` as SQL LIKE does (Chatchat's
+// list_docs: % any run, _ one character, ASCII case-insensitive; "" = every file), by file
+// name then chunk index; score 0, kept. Chatchat's search_docs with a file_name and no query
+// (its KB page's document view). IoError/DataError when the KB is not in info.db.
+std::vector<SearchHit> list_chunks(const std::string& root, const std::string& kb, const std::string& file_name);
+
 // A file's identity and contents stamp: inode, mtime (ns) and size; exists false when
 // absent. A rename over the file (how index.faiss is replaced) changes the inode.
 struct FileStamp {

@@ -23,10 +23,6 @@
 #include <memory>
 #include <string>
 
-namespace pdsd::model {
-class Qwen2ForCausalLMImpl;  // qwen2.h
-}
-
 namespace pdsd::model::nf4 {
 
 enum class Kind { nf4, fp4 };
@@ -59,11 +55,5 @@ Nf4Weight quantize(const at::Tensor& w, Kind kind, bool double_quant, int64_t bl
 at::Tensor dequantize(const Nf4Weight& w, c10::ScalarType dtype);
 // The per-block absmax (fp32), from the double-quantized form when that is what is stored.
 at::Tensor block_absmax(const Nf4Weight& w);
-
-// QLoRA's base: every decoder-layer projection (q k v o gate up down, the Linear layers
-// bitsandbytes replaces; embeddings, norms and lm_head stay) stored in 4 bits (Proj::nf4), the
-// float weights released (quant::release_float_weight). Returns the bytes now held by the
-// 4-bit copies; `float_bytes` gets what the float weights held.
-int64_t quantize_base(Qwen2ForCausalLMImpl& model, Kind kind, bool double_quant, int64_t* float_bytes = nullptr);
 
 }  // namespace pdsd::model::nf4

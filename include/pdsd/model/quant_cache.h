@@ -4,6 +4,8 @@
 //
 // Where: $PDSD_CACHE_DIR, else $XDG_CACHE_HOME/pdsd/quant, else ~/.cache/pdsd/quant; never the
 // model folder (it may be read-only or shared). PDSD_QUANT_CACHE=0 turns the cache off.
+// Size: at most $PDSD_QUANT_CACHE_MAX_GB (default 20 GB) of cache files; the least recently
+// used (a hit refreshes the file's mtime) are removed after each load, never the one in use.
 // Key: the checkpoint folder's resolved path, each shard's name, size and mtime (ns), the
 // dtype the weights were quantized from, the type and kFormatVersion; a changed checkpoint
 // gives another file name (and the older file of that folder and type is removed once the new

@@ -16,6 +16,7 @@
 #pragma once
 
 #include "pdsd/core/hf_config.h"
+#include "pdsd/model/int8_rows.h"
 #include "pdsd/model/nf4.h"
 #include "pdsd/model/quant.h"
 
@@ -66,9 +67,10 @@ public:
     std::function<at::Tensor(const at::Tensor& x, const at::Tensor& base_out)> adapter;
     // Quantized copy of `weight` (quant::quantize_model, inference only): used instead of it.
     quant::QuantWeightPtr quant;
-    // 4-bit copy of `weight` (QLoRA, nf4::quantize_base): dequantized to x's dtype per call,
-    // autograd on (gradients reach x and the adapter, never the weight).
+    // QLoRA's copy of `weight` (qlora::quantize_base), 4-bit or 8-bit: dequantized to x's dtype
+    // per call, autograd on (gradients reach x and the adapter, never the weight).
     nf4::Nf4WeightPtr nf4;
+    int8_rows::Int8WeightPtr int8;
 };
 TORCH_MODULE(Proj);
 

@@ -1,18 +1,27 @@
 // RAG prompt assembly with Langchain-Chatchat's templates (anchors.md section 3).
 //
-// Chatchat joins the retrieved chunks with blank lines and fills its "default" template;
-// with no chunk it uses "empty". pdsd numbers the chunks ("[1] ...") so the answer can cite
-// them, and lists the sources as Chatchat's 出处 entries (format_reference).
+// Chatchat joins the retrieved chunks with blank lines and fills the rag template prompt_name
+// names ("default"); with no chunk it uses "empty". pdsd numbers the chunks ("[1] ...") so the
+// answer can cite them, and lists the sources as Chatchat's 出处 entries (format_reference).
+// The templates come from <root>/prompt_settings.yaml (prompt_settings.h).
 #pragma once
 
 #include "pdsd/kb/knowledge_base.h"
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace pdsd::rag {
 
+// The jinja2 variables of `tpl` ("{{ name }}", spaces allowed), in order of appearance.
+std::vector<std::string> template_variables(const std::string& tpl);
+// `tpl` with every {{ name }} found in `vars` replaced, in one pass (a value holding
+// "{{context}}" stays literal); other text, unknown variables included, is kept as is.
+std::string render_template(const std::string& tpl, const std::map<std::string, std::string>& vars);
+
+// The pair one RAG turn fills (prompt_settings.h picks them from prompt_settings.yaml).
 struct PromptTemplates {
     // {{context}} and {{question}} are replaced. Defaults: Chatchat 0.3's rag "default"/"empty".
     std::string with_context =

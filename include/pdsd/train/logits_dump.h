@@ -13,11 +13,12 @@ struct LogitsDumpOptions {
     std::string model_dir;                    // HF Qwen2 folder
     std::string adapter_dir;                  // PEFT adapter folder; empty = base model only
     std::vector<std::vector<int64_t>> rows;   // token ids, one sequence per row (right-padded to the longest)
-    // QLoRA's base (LLaMA-Factory's keys): 4 = the decoder projections in 4 bits (model/nf4.h)
-    // before the adapter is attached, as `pdsd train --quantization_bit 4` trains it; 0 = float.
+    // QLoRA's base (LLaMA-Factory's keys, model/qlora_base.h): 4 or 8 = the decoder projections
+    // stored in 4 / 8 bits before the adapter is attached, as `pdsd train --quantization_bit N`
+    // trains it; 0 = float.
     int64_t quantization_bit = 0;
-    std::string quantization_type = "nf4";    // nf4 | fp4
-    bool double_quantization = true;
+    std::string quantization_type = "nf4";    // nf4 | fp4 (4 only)
+    bool double_quantization = true;          // 4 only
     std::string out_path;                     // safetensors: "logits" fp32 (rows, T, V), "input_ids" int64, "attention_mask" int64
 };
 

@@ -80,7 +80,7 @@ struct ParamCount {
     int64_t trainable = 0, total = 0;
 };
 ParamCount count_parameters(const LfArgs& args, const Qwen2Config& config, const std::string& base_dir);
-// Weights of the seven decoder-layer projections (what QLoRA stores in 4 bits), biases excluded.
+// Weights of the seven decoder-layer projections (what QLoRA stores in 4 or 8 bits), biases excluded.
 int64_t projection_params(const Qwen2Config& config);
 
 // freeze/full: whether the HF parameter `name` trains (full: always). Validates the freeze

@@ -70,9 +70,10 @@ struct TrainPlan {
     bool gradient_checkpointing = false;  // LF: on unless disable_gradient_checkpointing
     std::string device, dtype;
     std::string finetuning_type = "lora";
+    int64_t quantization_bit = 0;      // QLoRA: 4 | 8; 0: none
     std::string quantization;          // QLoRA: e.g. "4-bit nf4, double quantization"; empty: none
     struct MethodMemory {
-        std::string method;            // full | freeze | lora | qlora-4
+        std::string method;            // full | freeze | lora | qlora-8 | qlora-4
         int64_t trainable_params = 0;
         double peak_memory_gib = 0.0;  // the same estimate as peak_memory_gib, for that method
     };
