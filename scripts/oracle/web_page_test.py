@@ -20,9 +20,16 @@ with scores in its search box and deletes the KB; file chat answers from an uplo
 the Training tab lists the datasets of dataset_info.json (this repository's data/, copied into the
 root) with a preview of one example, previews the `pdsd train` command and its dry-run plan, runs
 3 steps on the tiny model whose loss curve appears (an SVG path through 3 points) with the
-checkpoint list and the `pdsd serve --adapter` line to chat with the result; the Export tab merges
-that adapter (the finished run is offered in its adapter list).
-Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png / <stem>_train.png beside it.
+checkpoint list and the `pdsd serve --adapter` line; the run's adapter (and its checkpoint) is in
+the dialogue's model picker (a broken model folder picked there shows its error in place and the
+old model keeps serving), picking the run shows 加载中… and swaps the server's model (/health's id is
+the run's), and an LLM chat answer then equals `pdsd chat --adapter` greedy output for the same
+question (and differs from the base model's); the picker goes back to the base model, the
+Training tab's 在对话中使用 button loads the run again and opens the dialogue; the Export tab
+merges that adapter (the finished run is offered in its adapter list) and its 在对话中使用 loads
+the merged model, whose answer equals `pdsd chat --model <export>`.
+Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png / <stem>_train.png /
+<stem>_model_error.png / <stem>_models.png beside it.
 
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
@@ -99,6 +106,11 @@ def main():
             shutil.copy(os.path.join(repo_data, name), root)
         run([a.pdsd, "model", "init", "--preset", "tiny", "--out", model, "--seed", "7",
              "--tokenizer", os.path.join(a.fixtures, "qwen-tokenizer")])
+        broken = os.path.join(root, "models", "broken")   # listed by the model picker, fails to load
+        os.makedirs(broken)
+        shutil.copy(os.path.join(a.fixtures, "qwen-tokenizer", "tokenizer.json"), broken)
+        with open(os.path.join(broken, "config.json"), "w") as f:
+            f.write("{ not json")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = open(os.path.join(tmp, "serve.log"), "w")
@@ -391,7 +403,7 @@ def main():
         if len(convs) != 3 or convs[0]["chat_type"] != "file_chat":
             sys.exit(f"FAIL: the file chat is not a stored conversation: {convs}")
         print("file chat: answered with the uploaded file as its source")
-        train_tabs(driver, wait, by_id, options, shot, model)
+        train_tabs(driver, wait, by_id, options, shot, model, base, root, a.pdsd, no_error)
         print("OK")
     finally:
         if driver is not None:
@@ -405,9 +417,10 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def train_tabs(driver, wait, by_id, options, shot, model):
+def train_tabs(driver, wait, by_id, options, shot, model, base, root, pdsd, no_error):
     """Training tab: datasets + preview, command preview + dry run, a 3-step run with its loss
-    curve, checkpoints and serve line; Export tab: merge the run's adapter."""
+    curve, checkpoints and serve line; the run's adapter chosen in the model picker answers as
+    `pdsd chat --adapter` does; Export tab: merge the run's adapter, use the merged model in chat."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -449,6 +462,8 @@ def train_tabs(driver, wait, by_id, options, shot, model):
     print(f"training from the page: {state}; loss curve through {points} points; checkpoints {ckpts}; {serve}")
     driver.execute_script("document.getElementById('lossCurve').scrollIntoView({block: 'center'});")
     shot("train")
+    run_dir = http_json(base + "/pdsd/train/status")["data"]["output_dir"]
+    use_models(driver, wait, by_id, options, shot, model, base, root, pdsd, no_error, run_dir)
 
     by_id("tabExport").click()
     wait.until(lambda d: d.find_element(By.ID, "exAdapter").get_attribute("value"))
@@ -462,6 +477,135 @@ def train_tabs(driver, wait, by_id, options, shot, model):
     if by_id("exState").get_attribute("class") != "state-finished" or "pdsd serve --model" not in by_id("exServe").text:
         sys.exit("FAIL: export from the page: " + by_id("exState").text + "\n" + by_id("exLog").text[-1500:])
     print(f"export from the page: {by_id('exState').text}; {by_id('exServe').text}; train + export tabs took {time.time() - t0:.1f} s")
+    # The merged model in the dialogue: the Export tab's button loads it.
+    export_dir = http_json(base + "/pdsd/export/status")["data"]["output_dir"]
+    use_button(driver, wait, by_id, base, "exUse", os.path.basename(export_dir))
+    got = ask_greedy(driver, wait, by_id, base, no_error, "导出后的模型你好")
+    want = chat_cli(pdsd, root, "导出后的模型你好", "--model", export_dir)
+    if got != want:
+        sys.exit(f"FAIL: the exported model's answer on the page {got!r} is not `pdsd chat --model <export>`'s {want!r}")
+    print(f"export in chat: /health model {health_model(base)!r}; answer = pdsd chat --model <export>'s ({got[:40]!r})")
+
+
+QUESTION = "你好，你是谁？"
+TOKENS = "16"
+
+
+def chat_cli(pdsd, root, question, *model_args):
+    """`pdsd chat -q` greedy, TOKENS new tokens: the answer the page must show for `question`."""
+    r = subprocess.run([pdsd, "chat", *model_args, "--root", root, "-q", question, "--temperature", "0",
+                        "--max_new_tokens", TOKENS], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        sys.exit(f"FAIL: pdsd chat {' '.join(model_args)} exited {r.returncode}\n{r.stderr[-1500:]}")
+    return r.stdout[:-1] if r.stdout.endswith("\n") else r.stdout
+
+
+def health_model(base):
+    return http_json(base + "/health")["model"]
+
+
+def ask_greedy(driver, wait, by_id, base, no_error, question):
+    """A new LLM chat at temperature 0 with TOKENS tokens: asks `question`, returns the stored answer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    by_id("tabChat").click()
+    by_id("newConv").click()
+    Select(by_id("mode")).select_by_value("llm_chat")
+    for field, value in (("temperature", "0"), ("maxTokens", TOKENS)):
+        by_id(field).clear()
+        by_id(field).send_keys(value)
+    by_id("input").send_keys(question)
+    by_id("send").click()
+    wait.until(lambda d: (d.find_element(By.ID, "send").is_enabled() and d.find_elements(By.CSS_SELECTOR, ".msg.assistant .actions"))
+               or d.find_elements(By.CSS_SELECTOR, ".msg.error"))
+    no_error()
+    conv = http_json(base + "/chat/conversations")["data"][0]
+    rows = http_json(base + "/chat/conversations/messages?conversation_id=" + conv["id"])["data"]
+    if len(rows) != 1 or rows[0]["query"] != question or not rows[0]["response"]:
+        sys.exit(f"FAIL: no stored answer for {question!r}: {json.dumps(rows, ensure_ascii=False)[:300]}")
+    return rows[0]["response"]
+
+
+def wait_loaded(wait, by_id, base, want_id):
+    """After a load was asked for: the picker's status says loaded (or failed), /health has `want_id`."""
+    from selenium.webdriver.common.by import By
+    wait.until(lambda d: d.find_element(By.ID, "modelStatus").text.startswith(("已加载", "加载失败")))
+    status = by_id("modelStatus").text
+    if not status.startswith("已加载") or health_model(base) != want_id:
+        sys.exit(f"FAIL: loading {want_id!r}: status {status!r}, /health model {health_model(base)!r}")
+    return status
+
+
+def use_button(driver, wait, by_id, base, button, want_id):
+    """A tab's 在对话中使用: loads what its job made, then the dialogue tab is open."""
+    if not by_id(button).is_displayed() or by_id(button).text != "在对话中使用":
+        sys.exit(f"FAIL: no 在对话中使用 button ({button}) after the job finished")
+    by_id(button).click()
+    wait_loaded(wait, by_id, base, want_id)
+    wait.until(lambda d: by_id("chatPage").is_displayed())
+
+
+def use_models(driver, wait, by_id, options, shot, model, base, root, pdsd, no_error, run_dir):
+    """The finished run in the dialogue's model picker: picked, loaded (/health's id changes), and
+    its greedy answer is `pdsd chat --adapter`'s; back to the base, then the Training tab's button."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+    run = os.path.relpath(os.path.realpath(run_dir), os.path.realpath(root))
+
+    def picker():   # adapter or model path -> the picker's option value (the load body)
+        return {(c.get("adapter") or c.get("model")): v for v in options("model") if v for c in [json.loads(v)]}
+    try:   # the page refreshes the picker when it sees the run finish
+        WebDriverWait(driver, 10).until(lambda d: run in picker() and run + "/checkpoint-2" in picker())
+    except TimeoutException:
+        pass
+    choices = picker()
+    if run not in choices or run + "/checkpoint-2" not in choices:
+        sys.exit(f"FAIL: the model picker does not offer the run {run!r} and its checkpoint-2: {sorted(choices)}")
+    base_choice = choices.get(os.path.realpath(model))
+    if not base_choice or health_model(base) != os.path.basename(model):
+        sys.exit(f"FAIL: the picker does not offer the start-up model {model!r}: {sorted(choices)}")
+    driver.execute_script("""
+        window.__modelStatus = [];
+        new MutationObserver(() => window.__modelStatus.push(document.getElementById('modelStatus').textContent))
+          .observe(document.getElementById('modelStatus'), {subtree: true, childList: true, characterData: true});
+    """)
+    # A model that does not load: the error in place, the old model still serving and selected.
+    Select(by_id("model")).select_by_value(choices["models/broken"])
+    wait.until(lambda d: by_id("modelStatus").text.startswith(("已加载", "加载失败")))
+    failed = by_id("modelStatus").text
+    if not failed.startswith("加载失败") or "models/broken" not in failed or health_model(base) != os.path.basename(model) \
+            or json.loads(Select(by_id("model")).first_selected_option.get_attribute("value")).get("model") != os.path.realpath(model):
+        sys.exit(f"FAIL: a broken model: status {failed!r}, /health {health_model(base)!r}")
+    print(f"broken model picked: {failed[:90]!r}; still serving {health_model(base)!r}")
+    shot("model_error")
+    Select(by_id("model")).select_by_value(choices[run])
+    status = wait_loaded(wait, by_id, base, os.path.basename(run))
+    seen = driver.execute_script("return window.__modelStatus;")
+    if seen.count("加载中…") < 2:   # the broken model's load, then the run's
+        sys.exit(f"FAIL: no 加载中… while the adapter loaded (status texts {seen})")
+    loaded = http_json(base + "/pdsd/models")["data"]["loaded"]
+    if loaded["adapter"] != run:
+        sys.exit(f"FAIL: /pdsd/models does not report the run's adapter as loaded: {loaded}")
+    got = ask_greedy(driver, wait, by_id, base, no_error, QUESTION)
+    who = driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .who")[-1].text
+    want = chat_cli(pdsd, root, QUESTION, "--model", model, "--adapter", run_dir)
+    plain = chat_cli(pdsd, root, QUESTION, "--model", model)
+    print(f"picker: {status}; /health model {health_model(base)!r}; answer {got[:40]!r} "
+          f"(pdsd chat --adapter: {want[:40]!r}; base model: {plain[:40]!r})")
+    if got != want:
+        sys.exit(f"FAIL: the adapter's answer on the page {got!r} is not `pdsd chat --adapter`'s {want!r}")
+    if want == plain:
+        sys.exit("FAIL: the adapter's answer equals the base model's: the swap is not visible")
+    if os.path.basename(run) not in who:
+        sys.exit(f"FAIL: the answer is not labelled with the loaded model: {who!r}")
+    shot("models")
+    # Back to the base model through the picker, then the Training tab's button loads the run again.
+    Select(by_id("model")).select_by_value(base_choice)
+    wait_loaded(wait, by_id, base, os.path.basename(model))
+    by_id("tabTrain").click()
+    use_button(driver, wait, by_id, base, "trUse", os.path.basename(run))
+    print(f"picker -> the base model, then the Training tab's 在对话中使用 -> {health_model(base)!r} in the dialogue tab")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ ChatModel load_chat_model(const ChatModelOptions& o) {
     const std::string quant = !o.quant.empty() ? o.quant : model::quant::settings_quant(settings);
     model::quant::parse_type(quant, o.quant.empty() ? settings + ": quant" : "--quant");
     ChatModel m;
+    m.quant = quant;
     m.dir = kb::resolve_llm_model_dir(o.root, o.model);
     if (m.dir.empty()) {
         if (!o.adapter.empty())

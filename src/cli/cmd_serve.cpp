@@ -20,7 +20,7 @@ void add_serve_options(CLI::App* cmd, serve::ServeOptions& o) {
     cmd->add_option("--port", o.port, "port (0: any free port)")->capture_default_str();
     cmd->add_option("--api-key", o.api_key, "require 'Authorization: Bearer KEY' on every route but /health (default: $PDSD_API_KEY)");
     cmd->add_option("-m,--model", o.model_dir, "chat model: a Hugging Face folder or its name under <root>/models (default: model_settings.yaml; none: retrieval-only)");
-    cmd->add_option("--model-name", o.model_name, "model id in /v1/models (default: the folder name)");
+    cmd->add_option("--model-name", o.model_name, "model id in /v1/models and /health (default: the adapter's run name, else the model folder's name)");
     cmd->add_option("--adapter", o.adapter_dir, "LoRA adapter folder applied at load time, without merging");
     cmd->add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
     cmd->add_option("--quant", o.quant, "none | int8 | int4: weight-only quantization at load, CPU (default: model_settings.yaml's quant, else none)");

@@ -245,7 +245,8 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
         if (mode == "temp_kb") kb_root = temp_root(name);
     }
     kb::SearchOptions so = chatchat_search_options(body, kb_root);
-    bool return_direct = get_bool(body, "return_direct").value_or(false) || !gen;
+    const std::shared_ptr<ServedModel> model = models->current();   // kept to the end: a load meanwhile does not change it
+    bool return_direct = get_bool(body, "return_direct").value_or(false) || !model;
     get_string(body, "model");
     const rag::PromptTemplates templates = rag_templates(body);
     auto job = std::make_shared<GenJob>();
@@ -265,8 +266,10 @@ void Server::Impl::kb_chat_run(json body, httplib::Response& res, const std::str
     const std::string msg_id = web->begin_turn(body, "kb_chat", query, {{"kb_name", name}, {"docs", docs}});
     const std::string id = now_id("chat");
     const int64_t created_at = unix_now();
-    auto frame = [id, created_at, this, msg_id](const std::string& object, const std::string& content, json extra) {
-        json j{{"id", id}, {"object", object}, {"model", gen ? json(model_id) : json(nullptr)}, {"created", created_at},
+    job->model = model;
+    const json model_id = model ? json(model->id) : json(nullptr);
+    auto frame = [id, created_at, model_id, msg_id](const std::string& object, const std::string& content, json extra) {
+        json j{{"id", id}, {"object", object}, {"model", model_id}, {"created", created_at},
                {"status", nullptr}, {"message_type", 1}, {"message_id", msg_id.empty() ? json(nullptr) : json(msg_id)}, {"is_ref", false}};
         for (auto& [k, v] : extra.items()) j[k] = v;
         if (object == "chat.completion.chunk")
@@ -551,7 +554,8 @@ void Server::Impl::file_chat(const httplib::Request& req, httplib::Response& res
     json docs = rag::format_reference(turn.sources, std::nullopt, /*with_text=*/true);
     if (docs.empty()) docs.push_back(no_reference_notice());
     const std::string msg_id = web->begin_turn(body, "file_chat", query, {{"knowledge_id", id}, {"docs", docs}});
-    if (!gen) {
+    job->model = models->current();
+    if (!job->model) {
         reply_sse(res, stream ? std::vector<std::string>{sse({{"docs", docs}})} : std::vector<std::string>{sse({{"answer", ""}, {"docs", docs}})});
         return;
     }

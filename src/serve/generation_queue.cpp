@@ -51,16 +51,15 @@ void GenJob::finish() {
 
 // ---- GenerationQueue ------------------------------------------------------------------------
 
-GenerationQueue::GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity,
-                                 size_t max_batch, QueueStats* stats)
-    : generator_(generator), tokenizer_(tokenizer), capacity_(std::max<size_t>(capacity, 1)),
-      max_batch_(std::max<size_t>(max_batch, 1)), stats_(stats) {
+GenerationQueue::GenerationQueue(size_t capacity, size_t max_batch, QueueStats* stats)
+    : capacity_(std::max<size_t>(capacity, 1)), max_batch_(std::max<size_t>(max_batch, 1)), stats_(stats) {
     worker_ = std::thread([this] { run(); });
 }
 
 GenerationQueue::~GenerationQueue() { stop(); }
 
 bool GenerationQueue::try_submit(std::shared_ptr<GenJob> job) {
+    if (!job->model) throw InternalError(ErrorInfo{}.msg("a generation job without a model was submitted"));
     {
         std::lock_guard<std::mutex> lk(mu_);
         if (stopping_ || pending_.size() + running_.size() >= capacity_) {
@@ -107,8 +106,9 @@ void GenerationQueue::stop() {
 
 namespace {
 // Batchable with other requests: greedy (sampled rows would share one random stream, so their
-// seeds could not be honoured).
+// seeds could not be honoured) and on the same model as the batch's first job.
 bool batchable(const GenJob& j) { return j.options.do_sample.has_value() && !*j.options.do_sample; }
+bool batchable_with(const GenJob& first, const GenJob& j) { return batchable(j) && j.model == first.model; }
 }  // namespace
 
 void GenerationQueue::run() {
@@ -120,10 +120,10 @@ void GenerationQueue::run() {
             if (stopping_) return;
             batch.push_back(pending_.front());
             pending_.pop_front();
-            // Greedy requests waiting together run as one batch (up to max_batch_ rows).
+            // Greedy requests of one model waiting together run as one batch (up to max_batch_ rows).
             if (max_batch_ > 1 && batchable(*batch[0])) {
                 for (auto it = pending_.begin(); it != pending_.end() && batch.size() < max_batch_;) {
-                    if (batchable(**it)) {
+                    if (batchable_with(*batch[0], **it)) {
                         batch.push_back(*it);
                         it = pending_.erase(it);
                     } else {
@@ -205,11 +205,12 @@ void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
     std::vector<std::vector<int64_t>> prompts;
     std::vector<RowStream> rows;
     std::vector<GenJob*> jobs;
-    const int64_t context = generator_->max_context();
+    ServedModel& m = *all_jobs[0]->model;   // every job of a batch has this one (run())
+    const int64_t context = m.generator->max_context();
     for (auto* j : all_jobs) {
         std::vector<int64_t> ids = j->prompt_ids;
         if (ids.empty()) {
-            std::vector<int32_t> ids32 = tokenizer_->encode(j->prompt ? *j->prompt : tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
+            std::vector<int32_t> ids32 = m.tokenizer->encode(j->prompt ? *j->prompt : tokenizer::render_qwen_chat(j->messages, /*add_generation_prompt=*/true));
             ids.assign(ids32.begin(), ids32.end());
         }
         j->prompt_tokens = static_cast<int64_t>(ids.size());
@@ -225,12 +226,12 @@ void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
         }
         jobs.push_back(j);
         prompts.push_back(std::move(ids));
-        rows.push_back(RowStream{j, chat::TextStream(*tokenizer_, j->stop)});
+        rows.push_back(RowStream{j, chat::TextStream(*m.tokenizer, j->stop)});
     }
     if (jobs.empty()) return;
     if (jobs.size() == 1) {
         // Alone: generate() keeps the KV cache of the shared prompt prefix between requests.
-        model::GenerationResult r = generator_->generate(prompts[0], jobs[0]->options, [&](int64_t t) { return rows[0].on_token(t); });
+        model::GenerationResult r = m.generator->generate(prompts[0], jobs[0]->options, [&](int64_t t) { return rows[0].on_token(t); });
         rows[0].finish(r, *stats_);
         return;
     }
@@ -248,7 +249,7 @@ void GenerationQueue::execute(const std::vector<GenJob*>& all_jobs) {
     }
     if (unbounded) o.max_new_tokens.reset();
     else o.max_new_tokens = longest;
-    auto results = generator_->generate_batch(prompts, o, [&](size_t row, int64_t t) { return rows[row].on_token(t); });
+    auto results = m.generator->generate_batch(prompts, o, [&](size_t row, int64_t t) { return rows[row].on_token(t); });
     for (size_t i = 0; i < jobs.size(); ++i) rows[i].finish(results[i], *stats_);
 }
 

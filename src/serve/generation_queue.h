@@ -1,8 +1,12 @@
 // The one generation worker of `pdsd serve` and its bounded FIFO queue (private to src/serve).
 //
 // Each request becomes a GenJob: chat messages + sampling options in, streamed text pieces and
-// a final result out. The worker owns the model and the tokenizer (neither is thread-safe), so
-// prompt rendering, encoding and detokenisation all happen on the worker thread.
+// a final result out. Every job names the ServedModel it runs on (the one the request saw when
+// it arrived); the worker runs one model's jobs per batch, so a model swap (POST
+// /pdsd/models/load) takes effect between batches: jobs already queued or running finish on the
+// model they started with, later requests get the new one, and the old model is freed when its
+// last job or request lets go of it. Only the worker thread touches a generator (not
+// thread-safe); the tokenizer is thread-safe, and request threads read it for counts.
 #pragma once
 
 #include "pdsd/model/generate.h"
@@ -22,7 +26,18 @@
 
 namespace pdsd::serve {
 
+// A chat model as the server runs it (chat::load_chat_model's pair and what /pdsd/models
+// reports about it). Shared: the server's current model, each request and each job hold one.
+struct ServedModel {
+    std::string id;                                  // /v1/models, /health and the "model" of every answer
+    std::string dir, adapter;                        // absolute folders; adapter "" = none
+    std::string device, dtype, quant;                // as loaded (dtype "" = the loader's default)
+    std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+    std::unique_ptr<model::Generator> generator;     // worker thread only
+};
+
 struct GenJob {
+    std::shared_ptr<ServedModel> model;              // runs on this one (set before submit)
     // ---- input (set before submit) ----
     std::vector<tokenizer::ChatMessage> messages;   // rendered with the Qwen2.5 template, unless:
     std::optional<std::string> prompt;               // /v1/completions: raw text, tokenized as it is
@@ -68,13 +83,12 @@ struct QueueStats {
 
 class GenerationQueue {
 public:
-    // Borrowed model/tokenizer; `capacity` counts waiting + running jobs. `max_batch` > 1: greedy
-    // jobs waiting together run as one batch of up to that many rows (generate_batch).
-    GenerationQueue(model::Generator* generator, const tokenizer::Tokenizer* tokenizer, size_t capacity, size_t max_batch,
-                    QueueStats* stats);
+    // `capacity` counts waiting + running jobs. `max_batch` > 1: greedy jobs of one model waiting
+    // together run as one batch of up to that many rows (generate_batch).
+    GenerationQueue(size_t capacity, size_t max_batch, QueueStats* stats);
     ~GenerationQueue();
 
-    // false when full (the caller answers 429).
+    // false when full (the caller answers 429). `job->model` must be set.
     bool try_submit(std::shared_ptr<GenJob> job);
     void set_paused(bool paused);
     void stop();   // cancels every job, joins the worker
@@ -84,8 +98,6 @@ private:
     void run();
     void execute(const std::vector<GenJob*>& jobs);
 
-    model::Generator* generator_;
-    const tokenizer::Tokenizer* tokenizer_;
     size_t capacity_, max_batch_;
     QueueStats* stats_;
     mutable std::mutex mu_;

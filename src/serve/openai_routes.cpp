@@ -11,7 +11,7 @@ namespace pdsd::serve {
 void Server::Impl::setup_openai() {
     get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
         json data = json::array();
-        if (gen) data.push_back({{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "pdsd"}});
+        if (auto m = models->current()) data.push_back({{"id", m->id}, {"object", "model"}, {"created", created}, {"owned_by", "pdsd"}});
         if (embedder) data.push_back({{"id", embedder->name()}, {"object", "model"}, {"created", created}, {"owned_by", "pdsd"}});
         reply_json(res, {{"object", "list"}, {"data", data}});
     });
@@ -46,11 +46,13 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         if (!so->is_object()) throw bad_request("'stream_options' must be an object", "stream_options");
         include_usage = get_bool(*so, "include_usage").value_or(false);
     }
-    require_model();
+    job->model = models->current();
+    require_model(job->model);
     const std::string turn = web->begin_turn(body, "llm_chat", job->messages.back().content);   // with a conversation_id
     if (chatchat && !turn.empty()) extra["message_id"] = turn;
     job->stream = stream;
     submit(job);
+    const std::string model_id = job->model->id;   // the model this job runs on, whatever loads meanwhile
 
     const std::string id = now_id("chatcmpl-");
     const int64_t created_at = unix_now();
@@ -66,7 +68,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
         reply_json(res, out);
         return;
     }
-    auto chunk = [id, created_at, extra, this](json delta, json finish) {
+    auto chunk = [id, created_at, extra, model_id](json delta, json finish) {
         json c{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created_at}, {"model", model_id},
                {"choices", json::array({{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish)},
                                          {"logprobs", nullptr}}})}};
@@ -76,7 +78,7 @@ void Server::Impl::chat_completions(const httplib::Request& req, httplib::Respon
     std::string head = sse(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
     stream_job(
         res, job, head, [chunk](const std::string& piece) { return sse(chunk({{"content", piece}}, nullptr)); },
-        [chunk, include_usage, usage, id, created_at, this, turn](const GenJob& j) {
+        [chunk, include_usage, usage, id, created_at, model_id, this, turn](const GenJob& j) {
             web->end_turn(turn, j.text);
             std::string out;
             if (!j.error.empty()) {
@@ -113,8 +115,9 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
     if (field(body, "dimensions")) throw bad_request("'dimensions' is not supported", "dimensions");
     std::vector<std::vector<float>> vecs = embedder->embed(texts, /*is_query=*/false);   // serialised by the wrapper
     // usage: tokens of the chat model's tokenizer when one is loaded, else UTF-8 bytes.
+    const std::shared_ptr<ServedModel> m = models->current();
     int64_t tokens = 0;
-    for (auto& t : texts) tokens += tok ? static_cast<int64_t>(tok->encode(t).size()) : static_cast<int64_t>(t.size());
+    for (auto& t : texts) tokens += m ? static_cast<int64_t>(m->tokenizer->encode(t).size()) : static_cast<int64_t>(t.size());
     json data = json::array();
     for (size_t i = 0; i < vecs.size(); ++i) {
         json e{{"object", "embedding"}, {"index", i}};
@@ -133,13 +136,14 @@ void Server::Impl::embeddings(const httplib::Request& req, httplib::Response& re
 void Server::Impl::completions(const httplib::Request& req, httplib::Response& res) {
     json body = parse_json_object(req);
     auto job = std::make_shared<GenJob>();
+    job->model = models->current();   // token ids are checked against the vocabulary of the model that runs them
     const json* p = field(body, "prompt");
     if (!p) throw bad_request("'prompt' is required", "prompt");
     if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];
     if (p->is_string()) {
         job->prompt = p->get<std::string>();
     } else if (p->is_array() && !p->empty() && std::all_of(p->begin(), p->end(), [](const json& x) { return x.is_number_integer(); })) {
-        const int64_t vocab = tok ? tok->vocab_size() : 0;
+        const int64_t vocab = job->model ? job->model->tokenizer->vocab_size() : 0;
         for (auto& x : *p) {
             const int64_t id = x.get<int64_t>();
             if (id < 0 || id >= vocab) throw bad_request("'prompt' token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")", "prompt");
@@ -157,13 +161,13 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
     job->options.max_new_tokens = 16;   // OpenAI's default for this route
     parse_sampling(body, *job);
     const bool stream = get_bool(body, "stream").value_or(false);
-    require_model();
+    require_model(job->model);
     job->stream = stream;
     submit(job);
 
-    const std::string id = now_id("cmpl-"), prefix = echo ? *job->prompt : std::string();
+    const std::string id = now_id("cmpl-"), prefix = echo ? *job->prompt : std::string(), model_id = job->model->id;
     const int64_t created_at = unix_now();
-    auto choice = [id, created_at, this](const std::string& text, json finish) {
+    auto choice = [id, created_at, model_id](const std::string& text, json finish) {
         return json{{"id", id}, {"object", "text_completion"}, {"created", created_at}, {"model", model_id},
                     {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", std::move(finish)}}})}};
     };

@@ -131,6 +131,35 @@ void check_no_symlinks(const fs::path& content, const std::string& rel) {
     }
 }
 
+json page_body(const httplib::Request& req, const std::string& what, const std::string& hint) {
+    if (req.body.size() > kMaxPageJsonBytes)
+        throw UsageError(ErrorInfo{}.msg("request body too large").expected("at most " + std::to_string(kMaxPageJsonBytes) + " bytes")
+                             .found(std::to_string(req.body.size()) + " bytes"));
+    json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) throw UsageError(ErrorInfo{}.msg("the request body must be " + what).hint(hint));
+    return j;
+}
+
+void page_reply(httplib::Response& res, const std::string& msg, const json& data, int status) {
+    res.status = status;
+    json j{{"code", status}, {"msg", msg}, {"data", data}};
+    res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+bool path_inside(const fs::path& dir, const fs::path& p) {
+    auto d = dir.lexically_normal().string(), q = p.lexically_normal().string();
+    while (d.size() > 1 && d.back() == '/') d.pop_back();
+    return q == d || q.rfind(d + "/", 0) == 0;
+}
+
+std::string under_root(const std::string& root, const std::string& key, const std::string& p) {
+    fs::path abs = fs::weakly_canonical(fs::path(p).is_absolute() ? fs::path(p) : fs::path(root) / p);
+    if (!path_inside(fs::weakly_canonical(root), abs))
+        throw UsageError(ErrorInfo{}.at(key).msg("path outside the server root").expected("a folder under " + root).found(p)
+                             .hint("give a path relative to the server root (--root / $PDSD_ROOT)"));
+    return abs.string();
+}
+
 std::optional<std::string> db_embed_model(const std::string& root, const std::string& name) {
     for (auto& k : kb::list_knowledge_bases(root)) {
         if (k.name == name && k.in_db) return k.embed_model.empty() ? std::string("none") : k.embed_model;

@@ -65,6 +65,12 @@ std::string safe_relative_name(const std::string& name, const char* param);
 // symlink (a symlink could point outside the knowledge base).
 void check_no_symlinks(const fs::path& content, const std::string& rel);
 
+// `p` is `dir` or below it (both lexically normalised, no file-system access).
+bool path_inside(const fs::path& dir, const fs::path& p);
+// `p` (relative: from `root`) made absolute with its symlinks resolved; UsageError naming `key`
+// when that leaves the root (the training routes' output/data folders, the model load route).
+std::string under_root(const std::string& root, const std::string& key, const std::string& p);
+
 // The embed model of knowledge base `name` as recorded in info.db ("none" = BM25 only), or
 // nothing when the database does not know it (a bare folder is not a knowledge base here).
 std::optional<std::string> db_embed_model(const std::string& root, const std::string& name);
@@ -84,6 +90,15 @@ std::vector<std::string> split_events(const std::string& s);
 // sse_starlette's keep-alive comment (Chatchat's server sends one every 15 s of silence).
 inline constexpr int kPingSeconds = 15;
 std::string sse_ping();
+
+// ---- the page's route sets (web app, training, models): Chatchat's {"code","msg","data"} ----
+
+inline constexpr size_t kMaxPageJsonBytes = 1u << 20;   // the page's bodies are small
+// The request body as a JSON object; UsageError (400) when it is larger or not `what`, with `hint`.
+json page_body(const httplib::Request& req, const std::string& what = "a JSON object",
+               const std::string& hint = "send Content-Type: application/json");
+// {"code": status, "msg": msg, "data": data} with HTTP status `status`.
+void page_reply(httplib::Response& res, const std::string& msg, const json& data, int status = 200);
 
 // ---- Chatchat's score scale ------------------------------------------------------------------
 // Chatchat's FAISS store returns the squared L2 distance of unit vectors, 2 - 2*cos (0 = same

@@ -73,8 +73,8 @@ void Server::Impl::setup() {
 
     // ---- operations ----
     get("/health", [this](const httplib::Request&, httplib::Response& res) {
-        reply_json(res, {{"status", "ok"}, {"model", gen ? json(model_id) : json(nullptr)},
-                         {"queue_depth", queue ? queue->depth() : 0}});
+        auto m = models->current();
+        reply_json(res, {{"status", "ok"}, {"model", m ? json(m->id) : json(nullptr)}, {"queue_depth", queue->depth()}});
     });
     get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
         res.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
@@ -91,6 +91,7 @@ void Server::Impl::setup() {
     web->add_routes(page_get, page_post);
     train = std::make_unique<TrainRoutes>(root);
     train->add_routes(page_get, page_post);
+    models->add_routes(page_get, page_post);
 
     setup_openai();
     setup_kb();
@@ -132,7 +133,7 @@ std::string Server::Impl::metrics_text() {
       << "# HELP pdsd_generation_batch_rows_total Requests run, summed over model runs.\n# TYPE pdsd_generation_batch_rows_total counter\n"
       << "pdsd_generation_batch_rows_total " << stats.batch_rows.load() << "\n";
     m << "# HELP pdsd_generation_queue_depth Generation requests waiting or running.\n# TYPE pdsd_generation_queue_depth gauge\n"
-      << "pdsd_generation_queue_depth " << (queue ? queue->depth() : 0) << "\n";
+      << "pdsd_generation_queue_depth " << queue->depth() << "\n";
     if (front) m << front->metrics_text();
     return m.str();
 }
@@ -169,7 +170,7 @@ void Server::listen() {
 void Server::stop() {
     auto& im = *impl_;
     if (im.stopping.exchange(true)) return;
-    if (im.queue) im.queue->stop();   // cancels generations so open streams end
+    im.queue->stop();   // cancels generations so open streams end
     im.http.shutting_down();
     if (im.front) im.front->stop();
 }
@@ -179,9 +180,9 @@ std::string Server::url() const {
     return "http://" + host + ":" + std::to_string(impl_->port);
 }
 
-void Server::pause_worker(bool paused) {
-    if (impl_->queue) impl_->queue->set_paused(paused);
-}
+void Server::pause_worker(bool paused) { impl_->queue->set_paused(paused); }
+
+void Server::pause_model_swaps(bool paused) { impl_->models->pause_swaps(paused); }
 
 namespace {
 std::atomic<bool> g_sigterm{false};  // the one piece of state the SIGTERM handler touches

@@ -7,6 +7,7 @@
 
 #include "generation_queue.h"
 #include "http_front.h"
+#include "model_routes.h"
 #include "rerank_route.h"
 #include "serve_util.h"
 #include "train_routes.h"
@@ -42,9 +43,7 @@ namespace pdsd::serve {
 struct Server::Impl {
     ServeOptions o;
     std::string root;
-    std::string model_id;
-    std::unique_ptr<tokenizer::Tokenizer> tok;
-    std::unique_ptr<model::Generator> gen;
+    std::unique_ptr<ModelRoutes> models;      // the chat model now (current()), /pdsd/models and its load route
     QueueStats stats;
     std::unique_ptr<GenerationQueue> queue;
     std::shared_ptr<kb::Embedder> embedder;   // /v1/embeddings and dense KB search (thread-safe: the Retriever's wrapper)
@@ -73,16 +72,11 @@ struct Server::Impl {
 
     explicit Impl(ServeOptions opts) : o(std::move(opts)) {
         root = kb::resolve_root(o.root);
-        // The model `pdsd chat` would load, by the same loader (checks included).
-        chat::ChatModel cm = chat::load_chat_model({root, o.model_dir, o.adapter_dir, o.device, o.dtype, o.quant});
-        o.model_dir = cm.dir;
-        tok = std::move(cm.tokenizer);
-        gen = std::move(cm.generator);
-        if (!o.model_dir.empty()) {
-            model_id = !o.model_name.empty() ? o.model_name : fs::path(o.model_dir).lexically_normal().filename().string();
-            if (model_id.empty()) model_id = fs::path(o.model_dir).lexically_normal().parent_path().filename().string();
-            queue = std::make_unique<GenerationQueue>(gen.get(), tok.get(), o.queue_size, o.max_batch, &stats);
-        }
+        // The model `pdsd chat` would load, by the same loader (checks included); none: retrieval
+        // only until POST /pdsd/models/load loads one.
+        const chat::ChatModelOptions load{root, o.model_dir, o.adapter_dir, o.device, o.dtype, o.quant};
+        models = std::make_unique<ModelRoutes>(load, load_served_model(load, o.model_name));
+        queue = std::make_unique<GenerationQueue>(o.queue_size, o.max_batch, &stats);
         // -e NAME resolves as `kb -r -e NAME` does (a folder, a name under <root>/models, ...).
         embed_spec = !o.embed_model.empty() ? o.embed_model : kb::load_kb_settings(root).embed_model;
         embedder = std::shared_ptr<kb::Embedder>(kb::open_embed_model(root, embed_spec));
@@ -228,8 +222,10 @@ struct Server::Impl {
         throw HttpError{404, "未找到临时知识库 " + id + "，请先上传文件 (upload_temp_docs)", "not_found_error", "knowledge_id", "kb_not_found"};
     }
 
-    void require_model() {
-        if (!gen) throw HttpError{503, "no chat model is loaded (start pdsd serve with --model DIR)", "service_unavailable", "model", "model_not_loaded"};
+    // `m`: the request's snapshot of models->current(), which it keeps to its end.
+    static void require_model(const std::shared_ptr<ServedModel>& m) {
+        if (!m) throw HttpError{503, "no chat model is loaded (start pdsd serve with --model DIR, or load one: POST /pdsd/models/load)",
+                                "service_unavailable", "model", "model_not_loaded"};
     }
 
     // Knowledge base `name` under data root `kb_root` (the server's root or a temp KB's),
@@ -316,7 +312,7 @@ struct Server::Impl {
         return out;
     }
 
-    // Submit, or throw 429 when the queue is full.
+    // Submit (job->model set), or throw 429 when the queue is full.
     void submit(const std::shared_ptr<GenJob>& job) {
         if (!queue->try_submit(job))
             throw HttpError{429, "the server is busy: " + std::to_string(o.queue_size) + " generation requests are queued; retry later",

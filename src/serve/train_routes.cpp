@@ -2,6 +2,8 @@
 // (train_routes.h).
 #include "train_routes.h"
 
+#include "serve_util.h"
+
 #include "pdsd/core/error.h"
 #include "pdsd/core/file_util.h"
 #include "pdsd/core/lf_args.h"
@@ -35,8 +37,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kComp = "serve";
-constexpr size_t kMaxJsonBytes = 1u << 20;
 constexpr size_t kLogTailLines = 40;
 constexpr int kDryRunTimeoutS = 120;     // the plan tokenizes every example: seconds on real data
 constexpr int kStopGraceS = 10;          // server shutdown: SIGINT, then SIGKILL after this
@@ -48,18 +48,8 @@ const std::set<std::string> kExportKeys = {"model_name_or_path", "adapter_name_o
                                            "export_dir", "export_size", "export_dtype", "export_format", "gguf_type",
                                            "export_device", "export_legacy_format", "default_system"};
 
-json parse_object(const httplib::Request& req) {
-    if (req.body.size() > kMaxJsonBytes)
-        throw UsageError(ErrorInfo{}.msg("request body too large").expected("at most " + std::to_string(kMaxJsonBytes) + " bytes"));
-    json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) throw UsageError(ErrorInfo{}.msg("the request body must be a JSON object of LLaMA-Factory keys")
-                                             .hint("send Content-Type: application/json, e.g. {\"learning_rate\": 1e-4}"));
-    return j;
-}
-
-void reply(httplib::Response& res, const std::string& msg, const json& data) {
-    json j{{"code", 200}, {"msg", msg}, {"data", data}};
-    res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+json lf_body(const httplib::Request& req) {
+    return page_body(req, "a JSON object of LLaMA-Factory keys", "send Content-Type: application/json, e.g. {\"learning_rate\": 1e-4}");
 }
 
 // A value of the body as the text `--key value` carries: lists joined by commas (LF's form).
@@ -85,21 +75,6 @@ std::vector<std::string> split_commas(const std::string& s) {
     for (std::string part; std::getline(ss, part, ',');)
         if (!part.empty()) out.push_back(part);
     return out;
-}
-
-bool inside(const fs::path& dir, const fs::path& p) {
-    auto d = dir.lexically_normal().string(), q = p.lexically_normal().string();
-    while (d.size() > 1 && d.back() == '/') d.pop_back();
-    return q == d || q.rfind(d + "/", 0) == 0;
-}
-
-// `p` (relative: from the root) made absolute; UsageError naming `key` when it leaves the root.
-std::string under_root(const std::string& root, const std::string& key, const std::string& p) {
-    fs::path abs = fs::weakly_canonical(fs::path(p).is_absolute() ? fs::path(p) : fs::path(root) / p);
-    if (!inside(fs::weakly_canonical(root), abs))
-        throw UsageError(ErrorInfo{}.at(key).msg("path outside the server root").expected("a folder under " + root).found(p)
-                             .hint("give a path relative to the server root (--root / $PDSD_ROOT)"));
-    return abs.string();
 }
 
 // An existing folder holding `marker` (config.json, adapter_config.json): absolute, or relative
@@ -294,8 +269,8 @@ json checkpoints(const std::string& out_dir) {
     return out;
 }
 
-// How to chat with what a finished job made: serve loads one model (and adapter) at start,
-// so the page shows the command to run.
+// The command line that serves what a finished job made (the page's 在对话中使用 loads it into
+// the running server instead: POST /pdsd/models/load).
 std::string serve_command(const TrainRoutes::Job& j) {
     auto key = [&](const char* k) { return j.keys.value(k, std::string()); };
     if (j.kind == "export") return command_line({"serve", "--model", j.out_dir});
@@ -404,20 +379,20 @@ void TrainRoutes::add_routes(const AddRoute& get, const AddRoute& post) {
             o.dataset_dir = dir;
             d["preview"] = tokenizer::preview_example(o, name, 0, nullptr, nullptr, false);
         }
-        reply(res, "success", d);
+        page_reply(res, "success", d);
     });
     post("/pdsd/train/preview", [this](const httplib::Request& req, httplib::Response& res) {
-        Plan plan = make_plan(root_, "train", parse_object(req));
+        Plan plan = make_plan(root_, "train", lf_body(req));
         std::vector<std::string> dry = plan.args;
         dry.push_back("--dry-run");
         auto [code, text] = run_capture(exe_, dry, kDryRunTimeoutS);
-        reply(res, "success", {{"command", command_line(plan.args)}, {"argv", plan.args}, {"output_dir", plan.out_dir},
+        page_reply(res, "success", {{"command", command_line(plan.args)}, {"argv", plan.args}, {"output_dir", plan.out_dir},
                                {"dry_run", text}, {"dry_run_exit_code", code}});
     });
     post("/pdsd/train/start", [this](const httplib::Request& req, httplib::Response& res) {
-        reply(res, "训练已开始", start("train", parse_object(req)));
+        page_reply(res, "训练已开始", start("train", lf_body(req)));
     });
-    get("/pdsd/train/status", [this](const httplib::Request&, httplib::Response& res) { reply(res, "success", status("train")); });
+    get("/pdsd/train/status", [this](const httplib::Request&, httplib::Response& res) { page_reply(res, "success", status("train")); });
     post("/pdsd/train/stop", [this](const httplib::Request&, httplib::Response& res) {
         std::lock_guard<std::mutex> lk(mu_);
         auto it = std::find_if(jobs_.rbegin(), jobs_.rend(), [](auto& j) { return j->kind == "train"; });
@@ -426,7 +401,7 @@ void TrainRoutes::add_routes(const AddRoute& get, const AddRoute& post) {
             throw UsageError(ErrorInfo{}.msg("no training is running").hint("GET /pdsd/train/status shows the last run"));
         (*it)->stop_requested = true;
         ::kill((*it)->pid, SIGINT);   // pdsd train saves a checkpoint after the current step, exit 130
-        reply(res, "正在停止（保存检查点）", {{"job_id", (*it)->id}});
+        page_reply(res, "正在停止（保存检查点）", {{"job_id", (*it)->id}});
     });
     get("/pdsd/train/adapters", [this](const httplib::Request&, httplib::Response& res) {
         json out = json::array();
@@ -436,12 +411,12 @@ void TrainRoutes::add_routes(const AddRoute& get, const AddRoute& post) {
                 out.push_back({{"name", e.path().filename().string()}, {"path", e.path().string()},
                                {"lora", fs::is_regular_file(e.path() / "adapter_config.json")}});
         std::sort(out.begin(), out.end(), [](const json& a, const json& b) { return a["name"] < b["name"]; });
-        reply(res, "success", out);
+        page_reply(res, "success", out);
     });
     post("/pdsd/export/start", [this](const httplib::Request& req, httplib::Response& res) {
-        reply(res, "导出已开始", start("export", parse_object(req)));
+        page_reply(res, "导出已开始", start("export", lf_body(req)));
     });
-    get("/pdsd/export/status", [this](const httplib::Request&, httplib::Response& res) { reply(res, "success", status("export")); });
+    get("/pdsd/export/status", [this](const httplib::Request&, httplib::Response& res) { page_reply(res, "success", status("export")); });
 }
 
 }  // namespace pdsd::serve

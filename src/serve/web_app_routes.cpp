@@ -1,6 +1,8 @@
 // The web page's routes: conversations, feedback, vendored files (web_app_routes.h).
 #include "web_app_routes.h"
 
+#include "serve_util.h"
+
 #include "pdsd/core/error.h"
 #include "pdsd/core/log.h"
 
@@ -24,9 +26,6 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr const char* kComp = "serve";
-constexpr size_t kMaxJsonBytes = 1u << 20;   // the page's bodies are small
-
 struct VendorFile {
     const char* path;
     const char* content_type;
@@ -39,15 +38,6 @@ const VendorFile kVendor[] = {
     {"/vendor/highlight.min.js", "application/javascript; charset=utf-8", pdsd_web_vendor_highlight_min_js, pdsd_web_vendor_highlight_min_js_size},
     {"/vendor/highlight-github.css", "text/css; charset=utf-8", pdsd_web_vendor_highlight_github_css, pdsd_web_vendor_highlight_github_css_size},
 };
-
-json parse_object(const httplib::Request& req) {
-    if (req.body.size() > kMaxJsonBytes)
-        throw UsageError(ErrorInfo{}.msg("request body too large").expected("at most " + std::to_string(kMaxJsonBytes) + " bytes")
-                             .found(std::to_string(req.body.size()) + " bytes"));
-    json j = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) throw UsageError(ErrorInfo{}.msg("the request body must be a JSON object").hint("send Content-Type: application/json"));
-    return j;
-}
 
 // A string field; nullopt when absent or null, UsageError naming it when it is not a string.
 std::optional<std::string> opt_string(const json& body, const char* key) {
@@ -65,11 +55,6 @@ std::string need_param(const httplib::Request& req, const char* key) {
     std::string v = req.get_param_value(key);
     if (v.empty()) throw UsageError(ErrorInfo{}.at(key).msg("query parameter '" + std::string(key) + "' is required"));
     return v;
-}
-
-void reply(httplib::Response& res, const std::string& msg, const json& data) {
-    json j{{"code", 200}, {"msg", msg}, {"data", data}};
-    res.set_content(j.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 // A file name for Content-Disposition: the conversation name without quotes or controls.
@@ -131,37 +116,37 @@ void WebApp::add_routes(const AddRoute& get, const AddRoute& post) {
     get("/chat/conversations", [this](const httplib::Request&, httplib::Response& res) {
         json data = json::array();
         for (auto& c : store().list()) data.push_back(to_json(c));
-        reply(res, "success", data);
+        page_reply(res, "success", data);
     });
     post("/chat/conversations/create", [this](const httplib::Request& req, httplib::Response& res) {
-        json body = parse_object(req);
+        json body = page_body(req);
         std::string chat_type = opt_string(body, "chat_type").value_or("llm_chat");
         if (chat_type.empty() || utf8_chars(chat_type) > 50)
             throw UsageError(ErrorInfo{}.at("chat_type").msg("bad chat_type").expected("1..50 characters, e.g. llm_chat, kb_chat, file_chat"));
-        reply(res, "已新建对话", to_json(store().create(opt_string(body, "name").value_or("新对话"), chat_type)));
+        page_reply(res, "已新建对话", to_json(store().create(opt_string(body, "name").value_or("新对话"), chat_type)));
     });
     post("/chat/conversations/rename", [this](const httplib::Request& req, httplib::Response& res) {
-        json body = parse_object(req);
+        json body = page_body(req);
         std::string id = need_string(body, "conversation_id");
         store().rename(id, need_string(body, "name"));
-        reply(res, "已重命名对话 " + id, to_json(*store().get(id)));
+        page_reply(res, "已重命名对话 " + id, to_json(*store().get(id)));
     });
     post("/chat/conversations/delete", [this](const httplib::Request& req, httplib::Response& res) {
-        std::string id = need_string(parse_object(req), "conversation_id");
+        std::string id = need_string(page_body(req), "conversation_id");
         store().remove(id);
-        reply(res, "已删除对话 " + id, nullptr);
+        page_reply(res, "已删除对话 " + id, nullptr);
     });
     get("/chat/conversations/messages", [this](const httplib::Request& req, httplib::Response& res) {
         std::string id = need_param(req, "conversation_id");
         if (!store().get(id)) throw IoError(ErrorInfo{}.at("conversation_id").msg("no conversation '" + id + "'"));
         json data = json::array();
         for (auto& m : store().messages(id)) data.push_back(to_json(m));
-        reply(res, "success", data);
+        page_reply(res, "success", data);
     });
     post("/chat/conversations/truncate", [this](const httplib::Request& req, httplib::Response& res) {
-        json body = parse_object(req);
+        json body = page_body(req);
         size_t n = store().truncate_from(need_string(body, "conversation_id"), need_string(body, "message_id"));
-        reply(res, "已删除 " + std::to_string(n) + " 条记录", {{"deleted", n}});
+        page_reply(res, "已删除 " + std::to_string(n) + " 条记录", {{"deleted", n}});
     });
     get("/chat/conversations/export", [this](const httplib::Request& req, httplib::Response& res) {
         std::string id = need_param(req, "conversation_id");
@@ -171,7 +156,7 @@ void WebApp::add_routes(const AddRoute& get, const AddRoute& post) {
     });
     // Chatchat's chat_feedback: message_id (max 32), score (max 100), reason.
     post("/chat/feedback", [this](const httplib::Request& req, httplib::Response& res) {
-        json body = parse_object(req);
+        json body = page_body(req);
         std::string id = need_string(body, "message_id");
         auto s = body.find("score");
         if (s == body.end() || !s->is_number_integer())
@@ -181,7 +166,7 @@ void WebApp::add_routes(const AddRoute& get, const AddRoute& post) {
         if (score < 0 || score > 100)
             throw UsageError(ErrorInfo{}.at("score").msg("feedback score out of range").expected("0..100").found(std::to_string(score)));
         store().feedback(id, static_cast<int>(score), opt_string(body, "reason").value_or(""));
-        reply(res, "已反馈聊天记录 " + id, nullptr);
+        page_reply(res, "已反馈聊天记录 " + id, nullptr);
     });
 }
 

@@ -25,6 +25,7 @@ struct ChatModelOptions {
 
 struct ChatModel {
     std::string dir;                                // resolved folder; "" = no model
+    std::string quant;                              // the quantization applied (--quant, else model_settings.yaml's)
     std::unique_ptr<tokenizer::Tokenizer> tokenizer;
     std::unique_ptr<model::Generator> generator;
 };

@@ -7,7 +7,9 @@
 //                          delete_docs, recreate_vector_store, download_doc}, POST /chat/kb_chat
 //   Operations             GET /health, GET /metrics (Prometheus text), GET / (the web page)
 //
-// One model, one generation worker: generation requests wait in a bounded FIFO queue
+//   Model switching        GET /pdsd/models, POST /pdsd/models/load (model_routes.h)
+//
+// One model at a time (switchable at runtime), one generation worker: generation requests wait in a bounded FIFO queue
 // (ServeOptions::queue_size, counting the running one); when it is full the request gets
 // 429 with Retry-After. A streaming client that disconnects stops its generation at the next
 // token. Every error is OpenAI's shape {"error":{"message","type","param","code"}} with a
@@ -30,7 +32,7 @@ struct ServeOptions {
     int port = 7861;                        // 0: any free port (see Server::bind)
     std::string api_key;                    // non-empty: every route but /health (and the page) needs "Bearer <key>"
     std::string model_dir;                  // "" : no chat model (KB routes, embeddings and retrieval-only kb_chat)
-    std::string model_name;                 // id shown in /v1/models; "" : the model folder's name
+    std::string model_name;                 // id shown in /v1/models; "" : the adapter's run name, else the model folder's name
     std::string adapter_dir;                // LoRA adapter applied unmerged at load
     std::string device = "cpu", dtype;
     std::string quant;                      // none | int8 | int4 (model/quant.h); "": model_settings.yaml's quant
@@ -73,6 +75,9 @@ public:
     // Tests: while paused the worker starts no new generation (queued requests wait), so the
     // queue can be filled deterministically.
     void pause_worker(bool paused);
+    // Tests: while paused a model load (POST /pdsd/models/load) finishes loading but waits
+    // before it swaps, so "a load is running" lasts as long as the test needs.
+    void pause_model_swaps(bool paused);
 
 private:
     struct Impl;
