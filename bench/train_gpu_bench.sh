@@ -14,8 +14,8 @@
 #   DEVICE=cuda       cpu: a smoke test of the whole script (fp32; peak = the process's RSS)
 #   PRESET=qwen2.5-0.5b   tiny: `model init --preset tiny` (2 layers, hidden 64, real vocabulary)
 #   BS=4  FREEZE_LAYERS=2 (LF's default; 1 with PRESET=tiny)  LOG_DIR (keeps every run's log)
-# CPU smoke test, a few minutes:  DEVICE=cpu PRESET=tiny BS=2 \
-#   METHODS="lora full freeze qlora4 qlora8" GCS=on bench/train_gpu_bench.sh 8 64
+# CPU smoke test (about 4 minutes on a busy 2-core VM; its output: docs/benchmarks.md):
+#   DEVICE=cpu PRESET=tiny BS=2 METHODS="lora full freeze qlora4 qlora8" bench/train_gpu_bench.sh 10 64
 # Peak memory on CUDA: pdsd's own `peak CUDA memory allocated` log line (the caching allocator's
 # peak) and torch.cuda.max_memory_allocated for HF. Exit 1 when any pdsd run failed (the other
 # runs still go on); a peer that cannot run here (no bitsandbytes) prints why and is skipped.
