@@ -3,8 +3,9 @@
     python bench/hf_train_peer.py MODEL --method lora|full|freeze|qlora4|qlora8 --seq 1024
         --steps 12 --batch 4 [--gc on|off] [--device cuda|cpu] [--freeze-layers 2]
 
-Prints one line: `TOKENS_PER_S PEAK_GIB PEAK_KIND`, or `n/a REASON` (exit 0) when this
-machine cannot run the method (e.g. bitsandbytes missing or without a backend here).
+Prints one line: `TOKENS_PER_S PEAK_GIB PEAK_KIND TRAINABLE_PARAMS`, or `n/a REASON` when this
+machine cannot run the method (exit 0 for bitsandbytes missing, 1 for any other failure, whose
+traceback goes to stderr).
 PEAK_KIND is `cuda` (torch.cuda.max_memory_allocated over the timed steps) or `rss` (the
 process's peak resident set, CPU runs: includes Python and the libraries).
 
@@ -64,7 +65,7 @@ def quantization_config(method, dtype):
 def load_model(a, dtype):
     from transformers import AutoModelForCausalLM
     q = quantization_config(a.method, dtype)
-    kw = {"quantization_config": q, "device_map": {"": a.device}} if q else {}
+    kw = {"quantization_config": q, "device_map": {"": "cuda:0" if a.device == "cuda" else "cpu"}} if q else {}
     m = AutoModelForCausalLM.from_pretrained(a.model, dtype=dtype, attn_implementation="sdpa", **kw)
     return m if q else m.to(a.device)
 
@@ -101,6 +102,7 @@ def run(a):
     m = make_trainable(m, a)
     m.train()
     params = [p for p in m.parameters() if p.requires_grad]
+    trainable = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.1)
     ids = torch.randint(0, 151643, (a.batch, a.seq), device=a.device)
 
@@ -124,8 +126,8 @@ def run(a):
         torch.cuda.synchronize()
     tps = round(a.batch * a.seq * a.steps / (time.time() - t))
     if cuda:
-        return f"{tps} {torch.cuda.max_memory_allocated() / 2**30:.3f} cuda"
-    return f"{tps} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.3f} rss"  # ru_maxrss: KiB
+        return f"{tps} {torch.cuda.max_memory_allocated() / 2**30:.3f} cuda {trainable}"
+    return f"{tps} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.3f} rss {trainable}"  # ru_maxrss: KiB
 
 
 def main():

@@ -103,22 +103,24 @@ sys.exit(rc)' "$f" "$@"
 }
 KIND=$([[ $DEVICE == cpu ]] && echo rss || echo cuda)
 
-# One pdsd run: prints "TOKENS_PER_S PEAK_GIB ESTIMATE_GIB ok|failed" (n/a where missing); its
-# log in $LOG.
+# One pdsd run: prints "TOKENS_PER_S PEAK_GIB ESTIMATE_GIB TRAINABLE ok|failed" (n/a where
+# missing); its log in $LOG.
 pdsd_run() {
-  local m=$1 gc=$2 disable est peak tps log="$LOG/pdsd_${m}_${SEQ}_$2.log"
+  local m=$1 gc=$2 disable plan est trainable peak tps log="$LOG/pdsd_${m}_${SEQ}_$2.log"
   disable=$([[ $gc == on ]] && echo false || echo true)
-  est=$("$PDSD" train "$W/cfg_$m.yaml" --disable_gradient_checkpointing $disable --dry-run 2>/dev/null |
-        sed -n 's/^peak memory estimate: \([0-9.e+-]*\) GiB$/\1/p') || true
+  plan=$("$PDSD" train "$W/cfg_$m.yaml" --disable_gradient_checkpointing $disable --dry-run 2>/dev/null) || true
+  est=$(sed -n 's/^peak memory estimate: \([0-9.e+-]*\) GiB$/\1/p' <<<"$plan")
+  trainable=$(sed -n 's/^trainable params: \([0-9]*\) of .*/\1/p' <<<"$plan")
+  est=${est:-n/a}; trainable=${trainable:-n/a}
   rm -rf "$W/out" "$W/rss"
   if ! with_rss "$W/rss" "$PDSD" train "$W/cfg_$m.yaml" --disable_gradient_checkpointing $disable 2>"$log" >/dev/null; then
     echo "pdsd train $m failed, checkpointing $gc (log $log):" >&2; tail -5 "$log" >&2
-    echo "n/a n/a ${est:-n/a} failed"; return
+    echo "n/a n/a $est $trainable failed"; return
   fi
   tps=$(tps_of "$W/out/trainer_log.jsonl" || echo n/a)
   if [[ $KIND == rss ]]; then peak=$(cat "$W/rss" || echo n/a)
   else peak=$(sed -n 's/.*peak CUDA memory allocated: \([0-9.e+-]*\) GiB.*/\1/p' "$log"); fi
-  echo "$tps ${peak:-n/a} ${est:-n/a} ok"
+  echo "$tps ${peak:-n/a} $est $trainable ok"
 }
 
 failed=0
@@ -126,9 +128,9 @@ failed=0
 for m in $METHODS; do
   write_cfg "$m"
   for gc in $GCS; do
-    read -r p_tps p_mem est status < <(pdsd_run "$m" "$gc")
+    read -r p_tps p_mem est p_train status < <(pdsd_run "$m" "$gc")
     [[ $status == ok ]] || failed=1
-    echo "pdsd train $m, checkpointing $gc: $p_tps tokens/s, peak $p_mem GiB $KIND (dry-run estimate $est GiB) (batch $BS x $SEQ, $STEPS steps, $DEVICE)"
+    echo "pdsd train $m, checkpointing $gc: $p_tps tokens/s, peak $p_mem GiB $KIND (dry-run estimate $est GiB, $p_train trainable) (batch $BS x $SEQ, $STEPS steps, $DEVICE)"
     # Peer: same shapes and token count per step; see bench/hf_train_peer.py for what it sets.
     peer=$("$PY" "$ROOT/bench/hf_train_peer.py" "$W/model" --method "$m" --seq "$SEQ" --steps "$STEPS" --batch "$BS" \
            --gc "$gc" --device "$DEVICE" --freeze-layers "$FREEZE_LAYERS" 2>"$LOG/hf_${m}_${SEQ}_$gc.log" | tail -1) || true
@@ -137,8 +139,8 @@ for m in $METHODS; do
       echo "HF peer $m, checkpointing $gc: not run: $reason"
       h_tps=n/a; h_mem=n/a
     else
-      read -r h_tps h_mem _ <<<"$peer"
-      echo "HF peer $m, checkpointing $gc: $h_tps tokens/s, peak $h_mem GiB $KIND"
+      read -r h_tps h_mem _ h_train <<<"$peer"
+      echo "HF peer $m, checkpointing $gc: $h_tps tokens/s, peak $h_mem GiB $KIND ($h_train trainable)"
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$m" "$gc" "$p_tps" "$p_mem" "$est" "$h_tps" "$h_mem" >>"$W/results.tsv"
   done
