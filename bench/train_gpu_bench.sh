@@ -28,10 +28,15 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd); PDSD=${PDSD:-$ROOT/build/pdsd}
 FIX=${PDSD_FIXTURES:-$ROOT/tests/fixtures}
 PY=${PYTHON:-python3}
 (( STEPS >= 6 )) || { echo "STEPS $STEPS: expected at least 6 (tokens/s is taken after the 5th step)"; exit 1; }
+(( SEQ >= 48 )) || { echo "SEQ $SEQ: expected at least 48 (the synthetic responses are SEQ - 40 characters)"; exit 1; }
 for m in $METHODS; do
   [[ " lora full freeze qlora4 qlora8 " == *" $m "* ]] || {
     echo "METHODS: unknown method '$m' (expected any of: lora full freeze qlora4 qlora8)"; exit 1; }
 done
+for gc in $GCS; do
+  [[ $gc == on || $gc == off ]] || { echo "GCS: unknown setting '$gc' (expected on and/or off)"; exit 1; }
+done
+[[ $DEVICE == cuda || $DEVICE == cpu ]] || { echo "DEVICE $DEVICE: expected cuda or cpu"; exit 1; }
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 LOG=${LOG_DIR:-$W}; mkdir -p "$LOG"
 "$PDSD" model init --preset "$PRESET" --tokenizer "$FIX/qwen-tokenizer" --out "$W/model" >/dev/null 2>"$LOG/model_init.log"
@@ -130,7 +135,8 @@ for m in $METHODS; do
   for gc in $GCS; do
     read -r p_tps p_mem est p_train status < <(pdsd_run "$m" "$gc")
     [[ $status == ok ]] || failed=1
-    echo "pdsd train $m, checkpointing $gc: $p_tps tokens/s, peak $p_mem GiB $KIND (dry-run estimate $est GiB, $p_train trainable) (batch $BS x $SEQ, $STEPS steps, $DEVICE)"
+    echo "pdsd train $m, checkpointing $gc: $p_tps tokens/s, peak $p_mem GiB $KIND" \
+         "(dry-run estimate $est GiB, $p_train trainable) (batch $BS x $SEQ, $STEPS steps, $DEVICE)"
     # Peer: same shapes and token count per step; see bench/hf_train_peer.py for what it sets.
     peer=$("$PY" "$ROOT/bench/hf_train_peer.py" "$W/model" --method "$m" --seq "$SEQ" --steps "$STEPS" --batch "$BS" \
            --gc "$gc" --device "$DEVICE" --freeze-layers "$FREEZE_LAYERS" 2>"$LOG/hf_${m}_${SEQ}_$gc.log" | tail -1) || true
