@@ -577,7 +577,8 @@ double SftRecipe::estimate_peak_gib(const LfArgs& a, const ParamCount& pc) const
     const double act = plan_.gradient_checkpointing
                            ? tokens * static_cast<double>(cfg_.num_hidden_layers * cfg_.hidden_size) * bytes + per_layer
                            : per_layer * static_cast<double>(cfg_.num_hidden_layers);
-    const double ce = static_cast<double>(opt_.ce_chunk_tokens) * static_cast<double>(cfg_.vocab_size) * 4 * 3 +
+    // A step never has more CE rows than tokens (a short batch makes a short chunk).
+    const double ce = std::min(static_cast<double>(opt_.ce_chunk_tokens), tokens) * static_cast<double>(cfg_.vocab_size) * 4 * 3 +
                       tokens * static_cast<double>(cfg_.hidden_size) * bytes;
     const bool lora = a.finetuning.finetuning_type == "lora";
     const double base = static_cast<double>(lora ? pc.total - pc.trainable : pc.total);
