@@ -936,25 +936,74 @@ std::unique_ptr<Db> open_db(const KbPaths& p, bool create) {
 
 // ---- vs_type pg: updates -----------------------------------------------------------
 
-[[noreturn]] void refuse_pg_increment(const std::string& root, const std::string& kb_name) {
-    throw UsageError(ErrorInfo{settings_path(root)}.at("vs_type").found("pg")
-                         .msg("only full rebuilds run on the PostgreSQL store so far (not -i/-u/--prune-*, kb add/rm, "
-                              "upload_docs/update_docs/delete_docs)")
-                         .hint("change content/ and run pdsd kb -r -n " + kb_name));
+// What an update of a pg KB writes: the folder files of the new content, each with its
+// action (added | updated | unchanged) and file_version.
+struct PgPlanned {
+    const FolderFile* file;
+    std::string action;
+    int64_t version;
+};
+
+// The files the local store would hold after this update (update_one's per-mode rules,
+// sha256 against the store's), and the removed ones reported. Returns whether anything
+// changes. DB files gone from content/ that the local store would keep (not named by kb
+// rm, or -u without --prune-db) are dropped too: a pg update rewrites the whole KB.
+bool plan_pg_update(const std::string& kb_name, const UpdateOptions& opt, const std::vector<FolderFile>& folder,
+                    const std::map<std::string, PgFile>& before, const std::vector<std::string>* only_files,
+                    std::vector<PgPlanned>& plan, UpdateReport& report) {
+    auto wanted = [&](const std::string& rel) {
+        return !only_files || std::find(only_files->begin(), only_files->end(), rel) != only_files->end();
+    };
+    bool changed = opt.mode == UpdateMode::recreate;
+    std::set<std::string> in_folder;
+    for (auto& f : folder) {
+        in_folder.insert(f.rel);
+        auto it = before.find(f.rel);
+        const int64_t v = it == before.end() ? 1 : it->second.file_version;
+        if (opt.mode == UpdateMode::recreate) {
+            plan.push_back({&f, it == before.end() ? "added" : "updated", 1});
+        } else if (it == before.end()) {
+            if (opt.mode == UpdateMode::increment && wanted(f.rel)) plan.push_back({&f, "added", 1}), changed = true;
+        } else if (wanted(f.rel) && (opt.mode == UpdateMode::update_in_db ||
+                                     (opt.mode == UpdateMode::increment && sha256_file(f.abs) != it->second.sha256))) {
+            plan.push_back({&f, "updated", v + 1});
+            changed = true;
+        } else {
+            plan.push_back({&f, "unchanged", v});
+            if (opt.mode == UpdateMode::increment && wanted(f.rel)) report.files.push_back({kb_name, f.rel, "unchanged", 0, ""});
+        }
+    }
+    for (auto& [name, _] : before) {
+        if (in_folder.count(name)) continue;
+        const bool dropped_anyway = !opt.prune_db && opt.mode != UpdateMode::recreate &&
+                                    !(opt.mode == UpdateMode::increment && wanted(name));
+        report.files.push_back({kb_name, name, "removed", 0,
+                                dropped_anyway ? "gone from content/ (a PostgreSQL update rewrites the whole KB)"
+                                : opt.prune_db ? "pruned" : "gone from content/"});
+        changed = true;
+    }
+    return changed;
 }
 
-// kb -r on PostgreSQL: content/ scanned, loaded, split and embedded as update_one does, then
-// written by PgStore::rebuild_kb in one transaction (chunk ids in file then chunk order, as
-// the local store assigns them). Increments (-i/-u/--prune-*, kb add/rm) are not done yet.
-void rebuild_one_pg(const KbPaths& paths, const std::string& kb_name, const UpdateOptions& opt, const KbSettings& settings,
-                    UpdateReport& report) {
+// An update on PostgreSQL: content/ scanned, loaded, split and embedded as update_one does,
+// then the whole KB written by PgStore::rebuild_kb in one transaction (chunk ids in file then
+// chunk order, as the local store assigns them). -i / -u / kb add / rm decide per file as the
+// local store does (sha256 against the store's catalog), but a change re-embeds every file
+// of the KB (a per-file increment in PostgreSQL is left: docs/knowledge_base.md).
+void update_one_pg(const KbPaths& paths, const std::string& kb_name, const UpdateOptions& opt, const KbSettings& settings,
+                   const std::vector<std::string>* only_files, UpdateReport& report) {
     validate_kb_name(kb_name);
-    if (opt.mode != UpdateMode::recreate || opt.prune_db || opt.prune_folder) refuse_pg_increment(paths.root, kb_name);
     std::unique_ptr<PgStore> store = open_pg(settings, paths.root);   // before any work: fail fast
     UpdateSetup setup = update_setup(paths, opt, settings);
     std::vector<FolderFile> folder = scan_content(paths, kb_name, report);
-    std::set<std::string> before;
-    for (auto& f : store->list_files(kb_name)) before.insert(f.file_name);
+    std::map<std::string, PgFile> before;
+    for (auto& f : store->list_files(kb_name)) before[f.file_name] = f;
+    std::vector<PgPlanned> plan;
+    const bool changed = plan_pg_update(kb_name, opt, folder, before, only_files, plan, report);
+    // Also written: a KB not in the store yet (create_knowledge_base's empty one) or one
+    // embedded with another model (every chunk re-embedded, as the local store does).
+    const auto info = store->kb_info(kb_name);
+    if (!changed && info && info->embed_model == setup.embed_name && !opt.prune_folder) return;
 
     PgKbContent c;
     c.kb_name = kb_name;   // kb_info stays (a new KB gets the default)
@@ -962,25 +1011,26 @@ void rebuild_one_pg(const KbPaths& paths, const std::string& kb_name, const Upda
     c.dim = setup.embedder ? setup.embedder->dim() : 0;
     c.chunk_size = static_cast<int64_t>(setup.split.chunk_size);
     c.chunk_overlap = static_cast<int64_t>(setup.split.chunk_overlap);
-    Progress progress("kb " + kb_name, folder.size(), "files", "chunks",
+    Progress progress("kb " + kb_name, plan.size(), "files", "chunks",
                       opt.progress ? Progress::Style::automatic : Progress::Style::silent);
-    for (auto& f : folder) {
+    std::set<std::string> indexed;
+    for (auto& [f, action, version] : plan) {
         throw_if_interrupted();
-        progress.set_note(f.rel);
-        const std::string action = before.erase(f.rel) ? "updated" : "added";
+        progress.set_note(f->rel);
         FileChunks fc;
         try {
-            fc = chunk_file(f, setup.split);
+            fc = chunk_file(*f, setup.split);
         } catch (const Error& e) {
             if (!is_file_error(e)) throw;
-            report.files.push_back({kb_name, f.rel, "failed", 0, e.what()});
-            log::warn("kb", log::cat(kb_name, "/", f.rel, ": ", e.what()));
+            report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
+            log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
             progress.advance(1, 0);
             continue;
         }
+        indexed.insert(f->rel);
         for (size_t i = 0; i < fc.chunks.size(); ++i) {
             PgChunk ch;
-            ch.file_name = f.rel;
+            ch.file_name = f->rel;
             ch.chunk_index = static_cast<int64_t>(i);
             ch.start_char = static_cast<int64_t>(fc.chunks[i].start);
             ch.end_char = static_cast<int64_t>(fc.chunks[i].end);
@@ -988,20 +1038,20 @@ void rebuild_one_pg(const KbPaths& paths, const std::string& kb_name, const Upda
             c.chunks.push_back(std::move(ch));
         }
         PgFile pf;
-        pf.file_name = f.rel, pf.file_ext = file_extension(f.rel), pf.document_loader_name = fc.loader, pf.sha256 = fc.sha256;
-        pf.file_size = f.size, pf.file_mtime = f.mtime, pf.docs_count = static_cast<int64_t>(fc.chunks.size());
+        pf.file_name = f->rel, pf.file_ext = file_extension(f->rel), pf.document_loader_name = fc.loader, pf.sha256 = fc.sha256;
+        pf.file_size = f->size, pf.file_mtime = f->mtime, pf.docs_count = static_cast<int64_t>(fc.chunks.size());
+        pf.file_version = version;
         c.files.push_back(pf);
+        progress.advance(1, fc.chunks.size());
+        if (action == "unchanged") continue;
         std::string note;
         for (auto& w : fc.warnings) {
             note += (note.empty() ? "" : "; ") + w;
-            log::warn("kb", log::cat(kb_name, "/", f.rel, ": ", w));
+            log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", w));
         }
-        report.files.push_back({kb_name, f.rel, action, fc.chunks.size(), note});
+        report.files.push_back({kb_name, f->rel, action, fc.chunks.size(), note});
         report.chunks_written += fc.chunks.size();
-        progress.advance(1, fc.chunks.size());
     }
-    for (auto& gone : before) report.files.push_back({kb_name, gone, "removed", 0, "gone from content/"});
-
     if (setup.embedder) {
         std::vector<int64_t> ids(c.chunks.size());
         std::vector<std::string> texts, labels;
@@ -1021,13 +1071,19 @@ void rebuild_one_pg(const KbPaths& paths, const std::string& kb_name, const Upda
     }
     progress.finish();
     store->rebuild_kb(c);
+    if (opt.prune_folder)
+        for (auto& f : folder)
+            if (!indexed.count(f.rel)) {
+                fs::remove(f.abs);
+                report.files.push_back({kb_name, f.rel, "removed", 0, "pruned from content/"});
+            }
 }
 
 // One KB's update on the store kb_settings.yaml names (`create`: info.db may be made).
 void update_kb(const KbPaths& paths, const std::string& kb_name, const UpdateOptions& opt, const KbSettings& settings,
                const std::vector<std::string>* only_files, UpdateReport& report, bool create) {
     if (on_pg(settings)) {
-        rebuild_one_pg(paths, kb_name, opt, settings, report);
+        update_one_pg(paths, kb_name, opt, settings, only_files, report);
         return;
     }
     auto db = open_db(paths, create);
@@ -1076,7 +1132,6 @@ UpdateReport reindex_files(const std::string& root, const KbPaths& paths, const 
 UpdateReport add_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
                        const UpdateOptions& options) {
     validate_kb_name(kb);
-    if (on_pg(load_kb_settings(root))) refuse_pg_increment(root, kb);   // before content/ changes
     KbPaths paths{root};
     make_dirs(paths.content_dir(kb));
     std::vector<std::string> rels;
@@ -1108,7 +1163,6 @@ UpdateReport add_files(const std::string& root, const std::string& kb, const std
 UpdateReport remove_files(const std::string& root, const std::string& kb, const std::vector<std::string>& files,
                           const UpdateOptions& options) {
     validate_kb_name(kb);
-    if (on_pg(load_kb_settings(root))) refuse_pg_increment(root, kb);   // before content/ changes
     KbPaths paths{root};
     std::vector<std::string> rels;
     for (auto& f : files) {

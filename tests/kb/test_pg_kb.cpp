@@ -186,26 +186,57 @@ TEST_F(PgKb, IsCurrentFollowsRebuildsAndDeleteDropsTheKb) {
     EXPECT_FALSE(fs::exists(KbPaths{pg_}.info_db()));   // nothing went to the local store
 }
 
-TEST_F(PgKb, IncrementsAreRefusedBeforeContentChanges) {
+// -i, kb add and kb rm decide per file as the local store does (sha256 against the store's
+// catalog): the same report, the same catalog (file versions too) and the same hits after.
+TEST_F(PgKb, IncrementsGiveTheLocalStoresReportCatalogAndHits) {
+    rebuild(local_);
     rebuild(pg_);
-    const std::string content = KbPaths{pg_}.content_dir("samples");
-    const size_t files = static_cast<size_t>(std::distance(fs::directory_iterator(content), fs::directory_iterator()));
-    const std::string extra = dir_.file("extra.txt");
-    std::ofstream(extra) << "额外的文件";
-    UpdateOptions o;
-    o.progress = false;
-    auto expect_refused = [&](auto&& call, const std::string& what) {
-        try {
-            call();
-            ADD_FAILURE() << what << " ran on the PostgreSQL store";
-        } catch (const UsageError& e) {
-            EXPECT_NE(std::string(e.what()).find("pdsd kb -r"), std::string::npos) << e.what();
+    KnowledgeBase open_pg(pg_, "samples");
+    UpdateOptions inc;
+    inc.progress = false;
+    inc.mode = UpdateMode::increment;
+    auto nothing = update_knowledge_bases(pg_, inc);
+    EXPECT_EQ(nothing.count("unchanged"), 6u);
+    EXPECT_EQ(nothing.chunks_written, 0u);
+    EXPECT_TRUE(open_pg.is_current());   // nothing changed: nothing written
+
+    for (auto& root : {local_, pg_}) {
+        const std::string content = KbPaths{root}.content_dir("samples");
+        std::ofstream(content + "/常见问题.txt", std::ios::app) << "\n问：量子隧穿校准怎么做？\n答：先冷却探头。\n";
+        std::ofstream(content + "/新增.md") << "# 新增\n\n固件签名校验失败时重新下载固件包。";
+        fs::remove(content + "/配置参考.json");
+    }
+    auto check_same = [&](const UpdateReport& lr, const UpdateReport& pr, const std::string& what) {
+        for (const char* action : {"added", "updated", "removed", "unchanged", "failed"})
+            EXPECT_EQ(pr.count(action), lr.count(action)) << what << " " << action;
+        EXPECT_EQ(pr.chunks_written, lr.chunks_written) << what;
+        auto lf = list_kb_files(local_, "samples"), pf = list_kb_files(pg_, "samples");
+        ASSERT_EQ(pf.size(), lf.size()) << what;
+        for (size_t i = 0; i < lf.size(); ++i) {
+            EXPECT_EQ(pf[i].file_name, lf[i].file_name) << what;
+            EXPECT_EQ(pf[i].file_version, lf[i].file_version) << what << " " << lf[i].file_name;
+            EXPECT_EQ(pf[i].docs_count, lf[i].docs_count) << what << " " << lf[i].file_name;
+            EXPECT_EQ(pf[i].in_db, lf[i].in_db) << what << " " << lf[i].file_name;
+        }
+        KnowledgeBase lkb(local_, "samples"), pkb(pg_, "samples");
+        for (const char* mode : {"bm25", "dense", "hybrid"}) {
+            SearchOptions o;
+            o.mode = mode;
+            o.top_k = 4;
+            for (const char* q : {"量子隧穿校准", "固件签名校验失败", "证书过期怎么办"})
+                expect_same_hits(lkb.search(q, o), pkb.search(q, o), what + " " + mode + " " + q);
         }
     };
-    expect_refused([&] { add_files(pg_, "samples", {extra}, o); }, "kb add");
-    expect_refused([&] { remove_files(pg_, "samples", {"错误码.csv"}, o); }, "kb rm");
-    o.mode = UpdateMode::increment;
-    expect_refused([&] { update_knowledge_bases(pg_, o); }, "kb -i");
-    EXPECT_EQ(static_cast<size_t>(std::distance(fs::directory_iterator(content), fs::directory_iterator())), files);
-    EXPECT_EQ(list_kb_files(pg_, "samples").size(), files);
+    UpdateReport li = update_knowledge_bases(local_, inc), pi = update_knowledge_bases(pg_, inc);
+    EXPECT_EQ(pi.count("added"), 1u);
+    EXPECT_EQ(pi.count("updated"), 1u);
+    EXPECT_EQ(pi.count("removed"), 1u);
+    check_same(li, pi, "kb -i");
+    EXPECT_FALSE(open_pg.is_current());
+
+    const std::string extra = dir_.file("附加.txt");
+    std::ofstream(extra) << "附加文件：网关离线时检查 Modbus 线缆。";
+    check_same(add_files(local_, "samples", {extra}, inc), add_files(pg_, "samples", {extra}, inc), "kb add");
+    check_same(remove_files(local_, "samples", {"错误码.csv"}, inc), remove_files(pg_, "samples", {"错误码.csv"}, inc), "kb rm");
+    EXPECT_FALSE(fs::exists(KbPaths{pg_}.content_dir("samples") + "/错误码.csv"));
 }
