@@ -1291,12 +1291,14 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
             KbInfo& i = m[k.kb_name];
             i.name = k.kb_name, i.info = k.kb_info, i.vs_type = k.vs_type, i.embed_model = k.embed_model;
             i.file_count = k.file_count, i.create_time = k.create_time, i.chunk_count = k.chunk_count, i.in_db = true;
+            i.chunk_size = k.chunk_size, i.chunk_overlap = k.chunk_overlap;
         }
     } else if (fs::exists(paths.info_db())) {
         Db db(paths.info_db(), false);
         ensure_schema(db);
         Stmt st(db, "SELECT kb_name, kb_info, vs_type, embed_model, file_count, create_time, "
-                    "(SELECT count(*) FROM chunks c WHERE c.kb_name = k.kb_name) FROM knowledge_base k ORDER BY kb_name");
+                    "(SELECT count(*) FROM chunks c WHERE c.kb_name = k.kb_name), chunk_size, chunk_overlap "
+                    "FROM knowledge_base k ORDER BY kb_name");
         while (st.step()) {
             KbInfo& i = m[st.text(0)];
             i.name = st.text(0);
@@ -1306,6 +1308,8 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
             i.file_count = st.i64(4);
             i.create_time = st.text(5);
             i.chunk_count = st.i64(6);
+            i.chunk_size = st.i64(7);
+            i.chunk_overlap = st.i64(8);
             i.in_db = true;
         }
     }
@@ -2052,16 +2056,59 @@ UpdateReport update_files(const std::string& root, const std::string& kb, const 
     return report;
 }
 
-bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info) {
+namespace {
+// kb_info of `kb` in the store `settings` names; false: no such KB.
+bool set_kb_info_in(const std::string& root, const KbSettings& settings, const std::string& kb, const std::string& info) {
     validate_kb_name(kb);
     KbPaths paths{root};
-    if (KbSettings st = load_kb_settings(root); on_pg(st)) return open_pg(st, root)->set_kb_info(kb, info);
+    if (on_pg(settings)) return open_pg(settings, root)->set_kb_info(kb, info);
     if (!fs::exists(paths.info_db())) return false;
     auto db = open_db(paths, false);
     if (!get_kb(*db, kb).exists) return false;
     Stmt st(*db, "UPDATE knowledge_base SET kb_info = ? WHERE kb_name = ?");
     st.bind(1, info).bind(2, kb).run();
     return true;
+}
+}  // namespace
+
+bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info) {
+    return set_kb_info_in(root, load_kb_settings(root), kb, info);
+}
+
+UpdateReport migrate_knowledge_bases(const std::string& root, const std::string& to, const std::vector<std::string>& kb_names,
+                                     bool progress) {
+    auto t0 = std::chrono::steady_clock::now();
+    const KbSettings from = load_kb_settings(root);
+    const std::string target = to == "local" ? "faiss" : to;
+    if (target != "faiss" && target != "pg")
+        throw UsageError(ErrorInfo{}.at("--to").expected("pg or local").found(to));
+    if (from.vs_type == target)
+        throw UsageError(ErrorInfo{settings_path(root)}.at("vs_type").found(from.vs_type)
+                             .msg("the knowledge bases are already on this store").hint("pdsd kb migrate --to " +
+                                                                                         std::string(on_pg(from) ? "local" : "pg")));
+    KbSettings dst = from;
+    dst.vs_type = target;
+    if (on_pg(dst)) open_pg(dst, root);   // the server and the schema before any work
+    KbPaths paths{root};
+    UpdateReport report;
+    size_t migrated = 0;
+    for (const KbInfo& k : list_knowledge_bases(root)) {
+        if (!k.in_db || (!kb_names.empty() && std::find(kb_names.begin(), kb_names.end(), k.name) == kb_names.end())) continue;
+        UpdateOptions o;
+        o.mode = UpdateMode::recreate;
+        o.embed_model = k.embed_model;
+        o.chunk_size = k.chunk_size > 0 ? k.chunk_size : -1;
+        o.chunk_overlap = k.chunk_size > 0 ? k.chunk_overlap : -1;
+        o.progress = progress;
+        update_kb(paths, k.name, o, dst, nullptr, report, /*create=*/true);
+        set_kb_info_in(root, dst, k.name, k.info);
+        ++migrated;
+    }
+    if (migrated == 0)
+        throw UsageError(ErrorInfo{settings_path(root)}.msg("no built knowledge base to migrate").hint("see pdsd kb list"));
+    set_settings_keys(settings_path(root), {{"vs_type", target}});
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return report;
 }
 
 }  // namespace pdsd::kb

@@ -376,13 +376,15 @@ void PgStore::ensure_schema() {
 namespace {
 // The knowledge_base columns PgKbInfo holds, in read_kb_info's order.
 constexpr const char* kKbColumns = "id, generation, dim, chunk_count, term_total, file_count, kb_info, vs_type, embed_model, "
-                                   "vectors_table, to_char(create_time, 'YYYY-MM-DD HH24:MI:SS'), kb_name";
+                                   "vectors_table, to_char(create_time, 'YYYY-MM-DD HH24:MI:SS'), kb_name, "
+                                   "COALESCE(chunk_size, 0), COALESCE(chunk_overlap, 0)";
 PgKbInfo read_kb_info(const PGresult* p, int row) {
     PgKbInfo k;
     k.id = i64(p, row, 0), k.generation = i64(p, row, 1), k.dim = i64(p, row, 2), k.chunk_count = i64(p, row, 3);
     k.term_total = i64(p, row, 4), k.file_count = i64(p, row, 5);
     k.kb_info = text(p, row, 6), k.vs_type = text(p, row, 7), k.embed_model = text(p, row, 8);
     k.vectors_table = text(p, row, 9), k.create_time = text(p, row, 10), k.kb_name = text(p, row, 11);
+    k.chunk_size = i64(p, row, 12), k.chunk_overlap = i64(p, row, 13);
     return k;
 }
 }  // namespace

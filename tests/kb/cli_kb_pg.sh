@@ -91,3 +91,13 @@ files=$(curl -sf "$b/knowledge_base/list_files?knowledge_base_name=samples") || 
 case $files in *上传.md*) ;; *) fail "list_files on b: $files";; esac
 [ -e "$root/knowledge_base/info.db" ] && fail "the servers wrote the local info.db"
 echo "upload_docs on one server, search_docs on the other sees it at once ok"
+
+"$pdsd" kb migrate --to local --root "$root" --no-progress >"$d/migrate.out" 2>"$d/migrate.err" || fail "kb migrate --to local: $(cat "$d/migrate.out")"
+grep -q "vs_type is now faiss" "$d/migrate.out" || fail "kb migrate: $(cat "$d/migrate.out")"
+grep -q "^vs_type: faiss" "$root/kb_settings.yaml" || fail "kb_settings.yaml not switched: $(grep vs_type "$root/kb_settings.yaml")"
+[ -e "$root/knowledge_base/info.db" ] || fail "no local store after migrate --to local"
+"$pdsd" kb search -n samples --root "$root" --mode hybrid "$q2" >"$d/search.out" 2>"$d/search.err" || fail "kb search after migrate"
+grep -q "上传.md" "$d/search.out" || fail "the local store after migrate lacks the upload: $(cat "$d/search.out")"
+"$pdsd" kb migrate --to local --root "$root" >"$d/migrate2.out" 2>"$d/migrate2.err" && fail "a second migrate --to local succeeded"
+grep -q "already" "$d/migrate2.err" || fail "migrate to the current store: $(cat "$d/migrate2.err")"
+echo "kb migrate --to local ok"

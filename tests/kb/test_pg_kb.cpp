@@ -66,9 +66,13 @@ void expect_same_hits(const std::vector<SearchHit>& local, const std::vector<Sea
         EXPECT_EQ(l.bm25_rank, p.bm25_rank) << at;
         EXPECT_EQ(l.dense_rank, p.dense_rank) << at;
         ASSERT_EQ(l.bm25.has_value(), p.bm25.has_value()) << at;
-        if (l.bm25) EXPECT_NEAR(*p.bm25, *l.bm25, 1e-6 * std::abs(*l.bm25)) << at;
+        if (l.bm25) {
+            EXPECT_NEAR(*p.bm25, *l.bm25, 1e-6 * std::abs(*l.bm25)) << at;
+        }
         ASSERT_EQ(l.cosine.has_value(), p.cosine.has_value()) << at;
-        if (l.cosine) EXPECT_NEAR(*p.cosine, *l.cosine, 1e-5) << at;   // float32 dot products, summed in another order
+        if (l.cosine) {
+            EXPECT_NEAR(*p.cosine, *l.cosine, 1e-5) << at;   // float32 dot products, summed in another order
+        }
         EXPECT_NEAR(p.score, l.score, 1e-5 * std::max(1.0, std::abs(l.score))) << at;
     }
 }
@@ -130,7 +134,9 @@ TEST_F(PgKb, RebuildGivesTheLocalStoresFilesChunksAndHitsInEveryMode) {
         for (auto& q : kQueries) {
             const std::string what = m.mode + "/" + m.fusion + "/" + std::to_string(m.threshold) + (m.explain ? "/explain " : " ") + q;
             auto l = lkb.search(q, o);
-            if (m.mode != "dense" || m.threshold == 0) EXPECT_FALSE(l.empty()) << what;
+            if (m.mode != "dense" || m.threshold == 0) {
+                EXPECT_FALSE(l.empty()) << what;
+            }
             expect_same_hits(l, pkb.search(q, o), what);
         }
     }
@@ -239,4 +245,51 @@ TEST_F(PgKb, IncrementsGiveTheLocalStoresReportCatalogAndHits) {
     check_same(add_files(local_, "samples", {extra}, inc), add_files(pg_, "samples", {extra}, inc), "kb add");
     check_same(remove_files(local_, "samples", {"错误码.csv"}, inc), remove_files(pg_, "samples", {"错误码.csv"}, inc), "kb rm");
     EXPECT_FALSE(fs::exists(KbPaths{pg_}.content_dir("samples") + "/错误码.csv"));
+}
+
+// kb migrate --to pg and back: each KB rebuilt from content/ with its own embed_model, chunk
+// sizes and kb_info; kb_settings.yaml switched; the same hits in every mode before and after.
+TEST_F(PgKb, MigrateToPgAndBackKeepsKbInfoChunkingAndHits) {
+    std::ofstream(local_ + "/kb_settings.yaml", std::ios::app) << "pg_connection_uri: " << dsn_ << "\n";
+    UpdateOptions o;
+    o.progress = false;
+    o.chunk_size = 90;   // not the settings' 120: the KB's own sizes travel
+    o.chunk_overlap = 10;
+    update_knowledge_bases(local_, o);
+    ASSERT_TRUE(set_kb_info(local_, "samples", "迁移测试"));
+    auto hits_of = [&] {
+        KnowledgeBase kb(local_, "samples");
+        std::vector<std::vector<SearchHit>> all;
+        for (const char* mode : {"bm25", "dense", "hybrid"}) {
+            SearchOptions so;
+            so.mode = mode;
+            so.top_k = 5;
+            for (auto& q : kQueries) all.push_back(kb.search(q, so));
+        }
+        return all;
+    };
+    const auto before = hits_of();
+    const int64_t chunks = list_knowledge_bases(local_).at(0).chunk_count;
+
+    EXPECT_THROW(migrate_knowledge_bases(local_, "local", {}, false), UsageError);   // already there
+    EXPECT_THROW(migrate_knowledge_bases(local_, "milvus", {}, false), UsageError);
+    migrate_knowledge_bases(local_, "pg", {}, false);
+    EXPECT_EQ(load_kb_settings(local_).vs_type, "pg");
+    auto pk = list_knowledge_bases(local_);
+    ASSERT_EQ(pk.size(), 1u);
+    EXPECT_EQ(pk[0].vs_type, "pg");
+    EXPECT_EQ(pk[0].info, "迁移测试");
+    EXPECT_EQ(pk[0].chunk_count, chunks);
+    EXPECT_EQ(pk[0].chunk_size, 90);
+    EXPECT_EQ(pk[0].embed_model, "hash-ngram");
+    auto on_pg = hits_of();
+    ASSERT_EQ(on_pg.size(), before.size());
+    for (size_t i = 0; i < before.size(); ++i) expect_same_hits(before[i], on_pg[i], "on pg, query #" + std::to_string(i));
+
+    fs::remove(KbPaths{local_}.info_db());   // back to a local store made from scratch
+    migrate_knowledge_bases(local_, "local", {}, false);
+    EXPECT_EQ(load_kb_settings(local_).vs_type, "faiss");
+    EXPECT_EQ(list_knowledge_bases(local_).at(0).info, "迁移测试");
+    auto back = hits_of();
+    for (size_t i = 0; i < before.size(); ++i) expect_same_hits(before[i], back[i], "back on local, query #" + std::to_string(i));
 }

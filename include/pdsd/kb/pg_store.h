@@ -1,4 +1,5 @@
-// PostgreSQL + pgvector knowledge-base store (Chatchat's vs_type "pg"; issue #22, foundation).
+// PostgreSQL + pgvector knowledge-base store (Chatchat's vs_type "pg"; issue #22). KnowledgeBase and
+// the kb verbs run on it when kb_settings.yaml says vs_type: pg (knowledge_base.cpp).
 //
 // One PostgreSQL database holds every KB: the catalog (knowledge_base, knowledge_file with
 // Chatchat's columns), the chunks (text + metadata), BM25 in ordinary tables (kb_terms: each
@@ -73,6 +74,7 @@ struct PgKbContent {
 
 struct PgKbInfo {
     int64_t id = 0, generation = 0, dim = 0, chunk_count = 0, term_total = 0, file_count = 0;
+    int64_t chunk_size = 0, chunk_overlap = 0;
     std::string kb_name, kb_info, vs_type, embed_model;
     std::string vectors_table;   // kb_vectors_<id>_<generation>; "" without vectors
     std::string create_time;     // "YYYY-MM-DD HH:MM:SS"
