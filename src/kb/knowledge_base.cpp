@@ -701,10 +701,25 @@ std::vector<FolderFile> scan_content(const KbPaths& paths, const std::string& kb
     return folder;
 }
 
-// A file the loaders could not index (DataError, FormatError, IoError: malformed, hostile,
-// unreadable) is marked failed and the rest is indexed; anything else stops the update.
-bool is_file_error(const Error& e) {
-    return dynamic_cast<const DataError*>(&e) || dynamic_cast<const FormatError*>(&e) || dynamic_cast<const IoError*>(&e);
+// In a catch block: a file the loaders could not index (DataError, FormatError, IoError:
+// malformed, hostile, unreadable) is marked failed and the caller indexes the rest; anything
+// else is rethrown and stops the update.
+void mark_failed(const Error& e, const std::string& kb_name, const std::string& rel, UpdateReport& report, Progress& progress) {
+    if (!dynamic_cast<const DataError*>(&e) && !dynamic_cast<const FormatError*>(&e) && !dynamic_cast<const IoError*>(&e))
+        throw;   // the caller's exception, unchanged
+    report.files.push_back({kb_name, rel, "failed", 0, e.what()});
+    log::warn("kb", log::cat(kb_name, "/", rel, ": ", e.what()));
+    progress.advance(1, 0);
+}
+
+// The loader's warnings of one file, logged, as one report note.
+std::string warnings_note(const std::string& kb_name, const std::string& rel, const std::vector<std::string>& warnings) {
+    std::string note;
+    for (auto& w : warnings) {
+        note += (note.empty() ? "" : "; ") + w;
+        log::warn("kb", log::cat(kb_name, "/", rel, ": ", w));
+    }
+    return note;
 }
 
 void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const UpdateOptions& opt,
@@ -828,18 +843,10 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
             try {
                 n = ix.index_file(*f, version, warnings);
             } catch (const Error& e) {
-                if (!is_file_error(e)) throw;
-                report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
-                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
-                progress.advance(1, 0);
+                mark_failed(e, kb_name, f->rel, report, progress);
                 continue;
             }
-            std::string note;
-            for (auto& w : warnings) {
-                note += (note.empty() ? "" : "; ") + w;
-                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", w));
-            }
-            report.files.push_back({kb_name, f->rel, action, n, note});
+            report.files.push_back({kb_name, f->rel, action, n, warnings_note(kb_name, f->rel, warnings)});
             report.chunks_written += n;
             progress.advance(1, n);
         }
@@ -1021,10 +1028,7 @@ void update_one_pg(const KbPaths& paths, const std::string& kb_name, const Updat
         try {
             fc = chunk_file(*f, setup.split);
         } catch (const Error& e) {
-            if (!is_file_error(e)) throw;
-            report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
-            log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
-            progress.advance(1, 0);
+            mark_failed(e, kb_name, f->rel, report, progress);
             continue;
         }
         indexed.insert(f->rel);
@@ -1044,12 +1048,7 @@ void update_one_pg(const KbPaths& paths, const std::string& kb_name, const Updat
         c.files.push_back(pf);
         progress.advance(1, fc.chunks.size());
         if (action == "unchanged") continue;
-        std::string note;
-        for (auto& w : fc.warnings) {
-            note += (note.empty() ? "" : "; ") + w;
-            log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", w));
-        }
-        report.files.push_back({kb_name, f->rel, action, fc.chunks.size(), note});
+        report.files.push_back({kb_name, f->rel, action, fc.chunks.size(), warnings_note(kb_name, f->rel, fc.warnings)});
         report.chunks_written += fc.chunks.size();
     }
     if (setup.embedder) {
