@@ -89,8 +89,13 @@ body=$(search "$b" "$q2") || fail "search_docs on b after the upload"
 case $body in *上传.md*) ;; *) fail "b does not see a's upload: $body";; esac
 files=$(curl -sf "$b/knowledge_base/list_files?knowledge_base_name=samples") || fail "list_files on b"
 case $files in *上传.md*) ;; *) fail "list_files on b: $files";; esac
+mk=$(curl -sf "$a/knowledge_base/create_knowledge_base" -H 'Content-Type: application/json' \
+  -d '{"knowledge_base_name": "team", "vector_store_type": "pg", "embed_model": "hash-ngram", "kb_info": "团队"}') || fail "create_knowledge_base pg on a"
+case $mk in *'"code":200'*) ;; *) fail "create_knowledge_base: $mk";; esac
+kbs=$(curl -sf "$b/knowledge_base/list_knowledge_bases") || fail "list_knowledge_bases on b"
+case $kbs in *'"kb_info":"团队","kb_name":"team"'*) ;; *) fail "b does not list a's new KB: $kbs";; esac
 [ -e "$root/knowledge_base/info.db" ] && fail "the servers wrote the local info.db"
-echo "upload_docs on one server, search_docs on the other sees it at once ok"
+echo "upload_docs / create_knowledge_base on one server, search_docs / list on the other see it at once ok"
 
 "$pdsd" kb migrate --to local --root "$root" --no-progress >"$d/migrate.out" 2>"$d/migrate.err" || fail "kb migrate --to local: $(cat "$d/migrate.out")"
 grep -q "vs_type is now faiss" "$d/migrate.out" || fail "kb migrate: $(cat "$d/migrate.out")"
