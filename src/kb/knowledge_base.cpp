@@ -1915,28 +1915,48 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
 }
 
 // vs_type pg: the same lists from PostgreSQL (PgStore: FTS5's BM25 over its postings, pgvector's
-// cosine; HNSW, or exact with vector_index flat), merged by chunk id. One after the other on
-// one leased connection (no second thread as the local hybrid has).
+// cosine; HNSW, or exact with vector_index flat), merged by chunk id. Hybrid with
+// hybrid_parallel: BM25 on a second thread and its own leased connection while the query is
+// embedded and the dense list read on this one (the embedder stays on the caller's thread,
+// see OmpSingleThread). Each list is read in its own snapshot.
 std::vector<SearchHit> KnowledgeBase::Impl::pg_candidates(const std::string& query, const SearchOptions& o) {
     const size_t depth = std::max(o.candidates, o.top_k);
     PgSearchOptions po;
     po.bm25_prune_df_ratio = o.bm25_prune_df_ratio;
     po.exact = settings.vector_index == "flat";
-    std::vector<float> q;
-    if (o.mode != "bm25") {
+    auto bm25_list = [&] {
+        PgLease store(*pg);
+        return store->bm25_top_k(kb.name, query, depth, po);
+    };
+    auto dense_list = [&] {
         load_pg_embedder();
-        OmpSingleThread omp_single;
-        q = embedder->embed({query}, true).at(0);
-    }
-    PgLease store(*pg);
-    std::unordered_map<int64_t, SearchHit> cand;
-    if (o.mode != "dense")
-        for (auto& h : store->bm25_top_k(kb.name, query, depth, po)) cand.emplace(h.chunk_id, std::move(h));
-    if (o.mode != "bm25") {
-        for (auto& h : store->dense_top_k(kb.name, q, depth, po)) {
-            auto [it, added] = cand.emplace(h.chunk_id, h);
-            if (!added) it->second.cosine = h.cosine, it->second.dense_rank = h.dense_rank;
+        std::vector<float> q;
+        {
+            OmpSingleThread omp_single;
+            q = embedder->embed({query}, true).at(0);
         }
+        PgLease store(*pg);
+        return store->dense_top_k(kb.name, q, depth, po);
+    };
+    std::vector<SearchHit> bm25, dense;
+    if (o.mode == "hybrid" && o.hybrid_parallel) {
+        std::future<std::vector<SearchHit>> bm25_future = std::async(std::launch::async, bm25_list);
+        try {
+            dense = dense_list();
+        } catch (...) {
+            bm25_future.wait();   // it uses this frame's state
+            throw;
+        }
+        bm25 = bm25_future.get();
+    } else {
+        if (o.mode != "dense") bm25 = bm25_list();
+        if (o.mode != "bm25") dense = dense_list();
+    }
+    std::unordered_map<int64_t, SearchHit> cand;
+    for (auto& h : bm25) cand.emplace(h.chunk_id, std::move(h));
+    for (auto& h : dense) {
+        auto [it, added] = cand.emplace(h.chunk_id, h);
+        if (!added) it->second.cosine = h.cosine, it->second.dense_rank = h.dense_rank;
     }
     std::vector<SearchHit> all;
     all.reserve(cand.size());

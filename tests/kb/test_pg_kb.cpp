@@ -140,6 +140,10 @@ TEST_F(PgKb, RebuildGivesTheLocalStoresFilesChunksAndHitsInEveryMode) {
             expect_same_hits(l, pkb.search(q, o), what);
         }
     }
+    SearchOptions serial;   // hybrid's lists one after the other on one thread (both stores)
+    serial.mode = "hybrid";
+    serial.hybrid_parallel = false;
+    for (auto& q : kQueries) expect_same_hits(lkb.search(q, serial), pkb.search(q, serial), "hybrid serial " + q);
 }
 
 TEST_F(PgKb, HnswDenseListsRecallTheExactOnes) {
