@@ -297,6 +297,18 @@ void register_kb(CLI::App& app, Registry& registry) {
                         !k.in_db ? "(not built: pdsd kb -r)" : !k.has_folder ? "(folder missing)" : "");
     });
 
+    struct MigrateOpts { std::string to; };
+    auto mo = std::make_shared<MigrateOpts>();
+    auto* migrate = kbc->add_subcommand("migrate", "rebuild the knowledge bases into the other store and switch kb_settings.yaml's vs_type");
+    migrate->fallthrough();
+    migrate->add_option("--to", mo->to, "pg (PostgreSQL at pg_connection_uri) | local (FAISS + SQLite in the data root)")->required();
+    registry.add(migrate, [o, mo] {
+        kb::UpdateReport r = kb::migrate_knowledge_bases(kb::resolve_root(o->root), mo->to, o->kb_names, !o->no_progress);
+        print_report(r);
+        throw_if_failed(r);
+        std::printf("vs_type is now %s\n", mo->to == "local" ? "faiss" : mo->to.c_str());
+    });
+
     struct FilesOpts { std::string kb; std::vector<std::string> files; };
     auto fo = std::make_shared<FilesOpts>();
     auto* add = kbc->add_subcommand("add", "copy files into a knowledge base and index them");

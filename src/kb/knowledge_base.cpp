@@ -1,5 +1,7 @@
 // Knowledge bases: folder scan, loaders + splitter, SQLite (chunks + FTS5 BM25),
 // FAISS (IndexIDMap over IndexFlatIP, or IndexIVFFlat for large KBs) and search. SQLite and FAISS stay in this file.
+// vs_type pg: the same scan, loaders, splitter and embedder feed kb::PgStore (pg_store.h), and
+// search takes its candidate lists from it; the ranking stage is shared ("vs_type pg" sections).
 #include "pdsd/kb/knowledge_base.h"
 
 #include "pdsd/core/config.h"
@@ -164,14 +166,16 @@ std::string now_string() {
     return buf;
 }
 
-// vs_type pg: the PostgreSQL store (pg_store.h) is not yet what the kb verbs and search run
-// on (issue #22); refuse rather than quietly use the local store.
-void require_local_store(const KbSettings& settings, const std::string& root) {
-    if (settings.vs_type == "faiss") return;
-    const std::string path = (fs::path(root) / "kb_settings.yaml").string();
-    pg_dsn_from_settings(settings, path);   // without libpq: that this build has no PostgreSQL store
-    throw UsageError(ErrorInfo{path}.at("vs_type").msg("the kb verbs and search do not run on the PostgreSQL store yet")
-                         .found("pg").hint("set vs_type: faiss for now (the local store); see docs/knowledge_base.md, PostgreSQL store"));
+std::string settings_path(const std::string& root) { return (fs::path(root) / "kb_settings.yaml").string(); }
+
+bool on_pg(const KbSettings& settings) { return settings.vs_type == "pg"; }
+
+// vs_type pg: one connection to kb_settings.yaml's server, the schema made when missing
+// (ConfigError naming the file's key, or IoError naming the server).
+std::unique_ptr<PgStore> open_pg(const KbSettings& settings, const std::string& root) {
+    auto store = std::make_unique<PgStore>(pg_dsn_from_settings(settings, settings_path(root)));
+    store->ensure_schema();
+    return store;
 }
 
 void validate_kb_name(const std::string& kb) {
@@ -581,6 +585,37 @@ void delete_file_rows(Db& db, const KbRow& kb, const std::string& file) {
     k.bind(1, kb.name).bind(2, file).run();
 }
 
+// One file loaded and split as both stores index it: its chunks in order, the loader's
+// name, the bytes' sha256 and the loader's warnings. Throws what the loader throws.
+struct FileChunks {
+    std::vector<TextChunk> chunks;
+    std::string loader, sha256;
+    std::vector<std::string> warnings;
+};
+FileChunks chunk_file(const FolderFile& f, const SplitterOptions& split) {
+    check_file_size(f.rel, static_cast<uint64_t>(f.size));   // before reading it into memory
+    std::string bytes = read_file(f.abs);
+    FileChunks out;
+    out.sha256 = sha256_hex(bytes);
+    LoadedFile lf = load_bytes(f.rel, bytes);
+    out.loader = lf.loader;
+    out.warnings = lf.warnings;
+    for (const auto& d : lf.docs) {
+        if (d.split) {
+            for (auto& c : split_text(d.text, split)) out.chunks.push_back(std::move(c));
+            continue;
+        }
+        // CSV rows are stored whole, stripped like Chatchat's documents.
+        auto u = utf8_to_u32(d.text);
+        size_t b = 0, e = u.size();
+        while (b < e && is_py_space(u[b])) ++b;
+        while (e > b && is_py_space(u[e - 1])) --e;
+        if (e > b) out.chunks.push_back({u32_to_utf8(std::u32string_view(u).substr(b, e - b)), b, e});
+    }
+    if (out.chunks.empty()) out.warnings.push_back("no chunks");
+    return out;
+}
+
 struct Indexer {
     Db& db;
     KbRow kb;
@@ -604,62 +639,52 @@ struct Indexer {
 
     // Returns the number of chunks written; `version` is the new file_version.
     size_t index_file(const FolderFile& f, int64_t version, std::vector<std::string>& warnings) {
-        check_file_size(f.rel, static_cast<uint64_t>(f.size));   // before reading it into memory
-        std::string bytes = read_file(f.abs);
-        std::string sha = sha256_hex(bytes);
-        LoadedFile lf = load_bytes(f.rel, bytes);
-        warnings = lf.warnings;
+        FileChunks fc = chunk_file(f, split);
+        warnings = fc.warnings;
         size_t idx = 0;
-        for (const auto& d : lf.docs) {
-            std::vector<TextChunk> chunks;
-            if (d.split) {
-                chunks = split_text(d.text, split);
-            } else {
-                std::string t = d.text;
-                // CSV rows are stored whole, stripped like Chatchat's documents.
-                auto u = utf8_to_u32(t);
-                size_t b = 0, e = u.size();
-                while (b < e && is_py_space(u[b])) ++b;
-                while (e > b && is_py_space(u[e - 1])) --e;
-                if (e > b) chunks.push_back({u32_to_utf8(std::u32string_view(u).substr(b, e - b)), b, e});
-            }
-            for (auto& c : chunks) {
-                ins_chunk.bind(1, kb.name).bind(2, f.rel).bind(3, static_cast<int64_t>(idx++)).bind(4, c.text)
-                    .bind(5, c.start).bind(6, c.end).bind(7, count_terms(c.text));
-                ins_chunk.run();
-                int64_t id = sqlite3_last_insert_rowid(db.get());
-                ins_fts.bind(1, id).bind(2, detail::indexed_terms(c.text));
-                ins_fts.run();
-                if (collect_texts) {
-                    new_ids.push_back(id);
-                    new_texts.push_back(c.text);
-                    new_labels.push_back(f.rel + "#" + std::to_string(idx - 1));
-                }
+        for (auto& c : fc.chunks) {
+            ins_chunk.bind(1, kb.name).bind(2, f.rel).bind(3, static_cast<int64_t>(idx++)).bind(4, c.text)
+                .bind(5, c.start).bind(6, c.end).bind(7, count_terms(c.text));
+            ins_chunk.run();
+            int64_t id = sqlite3_last_insert_rowid(db.get());
+            ins_fts.bind(1, id).bind(2, detail::indexed_terms(c.text));
+            ins_fts.run();
+            if (collect_texts) {
+                new_ids.push_back(id);
+                new_texts.push_back(c.text);
+                new_labels.push_back(f.rel + "#" + std::to_string(idx - 1));
             }
         }
-        ins_file.bind(1, f.rel).bind(2, file_extension(f.rel)).bind(3, kb.name).bind(4, lf.loader).bind(5, version)
-            .bind(6, f.mtime).bind(7, f.size).bind(8, sha).bind(9, idx).bind(10, now_string());
+        ins_file.bind(1, f.rel).bind(2, file_extension(f.rel)).bind(3, kb.name).bind(4, fc.loader).bind(5, version)
+            .bind(6, f.mtime).bind(7, f.size).bind(8, fc.sha256).bind(9, idx).bind(10, now_string());
         ins_file.run();
-        if (idx == 0) warnings.push_back("no chunks");
         return idx;
     }
 };
 
-void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const UpdateOptions& opt,
-                const KbSettings& settings, const std::vector<std::string>* only_files, UpdateReport& report) {
-    validate_kb_name(kb_name);
-    require_local_store(settings, paths.root);
-    std::string content = paths.content_dir(kb_name);
-    std::string embed_name = embed_model_spec(!opt.embed_model.empty() ? opt.embed_model : settings.embed_model);
-    std::unique_ptr<Embedder> embedder = open_embedder(paths.root, embed_name, settings);   // before any work: fail fast
-    if (!embedder) embed_name = "none";
+// What an update of either store starts from: the embedder (opened before any work: fail
+// fast; null for none), its stored name and the splitter's sizes (checked).
+struct UpdateSetup {
+    std::string embed_name;
+    std::unique_ptr<Embedder> embedder;
     SplitterOptions split;
-    split.chunk_size = static_cast<size_t>(opt.chunk_size > 0 ? opt.chunk_size : settings.chunk_size);
-    split.chunk_overlap = static_cast<size_t>(opt.chunk_overlap >= 0 ? opt.chunk_overlap : settings.chunk_overlap);
-    split_text("", split);   // validates the sizes
+};
+UpdateSetup update_setup(const KbPaths& paths, const UpdateOptions& opt, const KbSettings& settings) {
+    UpdateSetup u;
+    u.embed_name = embed_model_spec(!opt.embed_model.empty() ? opt.embed_model : settings.embed_model);
+    u.embedder = open_embedder(paths.root, u.embed_name, settings);
+    if (!u.embedder) u.embed_name = "none";
+    u.split.chunk_size = static_cast<size_t>(opt.chunk_size > 0 ? opt.chunk_size : settings.chunk_size);
+    u.split.chunk_overlap = static_cast<size_t>(opt.chunk_overlap >= 0 ? opt.chunk_overlap : settings.chunk_overlap);
+    split_text("", u.split);   // validates the sizes
+    return u;
+}
 
+// The supported files of the KB's content/ folder; refused links and unsupported formats
+// go to `report` as skipped.
+std::vector<FolderFile> scan_content(const KbPaths& paths, const std::string& kb_name, UpdateReport& report) {
+    const std::string content = paths.content_dir(kb_name);
     log::info("kb", log::cat("scanning ", content));
-    remove_stale_temp_files(paths, kb_name);
     std::vector<std::pair<std::string, std::string>> refused;
     std::vector<FolderFile> folder = list_folder(content, &refused);
     for (auto& [rel, why] : refused) report.files.push_back({kb_name, rel, "skipped", 0, why});
@@ -673,6 +698,39 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
         report.files.push_back({kb_name, f.rel, "skipped", 0, "unsupported format " + file_extension(f.rel)});
         log::warn("kb", log::cat(kb_name, "/", f.rel, ": skipped, unsupported format"));
     }
+    return folder;
+}
+
+// In a catch block: a file the loaders could not index (DataError, FormatError, IoError:
+// malformed, hostile, unreadable) is marked failed and the caller indexes the rest; anything
+// else is rethrown and stops the update.
+void mark_failed(const Error& e, const std::string& kb_name, const std::string& rel, UpdateReport& report, Progress& progress) {
+    if (!dynamic_cast<const DataError*>(&e) && !dynamic_cast<const FormatError*>(&e) && !dynamic_cast<const IoError*>(&e))
+        throw;   // the caller's exception, unchanged
+    report.files.push_back({kb_name, rel, "failed", 0, e.what()});
+    log::warn("kb", log::cat(kb_name, "/", rel, ": ", e.what()));
+    progress.advance(1, 0);
+}
+
+// The loader's warnings of one file, logged, as one report note.
+std::string warnings_note(const std::string& kb_name, const std::string& rel, const std::vector<std::string>& warnings) {
+    std::string note;
+    for (auto& w : warnings) {
+        note += (note.empty() ? "" : "; ") + w;
+        log::warn("kb", log::cat(kb_name, "/", rel, ": ", w));
+    }
+    return note;
+}
+
+void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const UpdateOptions& opt,
+                const KbSettings& settings, const std::vector<std::string>* only_files, UpdateReport& report) {
+    validate_kb_name(kb_name);
+    UpdateSetup setup = update_setup(paths, opt, settings);
+    std::string& embed_name = setup.embed_name;
+    std::unique_ptr<Embedder>& embedder = setup.embedder;
+    const SplitterOptions& split = setup.split;
+    remove_stale_temp_files(paths, kb_name);
+    std::vector<FolderFile> folder = scan_content(paths, kb_name, report);
 
     // The whole update of this KB is one transaction: killed half-way, nothing changes.
     db.exec("BEGIN IMMEDIATE");
@@ -785,22 +843,10 @@ void update_one(const KbPaths& paths, Db& db, const std::string& kb_name, const 
             try {
                 n = ix.index_file(*f, version, warnings);
             } catch (const Error& e) {
-                // A bad file (DataError, FormatError, IoError: malformed, hostile, unreadable) is
-                // marked failed and the rest is indexed; anything else stops the update.
-                if (!dynamic_cast<const DataError*>(&e) && !dynamic_cast<const FormatError*>(&e) &&
-                    !dynamic_cast<const IoError*>(&e))
-                    throw;
-                report.files.push_back({kb_name, f->rel, "failed", 0, e.what()});
-                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", e.what()));
-                progress.advance(1, 0);
+                mark_failed(e, kb_name, f->rel, report, progress);
                 continue;
             }
-            std::string note;
-            for (auto& w : warnings) {
-                note += (note.empty() ? "" : "; ") + w;
-                log::warn("kb", log::cat(kb_name, "/", f->rel, ": ", w));
-            }
-            report.files.push_back({kb_name, f->rel, action, n, note});
+            report.files.push_back({kb_name, f->rel, action, n, warnings_note(kb_name, f->rel, warnings)});
             report.chunks_written += n;
             progress.advance(1, n);
         }
@@ -895,6 +941,154 @@ std::unique_ptr<Db> open_db(const KbPaths& p, bool create) {
     return db;
 }
 
+// ---- vs_type pg: updates -----------------------------------------------------------
+
+// What an update of a pg KB writes: the folder files of the new content, each with its
+// action (added | updated | unchanged) and file_version.
+struct PgPlanned {
+    const FolderFile* file;
+    std::string action;
+    int64_t version;
+};
+
+// The files the local store would hold after this update (update_one's per-mode rules,
+// sha256 against the store's), and the removed ones reported. Returns whether anything
+// changes. DB files gone from content/ that the local store would keep (not named by kb
+// rm, or -u without --prune-db) are dropped too: a pg update rewrites the whole KB.
+bool plan_pg_update(const std::string& kb_name, const UpdateOptions& opt, const std::vector<FolderFile>& folder,
+                    const std::map<std::string, PgFile>& before, const std::vector<std::string>* only_files,
+                    std::vector<PgPlanned>& plan, UpdateReport& report) {
+    auto wanted = [&](const std::string& rel) {
+        return !only_files || std::find(only_files->begin(), only_files->end(), rel) != only_files->end();
+    };
+    bool changed = opt.mode == UpdateMode::recreate;
+    std::set<std::string> in_folder;
+    for (auto& f : folder) {
+        in_folder.insert(f.rel);
+        auto it = before.find(f.rel);
+        const int64_t v = it == before.end() ? 1 : it->second.file_version;
+        if (opt.mode == UpdateMode::recreate) {
+            plan.push_back({&f, it == before.end() ? "added" : "updated", 1});
+        } else if (it == before.end()) {
+            if (opt.mode == UpdateMode::increment && wanted(f.rel)) plan.push_back({&f, "added", 1}), changed = true;
+        } else if (wanted(f.rel) && (opt.mode == UpdateMode::update_in_db ||
+                                     (opt.mode == UpdateMode::increment && sha256_file(f.abs) != it->second.sha256))) {
+            plan.push_back({&f, "updated", v + 1});
+            changed = true;
+        } else {
+            plan.push_back({&f, "unchanged", v});
+            if (opt.mode == UpdateMode::increment && wanted(f.rel)) report.files.push_back({kb_name, f.rel, "unchanged", 0, ""});
+        }
+    }
+    for (auto& [name, _] : before) {
+        if (in_folder.count(name)) continue;
+        const bool dropped_anyway = !opt.prune_db && opt.mode != UpdateMode::recreate &&
+                                    !(opt.mode == UpdateMode::increment && wanted(name));
+        report.files.push_back({kb_name, name, "removed", 0,
+                                dropped_anyway ? "gone from content/ (a PostgreSQL update rewrites the whole KB)"
+                                : opt.prune_db ? "pruned" : "gone from content/"});
+        changed = true;
+    }
+    return changed;
+}
+
+// An update on PostgreSQL: content/ scanned, loaded, split and embedded as update_one does,
+// then the whole KB written by PgStore::rebuild_kb in one transaction (chunk ids in file then
+// chunk order, as the local store assigns them). -i / -u / kb add / rm decide per file as the
+// local store does (sha256 against the store's catalog), but a change re-embeds every file
+// of the KB (a per-file increment in PostgreSQL is left: docs/knowledge_base.md).
+void update_one_pg(const KbPaths& paths, const std::string& kb_name, const UpdateOptions& opt, const KbSettings& settings,
+                   const std::vector<std::string>* only_files, UpdateReport& report) {
+    validate_kb_name(kb_name);
+    std::unique_ptr<PgStore> store = open_pg(settings, paths.root);   // before any work: fail fast
+    UpdateSetup setup = update_setup(paths, opt, settings);
+    std::vector<FolderFile> folder = scan_content(paths, kb_name, report);
+    std::map<std::string, PgFile> before;
+    for (auto& f : store->list_files(kb_name)) before[f.file_name] = f;
+    std::vector<PgPlanned> plan;
+    const bool changed = plan_pg_update(kb_name, opt, folder, before, only_files, plan, report);
+    // Also written: a KB not in the store yet (create_knowledge_base's empty one) or one
+    // embedded with another model (every chunk re-embedded, as the local store does).
+    const auto info = store->kb_info(kb_name);
+    if (!changed && info && info->embed_model == setup.embed_name && !opt.prune_folder) return;
+
+    PgKbContent c;
+    c.kb_name = kb_name;   // kb_info stays (a new KB gets the default)
+    c.embed_model = setup.embed_name;
+    c.dim = setup.embedder ? setup.embedder->dim() : 0;
+    c.chunk_size = static_cast<int64_t>(setup.split.chunk_size);
+    c.chunk_overlap = static_cast<int64_t>(setup.split.chunk_overlap);
+    Progress progress("kb " + kb_name, plan.size(), "files", "chunks",
+                      opt.progress ? Progress::Style::automatic : Progress::Style::silent);
+    std::set<std::string> indexed;
+    for (auto& [f, action, version] : plan) {
+        throw_if_interrupted();
+        progress.set_note(f->rel);
+        FileChunks fc;
+        try {
+            fc = chunk_file(*f, setup.split);
+        } catch (const Error& e) {
+            mark_failed(e, kb_name, f->rel, report, progress);
+            continue;
+        }
+        indexed.insert(f->rel);
+        for (size_t i = 0; i < fc.chunks.size(); ++i) {
+            PgChunk ch;
+            ch.file_name = f->rel;
+            ch.chunk_index = static_cast<int64_t>(i);
+            ch.start_char = static_cast<int64_t>(fc.chunks[i].start);
+            ch.end_char = static_cast<int64_t>(fc.chunks[i].end);
+            ch.text = std::move(fc.chunks[i].text);
+            c.chunks.push_back(std::move(ch));
+        }
+        PgFile pf;
+        pf.file_name = f->rel, pf.file_ext = file_extension(f->rel), pf.document_loader_name = fc.loader, pf.sha256 = fc.sha256;
+        pf.file_size = f->size, pf.file_mtime = f->mtime, pf.docs_count = static_cast<int64_t>(fc.chunks.size());
+        pf.file_version = version;
+        c.files.push_back(pf);
+        progress.advance(1, fc.chunks.size());
+        if (action == "unchanged") continue;
+        report.files.push_back({kb_name, f->rel, action, fc.chunks.size(), warnings_note(kb_name, f->rel, fc.warnings)});
+        report.chunks_written += fc.chunks.size();
+    }
+    if (setup.embedder) {
+        std::vector<int64_t> ids(c.chunks.size());
+        std::vector<std::string> texts, labels;
+        for (size_t i = 0; i < c.chunks.size(); ++i) {
+            ids[i] = static_cast<int64_t>(i);
+            texts.push_back(c.chunks[i].text);
+            labels.push_back(c.chunks[i].file_name + "#" + std::to_string(c.chunks[i].chunk_index));
+        }
+        log::info("kb", log::cat(kb_name, ": embedding ", ids.size(), " chunks with ", setup.embedder->name(), " into PostgreSQL"));
+        const size_t dim = static_cast<size_t>(c.dim);
+        report.chunks_capped += embed_batches(*setup.embedder, ids, texts, labels, kb_name, &progress,
+                                              [&](fidx_t n, const float* v, const fidx_t* id) {
+                                                  for (fidx_t i = 0; i < n; ++i)
+                                                      c.chunks[static_cast<size_t>(id[i])].embedding.assign(v + i * dim, v + (i + 1) * dim);
+                                              });
+        report.embed_token_cap = setup.embedder->max_tokens();
+    }
+    progress.finish();
+    store->rebuild_kb(c);
+    if (opt.prune_folder)
+        for (auto& f : folder)
+            if (!indexed.count(f.rel)) {
+                fs::remove(f.abs);
+                report.files.push_back({kb_name, f.rel, "removed", 0, "pruned from content/"});
+            }
+}
+
+// One KB's update on the store kb_settings.yaml names (`create`: info.db may be made).
+void update_kb(const KbPaths& paths, const std::string& kb_name, const UpdateOptions& opt, const KbSettings& settings,
+               const std::vector<std::string>* only_files, UpdateReport& report, bool create) {
+    if (on_pg(settings)) {
+        update_one_pg(paths, kb_name, opt, settings, only_files, report);
+        return;
+    }
+    auto db = open_db(paths, create);
+    update_one(paths, *db, kb_name, opt, settings, only_files, report);
+}
+
 }  // namespace
 
 size_t UpdateReport::count(const std::string& action) const {
@@ -905,7 +1099,6 @@ UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions
     auto t0 = std::chrono::steady_clock::now();
     KbPaths paths{root};
     KbSettings settings = load_kb_settings(root);
-    auto db = open_db(paths, true);
     std::vector<std::string> kbs = options.kb_names;
     if (kbs.empty()) kbs = kb_folders(paths);
     if (kbs.empty())
@@ -917,7 +1110,7 @@ UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions
         if (!fs::is_directory(paths.content_dir(kb)) && options.mode != UpdateMode::none && options.mode != UpdateMode::update_in_db)
             throw UsageError(ErrorInfo{paths.content_dir(kb)}.msg("knowledge base folder not found")
                                  .hint("create it and put your documents there, or check --kb-name"));
-        update_one(paths, *db, kb, options, settings, nullptr, report);
+        update_kb(paths, kb, options, settings, nullptr, report, /*create=*/true);
     }
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return report;
@@ -927,11 +1120,10 @@ namespace {
 // kb add / kb rm: the named content/ files (relative paths) are re-indexed incrementally.
 UpdateReport reindex_files(const std::string& root, const KbPaths& paths, const std::string& kb,
                            const std::vector<std::string>& rels, const UpdateOptions& options, bool create) {
-    auto db = open_db(paths, create);
     UpdateOptions o = options;
     o.mode = UpdateMode::increment;
     UpdateReport report;
-    update_one(paths, *db, kb, o, load_kb_settings(root), &rels, report);
+    update_kb(paths, kb, o, load_kb_settings(root), &rels, report, create);
     return report;
 }
 }  // namespace
@@ -986,7 +1178,9 @@ bool delete_knowledge_base(const std::string& root, const std::string& kb) {
     validate_kb_name(kb);
     KbPaths paths{root};
     bool found = false;
-    if (fs::exists(paths.info_db())) {
+    if (KbSettings st = load_kb_settings(root); on_pg(st)) {
+        found = open_pg(st, root)->drop_kb(kb);
+    } else if (fs::exists(paths.info_db())) {
         auto db = open_db(paths, false);
         KbRow r = get_kb(*db, kb);
         if (r.exists) {
@@ -1020,7 +1214,14 @@ std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string
             i.in_folder = true;
         }
     }
-    if (fs::exists(paths.info_db())) {
+    if (KbSettings st = load_kb_settings(root); on_pg(st)) {
+        for (auto& f : open_pg(st, root)->list_files(kb)) {
+            KbFileInfo& i = m[f.file_name];
+            i.file_name = f.file_name, i.file_ext = f.file_ext, i.file_version = f.file_version;
+            i.document_loader = f.document_loader_name, i.text_splitter = f.text_splitter_name;
+            i.docs_count = f.docs_count, i.create_time = f.create_time, i.in_db = true;
+        }
+    } else if (fs::exists(paths.info_db())) {
         auto db = open_db(paths, false);
         Stmt st(*db, "SELECT file_name, file_ext, file_version, document_loader_name, text_splitter_name, docs_count, "
                      "create_time FROM knowledge_file WHERE kb_name = ? ORDER BY file_name");
@@ -1048,6 +1249,13 @@ std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string
 std::vector<SearchHit> list_chunks(const std::string& root, const std::string& kb, const std::string& file_name) {
     validate_kb_name(kb);
     KbPaths paths{root};
+    if (KbSettings st = load_kb_settings(root); on_pg(st)) {
+        auto store = open_pg(st, root);
+        if (!store->kb_info(kb))
+            throw DataError(ErrorInfo{store->describe()}.at("knowledge base '" + kb + "'").msg("not in the database")
+                                .hint("build it with pdsd kb -r -n " + kb));
+        return store->list_chunks(kb, file_name);
+    }
     if (!fs::exists(paths.info_db()))
         throw IoError(ErrorInfo{paths.info_db()}.msg("no knowledge base database").hint("build one: pdsd kb -r"));
     auto db = open_db(paths, false);
@@ -1077,11 +1285,19 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
     KbPaths paths{root};
     std::map<std::string, KbInfo> m;
     for (auto& f : kb_folders(paths)) { m[f].name = f; m[f].has_folder = true; }
-    if (fs::exists(paths.info_db())) {
+    if (KbSettings st = load_kb_settings(root); on_pg(st)) {
+        for (auto& k : open_pg(st, root)->list_kbs()) {
+            KbInfo& i = m[k.kb_name];
+            i.name = k.kb_name, i.info = k.kb_info, i.vs_type = k.vs_type, i.embed_model = k.embed_model;
+            i.file_count = k.file_count, i.create_time = k.create_time, i.chunk_count = k.chunk_count, i.in_db = true;
+            i.chunk_size = k.chunk_size, i.chunk_overlap = k.chunk_overlap;
+        }
+    } else if (fs::exists(paths.info_db())) {
         Db db(paths.info_db(), false);
         ensure_schema(db);
         Stmt st(db, "SELECT kb_name, kb_info, vs_type, embed_model, file_count, create_time, "
-                    "(SELECT count(*) FROM chunks c WHERE c.kb_name = k.kb_name) FROM knowledge_base k ORDER BY kb_name");
+                    "(SELECT count(*) FROM chunks c WHERE c.kb_name = k.kb_name), chunk_size, chunk_overlap "
+                    "FROM knowledge_base k ORDER BY kb_name");
         while (st.step()) {
             KbInfo& i = m[st.text(0)];
             i.name = st.text(0);
@@ -1091,6 +1307,8 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
             i.file_count = st.i64(4);
             i.create_time = st.text(5);
             i.chunk_count = st.i64(6);
+            i.chunk_size = st.i64(7);
+            i.chunk_overlap = st.i64(8);
             i.in_db = true;
         }
     }
@@ -1100,6 +1318,59 @@ std::vector<KbInfo> list_knowledge_bases(const std::string& root) {
 }
 
 // ---- search --------------------------------------------------------------------
+
+namespace {
+// One query gains nothing from OpenMP teams, and their worker threads spin after each
+// region. FAISS: on the 100k x 1024 IVF (nprobe 32), CPU per query 24 ms with the default
+// team vs 6 ms single-threaded. The query's embedding (a torch model's ops are OpenMP
+// regions too): 8 concurrent hybrid searches on 2 cores, tiny BERT, 100k chunks, 21
+// queries/s with 73 % of the CPU in libgomp's spin-wait vs 300-450/s single-threaded. Torch
+// sets a thread's OpenMP count at its first op there, so the first query on a new thread
+// still gets the team (hence the dense list runs on the caller's long-lived thread). The
+// setting is per calling thread; it is restored for other work on this thread (a batch
+// embed of `kb -r` keeps the team).
+struct OmpSingleThread {
+    int prev = omp_get_max_threads();
+    OmpSingleThread() { omp_set_num_threads(1); }
+    ~OmpSingleThread() { omp_set_num_threads(prev); }
+};
+
+// vs_type pg: the KB's idle connections to the store, one per concurrent search (a PgStore
+// serves one thread at a time); a search leases one (PgLease).
+struct PgPool {
+    std::string dsn;
+    std::mutex mu;
+    std::vector<std::unique_ptr<PgStore>> idle;
+    static constexpr size_t kMaxIdle = 16;
+};
+class PgLease {
+public:
+    explicit PgLease(PgPool& pool) : pool_(pool) {
+        {
+            std::lock_guard<std::mutex> lock(pool_.mu);
+            if (!pool_.idle.empty()) {
+                store_ = std::move(pool_.idle.back());
+                pool_.idle.pop_back();
+            }
+        }
+        if (!store_) store_ = std::make_unique<PgStore>(pool_.dsn);   // outside the lock: connecting takes ms
+    }
+    // A connection whose statement threw may be broken (server gone): not pooled again.
+    ~PgLease() {
+        if (std::uncaught_exceptions() > exceptions_) return;
+        std::lock_guard<std::mutex> lock(pool_.mu);
+        if (pool_.idle.size() < PgPool::kMaxIdle) pool_.idle.push_back(std::move(store_));
+    }
+    PgLease(const PgLease&) = delete;
+    PgLease& operator=(const PgLease&) = delete;
+    PgStore* operator->() { return store_.get(); }
+
+private:
+    PgPool& pool_;
+    std::unique_ptr<PgStore> store_;
+    int exceptions_ = std::uncaught_exceptions();
+};
+}  // namespace
 
 // One SQLite read connection and the search statements prepared on it. A connection and
 // its statements serve one thread at a time (the temp fts5vocab tables are per connection),
@@ -1145,10 +1416,31 @@ struct KnowledgeBase::Impl {
     int64_t fts_rows = 0;
     double avg_len = 0;
 
-    // The ranking stage's database steps (KnowledgeBase::search).
+    // vs_type pg: the store's connections (null: the local store; then none of the SQLite /
+    // FAISS members above but kb, settings, chunks and the embedder are used).
+    std::unique_ptr<PgPool> pg;
+
+    // The ranking stage's database steps (KnowledgeBase::search). `r` is null on pg (its
+    // hits come with their chunk rows).
     std::vector<SearchHit> candidates(SearchReader& r, const std::string& query, const SearchOptions& o);
-    void load_chunk(SearchReader& r, SearchHit& h);
-    void rerank(SearchReader& r, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o);
+    std::vector<SearchHit> pg_candidates(const std::string& query, const SearchOptions& o);
+    void load_chunk(SearchReader* r, SearchHit& h);
+    void rerank(SearchReader* r, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o);
+
+    // vs_type pg: the KB's row from the store (DataError when it is not there).
+    void open_pg_kb(const std::string& kb_name) {
+        auto store = open_pg(settings, paths.root);
+        auto info = store->kb_info(kb_name);
+        if (!info)
+            throw DataError(ErrorInfo{store->describe()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
+                                .hint("build it with pdsd kb -r -n " + kb_name + " (see pdsd kb list)"));
+        kb.id = info->id, kb.generation = info->generation, kb.name = kb_name, kb.exists = true;
+        kb.embed_model = info->embed_model.empty() ? "none" : info->embed_model;
+        chunks = info->chunk_count;
+        pg = std::make_unique<PgPool>();
+        pg->dsn = pg_dsn_from_settings(settings, settings_path(paths.root));
+        pg->idle.push_back(std::move(store));
+    }
 
     std::unique_ptr<SearchReader> open_reader() {
         auto r = std::make_unique<SearchReader>();
@@ -1264,14 +1556,7 @@ struct KnowledgeBase::Impl {
         if (index_loaded.load(std::memory_order_acquire)) return;
         std::lock_guard<std::mutex> lock(dense_mu);
         if (index_loaded.load(std::memory_order_relaxed)) return;
-        if (kb.embed_model == "none")
-            throw UsageError(ErrorInfo{paths.kb_dir(kb.name)}.msg("this knowledge base has no vector store (embed_model none)")
-                                 .hint("use --mode bm25, or rebuild with pdsd kb -r -n " + kb.name + " -e <model>"));
-        if (!embedder && lookup) embedder = thread_safe_embedder(lookup(kb.embed_model));
-        if (!embedder) embedder = thread_safe_embedder(open_embedder(paths.root, kb.embed_model, settings));
-        if (embedder->name() != embed_model_store_name(kb.embed_model))
-            throw ConfigError(ErrorInfo{}.at("embedder").expected(embed_model_store_name(kb.embed_model)).found(embedder->name())
-                                  .hint("the KB was indexed with another embedding model; rebuild it or pass the same model"));
+        open_embedder_locked();
         std::string ip = paths.index_path(kb.name, kb.embed_model);
         if (!fs::exists(ip)) throw IoError(ErrorInfo{ip}.msg("vector store missing").hint("run pdsd kb -i -n " + kb.name));
         index = read_index(ip);
@@ -1284,6 +1569,25 @@ struct KnowledgeBase::Impl {
             ivf->nprobe = ivf_default_nprobe(settings, ivf->nlist);
         compact_locked(settings.ivf_scan);   // the configured copy now, not in the first query (~0.3-0.9 s at 100k x 1024)
         index_loaded.store(true, std::memory_order_release);
+    }
+    // vs_type pg: dense search needs only the embedder (the vectors are the store's).
+    void load_pg_embedder() {
+        if (index_loaded.load(std::memory_order_acquire)) return;
+        std::lock_guard<std::mutex> lock(dense_mu);
+        if (index_loaded.load(std::memory_order_relaxed)) return;
+        open_embedder_locked();
+        index_loaded.store(true, std::memory_order_release);
+    }
+    // The KB's embedder (given, looked up or opened), checked against its embed_model. Under dense_mu.
+    void open_embedder_locked() {
+        if (kb.embed_model == "none")
+            throw UsageError(ErrorInfo{paths.kb_dir(kb.name)}.msg("this knowledge base has no vector store (embed_model none)")
+                                 .hint("use --mode bm25, or rebuild with pdsd kb -r -n " + kb.name + " -e <model>"));
+        if (!embedder && lookup) embedder = thread_safe_embedder(lookup(kb.embed_model));
+        if (!embedder) embedder = thread_safe_embedder(open_embedder(paths.root, kb.embed_model, settings));
+        if (embedder->name() != embed_model_store_name(kb.embed_model))
+            throw ConfigError(ErrorInfo{}.at("embedder").expected(embed_model_store_name(kb.embed_model)).found(embedder->name())
+                                  .hint("the KB was indexed with another embedding model; rebuild it or pass the same model"));
     }
 
     // The compact copy for `scan` ("fp16" | "int8"), built on first use; null when this
@@ -1333,9 +1637,13 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
     Impl& im = *impl_;
     im.paths = KbPaths{root};
     // Stamps before the rows: a write in between makes is_current() false (never a stale true).
-    im.settings_stamp = file_stamp((fs::path(root) / "kb_settings.yaml").string());
+    im.settings_stamp = file_stamp(settings_path(root));
     im.settings = load_kb_settings(root);
-    require_local_store(im.settings, root);
+    im.lookup = std::move(lookup);
+    if (on_pg(im.settings)) {
+        im.open_pg_kb(kb_name);
+        return;
+    }
     auto db = open_db(im.paths, false);
     im.db_inode = file_stamp(im.paths.info_db()).inode;
     im.kb = get_kb(*db, kb_name);
@@ -1343,7 +1651,6 @@ KnowledgeBase::KnowledgeBase(const std::string& root, const std::string& kb_name
         throw DataError(ErrorInfo{im.paths.info_db()}.at("knowledge base '" + kb_name + "'").msg("not in the database")
                             .hint("build it with pdsd kb -r -n " + kb_name + " (see pdsd kb list)"));
     if (im.kb.embed_model != "none") im.index_stamp = file_stamp(im.paths.index_path(kb_name, im.kb.embed_model));
-    im.lookup = std::move(lookup);
     Stmt c(*db, "SELECT count(*) FROM chunks WHERE kb_name = ?");
     c.bind(1, kb_name);
     c.step();
@@ -1355,7 +1662,12 @@ KnowledgeBase::~KnowledgeBase() = default;
 
 bool KnowledgeBase::is_current() const {
     Impl& im = *impl_;
-    if (file_stamp((fs::path(im.paths.root) / "kb_settings.yaml").string()) != im.settings_stamp) return false;
+    if (file_stamp(settings_path(im.paths.root)) != im.settings_stamp) return false;
+    if (im.pg) {   // the KB's row in PostgreSQL: dropped and made again (id) or rebuilt (generation)
+        PgLease store(*im.pg);
+        auto info = store->kb_info(im.kb.name);
+        return info && info->id == im.kb.id && info->generation == im.kb.generation;
+    }
     if (im.kb.embed_model != "none" && file_stamp(im.paths.index_path(im.kb.name, im.kb.embed_model)) != im.index_stamp) return false;
     const FileStamp db = file_stamp(im.paths.info_db());
     if (!db.exists || db.inode != im.db_inode) return false;
@@ -1374,6 +1686,10 @@ const std::string& KnowledgeBase::embed_model() const { return impl_->kb.embed_m
 int64_t KnowledgeBase::chunk_count() const { return impl_->chunks; }
 
 KnowledgeBase::VectorIndexInfo KnowledgeBase::vector_index_info() const {
+    if (impl_->pg) {   // pgvector: HNSW, or an exact scan with vector_index flat
+        impl_->load_pg_embedder();
+        return {impl_->settings.vector_index == "flat" ? "exact" : "hnsw", impl_->chunks, impl_->embedder->dim(), 0, 0};
+    }
     {
         Impl::Lease lease(*impl_);
         impl_->load_dense(*lease);
@@ -1501,20 +1817,7 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
     const detail::CompactIvf* compact = nullptr;   // set after load_dense, before dense_search runs
     auto dense_search = [this, &o, &query, &compact, depth]() {
         DenseResult r;
-        // One query gains nothing from OpenMP teams, and their worker threads spin after
-        // each region. FAISS: on the 100k x 1024 IVF (nprobe 32), CPU per query 24 ms with
-        // the default team vs 6 ms single-threaded. The query's embedding (a torch model's
-        // ops are OpenMP regions too): 8 concurrent hybrid searches on 2 cores, tiny BERT,
-        // 100k chunks, 21 queries/s with 73 % of the CPU in libgomp's spin-wait vs 300-450/s
-        // single-threaded. Torch sets a thread's OpenMP count at its first op there, so the
-        // first query on a new thread still gets the team (hence the dense list runs on the
-        // caller's long-lived thread, below). The setting is per calling thread; it is
-        // restored for other work on this thread (a batch embed of `kb -r` keeps the team).
-        struct OmpSingle {
-            int prev = omp_get_max_threads();
-            OmpSingle() { omp_set_num_threads(1); }
-            ~OmpSingle() { omp_set_num_threads(prev); }
-        } omp_single;
+        OmpSingleThread omp_single;
         auto q = embedder->embed({query}, true);
         fidx_t k = static_cast<fidx_t>(std::min<size_t>(depth, static_cast<size_t>(index->ntotal)));
         if (k <= 0) return r;
@@ -1611,9 +1914,59 @@ std::vector<SearchHit> KnowledgeBase::Impl::candidates(SearchReader& rd, const s
     return all;
 }
 
-void KnowledgeBase::Impl::load_chunk(SearchReader& rd, SearchHit& h) {
-    if (!h.file_name.empty()) return;   // already read
-    Stmt& chunk = *rd.chunk;
+// vs_type pg: the same lists from PostgreSQL (PgStore: FTS5's BM25 over its postings, pgvector's
+// cosine; HNSW, or exact with vector_index flat), merged by chunk id. Hybrid with
+// hybrid_parallel: BM25 on a second thread and its own leased connection while the query is
+// embedded and the dense list read on this one (the embedder stays on the caller's thread,
+// see OmpSingleThread). Each list is read in its own snapshot.
+std::vector<SearchHit> KnowledgeBase::Impl::pg_candidates(const std::string& query, const SearchOptions& o) {
+    const size_t depth = std::max(o.candidates, o.top_k);
+    PgSearchOptions po;
+    po.bm25_prune_df_ratio = o.bm25_prune_df_ratio;
+    po.exact = settings.vector_index == "flat";
+    auto bm25_list = [&] {
+        PgLease store(*pg);
+        return store->bm25_top_k(kb.name, query, depth, po);
+    };
+    auto dense_list = [&] {
+        load_pg_embedder();
+        std::vector<float> q;
+        {
+            OmpSingleThread omp_single;
+            q = embedder->embed({query}, true).at(0);
+        }
+        PgLease store(*pg);
+        return store->dense_top_k(kb.name, q, depth, po);
+    };
+    std::vector<SearchHit> bm25, dense;
+    if (o.mode == "hybrid" && o.hybrid_parallel) {
+        std::future<std::vector<SearchHit>> bm25_future = std::async(std::launch::async, bm25_list);
+        try {
+            dense = dense_list();
+        } catch (...) {
+            bm25_future.wait();   // it uses this frame's state
+            throw;
+        }
+        bm25 = bm25_future.get();
+    } else {
+        if (o.mode != "dense") bm25 = bm25_list();
+        if (o.mode != "bm25") dense = dense_list();
+    }
+    std::unordered_map<int64_t, SearchHit> cand;
+    for (auto& h : bm25) cand.emplace(h.chunk_id, std::move(h));
+    for (auto& h : dense) {
+        auto [it, added] = cand.emplace(h.chunk_id, h);
+        if (!added) it->second.cosine = h.cosine, it->second.dense_rank = h.dense_rank;
+    }
+    std::vector<SearchHit> all;
+    all.reserve(cand.size());
+    for (auto& [id, h] : cand) all.push_back(std::move(h));
+    return all;
+}
+
+void KnowledgeBase::Impl::load_chunk(SearchReader* rd, SearchHit& h) {
+    if (!h.file_name.empty() || !rd) return;   // already read (pg hits come with their rows)
+    Stmt& chunk = *rd->chunk;
     chunk.bind(1, h.chunk_id);
     if (chunk.step()) {
         h.file_name = chunk.text(0);
@@ -1627,7 +1980,7 @@ void KnowledgeBase::Impl::load_chunk(SearchReader& rd, SearchHit& h) {
 
 // Stage 4: the best rerank_top_n kept candidates (all ranked by fusion) rescored by the
 // cross-encoder; kept candidates beyond them are dropped.
-void KnowledgeBase::Impl::rerank(SearchReader& rd, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o) {
+void KnowledgeBase::Impl::rerank(SearchReader* rd, std::vector<SearchHit>& all, const std::string& query, const SearchOptions& o) {
     std::vector<SearchHit*> top;
     for (auto& h : all) {
         if (!h.kept) continue;
@@ -1659,16 +2012,23 @@ std::vector<SearchHit> KnowledgeBase::search(const std::string& query, const Sea
     Impl& im = *impl_;
     check_search_options(o);
     const double threshold = o.score_threshold ? *o.score_threshold : im.settings.score_threshold;
-    Impl::Lease lease(im);
-    std::vector<SearchHit> all = im.candidates(*lease, query, o);
+    std::optional<Impl::Lease> lease;   // a SQLite reader (local store only)
+    std::vector<SearchHit> all;
+    if (im.pg) {
+        all = im.pg_candidates(query, o);
+    } else {
+        lease.emplace(im);
+        all = im.candidates(**lease, query, o);
+    }
+    SearchReader* rd = lease ? &**lease : nullptr;
     threshold_and_fuse(all, o, threshold);
     sort_ranked(all);
-    if (o.reranker) im.rerank(*lease, all, query, o);
+    if (o.reranker) im.rerank(rd, all, query, o);
     keep_top_k(all, o.top_k);
     std::vector<SearchHit> out;
     for (auto& h : all) {
         if (!h.kept && !o.explain) break;
-        im.load_chunk(*lease, h);
+        im.load_chunk(rd, h);
         out.push_back(std::move(h));
     }
     return out;
@@ -1708,23 +2068,66 @@ UpdateReport update_files(const std::string& root, const std::string& kb, const 
                           const UpdateOptions& options) {
     validate_kb_name(kb);
     KbPaths paths{root};
-    auto db = open_db(paths, false);
     UpdateOptions o = options;
     o.mode = UpdateMode::update_in_db;
     UpdateReport report;
-    update_one(paths, *db, kb, o, load_kb_settings(root), &files, report);
+    update_kb(paths, kb, o, load_kb_settings(root), &files, report, /*create=*/false);
     return report;
 }
 
-bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info) {
+namespace {
+// kb_info of `kb` in the store `settings` names; false: no such KB.
+bool set_kb_info_in(const std::string& root, const KbSettings& settings, const std::string& kb, const std::string& info) {
     validate_kb_name(kb);
     KbPaths paths{root};
+    if (on_pg(settings)) return open_pg(settings, root)->set_kb_info(kb, info);
     if (!fs::exists(paths.info_db())) return false;
     auto db = open_db(paths, false);
     if (!get_kb(*db, kb).exists) return false;
     Stmt st(*db, "UPDATE knowledge_base SET kb_info = ? WHERE kb_name = ?");
     st.bind(1, info).bind(2, kb).run();
     return true;
+}
+}  // namespace
+
+bool set_kb_info(const std::string& root, const std::string& kb, const std::string& info) {
+    return set_kb_info_in(root, load_kb_settings(root), kb, info);
+}
+
+UpdateReport migrate_knowledge_bases(const std::string& root, const std::string& to, const std::vector<std::string>& kb_names,
+                                     bool progress) {
+    auto t0 = std::chrono::steady_clock::now();
+    const KbSettings from = load_kb_settings(root);
+    const std::string target = to == "local" ? "faiss" : to;
+    if (target != "faiss" && target != "pg")
+        throw UsageError(ErrorInfo{}.at("--to").expected("pg or local").found(to));
+    if (from.vs_type == target)
+        throw UsageError(ErrorInfo{settings_path(root)}.at("vs_type").found(from.vs_type)
+                             .msg("the knowledge bases are already on this store").hint("pdsd kb migrate --to " +
+                                                                                         std::string(on_pg(from) ? "local" : "pg")));
+    KbSettings dst = from;
+    dst.vs_type = target;
+    if (on_pg(dst)) open_pg(dst, root);   // the server and the schema before any work
+    KbPaths paths{root};
+    UpdateReport report;
+    size_t migrated = 0;
+    for (const KbInfo& k : list_knowledge_bases(root)) {
+        if (!k.in_db || (!kb_names.empty() && std::find(kb_names.begin(), kb_names.end(), k.name) == kb_names.end())) continue;
+        UpdateOptions o;
+        o.mode = UpdateMode::recreate;
+        o.embed_model = k.embed_model;
+        o.chunk_size = k.chunk_size > 0 ? k.chunk_size : -1;
+        o.chunk_overlap = k.chunk_size > 0 ? k.chunk_overlap : -1;
+        o.progress = progress;
+        update_kb(paths, k.name, o, dst, nullptr, report, /*create=*/true);
+        set_kb_info_in(root, dst, k.name, k.info);
+        ++migrated;
+    }
+    if (migrated == 0)
+        throw UsageError(ErrorInfo{settings_path(root)}.msg("no built knowledge base to migrate").hint("see pdsd kb list"));
+    set_settings_keys(settings_path(root), {{"vs_type", target}});
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return report;
 }
 
 }  // namespace pdsd::kb

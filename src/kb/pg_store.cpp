@@ -5,6 +5,7 @@
 #include "pdsd/kb/pg_store.h"
 
 #include "pdsd/core/error.h"
+#include "pdsd/core/log.h"
 #include "bm25.h"
 
 #include <libpq-fe.h>
@@ -355,6 +356,9 @@ PgStore::PgStore(const std::string& dsn) : impl_(std::make_unique<Impl>()) {
         throw IoError(ErrorInfo{im.where}.msg("cannot connect").found(im.redact(m)).hint(hint));
     }
     if (PQsetClientEncoding(im.conn, "UTF8") != 0) im.fail("SET client_encoding", PQerrorMessage(im.conn));
+    // The server's NOTICEs ("relation ... already exists, skipping" from ensure_schema) would
+    // go to stderr by libpq's default; they are not the user's business (debug log only).
+    PQsetNoticeProcessor(im.conn, [](void*, const char* m) { log::debug("pg", trim_message(m)); }, nullptr);
 }
 
 PgStore::~PgStore() = default;
@@ -369,17 +373,55 @@ void PgStore::ensure_schema() {
     tx.commit();
 }
 
-std::optional<PgKbInfo> PgStore::kb_info(const std::string& kb_name) {
-    auto r = impl_->exec("SELECT id, generation, dim, chunk_count, term_total, file_count, kb_info, vs_type, embed_model, "
-                         "vectors_table FROM knowledge_base WHERE kb_name = $1", {kb_name});
-    if (PQntuples(r.get()) == 0) return std::nullopt;
+namespace {
+// The knowledge_base columns PgKbInfo holds, in read_kb_info's order.
+constexpr const char* kKbColumns = "id, generation, dim, chunk_count, term_total, file_count, kb_info, vs_type, embed_model, "
+                                   "vectors_table, to_char(create_time, 'YYYY-MM-DD HH24:MI:SS'), kb_name, "
+                                   "COALESCE(chunk_size, 0), COALESCE(chunk_overlap, 0)";
+PgKbInfo read_kb_info(const PGresult* p, int row) {
     PgKbInfo k;
-    const PGresult* p = r.get();
-    k.id = i64(p, 0, 0), k.generation = i64(p, 0, 1), k.dim = i64(p, 0, 2), k.chunk_count = i64(p, 0, 3);
-    k.term_total = i64(p, 0, 4), k.file_count = i64(p, 0, 5);
-    k.kb_name = kb_name, k.kb_info = text(p, 0, 6), k.vs_type = text(p, 0, 7), k.embed_model = text(p, 0, 8);
-    k.vectors_table = text(p, 0, 9);
+    k.id = i64(p, row, 0), k.generation = i64(p, row, 1), k.dim = i64(p, row, 2), k.chunk_count = i64(p, row, 3);
+    k.term_total = i64(p, row, 4), k.file_count = i64(p, row, 5);
+    k.kb_info = text(p, row, 6), k.vs_type = text(p, row, 7), k.embed_model = text(p, row, 8);
+    k.vectors_table = text(p, row, 9), k.create_time = text(p, row, 10), k.kb_name = text(p, row, 11);
+    k.chunk_size = i64(p, row, 12), k.chunk_overlap = i64(p, row, 13);
     return k;
+}
+}  // namespace
+
+std::optional<PgKbInfo> PgStore::kb_info(const std::string& kb_name) {
+    auto r = impl_->exec(std::string("SELECT ") + kKbColumns + " FROM knowledge_base WHERE kb_name = $1", {kb_name});
+    if (PQntuples(r.get()) == 0) return std::nullopt;
+    return read_kb_info(r.get(), 0);
+}
+
+std::vector<PgKbInfo> PgStore::list_kbs() {
+    auto r = impl_->exec(std::string("SELECT ") + kKbColumns + " FROM knowledge_base ORDER BY kb_name");
+    std::vector<PgKbInfo> out;
+    for (int i = 0; i < PQntuples(r.get()); ++i) out.push_back(read_kb_info(r.get(), i));
+    return out;
+}
+
+std::vector<PgFile> PgStore::list_files(const std::string& kb_name) {
+    auto r = impl_->exec("SELECT file_name, file_ext, document_loader_name, text_splitter_name, sha256, file_version, file_size, "
+                         "docs_count, file_mtime, to_char(create_time, 'YYYY-MM-DD HH24:MI:SS') FROM knowledge_file "
+                         "WHERE kb_name = $1 ORDER BY file_name", {kb_name});
+    std::vector<PgFile> out;
+    const PGresult* p = r.get();
+    for (int i = 0; i < PQntuples(p); ++i) {
+        PgFile f;
+        f.file_name = text(p, i, 0), f.file_ext = text(p, i, 1), f.document_loader_name = text(p, i, 2);
+        f.text_splitter_name = text(p, i, 3), f.sha256 = text(p, i, 4);
+        f.file_version = i64(p, i, 5), f.file_size = i64(p, i, 6), f.docs_count = i64(p, i, 7);
+        f.file_mtime = f64(p, i, 8), f.create_time = text(p, i, 9);
+        out.push_back(std::move(f));
+    }
+    return out;
+}
+
+bool PgStore::set_kb_info(const std::string& kb_name, const std::string& info) {
+    auto r = impl_->exec("UPDATE knowledge_base SET kb_info = $2 WHERE kb_name = $1", {kb_name, info});
+    return std::string(PQcmdTuples(r.get())) != "0";
 }
 
 namespace {
@@ -612,6 +654,15 @@ std::vector<SearchHit> PgStore::bm25_top_k(const std::string& kb_name, const std
          exact(avg_len), float_array_literal(idf), std::to_string(k)});
     tx.commit();
     return read_hits(r.get(), kb_name, false);
+}
+
+std::vector<SearchHit> PgStore::list_chunks(const std::string& kb_name, const std::string& like) {
+    auto r = impl_->exec("SELECT c.id, 0, c.file_name, c.chunk_index, c.text, c.start_char, c.end_char FROM kb_chunks c "
+                         "JOIN knowledge_base k ON k.id = c.kb_id WHERE k.kb_name = $1 AND ($2 = '' OR c.file_name ILIKE $2) "
+                         "ORDER BY c.file_name COLLATE \"C\", c.chunk_index", {kb_name, like});
+    std::vector<SearchHit> out = read_hits(r.get(), kb_name, false);
+    for (auto& h : out) h.bm25.reset(), h.bm25_rank.reset();
+    return out;
 }
 
 }  // namespace pdsd::kb

@@ -24,6 +24,10 @@ void PgStore::ensure_schema() { no_libpq("PostgreSQL store"); }
 void PgStore::rebuild_kb(const PgKbContent&) { no_libpq("PostgreSQL store"); }
 bool PgStore::drop_kb(const std::string&) { no_libpq("PostgreSQL store"); }
 std::optional<PgKbInfo> PgStore::kb_info(const std::string&) { no_libpq("PostgreSQL store"); }
+std::vector<PgKbInfo> PgStore::list_kbs() { no_libpq("PostgreSQL store"); }
+std::vector<PgFile> PgStore::list_files(const std::string&) { no_libpq("PostgreSQL store"); }
+bool PgStore::set_kb_info(const std::string&, const std::string&) { no_libpq("PostgreSQL store"); }
+std::vector<SearchHit> PgStore::list_chunks(const std::string&, const std::string&) { no_libpq("PostgreSQL store"); }
 std::vector<SearchHit> PgStore::dense_top_k(const std::string&, const std::vector<float>&, size_t, const PgSearchOptions&) {
     no_libpq("PostgreSQL store");
 }

@@ -28,7 +28,10 @@ void Server::Impl::setup_kb() {
         json body = parse_json_object(req);
         std::string name = validate_kb(require_string(body, "knowledge_base_name"));
         std::string vs = get_string(body, "vector_store_type").value_or("faiss");
-        if (vs != "faiss") throw bad_request("only vector_store_type 'faiss' is supported", "vector_store_type");
+        // faiss (Chatchat's default, what its clients send) or the root's own store (pg on a
+        // vs_type: pg root); either way the KB goes to the store kb_settings.yaml names.
+        if (vs != "faiss" && vs != kb::load_kb_settings(root).vs_type)
+            throw bad_request("vector_store_type '" + vs + "' is not this data root's store (kb_settings.yaml vs_type)", "vector_store_type");
         std::string embed = get_string(body, "embed_model").value_or("");
         std::optional<std::string> info = get_string(body, "kb_info");
         std::unique_lock<std::shared_mutex> lk(kb_mu);

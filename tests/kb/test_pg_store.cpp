@@ -8,6 +8,7 @@
 #include "pdsd/kb/knowledge_base.h"
 #include "pdsd/kb/pg_store.h"
 #include "test_util.h"
+#include "kb/pg_test_server.h"
 
 #include <libpq-fe.h>
 #include <sqlite3.h>
@@ -33,72 +34,16 @@ using namespace pdsd::kb;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-    std::ifstream f(path);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    std::string s = ss.str();
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
-}
+using test::server;
+using test::sql_value;
 
-// The fixture's server (scripts/pg_test_server.sh): its DSN and password (exported as PGPASSWORD), or why there is none.
-struct Server {
-    std::string dsn, password, skip;
-};
-const Server& server() {
-    static const Server s = [] {
-        Server r;
-        // $PDSD_PG_TEST_DIR, else the fixture's folder in the build tree.
-        const char* env = std::getenv("PDSD_PG_TEST_DIR");
-        const std::string dir = env && *env ? env : PDSD_PG_TEST_DIR;
-        r.dsn = slurp(dir + "/dsn");
-        r.password = slurp(dir + "/password");
-        if (r.dsn.empty()) {
-            std::string why = slurp(dir + "/skip");
-            r.skip = why.empty() ? "no PostgreSQL test server (see the output of the pg_server_start test)" : why;
-            return r;
-        }
-        ::setenv("PGPASSWORD", r.password.c_str(), 1);
-        return r;
-    }();
-    return s;
-}
-
-// Raw libpq for checks the store's API does not offer (which tables exist, EXPLAIN).
-std::string sql_value(const std::string& dsn, const std::string& sql) {
-    PGconn* c = PQconnectdb(dsn.c_str());
-    EXPECT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
-    PGresult* r = PQexec(c, sql.c_str());
-    auto st = PQresultStatus(r);
-    EXPECT_TRUE(st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) << sql << ": " << PQresultErrorMessage(r);
-    std::string v = (st == PGRES_TUPLES_OK && PQntuples(r) > 0) ? PQgetvalue(r, 0, 0) : "";
-    PQclear(r);
-    PQfinish(c);
-    return v;
-}
-
-// A test of its own: a fresh schema (dropped at the end) first on the search_path, pgvector
-// from public (the fixture made the extension there).
-class PgStoreTest : public ::testing::Test {
+class PgStoreTest : public test::PgSchemaTest {
 protected:
-    void SetUp() override {
-        if (!server().skip.empty()) GTEST_SKIP() << server().skip;
-        std::string n = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-        std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        schema_ = "t_" + n + "_" + std::to_string(::getpid());
-        sql_value(server().dsn, "DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
-        dsn_ = server().dsn + "?options=-csearch_path%3D" + schema_ + "%2Cpublic";
-    }
-    void TearDown() override {
-        if (!schema_.empty()) sql_value(server().dsn, "DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
-    }
     std::unique_ptr<PgStore> open() {
         auto s = std::make_unique<PgStore>(dsn_);
         s->ensure_schema();
         return s;
     }
-    std::string schema_, dsn_;
 };
 
 PgChunk chunk(const std::string& file, int64_t index, const std::string& text, std::vector<float> embedding = {}) {
@@ -191,10 +136,12 @@ TEST(PgSettings, DsnComesFromSettingsWithoutPassword) {
     }
 }
 
-TEST(PgSettings, VsTypeIsCheckedAndPgIsRefusedByTheLocalVerbs) {
+TEST(PgSettings, VsTypeIsCheckedAndPgNeverFallsBackToTheLocalStore) {
     test::TempDir root;
     std::ofstream(root.file("kb_settings.yaml")) << "vs_type: milvus\n";
     EXPECT_THROW(load_kb_settings(root.str()), ConfigError);
+    // Nothing listens on port 1: the rebuild fails naming the server (or, without libpq,
+    // that this build has no PostgreSQL store), and builds no local store instead.
     std::ofstream(root.file("kb_settings.yaml")) << "vs_type: pg\npg_connection_uri: postgresql://pdsd@127.0.0.1:1/kb\n";
     EXPECT_EQ(load_kb_settings(root.str()).vs_type, "pg");
     fs::create_directories(root.file("knowledge_base/k/content"));
@@ -206,9 +153,11 @@ TEST(PgSettings, VsTypeIsCheckedAndPgIsRefusedByTheLocalVerbs) {
         update_knowledge_bases(root.str(), o);
         FAIL() << "vs_type pg must not quietly build the local store";
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("vs_type"), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find(pg_store_available() ? "PostgreSQL store" : "libpq"), std::string::npos) << e.what();
+        const std::string m = e.what();
+        EXPECT_NE(m.find(pg_store_available() ? "PostgreSQL host 127.0.0.1 port 1" : "libpq"), std::string::npos) << m;
     }
+    EXPECT_FALSE(fs::exists(KbPaths{root.str()}.info_db()));
+    EXPECT_THROW(KnowledgeBase(root.str(), "k"), Error);
 }
 
 // ---- against the server -----------------------------------------------------------------

@@ -98,8 +98,8 @@ struct KbSettings {
     int64_t rerank_top_n = 20;              // fused candidates the reranker rescores
     // The store (Chatchat's vs_type): faiss = this folder's FAISS + SQLite; pg = PostgreSQL +
     // pgvector at pg_connection_uri (a libpq URI without the password: $PGPASSWORD or
-    // ~/.pgpass). The kb verbs and search run on faiss only so far and refuse pg with a
-    // message (pdsd/kb/pg_store.h is the PostgreSQL store's API; docs/knowledge_base.md).
+    // ~/.pgpass; pdsd/kb/pg_store.h). Every kb verb and search runs on the one named here
+    // (docs/knowledge_base.md, "PostgreSQL store"); vector_index flat on pg = exact scans.
     std::string vs_type = "faiss";
     std::string pg_connection_uri;
 };
@@ -169,9 +169,17 @@ std::vector<KbFileInfo> list_kb_files(const std::string& root, const std::string
 struct KbInfo {
     std::string name, info, vs_type, embed_model, create_time;
     int64_t file_count = 0, chunk_count = 0;
+    int64_t chunk_size = 0, chunk_overlap = 0;   // as the KB was last built (0: unknown)
     bool in_db = false, has_folder = false;
 };
 std::vector<KbInfo> list_knowledge_bases(const std::string& root);
+
+// `pdsd kb migrate --to pg|local`: rebuild `kb_names` (empty: every KB in the current store)
+// from content/ into the other store, each with its embed_model, chunk sizes and kb_info,
+// then set kb_settings.yaml's vs_type to it (only when all succeeded). The old store's rows
+// stay. UsageError when `to` is the current store or not pg / local.
+UpdateReport migrate_knowledge_bases(const std::string& root, const std::string& to, const std::vector<std::string>& kb_names,
+                                     bool progress);
 
 struct SearchOptions {
     size_t top_k = 3;

@@ -1,4 +1,5 @@
-// PostgreSQL + pgvector knowledge-base store (Chatchat's vs_type "pg"; issue #22, foundation).
+// PostgreSQL + pgvector knowledge-base store (Chatchat's vs_type "pg"; issue #22). KnowledgeBase and
+// the kb verbs run on it when kb_settings.yaml says vs_type: pg (knowledge_base.cpp).
 //
 // One PostgreSQL database holds every KB: the catalog (knowledge_base, knowledge_file with
 // Chatchat's columns), the chunks (text + metadata), BM25 in ordinary tables (kb_terms: each
@@ -59,6 +60,7 @@ struct PgFile {
     std::string file_name, file_ext, document_loader_name, text_splitter_name = "ChineseRecursiveTextSplitter", sha256;
     int64_t file_version = 1, file_size = 0, docs_count = 0;
     double file_mtime = 0;   // seconds since the epoch
+    std::string create_time;   // read back by list_files ("YYYY-MM-DD HH:MM:SS"); not written
 };
 
 // Everything a KB is after a rebuild.
@@ -72,8 +74,10 @@ struct PgKbContent {
 
 struct PgKbInfo {
     int64_t id = 0, generation = 0, dim = 0, chunk_count = 0, term_total = 0, file_count = 0;
+    int64_t chunk_size = 0, chunk_overlap = 0;
     std::string kb_name, kb_info, vs_type, embed_model;
     std::string vectors_table;   // kb_vectors_<id>_<generation>; "" without vectors
+    std::string create_time;     // "YYYY-MM-DD HH:MM:SS"
 };
 
 struct PgSearchOptions {
@@ -109,6 +113,14 @@ public:
     // Drop the KB (its rows and vector table) in one transaction; false when there was none.
     bool drop_kb(const std::string& kb_name);
     std::optional<PgKbInfo> kb_info(const std::string& kb_name);
+    // Every KB, by name; a KB's files (its knowledge_file rows), by name.
+    std::vector<PgKbInfo> list_kbs();
+    std::vector<PgFile> list_files(const std::string& kb_name);
+    // Chatchat's update_info; false when there is no such KB.
+    bool set_kb_info(const std::string& kb_name, const std::string& info);
+    // The chunks of the KB's files whose name matches `like` (SQL LIKE, case-insensitive:
+    // ILIKE; "" = every file), by file name (bytewise) then chunk index; score 0.
+    std::vector<SearchHit> list_chunks(const std::string& kb_name, const std::string& like);
 
     // Top-k by cosine similarity (hits best first, ties by chunk id; score = cosine, also in
     // `cosine`, dense_rank set). UsageError when the KB has no vectors or `query` is not dim wide.
