@@ -18,89 +18,24 @@ Screenshots: --screenshot and <stem>_chunks.png beside it.
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_kb_prompts_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
 """
-import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
-SKIP = 77
+from web_harness import check_browser, fail, http_json, new_driver, parse_args, run, start_server
+
 # Added under rag: in the file pdsd init writes (a YAML block, as a user would add it).
 CONCISE = "  concise: |-\n    请用一句话回答，只根据下面的资料。\n    资料：{{context}}\n    问题：{{question}}\n"
 
 
-def need(cond, why):
-    if not cond:
-        print(f"SKIP: {why}")
-        sys.exit(SKIP)
-
-
-def fail(why):
-    sys.exit(f"FAIL: {why}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        fail(f"{' '.join(cmd)} exited {r.returncode}\n{r.stderr}")
-    return r.stdout
-
-
-def http_json(url, body=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
-
-
-def start_server(pdsd, model, root, tmp):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(tmp, "serve.log"), "w")
-    server = subprocess.Popen([pdsd, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model, "--root", root],
-                              stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                if r.status == 200:
-                    return server, base
-        except OSError:
-            pass
-        if server.poll() is not None:
-            fail(f"pdsd serve exited {server.returncode}\n" + open(log.name).read())
-        time.sleep(0.1)
-    fail("pdsd serve did not answer /health within 30 s")
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pdsd", required=True)
-    ap.add_argument("--fixtures", required=True)
-    ap.add_argument("--screenshot", required=True)
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
-    a = ap.parse_args()
-
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import Select, WebDriverWait
-    except ImportError:
-        need(False, "selenium not installed (pip install selenium; CI: PDSD_TEST_VENV=1 scripts/setup.sh)")
-    need(os.access(a.chromium, os.X_OK), f"no {a.chromium} (apt-get install chromium)")
-    need(os.access(a.chromedriver, os.X_OK), f"no {a.chromedriver} (apt-get install chromium-driver)")
+    a = parse_args()
+    check_browser(a)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     tmp = tempfile.mkdtemp(prefix="pdsd_web_kbp_")
     server = driver = None
@@ -121,13 +56,7 @@ def main():
              "--tokenizer", os.path.join(a.fixtures, "qwen-tokenizer")])
         server, base = start_server(a.pdsd, model, root, tmp)
 
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = a.chromium
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,900", "--lang=zh-CN"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(a.chromedriver), options=opts)
-        driver.set_page_load_timeout(30)
+        driver = new_driver(a)
         driver.get(base + "/")
         wait = WebDriverWait(driver, 60)
         by_id = lambda i: driver.find_element(By.ID, i)

@@ -12,7 +12,7 @@ that name sample files, link to the document and show the Markdown chunks as HTM
 conversation is stored server-side (GET /chat/conversations) and shown again after a page
 reload, sources included; 👎 with a reason lands in the message row (/chat/feedback);
 regenerate replaces the turn; an LLM chat answer stopped mid-stream stays on screen with its
-query stored (answer empty, as Chatchat stores it), edit-and-resend replaces that turn here and
+query and the part answered before the stop stored, edit-and-resend replaces that turn here and
 in the store, a sidebar rename is stored and heads the Markdown export; the language switch
 gives English and keeps it across a reload;
 the KB tab creates a KB, uploads a file, rebuilds with a finished progress bar, finds the file
@@ -34,65 +34,23 @@ Screenshots: --screenshot and <stem>_english.png / <stem>_kb.png / <stem>_train.
 Exit 77 (ctest SKIP) when selenium, chromium or chromedriver is missing.
 Usage: web_page_test.py --pdsd build/pdsd --fixtures tests/fixtures --screenshot OUT.png
 """
-import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-SKIP = 77
-
-
-def need(cond, why):
-    if not cond:
-        print(f"SKIP: {why}")
-        sys.exit(SKIP)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"FAIL: {' '.join(cmd)} exited {r.returncode}\n{r.stderr}")
-    return r.stdout
-
-
-def http_json(url, body=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
+from web_harness import check_browser, http_json, new_driver, parse_args, run, start_server
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pdsd", required=True)
-    ap.add_argument("--fixtures", required=True)
-    ap.add_argument("--screenshot", required=True)
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
-    a = ap.parse_args()
-
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.ui import Select, WebDriverWait
-    except ImportError:
-        need(False, "selenium not installed (pip install selenium; CI: PDSD_TEST_VENV=1 scripts/setup.sh)")
-    need(os.access(a.chromium, os.X_OK), f"no {a.chromium} (apt-get install chromium)")
-    need(os.access(a.chromedriver, os.X_OK), f"no {a.chromedriver} (apt-get install chromium-driver)")
+    a = parse_args()
+    check_browser(a)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     tmp = tempfile.mkdtemp(prefix="pdsd_web_")
     server = None
@@ -111,31 +69,8 @@ def main():
         shutil.copy(os.path.join(a.fixtures, "qwen-tokenizer", "tokenizer.json"), broken)
         with open(os.path.join(broken, "config.json"), "w") as f:
             f.write("{ not json")
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        log = open(os.path.join(tmp, "serve.log"), "w")
-        server = subprocess.Popen([a.pdsd, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
-                                   "--root", root], stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None:
-                sys.exit(f"FAIL: pdsd serve exited {server.returncode}\n" + open(log.name).read())
-            time.sleep(0.1)
-        else:
-            sys.exit("FAIL: pdsd serve did not answer /health within 30 s")
-
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = a.chromium
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,900", "--lang=zh-CN"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(a.chromedriver), options=opts)
-        driver.set_page_load_timeout(30)
+        server, base = start_server(a.pdsd, model, root, tmp)
+        driver = new_driver(a)
         driver.get(base + "/")
         wait = WebDriverWait(driver, 60)
         by_id = lambda i: driver.find_element(By.ID, i)
