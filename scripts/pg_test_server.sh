@@ -50,15 +50,24 @@ start_server() {
   bin=$(find_bin) || skip "the pgserver wheel is not installed for $python (pip install pgserver; scripts/requirements-oracle.txt)"
   [[ -x $bin/postgres && -x $bin/initdb && -x $bin/pg_ctl ]] || skip "no initdb/pg_ctl/postgres in $bin"
   if [[ $(id -u) == 0 ]] && ! command -v setpriv >/dev/null; then skip "running as root and setpriv (util-linux) is missing"; fi
-  (cd / && as_server_user test -x "$bin/postgres") \
-    || { echo "the server user cannot run $bin/postgres (was the wheel installed with umask 077?)"; exit 1; }
-
   local tmp
   tmp=$(mktemp -d /tmp/pdsd-pg.XXXXXX)
   echo "$tmp" >"$state/tmpdir"
-  echo "$bin" >"$state/bin"
   [[ $(id -u) == 0 ]] && chown nobody:nogroup "$tmp"
   chmod 700 "$tmp"
+  # A checkout under a private folder (/root is 0700) hides the wheel from nobody: run a copy
+  # of its pginstall (~35 MB, relocatable) from the temp dir instead.
+  if ! (cd / && as_server_user test -x "$bin/postgres"); then
+    # The same layout: the binaries find their libraries at $ORIGIN/../../../pgserver.libs.
+    local pkg=$tmp/wheel site
+    site=$(dirname "$(dirname "$(dirname "$bin")")")
+    mkdir -p "$pkg/pgserver" && cp -a "$(dirname "$bin")" "$pkg/pgserver/pginstall" \
+      && { [[ ! -d $site/pgserver.libs ]] || cp -a "$site/pgserver.libs" "$pkg/"; } \
+      && chmod -R a+rX "$pkg" && bin=$pkg/pgserver/pginstall/bin
+    (cd / && as_server_user test -x "$bin/postgres") \
+      || { echo "the server user cannot run $bin/postgres, even copied to $tmp"; exit 1; }
+  fi
+  echo "$bin" >"$state/bin"
   local password
   password="pdsd-test-$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')"
   printf '%s\n' "$password" >"$tmp/pwfile"
