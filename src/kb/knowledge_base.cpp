@@ -1099,6 +1099,7 @@ UpdateReport update_knowledge_bases(const std::string& root, const UpdateOptions
     auto t0 = std::chrono::steady_clock::now();
     KbPaths paths{root};
     KbSettings settings = load_kb_settings(root);
+    make_dirs(paths.kb_root());   // either store: a --root that is a file is an IoError naming it
     std::vector<std::string> kbs = options.kb_names;
     if (kbs.empty()) kbs = kb_folders(paths);
     if (kbs.empty())
